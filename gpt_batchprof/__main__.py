@@ -1,0 +1,4 @@
+from gpt_batchprof.cli import main
+
+if __name__ == "__main__":
+    main()

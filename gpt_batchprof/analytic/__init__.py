@@ -1,0 +1,21 @@
+"""The analytic roofline model: pure Python, never imports torch, rich, typer or yaml."""
+
+from gpt_batchprof.analytic.gpt import ATTENTION_MODES, PHASES, Dtypes, enumerate_ops
+from gpt_batchprof.analytic.ops import OP_GROUPS, OP_NAMES, OpCost, OpShape
+from gpt_batchprof.analytic.roofline import Prediction, predict, predict_all, step_time
+from gpt_batchprof.analytic.serving import (
+    MemoryUse,
+    Scenario,
+    ServingPoint,
+    ServingReport,
+    critical_batch,
+    max_batch,
+    memory_use,
+    serving_report,
+)
+
+__all__ = [
+    "ATTENTION_MODES", "PHASES", "Dtypes", "enumerate_ops", "OP_GROUPS", "OP_NAMES", "OpCost",
+    "OpShape", "Prediction", "predict", "predict_all", "step_time", "MemoryUse", "Scenario",
+    "ServingPoint", "ServingReport", "critical_batch", "max_batch", "memory_use", "serving_report",
+]

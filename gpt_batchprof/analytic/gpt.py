@@ -1,0 +1,164 @@
+"""Every operator of a GPT forward step, with its cost.
+
+One code path for both phases: a step feeds ``q`` new tokens per sequence to the model
+while ``kv_len`` tokens per sequence sit in the KV cache. Prefill is ``q = seq_len`` with
+an empty cache; decode is ``q = 1`` with ``kv_len`` cached tokens. Attention then spans
+``kv_len + q`` keys.
+
+Causal attention in prefill is counted the way each kernel computes it:
+- ``unfused`` (QK^T, softmax, x V as separate kernels): the matmuls compute the full
+  q x L score matrix and the mask is applied afterwards, so FLOPs cover the full square;
+- ``fused`` (FlashAttention-style, no score matrix in memory): masked tiles are skipped,
+  so FLOPs cover only the visible (query, key) pairs, about half the square.
+The LM head runs on the last position of each sequence only (what generation needs).
+Embedding gathers, residual adds, activation functions and rotary embeddings are fused
+into their neighbours in serving kernels and are not listed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gpt_batchprof.analytic.ops import OpCost, OpShape, causal_pairs, elementwise_cost, matmul_cost
+from gpt_batchprof.errors import BatchprofError
+from gpt_batchprof.profiles import ACT_DTYPES, DTYPE_BYTES, KV_DTYPES, WEIGHT_DTYPES, ModelSpec
+
+PHASES = ("prefill", "decode")
+ATTENTION_MODES = ("unfused", "fused")
+
+
+@dataclass(frozen=True, slots=True)
+class Dtypes:
+    """Storage dtypes of weights, activations and KV cache. Matmuls run at the activation dtype."""
+
+    weight: str = "fp16"
+    act: str = "fp16"
+    kv: str = "fp16"
+
+    def __post_init__(self) -> None:
+        for what, value, allowed in (
+            ("weight", self.weight, WEIGHT_DTYPES),
+            ("activation", self.act, ACT_DTYPES),
+            ("kv", self.kv, KV_DTYPES),
+        ):
+            if value not in allowed:
+                raise BatchprofError(f"unknown {what} dtype '{value}' (choose from {', '.join(allowed)})")
+
+    @classmethod
+    def of(cls, dtype: str, weight: str | None = None, kv: str | None = None) -> "Dtypes":
+        """``--dtype`` for everything, with ``--weight-dtype`` / ``--kv-dtype`` overrides."""
+        return cls(weight=weight or dtype, act=dtype, kv=kv or dtype)
+
+
+def expected_experts_touched(n_expert: int, n_active: int, tokens: int) -> float:
+    """Distinct experts a batch of ``tokens`` routes to, on average, under uniform routing.
+
+    Each token picks ``n_active`` of ``n_expert``; an expert is missed by one token with
+    probability 1 - n_active/n_expert, so by all of them with that to the power ``tokens``.
+    """
+    return n_expert * (1.0 - (1.0 - n_active / n_expert) ** tokens)
+
+
+def enumerate_ops(
+    model: ModelSpec,
+    phase: str,
+    batch: int,
+    seq_len: int = 1,
+    kv_len: int = 0,
+    dtypes: Dtypes = Dtypes(),
+    attention: str = "unfused",
+) -> tuple[OpCost, ...]:
+    """The operators of one forward step, each totalled over all layers.
+
+    prefill: ``seq_len`` prompt tokens per sequence, ``kv_len`` already cached (0 unless
+    chunked). decode: one new token per sequence, ``kv_len`` cached; ``seq_len`` is ignored.
+    """
+    if phase not in PHASES:
+        raise BatchprofError(f"unknown phase '{phase}' (choose from {', '.join(PHASES)})")
+    if attention not in ATTENTION_MODES:
+        raise BatchprofError(f"unknown attention mode '{attention}' (choose from {', '.join(ATTENTION_MODES)})")
+    q = 1 if phase == "decode" else seq_len
+    if batch < 1 or q < 1 or kv_len < 0:
+        raise BatchprofError(f"impossible shape: batch={batch}, seq_len={q}, kv_len={kv_len}")
+
+    T = batch * q  # tokens through the dense layers
+    w, a = DTYPE_BYTES[dtypes.weight], DTYPE_BYTES[dtypes.act]
+    cd = dtypes.act
+    nl, d = model.n_layer, model.d_model
+    ctx = (phase, batch, q, kv_len)
+    mm = dict(w_bytes=w, a_bytes=a, launches=nl, compute_dtype=cd, ctx=ctx)
+
+    norm_weights = (2 if model.norm == "layernorm" else 1) * d * w
+    ops: list[OpCost] = [
+        elementwise_cost(
+            "norm", rows=T, width=d, a_bytes=a, launches=2 * nl + 1, compute_dtype=cd, ctx=ctx,
+            weight_bytes=norm_weights,
+        ),
+        matmul_cost("qkv_proj", tokens=T, k=d, n=model.q_dim + 2 * model.kv_dim, **mm),
+    ]
+
+    ops += attention_ops(model, phase, batch, q, kv_len, dtypes, attention)
+    ops.append(matmul_cost("out_proj", tokens=T, k=model.q_dim, n=d, **mm))
+
+    if model.is_moe:
+        ops.append(matmul_cost("moe_router", tokens=T, k=d, n=model.n_expert, **mm))
+        moe = dict(
+            experts_touched=expected_experts_touched(model.n_expert, model.n_expert_active, T),
+            routes=model.n_expert_active,
+        )
+    else:
+        moe = {}
+    if model.ffn == "swiglu":
+        ops.append(matmul_cost("ffn_gate", tokens=T, k=d, n=model.d_ff, **mm, **moe))
+    ops.append(matmul_cost("ffn_up", tokens=T, k=d, n=model.d_ff, **mm, **moe))
+    ops.append(matmul_cost("ffn_down", tokens=T, k=model.d_ff, n=d, **mm, **moe))
+
+    ops.append(
+        matmul_cost("lm_head", tokens=batch, k=d, n=model.vocab_size, w_bytes=w, a_bytes=a,
+                    launches=1, compute_dtype=cd, ctx=ctx)
+    )
+    return tuple(ops)
+
+
+def attention_ops(
+    model: ModelSpec, phase: str, batch: int, q: int, kv_len: int, dtypes: Dtypes, attention: str
+) -> list[OpCost]:
+    """The attention operators of a step with ``q`` new and ``kv_len`` cached tokens per sequence.
+
+    The only operators whose cost depends on ``kv_len``; `serving` re-evaluates just these
+    for every decode step.
+    """
+    L = kv_len + q
+    a, kvb, cd = DTYPE_BYTES[dtypes.act], DTYPE_BYTES[dtypes.kv], dtypes.act
+    nl, hd, nh, nkv = model.n_layer, model.head_dim, model.n_head, model.n_kv_head
+    g = nh // nkv  # query heads per K/V head
+    ctx = (phase, batch, q, kv_len)
+    q_bytes = batch * nh * q * hd * a  # queries in, or context out
+    kv_read = batch * nkv * L * hd * kvb  # K (or V) of every sequence, read once per layer
+    attn_shape = dict(heads=nh, kv_heads=nkv, causal=q > 1)
+    if attention == "fused":
+        pairs = batch * nh * causal_pairs(q, L)
+        return [
+            OpCost("attn_fused", phase, batch, q, kv_len,
+                   flops=nl * 4.0 * hd * pairs,
+                   bytes=nl * (2 * q_bytes + 2 * kv_read),
+                   weight_bytes=0.0, launches=nl, compute_dtype=cd,
+                   shape=OpShape(m=q, n=L, k=hd, batch=batch, **attn_shape)),
+        ]
+    scores = batch * nh * q * L  # full rectangle: the mask is applied after the matmul
+    return [
+        OpCost("attn_score", phase, batch, q, kv_len,
+               flops=nl * 2.0 * hd * scores,
+               bytes=nl * (q_bytes + kv_read + scores * a),
+               weight_bytes=0.0, launches=nl, compute_dtype=cd,
+               # (B*nkv, g*q, hd) @ (B*nkv, hd, L): the g query heads sharing a K head stacked
+               shape=OpShape(m=g * q, n=L, k=hd, batch=batch * nkv, **attn_shape)),
+        elementwise_cost("attn_softmax", rows=batch * nh * q, width=L, a_bytes=a, launches=nl,
+                         compute_dtype=cd, ctx=ctx),
+        OpCost("attn_context", phase, batch, q, kv_len,
+               flops=nl * 2.0 * hd * scores,
+               bytes=nl * (scores * a + kv_read + q_bytes),
+               weight_bytes=0.0, launches=nl, compute_dtype=cd,
+               # (B*nkv, g*q, L) @ (B*nkv, L, hd)
+               shape=OpShape(m=g * q, n=hd, k=L, batch=batch * nkv, **attn_shape)),
+    ]

@@ -1,0 +1,170 @@
+"""Operator costs: the one place FLOPs and bytes are counted.
+
+Conventions (see MISSION_NOTES.md):
+- FLOPs count matrix multiply-adds, 2 per multiply-add: (m x k) @ (k x n) is 2*m*n*k.
+  Softmax, normalisation and activation functions count zero FLOPs, as
+  ``torch.utils.flop_counter.FlopCounterMode`` counts them; they are charged by bytes.
+- Bytes are the minimum traffic to device memory: every input read once, every output
+  written once, each at its own dtype (weights, activations, KV cache).
+- A row stands for ``launches`` identical kernels (one per layer); its FLOPs and bytes
+  are totals over all of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Operator names, in the order a forward pass runs them. Used by tables, JSON and `bench`.
+OP_NAMES = (
+    "norm",
+    "qkv_proj",
+    "attn_score",
+    "attn_softmax",
+    "attn_context",
+    "attn_fused",
+    "out_proj",
+    "moe_router",
+    "ffn_gate",
+    "ffn_up",
+    "ffn_down",
+    "lm_head",
+)
+# Operator groups (sweep's --op accepts these too).
+DENSE_OPS = ("qkv_proj", "out_proj", "moe_router", "ffn_gate", "ffn_up", "ffn_down", "lm_head")
+ATTENTION_OPS = ("attn_score", "attn_softmax", "attn_context", "attn_fused")
+# Dense layers of a transformer block: the ones whose decode boundness defines the critical batch.
+BLOCK_DENSE_OPS = ("qkv_proj", "out_proj", "ffn_gate", "ffn_up", "ffn_down")
+OP_GROUPS = {"dense": DENSE_OPS, "attention": ATTENTION_OPS, "other": ("norm",)}
+
+
+def op_group(op: str) -> str:
+    for group, names in OP_GROUPS.items():
+        if op in names:
+            return group
+    raise KeyError(op)
+
+
+@dataclass(frozen=True, slots=True)
+class OpShape:
+    """The kernel's problem size, per launch.
+
+    Matmul view: ``batch`` independent (m x k) @ (k x n) products. For attention kernels
+    m is query rows per problem, n key length, k head_dim, with ``heads`` query heads
+    and ``kv_heads`` key/value heads per sequence; for softmax and norm m is rows and n
+    the row length (k = 0).
+    """
+
+    m: int
+    n: int
+    k: int
+    batch: int = 1
+    heads: int = 0
+    kv_heads: int = 0
+    causal: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OpCost:
+    """One operator of the model at one phase and batch, totalled over its launches."""
+
+    op: str
+    phase: str  # "prefill" | "decode"
+    batch: int  # sequences
+    seq_len: int  # new tokens per sequence (prompt length in prefill, 1 in decode)
+    kv_len: int  # cached tokens per sequence before this step (0 in prefill)
+    flops: float
+    bytes: float
+    weight_bytes: float  # the part of `bytes` that is weights (does not grow with batch)
+    launches: int
+    compute_dtype: str  # which peak of the hardware profile applies
+    shape: OpShape
+
+    @property
+    def group(self) -> str:
+        return op_group(self.op)
+
+    @property
+    def intensity(self) -> float:
+        """FLOP per byte of memory traffic."""
+        return self.flops / self.bytes if self.bytes else 0.0
+
+
+def matmul_cost(
+    op: str,
+    *,
+    tokens: int,
+    k: int,
+    n: int,
+    w_bytes: float,
+    a_bytes: float,
+    launches: int,
+    compute_dtype: str,
+    ctx: tuple[str, int, int, int],
+    experts_touched: float = 1.0,
+    routes: int = 1,
+) -> OpCost:
+    """tokens x k activations times a k x n weight (per expert for MoE).
+
+    ``routes``: experts each token is sent to (MoE top-k); ``experts_touched``: distinct
+    expert weight matrices read (1 for a dense layer).
+    """
+    phase, batch, seq_len, kv_len = ctx
+    rows = tokens * routes
+    weights = experts_touched * k * n * w_bytes
+    per_launch = rows * k * a_bytes + weights + rows * n * a_bytes
+    if experts_touched == 1.0:
+        shape = OpShape(m=tokens, n=n, k=k)
+    else:  # MoE: the mean rows per touched expert (the kernel's view is grouped GEMMs)
+        groups = max(1, round(experts_touched))
+        shape = OpShape(m=max(1, round(rows / experts_touched)), n=n, k=k, batch=groups)
+    return OpCost(
+        op=op,
+        phase=phase,
+        batch=batch,
+        seq_len=seq_len,
+        kv_len=kv_len,
+        flops=launches * 2.0 * rows * k * n,
+        bytes=launches * per_launch,
+        weight_bytes=launches * weights,
+        launches=launches,
+        compute_dtype=compute_dtype,
+        shape=shape,
+    )
+
+
+def elementwise_cost(
+    op: str,
+    *,
+    rows: int,
+    width: int,
+    a_bytes: float,
+    launches: int,
+    compute_dtype: str,
+    ctx: tuple[str, int, int, int],
+    weight_bytes: float = 0.0,
+) -> OpCost:
+    """Reads rows x width activations and writes as many (softmax, norm)."""
+    phase, batch, seq_len, kv_len = ctx
+    per_launch = 2.0 * rows * width * a_bytes + weight_bytes
+    return OpCost(
+        op=op,
+        phase=phase,
+        batch=batch,
+        seq_len=seq_len,
+        kv_len=kv_len,
+        flops=0.0,
+        bytes=launches * per_launch,
+        weight_bytes=launches * weight_bytes,
+        launches=launches,
+        compute_dtype=compute_dtype,
+        shape=OpShape(m=rows, n=width, k=0),
+    )
+
+
+def causal_pairs(q_len: int, kv_len: int) -> int:
+    """(query, key) pairs a causal kernel that skips masked work computes.
+
+    Queries are the last ``q_len`` of ``kv_len`` positions; query i sees keys 0..i.
+    """
+    first = kv_len - q_len + 1  # keys visible to the first query
+    return q_len * first + q_len * (q_len - 1) // 2

@@ -1,0 +1,496 @@
+"""Model and hardware profiles: frozen specs, validated on load.
+
+Sources: built-in YAML files (``profiles/models``, ``profiles/hardware``), any YAML file
+by path, and Hugging Face ``config.json`` files (read offline) for models.
+``yaml`` and ``json`` are imported inside the loaders so that importing this module
+(and :mod:`gpt_batchprof.analytic`) stays cheap.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from gpt_batchprof.errors import ProfileError
+
+# Bytes per element of each storage dtype. int4 is weights only (packed two per byte).
+DTYPE_BYTES: dict[str, float] = {
+    "fp32": 4.0,
+    "fp16": 2.0,
+    "bf16": 2.0,
+    "fp8": 1.0,
+    "int8": 1.0,
+    "int4": 0.5,
+}
+ACT_DTYPES = ("fp32", "fp16", "bf16", "fp8", "int8")
+WEIGHT_DTYPES = ("fp32", "fp16", "bf16", "fp8", "int8", "int4")
+KV_DTYPES = ("fp32", "fp16", "bf16", "fp8", "int8")
+PEAK_DTYPES = ("fp32", "tf32", "fp16", "bf16", "fp8", "int8")
+
+FFN_KINDS = {"gelu": 2, "swiglu": 3}  # number of weight matrices in one FFN
+NORM_KINDS = ("layernorm", "rmsnorm")
+POSITIONAL_KINDS = ("rope", "learned", "alibi")
+HARDWARE_KINDS = ("gpu", "cpu")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """A decoder-only GPT. Sizes are per layer unless the name says otherwise."""
+
+    name: str
+    n_layer: int
+    d_model: int
+    n_head: int
+    n_kv_head: int
+    head_dim: int
+    d_ff: int
+    ffn: str
+    vocab_size: int
+    max_seq_len: int
+    tied_embeddings: bool = False
+    norm: str = "layernorm"
+    positional: str = "rope"
+    bias: bool = False
+    n_expert: int = 1
+    n_expert_active: int = 1
+    source: str = ""
+
+    # --- derived sizes (computed from the fields, never stored twice) ---
+    @property
+    def q_dim(self) -> int:
+        return self.n_head * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.n_kv_head * self.head_dim
+
+    @property
+    def n_ffn_matrices(self) -> int:
+        return FFN_KINDS[self.ffn]
+
+    @property
+    def is_moe(self) -> bool:
+        return self.n_expert > 1
+
+    @property
+    def embedding_params(self) -> int:
+        """Token embedding, plus the learned position table where there is one."""
+        n = self.vocab_size * self.d_model
+        if self.positional == "learned":
+            n += self.max_seq_len * self.d_model
+        return n
+
+    def _norm_params(self) -> int:
+        return (2 if self.norm == "layernorm" else 1) * self.d_model
+
+    @property
+    def layer_params(self) -> int:
+        d, q, kv, f = self.d_model, self.q_dim, self.kv_dim, self.d_ff
+        attn = d * (q + 2 * kv) + q * d
+        ffn_one = self.n_ffn_matrices * d * f
+        if self.bias:
+            attn += (q + 2 * kv) + d
+            ffn_one += (self.n_ffn_matrices - 1) * f + d
+        router = d * self.n_expert if self.is_moe else 0
+        return attn + self.n_expert * ffn_one + router + 2 * self._norm_params()
+
+    @property
+    def n_params(self) -> int:
+        """Every weight: embeddings, all layers, final norm, and an untied LM head."""
+        head = 0 if self.tied_embeddings else self.vocab_size * self.d_model
+        return self.embedding_params + self.n_layer * self.layer_params + self._norm_params() + head
+
+    @property
+    def n_params_non_embedding(self) -> int:
+        """Layers and final norm only (the count that FLOPs per token scale with)."""
+        return self.n_layer * self.layer_params + self._norm_params()
+
+    def kv_bytes_per_token(self, kv_dtype: str) -> float:
+        """KV cache of one token over all layers: K and V, n_kv_head x head_dim each."""
+        return 2.0 * self.n_layer * self.kv_dim * DTYPE_BYTES[kv_dtype]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"n_params": self.n_params}
+
+
+@dataclass(frozen=True, slots=True)
+class HardwareSpec:
+    """Datasheet (or calibrated) ceilings of one device. Stored in SI units."""
+
+    name: str
+    kind: str
+    memory_bytes: float
+    memory_bandwidth_bytes_per_s: float
+    peak_flops_per_s: Mapping[str, float] = field(default_factory=dict)
+    launch_overhead_s: float = 0.0
+    l2_cache_bytes: float = 0.0
+    price_per_hour_usd: float | None = None
+    source: str = ""
+
+    def peak(self, dtype: str) -> float:
+        """Peak FLOP/s for matmuls in ``dtype``."""
+        try:
+            return self.peak_flops_per_s[dtype]
+        except KeyError:
+            have = ", ".join(self.peak_flops_per_s) or "none"
+            raise ProfileError(
+                f"hardware '{self.name}': no {dtype} peak in peak_tflops (has: {have}); "
+                f"choose another --dtype or add {dtype} to the profile"
+            ) from None
+
+    @property
+    def ridge_intensity(self) -> float:
+        """FLOP/byte at which the fp16 (or best available) roofline turns compute-bound."""
+        key = "fp16" if "fp16" in self.peak_flops_per_s else next(iter(self.peak_flops_per_s))
+        return self.peak(key) / self.memory_bandwidth_bytes_per_s
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["peak_flops_per_s"] = dict(self.peak_flops_per_s)
+        return d
+
+
+# --------------------------------------------------------------------------- validation
+
+
+class _Fields:
+    """Reads typed fields out of a mapping and names the file and field on every error."""
+
+    def __init__(self, data: Mapping[str, Any], where: str):
+        self.data = data
+        self.where = where
+
+    def fail(self, key: str, why: str) -> ProfileError:
+        return ProfileError(f"{self.where}: field '{key}': {why}")
+
+    def has(self, key: str) -> bool:
+        return self.data.get(key) is not None
+
+    def int(self, key: str, default: int | None = None, minimum: int = 1) -> int:
+        v = self.data.get(key)
+        if v is None:
+            if default is None:
+                raise self.fail(key, "missing (required)")
+            return default
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v):
+            raise self.fail(key, f"must be an integer, got {v!r}")
+        if v < minimum:
+            raise self.fail(key, f"must be >= {minimum}, got {v!r}")
+        return int(v)
+
+    def num(self, key: str, default: float | None = None, positive: bool = True) -> float:
+        v = self.data.get(key)
+        if v is None:
+            if default is None:
+                raise self.fail(key, "missing (required)")
+            return default
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise self.fail(key, f"must be a number, got {v!r}")
+        if v < 0 or (positive and v == 0):
+            raise self.fail(key, f"must be {'> 0' if positive else '>= 0'}, got {v!r}")
+        return float(v)
+
+    def str(self, key: str, default: str | None = None, choices: tuple[str, ...] | None = None) -> str:
+        v = self.data.get(key)
+        if v is None:
+            if default is None:
+                raise self.fail(key, "missing (required)")
+            return default
+        if not isinstance(v, str) or not v.strip():
+            raise self.fail(key, f"must be a non-empty string, got {v!r}")
+        if choices and v not in choices:
+            raise self.fail(key, f"must be one of {', '.join(choices)}, got {v!r}")
+        return v
+
+    def bool(self, key: str, default: bool) -> bool:
+        v = self.data.get(key)
+        if v is None:
+            return default
+        if not isinstance(v, bool):
+            raise self.fail(key, f"must be true or false, got {v!r}")
+        return v
+
+
+def model_from_mapping(data: Mapping[str, Any], where: str, source: str = "") -> ModelSpec:
+    """Validate a model profile mapping (YAML schema) and build the spec."""
+    if not isinstance(data, Mapping):
+        raise ProfileError(f"{where}: expected a mapping of fields, got {type(data).__name__}")
+    f = _Fields(data, where)
+    n_head = f.int("n_head")
+    d_model = f.int("d_model")
+    if f.has("head_dim"):
+        head_dim = f.int("head_dim")
+    else:
+        if d_model % n_head:
+            raise f.fail("d_model", f"{d_model} is not divisible by n_head={n_head}; give head_dim")
+        head_dim = d_model // n_head
+    n_kv_head = f.int("n_kv_head", default=n_head)
+    if n_kv_head > n_head or n_head % n_kv_head:
+        raise f.fail("n_kv_head", f"{n_kv_head} does not divide n_head={n_head}")
+    n_expert = f.int("n_expert", default=1)
+    n_expert_active = f.int("n_expert_active", default=min(2, n_expert) if n_expert > 1 else 1)
+    if n_expert_active > n_expert:
+        raise f.fail("n_expert_active", f"{n_expert_active} is more than n_expert={n_expert}")
+    return ModelSpec(
+        name=f.str("name"),
+        n_layer=f.int("n_layer"),
+        d_model=d_model,
+        n_head=n_head,
+        n_kv_head=n_kv_head,
+        head_dim=head_dim,
+        d_ff=f.int("d_ff"),
+        ffn=f.str("ffn", choices=tuple(FFN_KINDS)),
+        vocab_size=f.int("vocab_size"),
+        max_seq_len=f.int("max_seq_len"),
+        tied_embeddings=f.bool("tied_embeddings", False),
+        norm=f.str("norm", default="layernorm", choices=NORM_KINDS),
+        positional=f.str("positional", default="rope", choices=POSITIONAL_KINDS),
+        bias=f.bool("bias", False),
+        n_expert=n_expert,
+        n_expert_active=n_expert_active,
+        source=source,
+    )
+
+
+def hardware_from_mapping(data: Mapping[str, Any], where: str, source: str = "") -> HardwareSpec:
+    """Validate a hardware profile mapping (datasheet units) and convert it to SI."""
+    if not isinstance(data, Mapping):
+        raise ProfileError(f"{where}: expected a mapping of fields, got {type(data).__name__}")
+    f = _Fields(data, where)
+    peaks_raw = data.get("peak_tflops")
+    if not isinstance(peaks_raw, Mapping) or not peaks_raw:
+        raise f.fail("peak_tflops", "missing or not a mapping of dtype: TFLOP/s (e.g. fp16: 312)")
+    peaks: dict[str, float] = {}
+    pf = _Fields(peaks_raw, where)
+    for key in peaks_raw:
+        if key not in PEAK_DTYPES:
+            raise ProfileError(
+                f"{where}: field 'peak_tflops.{key}': unknown dtype (known: {', '.join(PEAK_DTYPES)})"
+            )
+        try:
+            peaks[key] = pf.num(key) * 1e12
+        except ProfileError:
+            raise ProfileError(
+                f"{where}: field 'peak_tflops.{key}': must be a number > 0, got {peaks_raw[key]!r}"
+            ) from None
+    price = f.num("price_per_hour_usd", default=0.0, positive=False) if f.has("price_per_hour_usd") else None
+    return HardwareSpec(
+        name=f.str("name"),
+        kind=f.str("kind", choices=HARDWARE_KINDS),
+        memory_bytes=f.num("memory_gb") * 1e9,
+        memory_bandwidth_bytes_per_s=f.num("memory_bandwidth_gb_s") * 1e9,
+        peak_flops_per_s=peaks,
+        launch_overhead_s=f.num("launch_overhead_us", default=0.0, positive=False) * 1e-6,
+        l2_cache_bytes=f.num("l2_cache_mb", default=0.0, positive=False) * 1e6,
+        price_per_hour_usd=price,
+        source=source,
+    )
+
+
+def hardware_to_yaml_mapping(hw: HardwareSpec) -> dict[str, Any]:
+    """The inverse of :func:`hardware_from_mapping`: datasheet units, ready for YAML."""
+    d: dict[str, Any] = {
+        "name": hw.name,
+        "kind": hw.kind,
+        "memory_gb": round(hw.memory_bytes / 1e9, 3),
+        "memory_bandwidth_gb_s": round(hw.memory_bandwidth_bytes_per_s / 1e9, 3),
+        "peak_tflops": {k: round(v / 1e12, 4) for k, v in hw.peak_flops_per_s.items()},
+        "launch_overhead_us": round(hw.launch_overhead_s * 1e6, 3),
+    }
+    if hw.l2_cache_bytes:
+        d["l2_cache_mb"] = round(hw.l2_cache_bytes / 1e6, 3)
+    if hw.price_per_hour_usd is not None:
+        d["price_per_hour_usd"] = hw.price_per_hour_usd
+    return d
+
+
+# --------------------------------------------------------------------------- HF config.json
+
+
+def _hf_get(cfg: Mapping[str, Any], where: str, *keys: str, default: Any = None) -> Any:
+    for k in keys:
+        if cfg.get(k) is not None:
+            return cfg[k]
+    if default is not None:
+        return default
+    raise ProfileError(f"{where}: field '{keys[0]}': missing (required for this model_type)")
+
+
+def model_from_hf_config(cfg: Mapping[str, Any], where: str, name: str) -> ModelSpec:
+    """Map a Hugging Face ``config.json`` to the profile schema, then validate it."""
+    if not isinstance(cfg, Mapping):
+        raise ProfileError(f"{where}: expected a JSON object")
+    mt = cfg.get("model_type")
+    g = lambda *keys, default=None: _hf_get(cfg, where, *keys, default=default)  # noqa: E731
+    out: dict[str, Any] = {"name": name}
+    if mt in ("llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3"):
+        n_head = g("num_attention_heads")
+        out |= {
+            "n_layer": g("num_hidden_layers"),
+            "d_model": g("hidden_size"),
+            "n_head": n_head,
+            "n_kv_head": g("num_key_value_heads", default=n_head),
+            "d_ff": g("intermediate_size"),
+            "ffn": "swiglu",
+            "vocab_size": g("vocab_size"),
+            "max_seq_len": g("max_position_embeddings"),
+            "tied_embeddings": bool(cfg.get("tie_word_embeddings", False)),
+            "norm": "rmsnorm",
+            "positional": "rope",
+            "bias": mt.startswith("qwen2"),
+        }
+        if cfg.get("head_dim"):
+            out["head_dim"] = cfg["head_dim"]
+        if mt == "mixtral":
+            out |= {"n_expert": g("num_local_experts"), "n_expert_active": g("num_experts_per_tok")}
+        if mt == "qwen2_moe":
+            out |= {
+                "n_expert": g("num_experts"),
+                "n_expert_active": g("num_experts_per_tok"),
+                "d_ff": g("moe_intermediate_size"),
+            }
+    elif mt == "gpt2":
+        d = g("n_embd", "hidden_size")
+        out |= {
+            "n_layer": g("n_layer", "num_hidden_layers"),
+            "d_model": d,
+            "n_head": g("n_head", "num_attention_heads"),
+            "d_ff": cfg.get("n_inner") or 4 * d,
+            "ffn": "gelu",
+            "vocab_size": g("vocab_size"),
+            "max_seq_len": g("n_positions", "n_ctx", "max_position_embeddings"),
+            "tied_embeddings": bool(cfg.get("tie_word_embeddings", True)),
+            "norm": "layernorm",
+            "positional": "learned",
+            "bias": True,
+        }
+    elif mt == "opt":
+        out |= {
+            "n_layer": g("num_hidden_layers"),
+            "d_model": g("hidden_size"),
+            "n_head": g("num_attention_heads"),
+            "d_ff": g("ffn_dim"),
+            "ffn": "gelu",
+            "vocab_size": g("vocab_size"),
+            "max_seq_len": g("max_position_embeddings"),
+            "tied_embeddings": bool(cfg.get("tie_word_embeddings", True)),
+            "norm": "layernorm",
+            "positional": "learned",
+            "bias": bool(cfg.get("enable_bias", True)),
+        }
+    elif mt == "gpt_neox":
+        out |= {
+            "n_layer": g("num_hidden_layers"),
+            "d_model": g("hidden_size"),
+            "n_head": g("num_attention_heads"),
+            "d_ff": g("intermediate_size"),
+            "ffn": "gelu",
+            "vocab_size": g("vocab_size"),
+            "max_seq_len": g("max_position_embeddings"),
+            "tied_embeddings": bool(cfg.get("tie_word_embeddings", False)),
+            "norm": "layernorm",
+            "positional": "rope",
+            "bias": True,
+        }
+    else:
+        known = "llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, gpt2, opt, gpt_neox"
+        raise ProfileError(f"{where}: field 'model_type': unsupported {mt!r} (supported: {known})")
+    return model_from_mapping(out, where, source=where)
+
+
+# --------------------------------------------------------------------------- files and names
+
+
+def builtin_dir() -> Path:
+    """Where the built-in profiles are: inside the installed package, else the source tree."""
+    env = os.environ.get("GPT_BATCHPROF_PROFILES")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent
+    for cand in (here / "_profiles", here.parent / "profiles"):
+        if (cand / "models").is_dir():
+            return cand
+    return here.parent / "profiles"
+
+
+def builtin_names(kind: str) -> list[str]:
+    d = builtin_dir() / kind
+    return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ProfileError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def _parse_yaml(path: Path) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(_read_text(path))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ProfileError(f"{path}: malformed YAML{at}: {problem}") from None
+
+
+def _parse_json(path: Path) -> Any:
+    import json
+
+    try:
+        return json.loads(_read_text(path))
+    except json.JSONDecodeError as e:
+        raise ProfileError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+
+
+def _resolve(kind: str, ref: str) -> Path:
+    """A built-in name or a path to a file; unknown names get the closest suggestions."""
+    p = Path(ref).expanduser()
+    if p.is_file():
+        return p
+    looks_like_path = os.sep in ref or ref.endswith((".yaml", ".yml", ".json"))
+    if looks_like_path:
+        raise ProfileError(f"{ref}: no such file")
+    builtin = builtin_dir() / kind / f"{ref}.yaml"
+    if builtin.is_file():
+        return builtin
+    names = builtin_names(kind)
+    close = difflib.get_close_matches(ref, names, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else f"; built-in: {', '.join(names)}"
+    raise ProfileError(f"unknown {kind.rstrip('s')} '{ref}' (not a built-in name or an existing file){hint}")
+
+
+def load_model(ref: str) -> ModelSpec:
+    """``ref``: built-in name, model YAML path, or Hugging Face config.json path."""
+    path = _resolve("models", ref)
+    if path.suffix == ".json":
+        name = path.parent.name if path.name == "config.json" else path.stem
+        return model_from_hf_config(_parse_json(path), str(path), name or "hf-model")
+    data = _parse_yaml(path)
+    if isinstance(data, Mapping) and "model_type" in data and "n_layer" not in data:
+        return model_from_hf_config(data, str(path), path.stem)
+    return model_from_mapping(data, str(path), source=str(path))
+
+
+def load_hardware(ref: str) -> HardwareSpec:
+    path = _resolve("hardware", ref)
+    return hardware_from_mapping(_parse_yaml(path), str(path), source=str(path))
+
+
+def _load_all(kind: str, loader: Callable[[str], Any]) -> list[Any]:
+    return [loader(n) for n in builtin_names(kind)]
+
+
+def all_models() -> list[ModelSpec]:
+    return _load_all("models", load_model)
+
+
+def all_hardware() -> list[HardwareSpec]:
+    return _load_all("hardware", load_hardware)
