@@ -1,0 +1,100 @@
+"""`gpt-batchprof analyze`: the analytic roofline model, no GPU needed."""
+
+from __future__ import annotations
+
+from gpt_batchprof.cli.common import (
+    CAUSAL_HELP, DEFAULT_BATCHES, AttentionOpt, BatchOpt, ContextLenOpt, DtypeOpt, FormatOpt,
+    GenLenOpt, HardwareOpt, KvDtypeOpt, ModelOpt, OutputOpt, PhaseOpt, PromptLenOpt,
+    WeightDtypeOpt, choice, console, emit, guarded, parse_int_list, phases_of,
+)
+from typing import Annotated
+
+import typer
+
+from gpt_batchprof.report.export import FORMATS
+
+
+def scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention):
+    from gpt_batchprof.analytic import ATTENTION_MODES, Dtypes, Scenario
+
+    choice(attention, ATTENTION_MODES, "--attention")
+    return Scenario(prompt_len=prompt_len, gen_len=gen_len, context_len=context_len,
+                    dtypes=Dtypes.of(dtype, weight_dtype, kv_dtype), attention=attention)
+
+
+@guarded
+def analyze_cmd(
+    model: ModelOpt = "llama-2-7b",
+    hardware: HardwareOpt = "a100-80gb",
+    phase: PhaseOpt = "both",
+    batch: BatchOpt = DEFAULT_BATCHES,
+    prompt_len: PromptLenOpt = 512,
+    context_len: ContextLenOpt = None,
+    gen_len: GenLenOpt = 128,
+    dtype: DtypeOpt = "fp16",
+    weight_dtype: WeightDtypeOpt = None,
+    kv_dtype: KvDtypeOpt = None,
+    attention: AttentionOpt = "unfused",
+    per_op: Annotated[bool, typer.Option("--per-op", help="Add the operator breakdown (FLOPs, bytes, intensity, bound).")] = False,
+    fmt: FormatOpt = "table",
+    output: OutputOpt = None,
+) -> None:
+    """Predict latency, throughput and memory per batch size from the roofline model.
+
+    Every operator gets FLOPs (2 per multiply-add), minimum bytes moved, arithmetic
+    intensity, roofline time max(FLOPs/peak, bytes/bandwidth) + launch overhead, and its
+    bound. Machine-readable output (--format json|csv|markdown) is in SI units.
+    """
+    from gpt_batchprof.analysis import analyze
+    from gpt_batchprof.profiles import load_hardware, load_model
+
+    choice(fmt, FORMATS, "--format")
+    scenario = scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention)
+    result = analyze(load_model(model), load_hardware(hardware), scenario, phases_of(phase),
+                     parse_int_list(batch))
+    render_analyze(result, fmt, per_op, output)
+
+
+analyze_cmd.__doc__ = (analyze_cmd.__doc__ or "") + "\n\n" + CAUSAL_HELP
+
+
+def render_analyze(result, fmt: str, per_op: bool, output) -> None:
+    from gpt_batchprof.report import export
+    from gpt_batchprof.report.rows import op_row, summary_row
+
+    if fmt == "json":
+        emit(export.to_json(result.to_dict()), output)
+        return
+    summary = [summary_row(p) for p in result.report.points]
+    ops = [op_row(p) for p in result.predictions]
+    if fmt == "csv":
+        emit(export.to_csv(ops if per_op else summary), output)
+        return
+    if fmt == "markdown":
+        sections = [("Serving figures per batch", summary)] + ([("Operators", ops)] if per_op else [])
+        extra = f"\ncritical_batch: {result.report.critical_batch}\nmax_batch: {result.report.max_batch}\n"
+        emit(export.markdown_sections(sections) + extra, output)
+        return
+
+    from gpt_batchprof.report import tables
+
+    if output is None:
+        _print_tables(console, result, per_op, tables)
+        return
+    from rich.console import Console
+
+    with open(output, "w", encoding="utf-8") as fh:
+        _print_tables(Console(file=fh, width=120, color_system=None), result, per_op, tables)
+
+
+def _print_tables(out, result, per_op: bool, tables) -> None:
+    tables.header(out, result.model, result.hardware, result.scenario)
+    out.print(tables.summary_table(result.report, result.hardware))
+    out.print(tables.memory_table(result.report, result.hardware))
+    tables.summary_footer(out, result.report)
+    if per_op:
+        for phase in result.phases:
+            preds = [p for p in result.predictions if p.cost.phase == phase]
+            c = preds[0].cost
+            what = f"prompt {c.seq_len}" if phase == "prefill" else f"{c.kv_len} cached tokens"
+            out.print(tables.ops_table(preds, f"{phase} operators ({what}; all layers)"))

@@ -1,0 +1,114 @@
+"""What the commands share: options, parsing of lists, error handling and output."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional, TypeVar
+
+import typer
+from rich.console import Console
+
+from gpt_batchprof.errors import BatchprofError
+
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+CAUSAL_HELP = (
+    "Causal prefill attention is counted as each kernel computes it: unfused QK^T and x V "
+    "compute the full square (the mask comes after); fused attention skips masked tiles, "
+    "so it counts only the visible query-key pairs (about half)."
+)
+
+DEFAULT_BATCHES = "1,2,4,8,16,32,64,128,256"
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Built-in model name, model YAML, or Hugging Face config.json.")]
+HardwareOpt = Annotated[str, typer.Option("--hardware", "-H", help="Built-in hardware name or hardware YAML.")]
+PhaseOpt = Annotated[str, typer.Option("--phase", help="prefill, decode or both.")]
+BatchOpt = Annotated[str, typer.Option("--batch", "-b", help="Batch sizes: comma list (1,2,8) and/or power-of-two ranges (1..256).")]
+PromptLenOpt = Annotated[int, typer.Option("--prompt-len", help="Prompt tokens per sequence (prefill length).")]
+ContextLenOpt = Annotated[Optional[int], typer.Option("--context-len", help="Cached tokens for decode steps and ITL [default: prompt-len + gen-len/2].")]
+GenLenOpt = Annotated[int, typer.Option("--gen-len", help="Tokens generated per sequence.")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="Dtype of activations (and of weights and KV cache unless overridden): fp32, fp16, bf16, fp8, int8.")]
+WeightDtypeOpt = Annotated[Optional[str], typer.Option("--weight-dtype", help="Weight dtype override (also int4).")]
+KvDtypeOpt = Annotated[Optional[str], typer.Option("--kv-dtype", help="KV-cache dtype override.")]
+AttentionOpt = Annotated[str, typer.Option("--attention", help="unfused (QK^T, softmax, x V) or fused (FlashAttention-style). " + CAUSAL_HELP)]
+FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table, json, csv or markdown.")]
+OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the --format output to this file instead of stdout.")]
+
+
+def choice(value: str, allowed: tuple[str, ...], option: str) -> str:
+    if value not in allowed:
+        raise BatchprofError(f"{option}: unknown value '{value}' (choose from {', '.join(allowed)})")
+    return value
+
+
+def parse_int_list(text: str, option: str = "--batch") -> tuple[int, ...]:
+    """'1,2,8' and '1..256' (powers of two from 1 to 256, inclusive) and mixes of both."""
+    values: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            if ".." in part:
+                lo_s, hi_s = part.split("..", 1)
+                lo, hi = int(lo_s), int(hi_s)
+                if lo < 1 or hi < lo:
+                    raise ValueError
+                v = lo
+                while v <= hi:
+                    values.append(v)
+                    v *= 2
+            else:
+                values.append(int(part))
+        except ValueError:
+            raise BatchprofError(f"{option}: cannot read '{part}' (expected integers like 1,2,8 or a range 1..256)") from None
+    if not values:
+        raise BatchprofError(f"{option}: no values given")
+    bad = [v for v in values if v < 1]
+    if bad:
+        raise BatchprofError(f"{option}: values must be >= 1, got {bad[0]}")
+    return tuple(dict.fromkeys(values))
+
+
+def phases_of(phase: str) -> tuple[str, ...]:
+    choice(phase, ("prefill", "decode", "both"), "--phase")
+    return ("prefill", "decode") if phase == "both" else (phase,)
+
+
+def fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def guarded(fn: F) -> F:
+    """Domain errors become one line on stderr and exit code 2; Ctrl-C exits 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except BatchprofError as e:
+            fail(str(e))
+        except KeyboardInterrupt:
+            err_console.print("interrupted", style="yellow")
+            raise typer.Exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def emit(text: str, output: Path | None) -> None:
+    """Machine-readable output to a file, or plain to stdout (no Rich markup or wrapping)."""
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise BatchprofError(f"{output}: cannot write ({e.strerror or e})") from None
+    err_console.print(f"wrote {output}", style="dim", highlight=False)

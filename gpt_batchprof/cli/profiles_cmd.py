@@ -1,0 +1,104 @@
+"""`gpt-batchprof profiles list|show`: the built-in model and hardware profiles."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from gpt_batchprof.cli.common import FormatOpt, OutputOpt, choice, console, emit, guarded
+
+profiles_app = typer.Typer(help="List and show model and hardware profiles.", no_args_is_help=True)
+
+
+@profiles_app.command("list")
+@guarded
+def list_cmd(fmt: FormatOpt = "table", output: OutputOpt = None) -> None:
+    """All built-in models and hardware with their headline numbers."""
+    from rich.table import Table
+
+    from gpt_batchprof.profiles import all_hardware, all_models
+    from gpt_batchprof.report import export
+    from gpt_batchprof.report.units import fmt_bytes, fmt_count
+
+    choice(fmt, ("table", "json", "csv", "markdown"), "--format")
+    models, hws = all_models(), all_hardware()
+    if fmt != "table":
+        rows = [{"kind": "model"} | m.to_dict() for m in models] + [{"kind": "hardware"} | h.to_dict() for h in hws]
+        text = {"json": lambda: export.to_json({"models": [m.to_dict() for m in models],
+                                                  "hardware": [h.to_dict() for h in hws]}),
+                "csv": lambda: export.to_csv(rows),
+                "markdown": lambda: export.to_markdown(rows)}[fmt]()
+        emit(text, output)
+        return
+    t = Table(title="Models", title_justify="left")
+    for col in ("name", "params", "layers", "d_model", "heads (q/kv)", "d_ff", "ffn", "experts", "context"):
+        t.add_column(col, justify="left" if col in ("name", "ffn") else "right")
+    for m in models:
+        t.add_row(m.name, f"{m.n_params / 1e9:.2f} B", str(m.n_layer), str(m.d_model), f"{m.n_head}/{m.n_kv_head}",
+                  str(m.d_ff), m.ffn, f"{m.n_expert_active}/{m.n_expert}" if m.is_moe else "-", str(m.max_seq_len))
+    console.print(t)
+    t = Table(title="Hardware", title_justify="left")
+    for col in ("name", "kind", "memory", "bandwidth", "fp16", "bf16", "fp8", "ridge (fp16)", "$/h"):
+        t.add_column(col, justify="left" if col in ("name", "kind") else "right")
+    for h in hws:
+        pk = h.peak_flops_per_s
+        t.add_row(h.name, h.kind, fmt_bytes(h.memory_bytes), fmt_count(h.memory_bandwidth_bytes_per_s, "B/s"),
+                  fmt_count(pk.get("fp16"), "FLOP/s"), fmt_count(pk.get("bf16"), "FLOP/s"),
+                  fmt_count(pk.get("fp8"), "FLOP/s"),
+                  f"{pk['fp16'] / h.memory_bandwidth_bytes_per_s:.0f}" if "fp16" in pk else "-",
+                  "-" if h.price_per_hour_usd is None else f"{h.price_per_hour_usd:.2f}")
+    console.print(t)
+
+
+@profiles_app.command("show")
+@guarded
+def show_cmd(
+    name: Annotated[str, typer.Argument(help="A model or hardware name (or a profile file).")],
+    fmt: FormatOpt = "table",
+) -> None:
+    """One profile, with its derived sizes (parameters, KV cache per token, ridge point)."""
+    from gpt_batchprof.errors import ProfileError
+    from gpt_batchprof.profiles import builtin_names, load_hardware, load_model
+    from gpt_batchprof.report import export
+    from gpt_batchprof.report.units import fmt_bytes
+
+    choice(fmt, ("table", "json"), "--format")
+    if name in builtin_names("hardware"):
+        spec, derived = load_hardware(name), {}
+        derived = {"ridge_flop_per_byte": spec.ridge_intensity}
+    else:
+        try:
+            spec = load_model(name)
+        except ProfileError as model_error:
+            try:
+                spec = load_hardware(name)
+            except ProfileError:
+                raise model_error from None
+            derived = {"ridge_flop_per_byte": spec.ridge_intensity}
+        else:
+            derived = {
+                "n_params": spec.n_params,
+                "n_params_non_embedding": spec.n_params_non_embedding,
+                "kv_cache_bytes_per_token_fp16": spec.kv_bytes_per_token("fp16"),
+            }
+    data = spec.to_dict() | derived
+    if fmt == "json":
+        emit(export.to_json(data), None)
+        return
+    from rich.table import Table
+
+    t = Table(title=spec.name, title_justify="left", show_header=False)
+    t.add_column("field")
+    t.add_column("value", justify="right")
+    for k, v in data.items():
+        if k == "kv_cache_bytes_per_token_fp16":
+            v = f"{v:,.0f} B ({fmt_bytes(v)})"
+        elif k in ("n_params", "n_params_non_embedding"):
+            v = f"{v:,} ({v / 1e9:.3f} B)"
+        elif isinstance(v, dict):
+            v = ", ".join(f"{kk}: {vv / 1e12:g} T" for kk, vv in v.items())
+        elif isinstance(v, float):
+            v = f"{v:.6g}"
+        t.add_row(k, str(v))
+    console.print(t)

@@ -1,0 +1,1 @@
+"""Rendering and export: Rich tables, JSON / CSV / Markdown, plots. The only place units are scaled."""

@@ -1,0 +1,98 @@
+"""Rich tables for the terminal. Values arrive in SI; units are scaled here only."""
+
+from __future__ import annotations
+
+from itertools import groupby
+from typing import Sequence
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from gpt_batchprof.analytic.roofline import Prediction
+from gpt_batchprof.analytic.serving import Scenario, ServingReport
+from gpt_batchprof.profiles import HardwareSpec, ModelSpec
+from gpt_batchprof.report.units import (
+    bound_markup, fmt_bytes, fmt_count, fmt_pct, fmt_rate, fmt_ratio, fmt_time,
+)
+
+
+def header(console: Console, model: ModelSpec, hw: HardwareSpec, scenario: Scenario) -> None:
+    dt = scenario.dtypes
+    peak = hw.peak_flops_per_s.get(dt.act)
+    ridge = f", ridge {peak / hw.memory_bandwidth_bytes_per_s:.0f} FLOP/B" if peak else ""
+    console.print(
+        f"[bold]{model.name}[/] ({model.n_params / 1e9:.2f} B params, {model.n_layer} layers, "
+        f"d_model {model.d_model}, {model.n_head}/{model.n_kv_head} heads"
+        f"{f', {model.n_expert_active} of {model.n_expert} experts' if model.is_moe else ''}) on "
+        f"[bold]{hw.name}[/] ({fmt_count(peak, 'FLOP/s')} {dt.act}, "
+        f"{fmt_count(hw.memory_bandwidth_bytes_per_s, 'B/s')}{ridge}, {fmt_bytes(hw.memory_bytes)})",
+        highlight=False,
+    )
+    console.print(
+        f"prompt {scenario.prompt_len}, generate {scenario.gen_len}, ITL at context {scenario.itl_context}; "
+        f"weights {dt.weight}, activations {dt.act}, KV {dt.kv}; {scenario.attention} attention",
+        style="dim", highlight=False,
+    )
+
+
+def _table(title: str, columns: Sequence[tuple[str, str]]) -> Table:
+    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+    for name, justify in columns:
+        t.add_column(name, justify=justify, no_wrap=True)
+    return t
+
+
+def summary_table(report: ServingReport, hw: HardwareSpec) -> Table:
+    """Latency and throughput per batch, against batch 1."""
+    has_cost = any(p.cost_per_million_tokens_usd is not None for p in report.points)
+    cols = [("batch", "right"), ("TTFT", "right"), ("ITL", "right"), ("e2e", "right"),
+            ("tok/s", "right"), ("x tput", "right"), ("x lat", "right")]
+    t = _table("Latency and throughput per batch (roofline)", cols + ([("$/M tok", "right")] if has_cost else []))
+    for p in report.points:
+        cells = [str(p.batch), fmt_time(p.ttft_s), fmt_time(p.itl_s), fmt_time(p.e2e_s), fmt_rate(p.tokens_per_s),
+                 fmt_ratio(p.speedup), fmt_ratio(p.latency_growth)]
+        if has_cost:
+            c = p.cost_per_million_tokens_usd
+            cells.append("-" if c is None else f"{c:.2f}")
+        t.add_row(*cells)
+    return t
+
+
+def memory_table(report: ServingReport, hw: HardwareSpec) -> Table:
+    t = _table(f"Memory per batch (device: {fmt_bytes(hw.memory_bytes)})",
+               [("batch", "right"), ("weights", "right"), ("KV cache", "right"), ("activations", "right"),
+                ("total", "right"), ("fits", "left")])
+    for p in report.points:
+        m = p.memory
+        t.add_row(str(p.batch), fmt_bytes(m.weights_bytes), fmt_bytes(m.kv_cache_bytes),
+                  fmt_bytes(m.activation_bytes), fmt_bytes(m.total_bytes),
+                  "[green]yes[/]" if p.fits else "[red]no[/]")
+    return t
+
+
+def summary_footer(console: Console, report: ServingReport) -> None:
+    cb = report.critical_batch
+    console.print(
+        f"critical batch: [bold]{cb if cb is not None else 'never'}[/] "
+        "(decode dense layers turn compute-bound; below it batching is nearly free)",
+        highlight=False,
+    )
+    console.print(f"largest batch that fits: [bold]{report.max_batch}[/]", highlight=False)
+
+
+def ops_table(preds: Sequence[Prediction], title: str) -> Table:
+    """Operators grouped by batch; each op's bound is coloured so it reads at a glance."""
+    t = _table(title, (("batch", "right"), ("op", "left"), ("FLOPs", "right"), ("bytes", "right"),
+                       ("FLOP/B", "right"), ("time", "right"), ("share", "right"), ("bound", "left")))
+    for batch, group in groupby(preds, key=lambda p: p.cost.batch):
+        rows = list(group)
+        total = sum(p.time_s for p in rows)
+        for i, p in enumerate(rows):
+            c = p.cost
+            t.add_row(
+                str(batch) if i == 0 else "", c.op, fmt_count(c.flops), fmt_bytes(c.bytes),
+                f"{c.intensity:.1f}", fmt_time(p.time_s), fmt_pct(p.time_s / total if total else 0),
+                bound_markup(p.bound), end_section=(i == len(rows) - 1),
+            )
+    return t
