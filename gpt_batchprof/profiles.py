@@ -261,6 +261,10 @@ def hardware_from_mapping(data: Mapping[str, Any], where: str, source: str = "")
     if not isinstance(data, Mapping):
         raise ProfileError(f"{where}: expected a mapping of fields, got {type(data).__name__}")
     f = _Fields(data, where)
+    name = f.str("name")
+    kind = f.str("kind", choices=HARDWARE_KINDS)
+    memory_bytes = f.num("memory_gb") * 1e9
+    bandwidth = f.num("memory_bandwidth_gb_s") * 1e9
     peaks_raw = data.get("peak_tflops")
     if not isinstance(peaks_raw, Mapping) or not peaks_raw:
         raise f.fail("peak_tflops", "missing or not a mapping of dtype: TFLOP/s (e.g. fp16: 312)")
@@ -279,10 +283,10 @@ def hardware_from_mapping(data: Mapping[str, Any], where: str, source: str = "")
             ) from None
     price = f.num("price_per_hour_usd", default=0.0, positive=False) if f.has("price_per_hour_usd") else None
     return HardwareSpec(
-        name=f.str("name"),
-        kind=f.str("kind", choices=HARDWARE_KINDS),
-        memory_bytes=f.num("memory_gb") * 1e9,
-        memory_bandwidth_bytes_per_s=f.num("memory_bandwidth_gb_s") * 1e9,
+        name=name,
+        kind=kind,
+        memory_bytes=memory_bytes,
+        memory_bandwidth_bytes_per_s=bandwidth,
         peak_flops_per_s=peaks,
         launch_overhead_s=f.num("launch_overhead_us", default=0.0, positive=False) * 1e-6,
         l2_cache_bytes=f.num("l2_cache_mb", default=0.0, positive=False) * 1e6,
@@ -462,7 +466,8 @@ def _resolve(kind: str, ref: str) -> Path:
     if builtin.is_file():
         return builtin
     names = builtin_names(kind)
-    close = difflib.get_close_matches(ref, names, n=3, cutoff=0.5)
+    prefixed = [n for n in names if n.startswith(ref)]
+    close = (prefixed + [n for n in difflib.get_close_matches(ref, names, n=3, cutoff=0.5) if n not in prefixed])[:3]
     hint = f"; did you mean {', '.join(close)}?" if close else f"; built-in: {', '.join(names)}"
     raise ProfileError(f"unknown {kind.rstrip('s')} '{ref}' (not a built-in name or an existing file){hint}")
 

@@ -37,8 +37,8 @@ class Dtypes:
 
     def __post_init__(self) -> None:
         for what, value, allowed in (
-            ("weight", self.weight, WEIGHT_DTYPES),
             ("activation", self.act, ACT_DTYPES),
+            ("weight", self.weight, WEIGHT_DTYPES),
             ("kv", self.kv, KV_DTYPES),
         ):
             if value not in allowed:

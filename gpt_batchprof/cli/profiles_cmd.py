@@ -15,11 +15,9 @@ profiles_app = typer.Typer(help="List and show model and hardware profiles.", no
 @guarded
 def list_cmd(fmt: FormatOpt = "table", output: OutputOpt = None) -> None:
     """All built-in models and hardware with their headline numbers."""
-    from rich.table import Table
-
     from gpt_batchprof.profiles import all_hardware, all_models
+    from gpt_batchprof.report.tables import compact_table
     from gpt_batchprof.report import export
-    from gpt_batchprof.report.units import fmt_bytes, fmt_count
 
     choice(fmt, ("table", "json", "csv", "markdown"), "--format")
     models, hws = all_models(), all_hardware()
@@ -31,21 +29,18 @@ def list_cmd(fmt: FormatOpt = "table", output: OutputOpt = None) -> None:
                 "markdown": lambda: export.to_markdown(rows)}[fmt]()
         emit(text, output)
         return
-    t = Table(title="Models", title_justify="left")
-    for col in ("name", "params", "layers", "d_model", "heads (q/kv)", "d_ff", "ffn", "experts", "context"):
-        t.add_column(col, justify="left" if col in ("name", "ffn") else "right")
+    t = compact_table("Models", [(c, "left" if c in ("name", "ffn") else "right") for c in
+                                 ("name", "params", "layers", "d_model", "heads", "d_ff", "ffn", "experts", "ctx")])
     for m in models:
-        t.add_row(m.name, f"{m.n_params / 1e9:.2f} B", str(m.n_layer), str(m.d_model), f"{m.n_head}/{m.n_kv_head}",
+        t.add_row(m.name, f"{m.n_params / 1e9:.2f}B", str(m.n_layer), str(m.d_model), f"{m.n_head}/{m.n_kv_head}",
                   str(m.d_ff), m.ffn, f"{m.n_expert_active}/{m.n_expert}" if m.is_moe else "-", str(m.max_seq_len))
     console.print(t)
-    t = Table(title="Hardware", title_justify="left")
-    for col in ("name", "kind", "memory", "bandwidth", "fp16", "bf16", "fp8", "ridge (fp16)", "$/h"):
-        t.add_column(col, justify="left" if col in ("name", "kind") else "right")
+    t = compact_table("Hardware (datasheet, dense)", [(c, "left" if c in ("name", "kind") else "right") for c in
+                      ("name", "kind", "GB", "GB/s", "fp16 TF/s", "fp8 TF/s", "ridge", "$/h")])
     for h in hws:
         pk = h.peak_flops_per_s
-        t.add_row(h.name, h.kind, fmt_bytes(h.memory_bytes), fmt_count(h.memory_bandwidth_bytes_per_s, "B/s"),
-                  fmt_count(pk.get("fp16"), "FLOP/s"), fmt_count(pk.get("bf16"), "FLOP/s"),
-                  fmt_count(pk.get("fp8"), "FLOP/s"),
+        t.add_row(h.name, h.kind, f"{h.memory_bytes / 1e9:g}", f"{h.memory_bandwidth_bytes_per_s / 1e9:g}",
+                  f"{pk['fp16'] / 1e12:g}" if "fp16" in pk else "-", f"{pk['fp8'] / 1e12:g}" if "fp8" in pk else "-",
                   f"{pk['fp16'] / h.memory_bandwidth_bytes_per_s:.0f}" if "fp16" in pk else "-",
                   "-" if h.price_per_hour_usd is None else f"{h.price_per_hour_usd:.2f}")
     console.print(t)

@@ -36,7 +36,7 @@ def header(console: Console, model: ModelSpec, hw: HardwareSpec, scenario: Scena
     )
 
 
-def _table(title: str, columns: Sequence[tuple[str, str]]) -> Table:
+def compact_table(title: str, columns: Sequence[tuple[str, str]]) -> Table:
     t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
     for name, justify in columns:
         t.add_column(name, justify=justify, no_wrap=True)
@@ -48,7 +48,7 @@ def summary_table(report: ServingReport, hw: HardwareSpec) -> Table:
     has_cost = any(p.cost_per_million_tokens_usd is not None for p in report.points)
     cols = [("batch", "right"), ("TTFT", "right"), ("ITL", "right"), ("e2e", "right"),
             ("tok/s", "right"), ("x tput", "right"), ("x lat", "right")]
-    t = _table("Latency and throughput per batch (roofline)", cols + ([("$/M tok", "right")] if has_cost else []))
+    t = compact_table("Latency and throughput per batch (roofline)", cols + ([("$/M tok", "right")] if has_cost else []))
     for p in report.points:
         cells = [str(p.batch), fmt_time(p.ttft_s), fmt_time(p.itl_s), fmt_time(p.e2e_s), fmt_rate(p.tokens_per_s),
                  fmt_ratio(p.speedup), fmt_ratio(p.latency_growth)]
@@ -60,7 +60,7 @@ def summary_table(report: ServingReport, hw: HardwareSpec) -> Table:
 
 
 def memory_table(report: ServingReport, hw: HardwareSpec) -> Table:
-    t = _table(f"Memory per batch (device: {fmt_bytes(hw.memory_bytes)})",
+    t = compact_table(f"Memory per batch (device: {fmt_bytes(hw.memory_bytes)})",
                [("batch", "right"), ("weights", "right"), ("KV cache", "right"), ("activations", "right"),
                 ("total", "right"), ("fits", "left")])
     for p in report.points:
@@ -83,7 +83,7 @@ def summary_footer(console: Console, report: ServingReport) -> None:
 
 def ops_table(preds: Sequence[Prediction], title: str) -> Table:
     """Operators grouped by batch; each op's bound is coloured so it reads at a glance."""
-    t = _table(title, (("batch", "right"), ("op", "left"), ("FLOPs", "right"), ("bytes", "right"),
+    t = compact_table(title, (("batch", "right"), ("op", "left"), ("FLOPs", "right"), ("bytes", "right"),
                        ("FLOP/B", "right"), ("time", "right"), ("share", "right"), ("bound", "left")))
     for batch, group in groupby(preds, key=lambda p: p.cost.batch):
         rows = list(group)
