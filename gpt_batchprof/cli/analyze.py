@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gpt_batchprof.cli.common import (
-    CAUSAL_HELP, DEFAULT_BATCHES, AttentionOpt, BatchOpt, ContextLenOpt, DtypeOpt, FormatOpt,
+    DEFAULT_BATCHES, AttentionOpt, BatchOpt, ContextLenOpt, DtypeOpt, FormatOpt,
     GenLenOpt, HardwareOpt, KvDtypeOpt, ModelOpt, OutputOpt, PhaseOpt, PromptLenOpt,
     WeightDtypeOpt, choice, console, emit, guarded, parse_int_list, phases_of,
 )
@@ -41,9 +41,9 @@ def analyze_cmd(
 ) -> None:
     """Predict latency, throughput and memory per batch size from the roofline model.
 
-    Every operator gets FLOPs (2 per multiply-add), minimum bytes moved, arithmetic
-    intensity, roofline time max(FLOPs/peak, bytes/bandwidth) + launch overhead, and its
-    bound. Machine-readable output (--format json|csv|markdown) is in SI units.
+    Every operator gets FLOPs (2 per multiply-add), minimum bytes moved, arithmetic intensity, roofline time max(FLOPs/peak, bytes/bandwidth) + launch overhead, and its bound. Machine-readable output (--format json|csv|markdown) is in SI units.
+
+    Causal prefill attention is counted as each kernel computes it: unfused QK^T and x V compute the full square (the mask comes after); fused attention skips masked tiles, so it counts only the visible query-key pairs (about half).
     """
     from gpt_batchprof.analysis import analyze
     from gpt_batchprof.profiles import load_hardware, load_model
@@ -53,9 +53,6 @@ def analyze_cmd(
     result = analyze(load_model(model), load_hardware(hardware), scenario, phases_of(phase),
                      parse_int_list(batch))
     render_analyze(result, fmt, per_op, output)
-
-
-analyze_cmd.__doc__ = (analyze_cmd.__doc__ or "") + "\n\n" + CAUSAL_HELP
 
 
 def render_analyze(result, fmt: str, per_op: bool, output) -> None:

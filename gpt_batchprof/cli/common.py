@@ -30,7 +30,7 @@ HardwareOpt = Annotated[str, typer.Option("--hardware", "-H", help="Built-in har
 PhaseOpt = Annotated[str, typer.Option("--phase", help="prefill, decode or both.")]
 BatchOpt = Annotated[str, typer.Option("--batch", "-b", help="Batch sizes: comma list (1,2,8) and/or power-of-two ranges (1..256).")]
 PromptLenOpt = Annotated[int, typer.Option("--prompt-len", help="Prompt tokens per sequence (prefill length).")]
-ContextLenOpt = Annotated[Optional[int], typer.Option("--context-len", help="Cached tokens for decode steps and ITL [default: prompt-len + gen-len/2].")]
+ContextLenOpt = Annotated[Optional[int], typer.Option("--context-len", help="Cached tokens for decode steps and ITL (default: prompt-len + gen-len/2).")]
 GenLenOpt = Annotated[int, typer.Option("--gen-len", help="Tokens generated per sequence.")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="Dtype of activations (and of weights and KV cache unless overridden): fp32, fp16, bf16, fp8, int8.")]
 WeightDtypeOpt = Annotated[Optional[str], typer.Option("--weight-dtype", help="Weight dtype override (also int4).")]
