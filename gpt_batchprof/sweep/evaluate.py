@@ -1,0 +1,171 @@
+"""One grid point -> one row (a flat dict of SI values with its provenance).
+
+Prediction comes from the analytic core (one ``enumerate_ops`` call yields every operator
+of a step, so it is cached per (model, phase, batch, seq_len, dtype, attention) and the
+points of one step share it). Measurement, when asked for, comes from a ``LiveTimer``
+(see :mod:`gpt_batchprof.sweep.live`) and is cached without the hardware profile, which
+does not change what the device does.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, Callable, Sequence
+
+from gpt_batchprof import __version__
+from gpt_batchprof.analytic.gpt import Dtypes, enumerate_ops
+from gpt_batchprof.analytic.ops import OpCost, matmul_cost
+from gpt_batchprof.analytic.roofline import Prediction, predict
+from gpt_batchprof.analytic.serving import Scenario, latencies
+from gpt_batchprof.profiles import DTYPE_BYTES
+from gpt_batchprof.sweep.grid import IDENTITY, Grid, Point
+
+COLUMNS = IDENTITY + (
+    "d_model", "mode", "items", "flops", "bytes", "weight_bytes", "intensity", "launches",
+    "predicted_time_s", "predicted_flops_per_s", "predicted_items_per_s", "bound",
+    "measured_time_s", "measured_iqr_s", "measured_flops_per_s", "measured_items_per_s",
+    "measured_over_predicted", "gen_len", "ttft_s", "itl_s", "measured_ttft_s", "measured_itl_s",
+    "device", "torch_version", "gpt_batchprof_version",
+)
+INT_COLUMNS = ("batch", "seq_len", "d_model", "items", "launches", "gen_len")
+FLOAT_COLUMNS = tuple(c for c in COLUMNS if c.endswith("_s") or c in (
+    "flops", "bytes", "weight_bytes", "intensity", "predicted_flops_per_s", "predicted_items_per_s",
+    "measured_flops_per_s", "measured_items_per_s", "measured_over_predicted"))
+
+
+def mlp_cost(width: int, depth: int, batch: int, dtype: str) -> OpCost:
+    """Seed 002's MLP: ``depth`` layers of (batch x width) @ (width x width), one launch each.
+
+    FLOPs 2 * batch * width^2 per layer; bytes: the weight plus the input and output activations.
+    """
+    b = DTYPE_BYTES[dtype]
+    return matmul_cost("mlp", tokens=batch, k=width, n=width, w_bytes=b, a_bytes=b, launches=depth,
+                       compute_dtype=dtype, ctx=("forward", batch, 1, 0))
+
+
+class Evaluator:
+    """Turns points into rows. ``timer`` is None for analytic sweeps."""
+
+    def __init__(self, grid: Grid, mode: str = "analytic", timer: Any = None):
+        self.grid = grid
+        self.mode = mode
+        self.timer = timer if mode != "analytic" else None
+        self.predicted = mode != "live"
+        self._ops = lru_cache(maxsize=4096)(self._ops_uncached)
+        self._preds = lru_cache(maxsize=4096)(self._preds_uncached)
+        self._measured: dict[tuple, tuple[float, float]] = {}
+        self._provenance = {
+            "mode": mode,
+            "device": getattr(self.timer, "device", None) or "analytic",
+            "torch_version": getattr(self.timer, "torch_version", None),
+            "gpt_batchprof_version": __version__,
+        }
+
+    # -- operators and predictions (cached: consecutive points share one step)
+    def _ops_uncached(self, model: str, phase: str, batch: int, seq_len: int, dtype: str, attention: str):
+        m = self.grid.models[model]
+        dt = Dtypes.of(dtype)
+        if phase == "forward":
+            return (mlp_cost(m.d_model, m.n_layer, batch, dtype),)
+        if phase == "prefill":
+            return enumerate_ops(m, "prefill", batch, seq_len=seq_len, dtypes=dt, attention=attention)
+        return enumerate_ops(m, "decode", batch, kv_len=seq_len, dtypes=dt, attention=attention)
+
+    def _preds_uncached(self, hardware: str, model: str, phase: str, batch: int, seq_len: int, dtype: str,
+                        attention: str) -> dict[str, Prediction]:
+        hw = self.grid.hardware[hardware]
+        return {c.op: predict(c, hw) for c in self._ops(model, phase, batch, seq_len, dtype, attention)}
+
+    def costs(self, p: Point) -> tuple[OpCost, ...]:
+        ops = self._ops(p.model, p.phase, p.batch, p.seq_len, p.dtype, p.attention)
+        if p.workload != "gpt":
+            return ops
+        names = self.grid.op_members[p.op]
+        return tuple(c for c in ops if c.op in names)
+
+    # -- one point
+    def evaluate(self, p: Point) -> dict[str, Any]:
+        if p.workload == "generation":
+            return self._generation(p)
+        preds = self._preds(p.hardware, p.model, p.phase, p.batch, p.seq_len, p.dtype, p.attention)
+        if p.workload == "gpt":
+            names = self.grid.op_members[p.op]
+            chosen = [pr for op, pr in preds.items() if op in names]
+        else:
+            chosen = list(preds.values())
+        flops = sum(pr.cost.flops for pr in chosen)
+        nbytes = sum(pr.cost.bytes for pr in chosen)
+        t = sum(pr.time_s for pr in chosen)
+        c0 = chosen[0].cost
+        items = p.batch * c0.seq_len  # tokens through the operator (mlp: rows of the input)
+        row = self._base(p) | {
+            "items": items,
+            "flops": flops,
+            "bytes": nbytes,
+            "weight_bytes": sum(pr.cost.weight_bytes for pr in chosen),
+            "intensity": flops / nbytes if nbytes else 0.0,
+            "launches": sum(pr.cost.launches for pr in chosen),
+        }
+        if self.predicted:
+            row |= {
+                "predicted_time_s": t,
+                "predicted_flops_per_s": flops / t if t else None,
+                "predicted_items_per_s": items / t if t else None,
+                "bound": max(chosen, key=lambda pr: pr.time_s).bound,
+            }
+        if self.timer is not None:
+            ms, iqr = self._measure(p, tuple(pr.cost for pr in chosen))
+            row |= {
+                "measured_time_s": ms,
+                "measured_iqr_s": iqr,
+                "measured_flops_per_s": flops / ms if ms else None,
+                "measured_items_per_s": items / ms if ms else None,
+            }
+            if self.predicted and t:
+                row["measured_over_predicted"] = ms / t
+        return row
+
+    def _base(self, p: Point) -> dict[str, Any]:
+        row = dict.fromkeys(COLUMNS)
+        row.update(workload=p.workload, model=p.model, hardware=p.hardware, phase=p.phase, batch=p.batch,
+                   seq_len=p.seq_len, op=p.op, dtype=p.dtype, attention=p.attention,
+                   d_model=self.grid.models[p.model].d_model)
+        row.update(self._provenance)
+        return row
+
+    def _measure(self, p: Point, costs: Sequence[OpCost]) -> tuple[float, float]:
+        """Sum of per-operator medians (and IQRs); one measurement per operator shape."""
+        total, iqr = 0.0, 0.0
+        for c in costs:
+            key = (p.model, c.op, c.phase, c.batch, c.seq_len, c.kv_len, p.dtype, p.attention)
+            if key not in self._measured:
+                self._measured[key] = self.timer.time_op(c, p.dtype)
+            m, q = self._measured[key]
+            total += m
+            iqr += q
+        return total, iqr
+
+    def _generation(self, p: Point) -> dict[str, Any]:
+        m = self.grid.models[p.model]
+        hw = self.grid.hardware[p.hardware]
+        gen = self.grid.spec.gen_len
+        sc = Scenario(prompt_len=p.seq_len, gen_len=gen, dtypes=Dtypes.of(p.dtype), attention=p.attention)
+        items = p.batch * gen
+        row = self._base(p) | {"items": items, "gen_len": gen}
+        if self.predicted:
+            ttft, itl, e2e = latencies(m, hw, sc, p.batch)
+            row |= {"predicted_time_s": e2e, "predicted_items_per_s": items / e2e, "ttft_s": ttft, "itl_s": itl}
+        if self.timer is not None:
+            prefill = self._ops(p.model, "prefill", p.batch, p.seq_len, p.dtype, p.attention)
+            decode = self._ops(p.model, "decode", p.batch, sc.itl_context, p.dtype, p.attention)
+            ttft_m, iq1 = self._measure(p, prefill)
+            itl_m, iq2 = self._measure(p, decode)
+            e2e_m = ttft_m + (gen - 1) * itl_m  # decode steps at the mean context length
+            row |= {"measured_time_s": e2e_m, "measured_iqr_s": iq1 + (gen - 1) * iq2,
+                    "measured_items_per_s": items / e2e_m, "measured_ttft_s": ttft_m, "measured_itl_s": itl_m}
+            if self.predicted:
+                row["measured_over_predicted"] = e2e_m / row["predicted_time_s"]
+        return row
+
+
+RowFn = Callable[[Point], dict[str, Any]]

@@ -1,0 +1,185 @@
+"""Results on disk: a streaming writer (CSV or JSON Lines) and readers for saved results.
+
+Save as you go (hyperfine's habit): every finished point is appended to the file at once.
+The file is flushed and fsync'd after every slow point (live timing) and at least every
+``SYNC_EVERY_S`` seconds otherwise, so a crash or ``kill -9`` leaves every point that
+finished before the last sync readable. A torn last line (the process died mid-write) is
+cut off when the file is opened again with ``resume=True``; ``done_keys`` then tells the
+runner which points to skip, so none is written twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from gpt_batchprof.errors import BatchprofError
+from gpt_batchprof.sweep.evaluate import COLUMNS, FLOAT_COLUMNS, INT_COLUMNS
+from gpt_batchprof.sweep.grid import IDENTITY
+
+STREAM_FORMATS = (".csv", ".jsonl")
+SYNC_EVERY_S = 0.25
+
+
+def stream_format(path: Path) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in STREAM_FORMATS:
+        raise BatchprofError(f"{path}: streaming results must be .csv or .jsonl (got '{suffix or 'no extension'}')")
+    return suffix[1:]
+
+
+def row_key(row: dict[str, Any]) -> tuple[str, ...]:
+    return tuple("" if row.get(k) is None else str(row[k]) for k in IDENTITY)
+
+
+def _cut_torn_tail(path: Path) -> None:
+    """Drop a last line that has no newline (a write the process did not finish)."""
+    with open(path, "rb+") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        if size == 0:
+            return
+        fh.seek(-1, os.SEEK_END)
+        if fh.read(1) == b"\n":
+            return
+        step, pos = 4096, size
+        while pos > 0:
+            start = max(0, pos - step)
+            fh.seek(start)
+            chunk = fh.read(pos - start)
+            nl = chunk.rfind(b"\n")
+            if nl >= 0:
+                fh.truncate(start + nl + 1)
+                return
+            pos = start
+        fh.truncate(0)
+
+
+def _typed(row: dict[str, Any]) -> dict[str, Any]:
+    """CSV cells back to values: '' -> None, ints and floats parsed."""
+    out: dict[str, Any] = {}
+    for k, v in row.items():
+        if v == "" or v is None:
+            out[k] = None
+        elif k in INT_COLUMNS:
+            out[k] = int(float(v))
+        elif k in FLOAT_COLUMNS:
+            out[k] = float(v)
+        else:
+            out[k] = v
+    return out
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of a saved result (.csv, .jsonl, or the .json that ``--format json`` writes).
+
+    A torn last line is ignored (the file may come from a killed sweep).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise BatchprofError(f"{path}: cannot read ({e.strerror or e})") from None
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise BatchprofError(f"{path}: malformed JSON at line {e.lineno}: {e.msg}") from None
+        rows = data.get("rows") if isinstance(data, dict) else data
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise BatchprofError(f"{path}: expected a list of rows or an object with 'rows'")
+        return rows
+    if not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]  # torn last line
+    if suffix == ".jsonl":
+        rows = []
+        for i, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise BatchprofError(f"{path}: line {i} is not JSON") from None
+        return rows
+    if suffix == ".csv":
+        reader = csv.DictReader(io.StringIO(text))
+        if reader.fieldnames and "workload" not in reader.fieldnames:
+            raise BatchprofError(f"{path}: not a sweep result (no 'workload' column)")
+        try:
+            return [_typed(r) for r in reader]
+        except ValueError as e:
+            raise BatchprofError(f"{path}: unreadable value ({e})") from None
+    raise BatchprofError(f"{path}: unknown results format '{suffix}' (expected .csv, .jsonl or .json)")
+
+
+def _clean(v: Any) -> Any:
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+class StreamWriter:
+    """Appends rows to a .csv (header once) or .jsonl file as points finish."""
+
+    def __init__(self, path: Path, resume: bool = False):
+        self.path = Path(path)
+        self.fmt = stream_format(self.path)
+        self.previous: list[dict[str, Any]] = []
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if resume and self.path.exists():
+                _cut_torn_tail(self.path)
+                self.previous = read_rows(self.path)
+                if self.fmt == "csv" and self.previous and list(self.previous[0]) != list(COLUMNS):
+                    raise BatchprofError(f"{self.path}: its columns differ from this version's; "
+                                         "resume into a new file")
+            self._fh = open(self.path, "a" if resume else "w", encoding="utf-8", newline="")
+        except OSError as e:
+            raise BatchprofError(f"{self.path}: cannot write ({e.strerror or e})") from None
+        self._csv = csv.writer(self._fh, lineterminator="\n") if self.fmt == "csv" else None
+        if self._csv is not None and self._fh.tell() == 0:
+            self._csv.writerow(COLUMNS)
+            self.sync()
+        self._last_sync = time.monotonic()
+
+    @property
+    def done_keys(self) -> set[tuple[str, ...]]:
+        return {row_key(r) for r in self.previous}
+
+    def write(self, row: dict[str, Any], sync: bool = False) -> None:
+        if self._csv is not None:
+            self._csv.writerow(["" if (v := _clean(row.get(c))) is None else v for c in COLUMNS])
+        else:
+            self._fh.write(json.dumps({c: _clean(row.get(c)) for c in COLUMNS}) + "\n")
+        if sync or time.monotonic() - self._last_sync >= SYNC_EVERY_S:
+            self.sync()
+
+    def sync(self) -> None:
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._last_sync = time.monotonic()
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self.sync()
+            self._fh.close()
+
+    def __enter__(self) -> "StreamWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def rows_in_grid(rows: Iterable[dict[str, Any]], keys: set[tuple[str, ...]]) -> list[dict[str, Any]]:
+    return [r for r in rows if row_key(r) in keys]
+
+
+def columns_present(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The columns that hold a value in at least one row (exports leave all-empty ones out)."""
+    return [c for c in COLUMNS if any(r.get(c) is not None for r in rows)]
