@@ -34,7 +34,9 @@ DENSE_OPS = ("qkv_proj", "out_proj", "moe_router", "ffn_gate", "ffn_up", "ffn_do
 ATTENTION_OPS = ("attn_score", "attn_softmax", "attn_context", "attn_fused")
 # Dense layers of a transformer block: the ones whose decode boundness defines the critical batch.
 BLOCK_DENSE_OPS = ("qkv_proj", "out_proj", "ffn_gate", "ffn_up", "ffn_down")
-OP_GROUPS = {"dense": DENSE_OPS, "attention": ATTENTION_OPS, "other": ("norm",)}
+# Composite rows of `bench`: one whole transformer block, and seed 002's plain MLP.
+COMPOSITE_OPS = ("block", "mlp")
+OP_GROUPS = {"dense": DENSE_OPS, "attention": ATTENTION_OPS, "other": ("norm",), "composite": COMPOSITE_OPS}
 
 
 def op_group(op: str) -> str:
