@@ -38,9 +38,13 @@ def mlp_cost(width: int, depth: int, batch: int, dtype: str) -> OpCost:
 
     FLOPs 2 * batch * width^2 per layer; bytes: the weight plus the input and output activations.
     """
-    b = DTYPE_BYTES[dtype]
-    return matmul_cost("mlp", tokens=batch, k=width, n=width, w_bytes=b, a_bytes=b, launches=depth,
-                       compute_dtype=dtype, ctx=("forward", batch, 1, 0))
+    try:
+        from gpt_batchprof.analytic.mlp import mlp_cost as shared
+    except ImportError:  # the shared formula is new; same count as it
+        b = DTYPE_BYTES[dtype]
+        return matmul_cost("mlp", tokens=batch, k=width, n=width, w_bytes=b, a_bytes=b, launches=depth,
+                           compute_dtype=dtype, ctx=("decode", batch, 1, 0))
+    return shared(batch, depth=depth, width=width, dtypes=Dtypes.of(dtype))
 
 
 class Evaluator:
@@ -115,6 +119,7 @@ class Evaluator:
             }
         if self.timer is not None:
             ms, iqr = self._measure(p, tuple(pr.cost for pr in chosen))
+        if self.timer is not None and ms is not None:
             row |= {
                 "measured_time_s": ms,
                 "measured_iqr_s": iqr,
@@ -133,14 +138,17 @@ class Evaluator:
         row.update(self._provenance)
         return row
 
-    def _measure(self, p: Point, costs: Sequence[OpCost]) -> tuple[float, float]:
-        """Sum of per-operator medians (and IQRs); one measurement per operator shape."""
+    def _measure(self, p: Point, costs: Sequence[OpCost]) -> tuple[float | None, float | None]:
+        """Sum of per-operator medians (and IQRs); one measurement per operator shape.
+        (None, None) when the device cannot run one of them."""
         total, iqr = 0.0, 0.0
         for c in costs:
             key = (p.model, c.op, c.phase, c.batch, c.seq_len, c.kv_len, p.dtype, p.attention)
             if key not in self._measured:
-                self._measured[key] = self.timer.time_op(c, p.dtype)
+                self._measured[key] = self.timer.time_op(c, self.grid.models[p.model], p.dtype)
             m, q = self._measured[key]
+            if m is None:
+                return None, None
             total += m
             iqr += q
         return total, iqr
@@ -160,6 +168,8 @@ class Evaluator:
             decode = self._ops(p.model, "decode", p.batch, sc.itl_context, p.dtype, p.attention)
             ttft_m, iq1 = self._measure(p, prefill)
             itl_m, iq2 = self._measure(p, decode)
+            if ttft_m is None or itl_m is None:
+                return row
             e2e_m = ttft_m + (gen - 1) * itl_m  # decode steps at the mean context length
             row |= {"measured_time_s": e2e_m, "measured_iqr_s": iq1 + (gen - 1) * iq2,
                     "measured_items_per_s": items / e2e_m, "measured_ttft_s": ttft_m, "measured_itl_s": itl_m}

@@ -1,0 +1,252 @@
+"""`gpt-batchprof sweep` and `gpt-batchprof plot`: grids of points, streamed, summarised, drawn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from gpt_batchprof.cli.common import choice, console, emit, err_console, guarded
+
+ListOpt = Optional[str]
+Opt = typer.Option
+
+
+@guarded
+def sweep_cmd(
+    preset: Annotated[Optional[str], Opt("--preset", "-p", help="An article's experiment (see --list-presets).")] = None,
+    list_presets: Annotated[bool, Opt("--list-presets", help="Show the presets and exit.")] = False,
+    quick: Annotated[bool, Opt("--quick", help="Shrink the preset to CI size (seconds on a small CPU).")] = False,
+    config: Annotated[Optional[Path], Opt("--config", "-c", help="A YAML sweep file (fields: workload, models, d_model, hardware, phases, batches, seq_lens, ops, dtypes, attentions, layers, depth, gen_len, preset).")] = None,
+    workload: Annotated[Optional[str], Opt("--workload", help="gpt (operators of a GPT step), mlp (seed 002's MLP) or generation (end-to-end per batch).")] = None,
+    model: Annotated[ListOpt, Opt("--model", "-m", help="Models, comma list: built-in names or profile files.")] = None,
+    d_model: Annotated[ListOpt, Opt("--d-model", "--width", help="Synthetic GPTs given only d_model (n_head d/128, d_ff 4d, GELU); for --workload mlp the widths. Comma list or 256..8192.")] = None,
+    layers: Annotated[Optional[int], Opt("--layers", help="Layers of the synthetic GPTs (default 1).")] = None,
+    depth: Annotated[Optional[int], Opt("--depth", help="Layers of the mlp workload (default 8).")] = None,
+    hardware: Annotated[ListOpt, Opt("--hardware", "-H", help="Hardware profiles, comma list (default: the preset's; with live timing, the one matching the device).")] = None,
+    batch: Annotated[ListOpt, Opt("--batch", "-b", help="Batch sizes: comma list and/or power-of-two ranges (1..128).")] = None,
+    seq_len: Annotated[ListOpt, Opt("--seq-len", "-s", help="Prompt length (prefill) / cached context (decode), comma list or range.")] = None,
+    phase: Annotated[ListOpt, Opt("--phase", help="prefill, decode or both (comma list).")] = None,
+    op: Annotated[ListOpt, Opt("--op", help="Operators or groups, comma list: block-dense, dense, attention, mlp, block, step, or names (qkv_proj, attn_score, ...).")] = None,
+    dtype: Annotated[ListOpt, Opt("--dtype", help="Dtypes, comma list (fp32, fp16, bf16, fp8, int8).")] = None,
+    attention: Annotated[ListOpt, Opt("--attention", help="unfused and/or fused (comma list).")] = None,
+    gen_len: Annotated[Optional[int], Opt("--gen-len", help="generation workload: tokens generated per sequence.")] = None,
+    mode: Annotated[str, Opt("--mode", help="analytic (roofline), live (time kernels) or both (measured next to predicted).")] = "analytic",
+    device: Annotated[str, Opt("--device", help="Where live kernels run: auto, cuda or cpu.")] = "auto",
+    warmup_ms: Annotated[float, Opt("--warmup-ms", help="Live: warm-up budget per kernel.")] = 10.0,
+    rep_ms: Annotated[float, Opt("--rep-ms", help="Live: timing budget per kernel (at least 5 calls).")] = 50.0,
+    output: Annotated[Optional[Path], Opt("--output", "-o", help="Stream every finished point to this .csv or .jsonl file (fsync'd as it goes).")] = None,
+    resume: Annotated[bool, Opt("--resume", help="Keep the points already in --output and run only the missing ones.")] = False,
+    fmt: Annotated[str, Opt("--format", "-f", help="table (summary), csv, json or markdown (every point).")] = "table",
+    export: Annotated[Optional[Path], Opt("--export", help="Write the --format output to this file instead of stdout.")] = None,
+    plot: Annotated[Optional[Path], Opt("--plot", help="Write PNG plots (time, throughput vs batch; roofline) to this folder.")] = None,
+    progress: Annotated[bool, Opt("--progress/--no-progress", help="Progress bar on stderr.")] = True,
+) -> None:
+    """Run a grid of points: every combination of models, hardware, phases, batch sizes, sequence lengths, operators, dtypes and attention modes.
+
+    Each point is predicted by the roofline model (--mode analytic), timed on the device (--mode live), or both. Points are written to --output as they finish, so an interrupted sweep keeps its work; --resume runs only what is missing. Files are in SI units (time_s, flops, bytes, flops_per_s).
+
+    Presets re-run the articles' experiments: dense-vs-attention, mlp-batching, generation.
+    """
+    from gpt_batchprof.report.export import FORMATS
+    from gpt_batchprof.sweep import grid as g
+    from gpt_batchprof.sweep.presets import PRESETS, get_preset
+
+    if list_presets:
+        _print_presets(PRESETS)
+        return
+    choice(fmt, FORMATS, "--format")
+    choice(mode, g.MODES, "--mode")
+    if resume and output is None:
+        raise g.BatchprofError("--resume needs --output FILE (the file to resume)")
+    if output is not None:
+        from gpt_batchprof.sweep.store import stream_format
+
+        stream_format(output)
+
+    file_data = g.load_sweep_file(config) if config is not None else {}
+    preset = preset or file_data.get("preset")
+    if quick and not preset:
+        raise g.BatchprofError("--quick shrinks a preset; give --preset NAME (see --list-presets)")
+    spec = get_preset(preset).spec(quick) if preset else g.SweepSpec()
+    if file_data:
+        spec = g.spec_from_mapping(file_data, str(config), spec)
+    spec = _apply_flags(spec, g, workload=workload, model=model, d_model=d_model, layers=layers, depth=depth,
+                        hardware=hardware, batch=batch, seq_len=seq_len, phase=phase, op=op, dtype=dtype,
+                        attention=attention, gen_len=gen_len)
+
+    timer = None
+    if mode != "analytic":
+        from gpt_batchprof.sweep.live import LiveTimer
+
+        timer = LiveTimer(device, warmup_s=warmup_ms / 1e3, rep_s=rep_ms / 1e3)
+        spec = _match_device(spec, timer, hardware_given=bool(hardware) or "hardware" in file_data,
+                             dtype_given=bool(dtype) or "dtypes" in file_data or "dtype" in file_data)
+    grid = g.resolve(spec)
+
+    from gpt_batchprof.sweep.evaluate import Evaluator
+
+    evaluator = Evaluator(grid, mode, timer)
+    outcome = _run(grid, evaluator, output, resume, progress)
+    if timer is not None:
+        for op_name, why in timer.unsupported.items():
+            err_console.print(f"[yellow]not timed:[/] {op_name}: {why}", highlight=False)
+
+    _render(outcome.rows, spec, fmt, export)
+    if output is not None:
+        err_console.print(f"{outcome.new} new point(s), {outcome.skipped} kept from {output}; "
+                          f"{outcome.elapsed_s:.2f} s", style="dim", highlight=False)
+    if plot is not None and outcome.rows:
+        _plot(outcome.rows, plot, grid.hardware)
+    if outcome.interrupted:
+        err_console.print(f"interrupted: {len(outcome.rows)} of {len(grid)} points done"
+                          + (f", kept in {output} (--resume to finish)" if output else ""), style="yellow")
+        raise typer.Exit(130)
+
+
+def _apply_flags(spec, g, **flags):
+    from gpt_batchprof.sweep.lists import parse_int_list, parse_name_list
+
+    changes: dict = {}
+    if flags["workload"]:
+        changes["workload"] = flags["workload"]
+    models: tuple[str, ...] = ()
+    if flags["model"]:
+        models += parse_name_list(flags["model"])
+    if flags["d_model"]:
+        models += tuple(f"d{d}" for d in parse_int_list(flags["d_model"], "--d-model"))
+    if models:
+        changes["models"] = models
+    for key, opt in (("hardware", "hardware"), ("op", "ops"), ("dtype", "dtypes"), ("attention", "attentions")):
+        if flags[key]:
+            changes[opt] = parse_name_list(flags[key])
+    if flags["phase"]:
+        phases = parse_name_list(flags["phase"])
+        changes["phases"] = ("prefill", "decode") if phases == ("both",) else phases
+    if flags["batch"]:
+        changes["batches"] = parse_int_list(flags["batch"], "--batch")
+    if flags["seq_len"]:
+        changes["seq_lens"] = parse_int_list(flags["seq_len"], "--seq-len")
+    for key in ("layers", "depth", "gen_len"):
+        if flags[key] is not None:
+            changes[key] = flags[key]
+    return spec.updated(**changes)
+
+
+def _match_device(spec, timer, hardware_given: bool, dtype_given: bool):
+    """Live timing: predict for the device being timed (unless -H says otherwise); on a CPU
+    use fp32 unless --dtype says otherwise (CPUs have no fast fp16 matmul)."""
+    from gpt_batchprof.measure.device import datasheet_hardware
+
+    changes: dict = {}
+    if not hardware_given:
+        changes["hardware"] = (datasheet_hardware(timer.kind),)
+    if not dtype_given and timer.kind == "cpu":
+        changes["dtypes"] = ("fp32",)
+    return spec.updated(**changes)
+
+
+def _run(grid, evaluator, output, resume, show_progress):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from gpt_batchprof.sweep.run import run_sweep
+    from gpt_batchprof.sweep.store import StreamWriter
+
+    writer = StreamWriter(output, resume=resume) if output is not None else None
+    try:
+        with Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("ETA"),
+                      TimeRemainingColumn(), TimeElapsedColumn(), console=err_console, transient=False,
+                      disable=not show_progress) as bar:
+            task = bar.add_task("sweep", total=len(grid))
+            return run_sweep(grid, evaluator, writer, advance=lambda n: bar.advance(task, n))
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def _render(rows, spec, fmt: str, export: Optional[Path]) -> None:
+    from gpt_batchprof.report import export as ex
+    from gpt_batchprof.report.sweep_tables import print_summary
+    from gpt_batchprof.sweep.store import columns_present
+
+    if fmt == "table":
+        if export is None:
+            from rich.console import Console
+
+            # piped output: wide enough for every column instead of Rich's 80
+            print_summary(console if console.is_terminal else Console(width=160), rows)
+            return
+        from rich.console import Console
+
+        with open(export, "w", encoding="utf-8") as fh:
+            print_summary(Console(file=fh, width=160, color_system=None), rows)
+        return
+    print_summary(err_console, rows)
+    cols = columns_present(rows)
+    if fmt == "csv":
+        text = ex.to_csv(rows, cols)
+    elif fmt == "markdown":
+        text = ex.to_markdown(rows, cols, title=f"sweep {spec.name}")
+    else:
+        from dataclasses import asdict
+
+        text = ex.to_json({"sweep": asdict(spec), "rows": [{c: r.get(c) for c in cols} for r in rows]})
+    emit(text, export)
+
+
+def _plot(rows, folder: Path, hardware=None) -> None:
+    from gpt_batchprof.report.plots import plot_all
+
+    for path in plot_all(rows, folder, hardware):
+        err_console.print(f"wrote {path}", style="dim", highlight=False)
+
+
+def _print_presets(presets) -> None:
+    from gpt_batchprof.report.tables import compact_table
+
+    t = compact_table("Presets (--preset NAME; --quick for a CI-sized run)",
+                      [("name", "left"), ("from", "left"), ("points", "right"), ("quick", "right"),
+                       ("what it shows", "left")])
+    for p in presets.values():
+        t.add_row(p.name, p.source, str(p.full.n_points), str(p.quick.n_points), p.description)
+    t.columns[-1].no_wrap = False
+    console.print(t)
+
+
+@guarded
+def plot_cmd(
+    results: Annotated[Path, typer.Argument(help="A saved sweep result: .csv or .jsonl (from -o), or .json (from --format json).")],
+    plot: Annotated[Path, Opt("--plot", help="Folder for the PNGs.")] = Path("plots"),
+    hardware: Annotated[Optional[str], Opt("--hardware", "-H", help="Hardware profile(s) for the roofline ceilings (default: the rows' hardware).")] = None,
+) -> None:
+    """Redraw the plots of a saved sweep (time and throughput vs batch, roofline)."""
+    from gpt_batchprof.errors import BatchprofError
+    from gpt_batchprof.sweep.store import read_rows
+
+    rows = read_rows(results)
+    if not rows:
+        raise BatchprofError(f"{results}: no points in it")
+    _plot(rows, plot, _load_hw(rows, hardware))
+
+
+def _load_hw(rows, names: Optional[str]):
+    from gpt_batchprof.errors import BatchprofError
+    from gpt_batchprof.profiles import load_hardware
+    from gpt_batchprof.sweep.lists import parse_name_list
+
+    wanted = parse_name_list(names) if names else tuple(dict.fromkeys(r["hardware"] for r in rows))
+    out = {}
+    for n in wanted:
+        try:
+            out[n] = load_hardware(n)
+        except BatchprofError:
+            if names:
+                raise
+            err_console.print(f"[yellow]note:[/] no profile '{n}'; its roofline has no ceilings", highlight=False)
+    return out
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sweep")(sweep_cmd)
+    app.command("plot")(plot_cmd)

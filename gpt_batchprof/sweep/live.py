@@ -1,0 +1,60 @@
+"""Live timing of a sweep's operators, through the measure package (`bench`'s kernels and timers).
+
+One operator is built at the exact shape of its OpCost (``measure.kernels.build_kernel``),
+one launch is timed (``measure.timing``: CPU clock, or CUDA events with an L2 flush), and
+the row's time is that launch's median times ``cost.launches`` (the layers). torch is
+imported only when a ``LiveTimer`` is made.
+"""
+
+from __future__ import annotations
+
+import gc
+from typing import Any
+
+from gpt_batchprof.analytic.gpt import Dtypes
+from gpt_batchprof.analytic.ops import OpCost
+from gpt_batchprof.errors import BatchprofError
+from gpt_batchprof.profiles import ModelSpec
+
+
+class LiveTimer:
+    """Times OpCosts on ``device`` ('cpu', 'cuda' or 'auto') within per-kernel time budgets."""
+
+    def __init__(self, device: str = "auto", warmup_s: float = 0.01, rep_s: float = 0.05,
+                 timer: Any = None, threads: int | None = None):
+        from gpt_batchprof.measure import device as dev
+        from gpt_batchprof.measure.timing import default_timer
+
+        self.kind = dev.resolve_device(device)
+        torch = dev.require_torch()
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = dev.device_name(self.kind)
+        self.torch_version = dev.torch_version()
+        self.timer = timer or default_timer(self.kind)
+        self.warmup_s, self.rep_s = warmup_s, rep_s
+        self.unsupported: dict[str, str] = {}  # op -> why it was not timed (first reason seen)
+
+    def time_op(self, cost: OpCost, model: ModelSpec, dtype: str) -> tuple[float | None, float | None]:
+        """(median, IQR) seconds of the operator over all its launches; (None, None) if the
+        device cannot run it at this dtype."""
+        from gpt_batchprof.measure.kernels import Unsupported, build_kernel
+
+        try:
+            kernel = build_kernel(cost, model, Dtypes.of(dtype), self.kind, sets=2)
+        except Unsupported as e:
+            self.unsupported.setdefault(cost.op, str(e))
+            return None, None
+        except RuntimeError as e:  # allocation failure: the shape does not fit
+            if "memory" in str(e).lower():
+                raise BatchprofError(f"{cost.op} at batch {cost.batch}: out of memory on {self.device}; "
+                                     "shrink the grid (--batch, --seq-len, --d-model)") from None
+            raise
+        try:
+            m = self.timer.measure(kernel.fn, warmup_s=self.warmup_s, rep_s=self.rep_s,
+                                   label=f"{cost.phase}/{cost.batch}/{cost.op}")
+        finally:
+            del kernel
+            if self.kind == "cuda":
+                gc.collect()
+        return m.median_s * cost.launches, m.iqr_s * cost.launches
