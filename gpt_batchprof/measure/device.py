@@ -71,7 +71,8 @@ def datasheet_hardware(device: str) -> str:
     torch = require_torch()
     name = torch.cuda.get_device_name().upper()
     mem_gb = torch.cuda.get_device_properties(0).total_memory / 1e9
-    table = [("H200", "h200"), ("H100 PCIE", "h100-pcie"), ("H100", "h100-sxm")  # "NVIDIA H100 80GB HBM3" is the SXM part, ("B200", "b200"),
+    # "NVIDIA H100 80GB HBM3" is the SXM part; PCIe cards say so in their name.
+    table = [("H200", "h200"), ("H100 PCIE", "h100-pcie"), ("H100", "h100-sxm"), ("B200", "b200"),
              ("A10G", "a10g"), ("L4", "l4"), ("T4", "t4"), ("V100", "v100"), ("4090", "rtx-4090"),
              ("MI300X", "mi300x")]
     if "A100" in name:

@@ -1,0 +1,204 @@
+"""`gpt-batchprof bench` and `gpt-batchprof calibrate`: live kernels next to the roofline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from gpt_batchprof.cli.common import (
+    AttentionOpt, BatchOpt, ContextLenOpt, FormatOpt, GenLenOpt, KvDtypeOpt, ModelOpt, OutputOpt,
+    PhaseOpt, PromptLenOpt, WeightDtypeOpt, choice, console, emit, err_console, guarded, parse_int_list,
+    phases_of,
+)
+from gpt_batchprof.errors import BatchprofError
+
+BENCH_BATCHES = "1,4,16,64"
+
+DeviceOpt = Annotated[str, typer.Option("--device", help="cuda, cpu, or auto (CUDA when present, else the CPU).")]
+BenchHardwareOpt = Annotated[str, typer.Option(
+    "--hardware", "-H",
+    help="Profile the predictions use. 'datasheet' (default): the built-in profile matching this GPU "
+         "(by torch.cuda.get_device_name), or cpu-generic on the CPU. 'auto': calibrate this device first "
+         "(cached in ~/.cache/gpt-batchprof/, keyed by device name and torch version). Or any built-in name "
+         "or hardware YAML.")]
+BenchDtypeOpt = Annotated[str, typer.Option(
+    "--dtype", help="Activation dtype (and weights / KV unless overridden): fp32, fp16, bf16, fp8, int8, or auto "
+                    "(fp16 on CUDA, fp32 on the CPU, where fp16 matmuls are emulated and very slow). Dtypes the "
+                    "device cannot run are reported as skipped rows, not errors.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads (fixed for the whole run; default: torch's).")]
+
+
+def _op_list(text: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+def _hardware(ref: str, device: str, threads: int | None):
+    from gpt_batchprof.measure.device import datasheet_hardware
+    from gpt_batchprof.profiles import load_hardware
+
+    if ref == "datasheet":
+        return load_hardware(datasheet_hardware(device))
+    if ref == "auto":
+        from gpt_batchprof.measure.calibrate import cached_hardware
+
+        with err_console.status(f"calibrating {device} (once; cached)"):
+            return cached_hardware(device, threads)
+    return load_hardware(ref)
+
+
+@guarded
+def bench_cmd(
+    model: ModelOpt = "gpt2",
+    hardware: BenchHardwareOpt = "datasheet",
+    phase: PhaseOpt = "both",
+    batch: BatchOpt = BENCH_BATCHES,
+    prompt_len: PromptLenOpt = 128,
+    context_len: ContextLenOpt = None,
+    gen_len: GenLenOpt = 128,
+    dtype: BenchDtypeOpt = "auto",
+    weight_dtype: WeightDtypeOpt = None,
+    kv_dtype: KvDtypeOpt = None,
+    attention: AttentionOpt = "unfused",
+    device: DeviceOpt = "auto",
+    op: Annotated[str, typer.Option("--op", help="Operators to time, comma-separated: any operator name (qkv_proj, attn_score, ...), 'block' (one whole transformer block, all its kernels back to back; decode reads a KV cache of context-len), or 'mlp' (a plain MLP of --depth x --width at each batch: seed 002's experiment). Default: every operator of the model.")] = "",
+    depth: Annotated[int, typer.Option("--depth", help="Layers of the --op mlp network.")] = 8,
+    width: Annotated[int, typer.Option("--width", help="Width of the --op mlp network.")] = 1024,
+    cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs", help="Replay each kernel from a CUDA graph so short decode kernels are not measured as CPU launch overhead.")] = False,
+    warmup_ms: Annotated[float, typer.Option("--warmup-ms", help="Warm-up time budget per operator (ms).")] = 25.0,
+    rep_ms: Annotated[float, typer.Option("--rep-ms", help="Timed-repetition budget per operator (ms); at least 5 calls are timed.")] = 100.0,
+    threads: ThreadsOpt = None,
+    min_efficiency: Annotated[Optional[float], typer.Option("--min-efficiency", help="Exit 1 when any timed operator reaches less than this share of its roofline prediction (predicted/measured, 0 < X <= 1), naming the offenders on stderr.")] = None,
+    fmt: FormatOpt = "table",
+    output: OutputOpt = None,
+) -> None:
+    """Time every operator `analyze` predicts, on this device, at exactly the same shapes.
+
+    Each row shows the measured median (totalled over layers) and its IQR next to the roofline prediction, measured/predicted, the share of the roofline reached (predicted/measured), and the achieved FLOP/s and bytes/s. Timing: CUDA events with the L2 flushed before each call (or a monotonic clock on the CPU, threads fixed), warm-up and repetitions as time budgets, input copies rotated so caches do not flatter small shapes. Noisy rows (IQR/median > 10%) carry a warning. Rows that run out of memory or use a dtype the device cannot run are reported, not fatal.
+
+    Exit codes: 0 when the run completed, 1 with --min-efficiency and an operator below it, 2 for bad input (or --device cuda without CUDA), 130 when interrupted (finished rows are still printed).
+    """
+    from gpt_batchprof.cli.analyze import scenario_from_options
+    from gpt_batchprof.measure.bench import BenchSettings, check_ops, run_bench
+    from gpt_batchprof.measure.device import device_name, resolve_device, torch_version
+    from gpt_batchprof.profiles import load_model
+    from gpt_batchprof.report.export import FORMATS
+
+    choice(fmt, FORMATS, "--format")
+    if min_efficiency is not None and not 0 < min_efficiency <= 1:
+        raise BatchprofError(f"--min-efficiency: must be in (0, 1], got {min_efficiency}")
+    if warmup_ms < 0 or rep_ms <= 0:
+        raise BatchprofError(f"--warmup-ms must be >= 0 and --rep-ms > 0 (got {warmup_ms}, {rep_ms})")
+    if threads is not None and threads < 1:
+        raise BatchprofError(f"--threads: must be >= 1, got {threads}")
+    if depth < 1 or width < 1:
+        raise BatchprofError(f"--depth and --width must be >= 1 (got {depth}, {width})")
+    ops = check_ops(_op_list(op))
+    phases, batches = phases_of(phase), parse_int_list(batch)
+    spec = load_model(model)
+    dev = resolve_device(device)  # checks torch is installed, and CUDA when asked for
+    if dtype == "auto":
+        dtype = "fp16" if dev == "cuda" else "fp32"
+    scenario = scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention)
+    import torch
+
+    n_threads = threads or torch.get_num_threads()
+    torch.set_num_threads(n_threads)
+    hw = _hardware(hardware, dev, n_threads)
+    settings = BenchSettings(dev, device_name(dev), torch_version(), n_threads, cuda_graphs,
+                             warmup_ms * 1e-3, rep_ms * 1e-3, ops, depth, width)
+    result = _run_with_progress(run_bench, spec, hw, scenario, phases, batches, settings)
+    _render(result, fmt, output)
+    if not result.complete:
+        raise typer.Exit(130)
+    if min_efficiency is not None:
+        low = result.below(min_efficiency)
+        if low:
+            names = ", ".join(f"{r.cost.phase} b={r.cost.batch} {r.cost.op} ({100 * r.roofline_share:.0f}%)" for r in low)
+            err_console.print(f"below --min-efficiency {min_efficiency:g} of the roofline: {names}",
+                              style="red", highlight=False, soft_wrap=True)
+            raise typer.Exit(1)
+
+
+def _run_with_progress(run_bench, spec, hw, scenario, phases, batches, settings):
+    """Run with a transient progress bar on stderr; Ctrl-C returns the rows finished so far."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=err_console, transient=True)
+    task = progress.add_task("bench", total=None)
+
+    def on_row(row, done: int, total: int) -> None:
+        c = row.cost
+        progress.update(task, completed=done, total=total, description=f"{c.phase} b={c.batch} {c.op}")
+
+    try:
+        with progress:
+            return run_bench(spec, hw, scenario, phases, batches, settings, on_row=on_row)
+    except KeyboardInterrupt as e:
+        partial = getattr(e, "partial", None)
+        if partial is None:
+            raise
+        err_console.print(f"interrupted after {len(partial.rows)} rows", style="yellow")
+        return partial
+
+
+def _render(result, fmt: str, output: Path | None) -> None:
+    from gpt_batchprof.report import bench_tables, export
+
+    if fmt == "json":
+        emit(export.to_json(result.to_dict()), output)
+    elif fmt == "csv":
+        emit(export.to_csv([r.to_dict() for r in result.rows]), output)
+    elif fmt == "markdown":
+        emit(bench_tables.bench_markdown(result), output)
+    elif output is None:
+        bench_tables.print_bench(console, result)
+    else:
+        from rich.console import Console
+
+        with open(output, "w", encoding="utf-8") as fh:
+            bench_tables.print_bench(Console(file=fh, width=160, color_system=None), result)
+
+
+@guarded
+def calibrate_cmd(
+    device: DeviceOpt = "auto",
+    hardware: Annotated[Optional[str], typer.Option("--hardware", "-H", help="Datasheet profile to compare with (built-in name or YAML): adds measured/datasheet columns.")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Smaller shapes and budgets (a few seconds; rougher figures).")] = False,
+    threads: ThreadsOpt = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Profile name in the written YAML (default: calibrated-<device>).")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json (to stdout).")] = "table",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write a hardware profile YAML here (accepted by analyze, bench and sweep as --hardware FILE).")] = None,
+) -> None:
+    """Measure this device's ceilings: the best dense matmul FLOP/s per dtype it supports (a few large square shapes, the max, as mamf-finder does; fp32, tf32 / fp16 / bf16 / fp8 / int8 on CUDA where the GPU has them), memory bandwidth from a large copy (bytes read + written), and the launch overhead of a tiny kernel.
+
+    With --hardware NAME the figures are printed next to that datasheet profile. With -o FILE they are written as a hardware profile YAML (with a header naming device, torch version and date), which any command takes as --hardware FILE. CPU calibration takes about 10 s (--quick: a few seconds).
+    """
+    from gpt_batchprof.measure.calibrate import calibrate, hardware_yaml
+    from gpt_batchprof.measure.device import resolve_device
+    from gpt_batchprof.profiles import load_hardware
+
+    choice(fmt, ("table", "json"), "--format")
+    if threads is not None and threads < 1:
+        raise BatchprofError(f"--threads: must be >= 1, got {threads}")
+    sheet = load_hardware(hardware) if hardware else None
+    dev = resolve_device(device)
+    with err_console.status(f"calibrating {dev}") as status:
+        cal = calibrate(dev, quick=quick, threads=threads, progress=lambda s: status.update(f"calibrating {dev}: {s}"))
+    if fmt == "json":
+        from gpt_batchprof.report import export
+
+        emit(export.to_json(cal.to_dict()), None)
+    else:
+        from gpt_batchprof.report.bench_tables import print_calibration
+
+        print_calibration(console, cal, sheet)
+    if output is not None:
+        emit(hardware_yaml(cal, name), output)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(bench_cmd)
+    app.command("calibrate")(calibrate_cmd)

@@ -1,0 +1,139 @@
+"""Rich rendering of `bench` and `calibrate` results. Values arrive in SI; units are scaled here."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from gpt_batchprof.report.tables import compact_table
+from gpt_batchprof.report.units import bound_markup, fmt_bytes, fmt_count, fmt_pct, fmt_ratio, fmt_time
+
+
+def _share_markup(share: float | None) -> str:
+    if share is None:
+        return "-"
+    style = "green" if share >= 0.7 else "yellow" if share >= 0.3 else "red"
+    return f"[{style}]{fmt_pct(share)}[/]"
+
+
+def bench_header(out: Console, result) -> None:
+    s, hw, sc = result.settings, result.hardware, result.scenario
+    dt = sc.dtypes
+    out.print(
+        f"[bold]{result.model.name}[/] measured on [bold]{s.device_name}[/] (torch {s.torch_version}"
+        f"{f', {s.threads} threads' if s.device == 'cpu' else ''}{', CUDA graphs' if s.cuda_graphs else ''}); "
+        f"predicted with [bold]{hw.name}[/] ({fmt_count(hw.peak_flops_per_s.get(dt.act), 'FLOP/s')} {dt.act}, "
+        f"{fmt_count(hw.memory_bandwidth_bytes_per_s, 'B/s')})",
+        highlight=False,
+    )
+    out.print(f"prompt {sc.prompt_len}, decode at {sc.itl_context} cached tokens; weights {dt.weight}, "
+              f"activations {dt.act}, KV {dt.kv}; {sc.attention} attention. Times are totals over all "
+              "layers (median x launches); roofline = predicted / measured.", style="dim", highlight=False)
+
+
+def _achieved(row) -> str:
+    """The rate of the resource the roofline says binds: FLOP/s when compute-bound, else B/s."""
+    if row.prediction.bound == "compute" and row.cost.flops:
+        return fmt_count(row.achieved_flops_per_s, "FLOP/s")
+    return fmt_count(row.achieved_bytes_per_s, "B/s")
+
+
+def _note(row) -> str:
+    if row.status != "ok":
+        return f"[{'red' if row.status == 'oom' else 'dim'}]{row.status}[/]"
+    return "[yellow]" + ",".join(w.split(":", 1)[0] for w in row.warnings) + "[/]" if row.warnings else ""
+
+
+def bench_table(rows: Sequence, title: str) -> Table:
+    """One line per operator; details of warnings and skipped rows come from ``bench_notes``."""
+    cols = [("batch", "right"), ("op", "left"), ("predicted", "right"), ("bound", "left"),
+            ("measured", "right"), ("IQR", "right"), ("meas/pred", "right"), ("roofline", "right"),
+            ("achieved", "right"), ("note", "left")]
+    t = compact_table(title, cols)
+    prev_batch = None
+    for r in rows:
+        c = r.cost
+        if prev_batch is not None and c.batch != prev_batch:
+            t.add_section()
+        prev_batch = c.batch
+        ok = r.status == "ok"
+        iqr = fmt_pct(r.measured_iqr_s / r.measured_time_s) if ok and r.measured_time_s else "-"
+        t.add_row(str(c.batch), c.op, fmt_time(r.prediction.time_s), bound_markup(r.prediction.bound),
+                  fmt_time(r.measured_time_s) if ok else "-", iqr,
+                  fmt_ratio(r.measured_over_predicted) if ok else "-", _share_markup(r.roofline_share) if ok else "-",
+                  _achieved(r) if ok else "-", _note(r))
+    return t
+
+
+def bench_notes(rows: Sequence) -> list[str]:
+    """One line per skipped / out-of-memory row and per warning: what happened and what to try."""
+    out = []
+    for r in rows:
+        c = r.cost
+        where = f"{c.phase} b={c.batch} {c.op}"
+        if r.status != "ok":
+            out.append(f"{where}: {r.status}: {r.reason}")
+        out += [f"{where}: {w}" for w in r.warnings]
+    return out
+
+
+def print_bench(out: Console, result) -> None:
+    bench_header(out, result)
+    phases = list(dict.fromkeys(r.cost.phase for r in result.rows if r.cost.op != "mlp"))
+    for phase in phases:
+        rows = [r for r in result.rows if r.cost.phase == phase and r.cost.op != "mlp"]
+        c = rows[0].cost
+        what = f"prompt {c.seq_len}" if phase == "prefill" else f"{c.kv_len} cached tokens"
+        out.print(bench_table(rows, f"{phase} ({what}; all layers)"))
+    mlp = [r for r in result.rows if r.cost.op == "mlp"]
+    if mlp:
+        s = result.settings
+        out.print(bench_table(mlp, f"plain MLP: depth {s.mlp_depth}, width {s.mlp_width} (seed 002)"))
+    notes = bench_notes(result.rows)
+    for line in notes[:20]:
+        out.print(f"  {line}", style="dim", highlight=False, soft_wrap=True)
+    if len(notes) > 20:
+        out.print(f"  ... and {len(notes) - 20} more notes (see --format json)", style="dim")
+    if not result.complete:
+        out.print(f"[yellow]interrupted: {len(result.rows)} rows finished[/]")
+
+
+def bench_markdown(result) -> str:
+    from gpt_batchprof.report import export
+
+    keep = ("phase", "batch", "op", "time_s", "bound", "status", "measured_time_s", "measured_iqr_s",
+            "measured_over_predicted", "roofline_share", "achieved_flops_per_s", "achieved_bytes_per_s", "reason")
+    rows = [r.to_dict() for r in result.rows]
+    return export.to_markdown(rows, columns=keep, title=f"bench: {result.model.name} on {result.settings.device_name}")
+
+
+def calibration_table(cal, datasheet=None) -> Table:
+    """Measured ceilings, next to a datasheet profile when one is given."""
+    cols = [("ceiling", "left"), ("measured", "right")]
+    if datasheet is not None:
+        cols += [(datasheet.name, "right"), ("measured/datasheet", "right")]
+    t = compact_table(f"calibrated: {cal.device_name} (torch {cal.torch_version}, {cal.threads} threads)", cols)
+
+    def add(label: str, measured: float | None, sheet: float | None, fmt) -> None:
+        cells = [label, fmt(measured) if measured is not None else "-"]
+        if datasheet is not None:
+            ratio = measured / sheet if (measured and sheet) else None
+            cells += [fmt(sheet) if sheet else "-", fmt_ratio(ratio)]
+        t.add_row(*cells)
+
+    sheet_peaks: dict[str, Any] = dict(datasheet.peak_flops_per_s) if datasheet is not None else {}
+    for dt in dict.fromkeys(list(cal.peak_flops_per_s) + list(sheet_peaks)):
+        add(f"matmul {dt}", cal.peak_flops_per_s.get(dt), sheet_peaks.get(dt), lambda v: fmt_count(v, "FLOP/s"))
+    add("memory bandwidth", cal.memory_bandwidth_bytes_per_s,
+        datasheet.memory_bandwidth_bytes_per_s if datasheet is not None else None, lambda v: fmt_count(v, "B/s"))
+    add("launch overhead", cal.launch_overhead_s, datasheet.launch_overhead_s if datasheet is not None else None, fmt_time)
+    add("memory", cal.memory_bytes, datasheet.memory_bytes if datasheet is not None else None, fmt_bytes)
+    return t
+
+
+def print_calibration(out: Console, cal, datasheet=None) -> None:
+    out.print(calibration_table(cal, datasheet))
+    for dt, why in cal.skipped.items():
+        out.print(f"  {dt}: not measured ({why})", style="dim", highlight=False)
