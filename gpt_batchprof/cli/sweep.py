@@ -36,6 +36,7 @@ def sweep_cmd(
     device: Annotated[str, Opt("--device", help="Where live kernels run: auto, cuda or cpu.")] = "auto",
     warmup_ms: Annotated[float, Opt("--warmup-ms", help="Live: warm-up budget per kernel.")] = 10.0,
     rep_ms: Annotated[float, Opt("--rep-ms", help="Live: timing budget per kernel (at least 5 calls).")] = 50.0,
+    threads: Annotated[Optional[int], Opt("--threads", help="Live on CPU: torch threads (default: torch's choice).")] = None,
     output: Annotated[Optional[Path], Opt("--output", "-o", help="Stream every finished point to this .csv or .jsonl file (fsync'd as it goes).")] = None,
     resume: Annotated[bool, Opt("--resume", help="Keep the points already in --output and run only the missing ones.")] = False,
     fmt: Annotated[str, Opt("--format", "-f", help="table (summary), csv, json or markdown (every point).")] = "table",
@@ -80,7 +81,7 @@ def sweep_cmd(
     if mode != "analytic":
         from gpt_batchprof.sweep.live import LiveTimer
 
-        timer = LiveTimer(device, warmup_s=warmup_ms / 1e3, rep_s=rep_ms / 1e3)
+        timer = LiveTimer(device, warmup_s=warmup_ms / 1e3, rep_s=rep_ms / 1e3, threads=threads)
         spec = _match_device(spec, timer, hardware_given=bool(hardware) or "hardware" in file_data,
                              dtype_given=bool(dtype) or "dtypes" in file_data or "dtype" in file_data)
     grid = g.resolve(spec)
