@@ -70,6 +70,16 @@ def _log_batch_axis(ax) -> None:
     ax.grid(True, which="major", alpha=0.3)
 
 
+def _log_value_axis(ax) -> None:
+    """Log y with plain numbers at 1, 2, 5 x 10^k (no 2x10^-1 labels)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:,.6g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
 def _panels(plt, n: int, width: float = 5.2, height: float = 3.9):
     ncols = 1 if n == 1 else 2 if n in (2, 4) else 3
     nrows = -(-n // ncols)
@@ -105,7 +115,7 @@ def _line_plot(plt, rows, value, title: str, ylabel: str, path: Path, scale: flo
                                    linewidth=1.6)
                     handles.setdefault(label, h)
         _log_batch_axis(ax)
-        ax.set_yscale("log")
+        _log_value_axis(ax)
         ax.set_ylabel(ylabel)
         what = "MLP (all layers)" if op == "mlp" and phase == "forward" else op
         ax.set_title(f"{phase}: {what}" if phase != "forward" else what, fontsize=11)
@@ -113,11 +123,16 @@ def _line_plot(plt, rows, value, title: str, ylabel: str, path: Path, scale: flo
 
     legend = [Line2D([], [], color=h.get_color(), linewidth=2) for h in handles.values()]
     labels = list(handles)
-    legend += [Line2D([], [], color="0.3", linestyle="--"), Line2D([], [], color="0.3", marker="o")]
-    labels += ["predicted (roofline)", "measured"]
+    if any(value(r, "predicted") is not None for r in rows):
+        legend.append(Line2D([], [], color="0.3", linestyle="--"))
+        labels.append("predicted (roofline)")
+    if any(value(r, "measured") is not None for r in rows):
+        legend.append(Line2D([], [], color="0.3", marker="o"))
+        labels.append("measured" + (f" on {rows[0].get('device')}" if rows[0].get("device") else ""))
     fig.legend(legend, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=9,
                title=", ".join(fields) if fields else None)
-    fig.suptitle(title, fontsize=13)
+    hws = sorted({str(r["hardware"]) for r in rows})
+    fig.suptitle(f"{title} (roofline: {', '.join(hws)})", fontsize=13)
     fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -179,7 +194,7 @@ def _roofline(plt, rows, hw, hw_name: str, path: Path) -> Path:
     ax.set_xlabel("arithmetic intensity (FLOP/byte)")
     ax.set_ylabel("achieved TFLOP/s")
     ax.grid(True, which="major", alpha=0.3)
-    ax.set_title(f"Roofline on {hw_name}: one marker per operator x batch (batch grows to the right)", fontsize=11)
+    ax.set_title(f"Roofline on {hw_name}: one marker per operator x batch x size", fontsize=11)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize=8.5)
     fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")
@@ -210,7 +225,7 @@ def _generation(plt, rows, path: Path) -> Path:
                 a3.annotate(f"b{bb}", (gx, gy), textcoords="offset points", xytext=(4, -10), fontsize=7.5, color=c)
     for ax in (a1, a2):
         _log_batch_axis(ax)
-        ax.set_yscale("log")
+        _log_value_axis(ax)
     a1.set_ylabel("end-to-end latency per request (ms)")
     a1.set_title("Latency vs batch", fontsize=11)
     a2.set_ylabel("throughput (generated tokens/s)")
