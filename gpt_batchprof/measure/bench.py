@@ -55,6 +55,19 @@ class Planned:
 
     prediction: Prediction
     parts: tuple[tuple[OpCost, int], ...]
+    note: str = ""  # e.g. the profile has no peak for this dtype (prediction is NaN)
+
+
+def _predict(c: OpCost, hw: HardwareSpec) -> tuple[Prediction, str]:
+    """The roofline prediction; NaN compute time (and a note) when the profile lacks the dtype's peak."""
+    from gpt_batchprof.errors import ProfileError
+
+    try:
+        return predict(c, hw), ""
+    except ProfileError as e:
+        memory_s = c.bytes / hw.memory_bandwidth_bytes_per_s
+        overhead_s = c.launches * hw.launch_overhead_s
+        return Prediction(c, math.nan, memory_s, overhead_s, math.nan), f"no prediction: {e}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +176,7 @@ def block_plan(ops: tuple[OpCost, ...], hw: HardwareSpec, n_layer: int) -> Plann
             continue
         per_layer = 2 if c.op == "norm" else 1
         scale = per_layer * n_layer / c.launches
-        p = predict(c, hw)
+        p, _ = _predict(c, hw)
         flops += c.flops * scale
         nbytes += c.bytes * scale
         wbytes += c.weight_bytes * scale
@@ -176,6 +189,11 @@ def block_plan(ops: tuple[OpCost, ...], hw: HardwareSpec, n_layer: int) -> Plann
     cost = OpCost("block", c0.phase, c0.batch, c0.seq_len, c0.kv_len, flops, nbytes, wbytes, n_layer,
                   c0.compute_dtype, OpShape(m=c0.shape.m, n=c0.shape.n, k=c0.shape.n))
     return Planned(Prediction(cost, compute_s, memory_s, overhead_s, time_s), tuple(parts))
+
+
+def _with_parts(c: OpCost, hw: HardwareSpec) -> tuple[Prediction, tuple[tuple[OpCost, int], ...], str]:
+    pred, note = _predict(c, hw)
+    return pred, ((c, 1),), note
 
 
 def plan_bench(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, phases: tuple[str, ...],
@@ -194,7 +212,7 @@ def plan_bench(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, phases: t
                 for c in costs:
                     seen.add(c.op)
                     if not ops or c.op in wanted:
-                        plan.append(Planned(predict(c, hw), ((c, 1),)))
+                        plan.append(Planned(*_with_parts(c, hw)))
                 if "block" in wanted:
                     plan.append(block_plan(costs, hw, model.n_layer))
     missing = [o for o in model_ops if o not in seen]
@@ -204,8 +222,7 @@ def plan_bench(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, phases: t
             f"(its operators: {', '.join(o for o in OP_NAMES if o in seen)})")
     if "mlp" in wanted:
         for b in batches:
-            c = mlp_cost(b, mlp_depth, mlp_width, scenario.dtypes)
-            plan.append(Planned(predict(c, hw), ((c, 1),)))
+            plan.append(Planned(*_with_parts(mlp_cost(b, mlp_depth, mlp_width, scenario.dtypes), hw)))
     return tuple(plan)
 
 
@@ -237,6 +254,11 @@ def _free(device: str) -> None:
         torch.cuda.empty_cache()
 
 
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
+
+
 def _label(c: OpCost) -> str:
     return f"{c.phase}/{c.batch}/{c.op}"
 
@@ -257,20 +279,19 @@ def time_planned(item: Planned, model: ModelSpec, dtypes: Dtypes, settings: Benc
         kernel = built[0][0] if len(built) == 1 and built[0][1] == 1 else K.build_sequence(built, cost.op, per_launch)
         m = timer.measure(kernel.fn, warmup_s=settings.warmup_s, rep_s=settings.rep_s, label=_label(cost))
     except K.Unsupported as e:
-        return BenchRow(pred, "skipped", str(e), **common)
+        return BenchRow(pred, "skipped", str(e), warnings=(item.note,) if item.note else (), **common)
     except Exception as e:  # noqa: BLE001 - torch raises RuntimeError/NotImplementedError for both cases
         if is_oom(e):
             kernel = None
             _free(settings.device)
-            return BenchRow(pred, "oom", f"out of memory on {settings.device} ({str(e).splitlines()[0][:160]})",
-                            **common)
+            return BenchRow(pred, "oom", f"out of memory on {settings.device} ({_first_line(e)})", **common)
         if isinstance(e, (RuntimeError, NotImplementedError, TypeError)):
-            return BenchRow(pred, "skipped", f"torch cannot run it: {str(e).splitlines()[0][:200]}", **common)
+            return BenchRow(pred, "skipped", f"torch cannot run it: {_first_line(e)}", **common)
         raise
     finally:
         del kernel
     launches = cost.launches
-    warnings = list(m.warnings(settings.rep_s))
+    warnings = ([item.note] if item.note else []) + list(m.warnings(settings.rep_s))
     if settings.device == "cuda" and not settings.cuda_graphs and m.median_s < LAUNCH_BOUND_S:
         warnings.append(f"launch-bound: {m.median_s * 1e6:.1f} us per kernel is close to CPU launch "
                         "overhead; consider --cuda-graphs")

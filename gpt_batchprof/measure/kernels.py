@@ -64,7 +64,7 @@ def unsupported_reason(op: str, dtypes: Dtypes, device: str, m: int = 0, n: int 
             return "bf16 is not supported by this GPU"
         return None
     if device == "cpu":
-        return f"{dt} matmuls have no native CPU kernel in torch (only emulation); time {dt} on CUDA"
+        return f"torch has no native {dt} CPU kernel for {op} (only emulation); time {dt} on CUDA"
     if op not in DENSE:
         return f"torch has no {dt} {op} kernel; bench it at fp16/bf16"
     if groups > 1:
