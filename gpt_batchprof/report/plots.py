@@ -231,6 +231,9 @@ def _generation(plt, rows, path: Path) -> Path:
     a2.set_ylabel("throughput (generated tokens/s)")
     a2.set_title("Throughput vs batch", fontsize=11)
     a3.set_xscale("log", base=2)
+    from matplotlib.ticker import FuncFormatter
+
+    a3.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}x"))
     a3.set_xlabel("throughput gain vs batch 1 (x)")
     a3.set_ylabel("latency growth vs batch 1 (x)")
     a3.set_title("The trade-off (each marker is a batch)", fontsize=11)
