@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from gpt_batchprof.errors import BatchprofError
+from gpt_batchprof.lists import parse_int_list  # noqa: F401  (re-exported for the commands)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -44,34 +45,6 @@ def choice(value: str, allowed: tuple[str, ...], option: str) -> str:
     if value not in allowed:
         raise BatchprofError(f"{option}: unknown value '{value}' (choose from {', '.join(allowed)})")
     return value
-
-
-def parse_int_list(text: str, option: str = "--batch") -> tuple[int, ...]:
-    """'1,2,8' and '1..256' (powers of two from 1 to 256, inclusive) and mixes of both."""
-    values: list[int] = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        try:
-            if ".." in part:
-                lo_s, hi_s = part.split("..", 1)
-                lo, hi = int(lo_s), int(hi_s)
-                if lo < 1 or hi < lo:
-                    raise ValueError
-                v = lo
-                while v <= hi:
-                    values.append(v)
-                    v *= 2
-            else:
-                values.append(int(part))
-        except ValueError:
-            raise BatchprofError(f"{option}: cannot read '{part}' (expected integers like 1,2,8 or a range 1..256)") from None
-    if not values:
-        raise BatchprofError(f"{option}: no values given")
-    bad = [v for v in values if v < 1]
-    if bad:
-        raise BatchprofError(f"{option}: values must be >= 1, got {bad[0]}")
-    return tuple(dict.fromkeys(values))
 
 
 def phases_of(phase: str) -> tuple[str, ...]:

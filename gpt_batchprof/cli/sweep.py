@@ -107,7 +107,7 @@ def sweep_cmd(
 
 
 def _apply_flags(spec, g, **flags):
-    from gpt_batchprof.sweep.lists import parse_int_list, parse_name_list
+    from gpt_batchprof.lists import parse_int_list, parse_name_list
 
     changes: dict = {}
     if flags["workload"]:
@@ -234,7 +234,7 @@ def plot_cmd(
 def _load_hw(rows, names: Optional[str]):
     from gpt_batchprof.errors import BatchprofError
     from gpt_batchprof.profiles import load_hardware
-    from gpt_batchprof.sweep.lists import parse_name_list
+    from gpt_batchprof.lists import parse_name_list
 
     wanted = parse_name_list(names) if names else tuple(dict.fromkeys(r["hardware"] for r in rows))
     out = {}

@@ -14,10 +14,10 @@ from typing import Any, Callable, Sequence
 
 from gpt_batchprof import __version__
 from gpt_batchprof.analytic.gpt import Dtypes, enumerate_ops
-from gpt_batchprof.analytic.ops import OpCost, matmul_cost
+from gpt_batchprof.analytic.mlp import mlp_cost as analytic_mlp_cost
+from gpt_batchprof.analytic.ops import OpCost
 from gpt_batchprof.analytic.roofline import Prediction, predict
 from gpt_batchprof.analytic.serving import Scenario, latencies
-from gpt_batchprof.profiles import DTYPE_BYTES
 from gpt_batchprof.sweep.grid import IDENTITY, Grid, Point
 
 COLUMNS = IDENTITY + (
@@ -38,13 +38,7 @@ def mlp_cost(width: int, depth: int, batch: int, dtype: str) -> OpCost:
 
     FLOPs 2 * batch * width^2 per layer; bytes: the weight plus the input and output activations.
     """
-    try:
-        from gpt_batchprof.analytic.mlp import mlp_cost as shared
-    except ImportError:  # the shared formula is new; same count as it
-        b = DTYPE_BYTES[dtype]
-        return matmul_cost("mlp", tokens=batch, k=width, n=width, w_bytes=b, a_bytes=b, launches=depth,
-                           compute_dtype=dtype, ctx=("decode", batch, 1, 0))
-    return shared(batch, depth=depth, width=width, dtypes=Dtypes.of(dtype))
+    return analytic_mlp_cost(batch, depth=depth, width=width, dtypes=Dtypes.of(dtype))
 
 
 class Evaluator:

@@ -260,7 +260,7 @@ def _as_tuple(key: str, v: Any) -> tuple:
         out = []
         for x in v:
             if isinstance(x, str):
-                from gpt_batchprof.sweep.lists import parse_int_list
+                from gpt_batchprof.lists import parse_int_list
 
                 out.extend(parse_int_list(x, key))
             elif isinstance(x, int) and not isinstance(x, bool):

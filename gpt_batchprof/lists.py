@@ -1,7 +1,7 @@
 """Integer lists as users write them: '1,2,8', '1..256' (powers of two), and mixes.
 
-The same syntax as the CLI's ``--batch`` (cli.common.parse_int_list), here without Typer
-or Rich so that sweep files are read by the core alone.
+Shared by the CLI's ``--batch`` and friends and by sweep files; no Typer or Rich here, so
+the core can read lists without the CLI.
 """
 
 from __future__ import annotations
