@@ -86,7 +86,9 @@ def render_analyze(result, fmt: str, per_op: bool, output) -> None:
 
 def _print_tables(out, result, per_op: bool, tables) -> None:
     tables.header(out, result.model, result.hardware, result.scenario)
+    out.print()
     out.print(tables.summary_table(result.report, result.hardware))
+    out.print()
     out.print(tables.memory_table(result.report, result.hardware))
     tables.summary_footer(out, result.report)
     if per_op:
@@ -94,4 +96,5 @@ def _print_tables(out, result, per_op: bool, tables) -> None:
             preds = [p for p in result.predictions if p.cost.phase == phase]
             c = preds[0].cost
             what = f"prompt {c.seq_len}" if phase == "prefill" else f"{c.kv_len} cached tokens"
+            out.print()
             out.print(tables.ops_table(preds, f"{phase} operators ({what}; all layers)"))

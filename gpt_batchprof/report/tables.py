@@ -37,7 +37,8 @@ def header(console: Console, model: ModelSpec, hw: HardwareSpec, scenario: Scena
 
 
 def compact_table(title: str, columns: Sequence[tuple[str, str]]) -> Table:
-    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+    """A borderless table that fits an 80-column terminal: one rule under the header, no edges."""
+    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
     for name, justify in columns:
         t.add_column(name, justify=justify, no_wrap=True)
     return t

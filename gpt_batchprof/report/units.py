@@ -55,6 +55,10 @@ def fmt_pct(x: float | None) -> str:
 BOUND_STYLE = {"compute": "green", "memory": "yellow", "overhead": "magenta", "oom": "red", "skipped": "dim"}
 
 
-def bound_markup(bound: str) -> str:
+BOUND_SHORT = {"compute": "comp", "memory": "mem", "overhead": "ovh"}
+
+
+def bound_markup(bound: str, short: bool = False) -> str:
     style = BOUND_STYLE.get(bound, "")
-    return f"[{style}]{bound}[/]" if style else bound
+    text = BOUND_SHORT.get(bound, bound) if short else bound
+    return f"[{style}]{text}[/]" if style else text
