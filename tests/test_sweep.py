@@ -5,13 +5,11 @@ import io
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from gpt_batchprof.cli import app
-from gpt_batchprof.errors import BatchprofError
 from gpt_batchprof.sweep.evaluate import COLUMNS, Evaluator
 from gpt_batchprof.sweep.grid import SweepSpec, resolve, spec_from_mapping
 from gpt_batchprof.sweep.presets import PRESETS
