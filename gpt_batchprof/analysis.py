@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gpt_batchprof.analytic import Dtypes, Prediction, Scenario, ServingReport, enumerate_ops, predict, serving_report
+from gpt_batchprof.analytic import Prediction, Scenario, ServingReport, enumerate_ops, predict, serving_report
 from gpt_batchprof.profiles import HardwareSpec, ModelSpec
 from gpt_batchprof.report.rows import op_row, settings_dict, summary_row
 
@@ -58,4 +58,4 @@ def analyze(
     return AnalyzeResult(model, hardware, scenario, phases, batches, preds, report)
 
 
-__all__ = ["AnalyzeResult", "analyze", "phase_ops", "Dtypes"]
+__all__ = ["AnalyzeResult", "analyze", "phase_ops"]

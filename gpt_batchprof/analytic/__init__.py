@@ -2,7 +2,7 @@
 
 from gpt_batchprof.analytic.gpt import ATTENTION_MODES, PHASES, Dtypes, enumerate_ops
 from gpt_batchprof.analytic.ops import OP_GROUPS, OP_NAMES, OpCost, OpShape
-from gpt_batchprof.analytic.roofline import Prediction, predict, predict_all, step_time
+from gpt_batchprof.analytic.roofline import Prediction, predict, step_time
 from gpt_batchprof.analytic.serving import (
     MemoryUse,
     Scenario,
@@ -16,6 +16,6 @@ from gpt_batchprof.analytic.serving import (
 
 __all__ = [
     "ATTENTION_MODES", "PHASES", "Dtypes", "enumerate_ops", "OP_GROUPS", "OP_NAMES", "OpCost",
-    "OpShape", "Prediction", "predict", "predict_all", "step_time", "MemoryUse", "Scenario",
+    "OpShape", "Prediction", "predict", "step_time", "MemoryUse", "Scenario",
     "ServingPoint", "ServingReport", "critical_batch", "max_batch", "memory_use", "serving_report",
 ]

@@ -47,10 +47,6 @@ def predict(cost: OpCost, hw: HardwareSpec) -> Prediction:
     return Prediction(cost, compute_s, memory_s, overhead_s, max(compute_s, memory_s) + overhead_s)
 
 
-def predict_all(costs: tuple[OpCost, ...], hw: HardwareSpec) -> tuple[Prediction, ...]:
-    return tuple(predict(c, hw) for c in costs)
-
-
 def step_time(costs: tuple[OpCost, ...], hw: HardwareSpec) -> float:
     """Predicted time of one forward step: its operators run one after another."""
     return sum(predict(c, hw).time_s for c in costs)
