@@ -246,7 +246,7 @@ def is_oom(e: BaseException) -> bool:
     return isinstance(e, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg)
 
 
-def _free(device: str) -> None:
+def free_memory(device: str) -> None:
     gc.collect()
     if device == "cuda":
         import torch
@@ -283,7 +283,7 @@ def time_planned(item: Planned, model: ModelSpec, dtypes: Dtypes, settings: Benc
     except Exception as e:  # noqa: BLE001 - torch raises RuntimeError/NotImplementedError for both cases
         if is_oom(e):
             kernel = None
-            _free(settings.device)
+            free_memory(settings.device)
             return BenchRow(pred, "oom", f"out of memory on {settings.device} ({_first_line(e)})", **common)
         if isinstance(e, (RuntimeError, NotImplementedError, TypeError)):
             return BenchRow(pred, "skipped", f"torch cannot run it: {_first_line(e)}", **common)

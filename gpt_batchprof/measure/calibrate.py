@@ -76,44 +76,14 @@ def hardware_yaml(cal: Calibration, name: str | None = None) -> str:
 # --------------------------------------------------------------------------- measuring
 
 
-def _sync(device: str) -> Callable[[], None]:
-    import torch
-
-    return torch.cuda.synchronize if device == "cuda" else (lambda: None)
-
-
 def _median_time(fn: Callable[[], object], device: str, budget_s: float, min_reps: int = 3,
                  max_reps: int = 200) -> float:
-    """Median seconds per call within a time budget (CUDA events on GPU, perf_counter on CPU)."""
-    import time
+    """Median seconds per call within a time budget, through the same timers `bench` uses."""
+    from gpt_batchprof.measure.timing import CpuTimer, CudaTimer
 
-    from gpt_batchprof.measure.timing import Measurement
-
-    sync = _sync(device)
-    fn()
-    sync()
-    t0 = time.perf_counter()
-    fn()
-    sync()
-    est = max(time.perf_counter() - t0, 1e-9)
-    reps = max(min_reps, min(max_reps, int(budget_s / est)))
-    times = []
-    if device == "cuda":
-        import torch
-
-        for _ in range(reps):
-            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            s.record()
-            fn()
-            e.record()
-            e.synchronize()
-            times.append(s.elapsed_time(e) * 1e-3)
-    else:
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return Measurement(tuple(times)).median_s
+    timer = (CudaTimer(min_reps=min_reps, max_reps=max_reps) if device == "cuda"
+             else CpuTimer(min_reps=min_reps, max_reps=max_reps))
+    return timer.measure(lambda i: fn(), warmup_s=budget_s / 4, rep_s=budget_s).median_s
 
 
 def _matmul_fn(dtype: str, n: int, device: str):

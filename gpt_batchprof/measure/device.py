@@ -8,8 +8,8 @@ import platform
 from gpt_batchprof.errors import BatchprofError
 
 DEVICES = ("auto", "cuda", "cpu")
-TORCH_HINT = ("pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu on CPU machines, "
-              "or the CUDA build from https://pytorch.org")
+TORCH_HINT = ("pip install torch==2.13.0 on CPU machines, the CUDA build where there is an NVIDIA GPU; "
+              "`python scripts/ensure_torch.py` in the repository picks the right one")
 
 
 def require_torch():

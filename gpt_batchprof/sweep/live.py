@@ -8,12 +8,10 @@ imported only when a ``LiveTimer`` is made.
 
 from __future__ import annotations
 
-import gc
 from typing import Any
 
 from gpt_batchprof.analytic.gpt import Dtypes
 from gpt_batchprof.analytic.ops import OpCost
-from gpt_batchprof.errors import BatchprofError
 from gpt_batchprof.profiles import ModelSpec
 
 
@@ -38,23 +36,24 @@ class LiveTimer:
     def time_op(self, cost: OpCost, model: ModelSpec, dtype: str) -> tuple[float | None, float | None]:
         """(median, IQR) seconds of the operator over all its launches; (None, None) if the
         device cannot run it at this dtype."""
+        from gpt_batchprof.measure.bench import free_memory, is_oom
         from gpt_batchprof.measure.kernels import Unsupported, build_kernel
 
+        kernel = None
         try:
             kernel = build_kernel(cost, model, Dtypes.of(dtype), self.kind, sets=2)
+            m = self.timer.measure(kernel.fn, warmup_s=self.warmup_s, rep_s=self.rep_s,
+                                   label=f"{cost.phase}/{cost.batch}/{cost.op}")
         except Unsupported as e:
             self.unsupported.setdefault(cost.op, str(e))
             return None, None
-        except RuntimeError as e:  # allocation failure: the shape does not fit
-            if "memory" in str(e).lower():
-                raise BatchprofError(f"{cost.op} at batch {cost.batch}: out of memory on {self.device}; "
-                                     "shrink the grid (--batch, --seq-len, --d-model)") from None
-            raise
-        try:
-            m = self.timer.measure(kernel.fn, warmup_s=self.warmup_s, rep_s=self.rep_s,
-                                   label=f"{cost.phase}/{cost.batch}/{cost.op}")
+        except Exception as e:  # noqa: BLE001 - as in bench: one shape out of memory, the rest go on
+            if not is_oom(e):
+                raise
+            kernel = None
+            free_memory(self.kind)
+            self.unsupported.setdefault(cost.op, f"out of memory on {self.device} at batch {cost.batch}")
+            return None, None
         finally:
             del kernel
-            if self.kind == "cuda":
-                gc.collect()
         return m.median_s * cost.launches, m.iqr_s * cost.launches
