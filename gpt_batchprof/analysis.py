@@ -7,7 +7,7 @@ from typing import Any
 
 from gpt_batchprof.analytic import Prediction, Scenario, ServingReport, enumerate_ops, predict, serving_report
 from gpt_batchprof.profiles import HardwareSpec, ModelSpec
-from gpt_batchprof.report.rows import op_row, settings_dict, summary_row
+from gpt_batchprof.report.rows import op_row, prediction_source, settings_dict, summary_row
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +24,7 @@ class AnalyzeResult:
         return {
             "model": self.model.to_dict(),
             "hardware": self.hardware.to_dict(),
-            "settings": settings_dict(self.scenario, self.phases, self.batches),
+            "settings": settings_dict(self.scenario, self.phases, self.batches, prediction_source(self.hardware)),
             "ops": [op_row(p) for p in self.predictions],
             "summary": [summary_row(p) for p in self.report.points],
             "critical_batch": self.report.critical_batch,

@@ -13,9 +13,12 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from gpt_batchprof.errors import ProfileError
+
+if TYPE_CHECKING:  # analytic.efficiency is imported inside the parser (it imports analytic, which imports us)
+    from gpt_batchprof.analytic.efficiency import MeasuredTables
 
 # Bytes per element of each storage dtype. int4 is weights only (packed two per byte).
 DTYPE_BYTES: dict[str, float] = {
@@ -130,6 +133,7 @@ class HardwareSpec:
     l2_cache_bytes: float = 0.0
     price_per_hour_usd: float | None = None
     source: str = ""
+    measured: MeasuredTables | None = None  # efficiency tables from `calibrate` (the `measured:` section)
 
     def peak(self, dtype: str) -> float:
         """Peak FLOP/s for matmuls in ``dtype``."""
@@ -149,8 +153,10 @@ class HardwareSpec:
         return self.peak(key) / self.memory_bandwidth_bytes_per_s
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "measured"}
         d["peak_flops_per_s"] = dict(self.peak_flops_per_s)
+        if self.measured is not None:
+            d["measured"] = self.measured.summary()
         return d
 
 
@@ -292,6 +298,7 @@ def hardware_from_mapping(data: Mapping[str, Any], where: str, source: str = "")
         l2_cache_bytes=f.num("l2_cache_mb", default=0.0, positive=False) * 1e6,
         price_per_hour_usd=price,
         source=source,
+        measured=measured_from_mapping(data["measured"], where) if data.get("measured") is not None else None,
     )
 
 
@@ -309,7 +316,126 @@ def hardware_to_yaml_mapping(hw: HardwareSpec) -> dict[str, Any]:
         d["l2_cache_mb"] = round(hw.l2_cache_bytes / 1e6, 3)
     if hw.price_per_hour_usd is not None:
         d["price_per_hour_usd"] = hw.price_per_hour_usd
+    if hw.measured is not None:
+        d["measured"] = measured_to_yaml_mapping(hw.measured)
     return d
+
+
+# --------------------------------------------------------------------------- the `measured:` section
+# measured:
+#   device_name: AMD EPYC (2 threads)     # provenance, all required
+#   torch_version: 2.13.0+cpu
+#   threads: 2
+#   date: 2026-11-23T14:00:00Z
+#   overhead_us: {eager: 1.9}              # per kernel call; `graphs` too on CUDA
+#   warnings: []                           # e.g. written with --force on a busy machine
+#   tables:
+#     matmul.fp32:                         # kind.dtype (copy: no dtype)
+#       unit: GFLOP/s                      # GFLOP/s for matmul, bmm, sdpa_*; GB/s for copy, norms, softmax
+#       m: [1, 4, 16]                      # one list per axis of the kind, increasing
+#       n: [256, 1024]
+#       k: [256, 1024]
+#       values: [[[..], [..]], ...]        # nested like the axes; null = not measured (over budget)
+
+
+def measured_from_mapping(data: Any, where: str) -> MeasuredTables:
+    """Validate a `measured:` section (datasheet units) into MeasuredTables (SI)."""
+    from gpt_batchprof.analytic.efficiency import FLOP_KINDS, KIND_AXES, LAUNCH_MODES, UNTYPED_KINDS, MeasuredTables, Table
+
+    def fail(key: str, why: str) -> ProfileError:
+        return ProfileError(f"{where}: field 'measured.{key}': {why}")
+
+    if not isinstance(data, Mapping):
+        raise ProfileError(f"{where}: field 'measured': must be a mapping (see docs/bench.md), got {data!r:.60}")
+    f = _Fields(data, where)
+    f.fail = lambda key, why: fail(key, why)  # type: ignore[method-assign]
+    over = data.get("overhead_us")
+    if not isinstance(over, Mapping) or "eager" not in over:
+        raise fail("overhead_us", "missing or not a mapping with at least 'eager: MICROSECONDS'")
+    overhead: dict[str, float] = {}
+    for mode, v in over.items():
+        if mode not in LAUNCH_MODES:
+            raise fail(f"overhead_us.{mode}", f"unknown launch mode (known: {', '.join(LAUNCH_MODES)})")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise fail(f"overhead_us.{mode}", f"must be a number >= 0, got {v!r}")
+        overhead[mode] = float(v) * 1e-6
+    raw_tables = data.get("tables")
+    if not isinstance(raw_tables, Mapping) or not raw_tables:
+        raise fail("tables", "missing or not a mapping of table name: grid")
+    tables = {}
+    for name, t in raw_tables.items():
+        kind, _, dtype = str(name).partition(".")
+        key = f"tables.{name}"
+        if kind not in KIND_AXES:
+            raise fail(key, f"unknown kind '{kind}' (known: {', '.join(KIND_AXES)})")
+        if (kind in UNTYPED_KINDS) != (dtype == "") or (dtype and dtype not in PEAK_DTYPES):
+            want = "no dtype" if kind in UNTYPED_KINDS else f"a dtype ({', '.join(PEAK_DTYPES)})"
+            raise fail(key, f"'{kind}' tables take {want}: e.g. {kind if kind in UNTYPED_KINDS else kind + '.fp32'}")
+        if not isinstance(t, Mapping):
+            raise fail(key, "must be a mapping of unit, axes and values")
+        scale = 1e9
+        want_unit = "GFLOP/s" if kind in FLOP_KINDS else "GB/s"
+        if t.get("unit") != want_unit:
+            raise fail(f"{key}.unit", f"must be {want_unit}, got {t.get('unit')!r}")
+        axes = []
+        for ax in KIND_AXES[kind]:
+            vals = t.get(ax)
+            if (not isinstance(vals, list) or not vals
+                    or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 for v in vals)
+                    or any(b <= a for a, b in zip(vals, vals[1:]))):
+                raise fail(f"{key}.{ax}", f"must be a non-empty increasing list of positive numbers, got {vals!r:.80}")
+            axes.append(tuple(float(v) for v in vals))
+        flat: list[float | None] = []
+
+        def walk(node: Any, depth: int, path: str) -> None:
+            if depth == len(axes):
+                if node is None:
+                    flat.append(None)
+                elif isinstance(node, bool) or not isinstance(node, (int, float)) or not math.isfinite(node) or node <= 0:
+                    raise fail(f"{key}.values{path}", f"must be a number > 0 (or null: not measured), got {node!r}")
+                else:
+                    flat.append(float(node) * scale)
+                return
+            n = len(axes[depth])
+            if not isinstance(node, list) or len(node) != n:
+                got = f"{len(node)} entries" if isinstance(node, list) else repr(node)[:40]
+                raise fail(f"{key}.values{path}", f"must be a list of {n} entries (axis '{KIND_AXES[kind][depth]}'), got {got}")
+            for i, child in enumerate(node):
+                walk(child, depth + 1, f"{path}[{i}]")
+
+        walk(t.get("values"), 0, "")
+        if all(v is None for v in flat):
+            raise fail(f"{key}.values", "no measured value (all null)")
+        tables[str(name)] = Table(kind, dtype, tuple(axes), tuple(flat))
+    warnings = data.get("warnings") or []
+    if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
+        raise fail("warnings", f"must be a list of strings, got {warnings!r:.60}")
+    return MeasuredTables(
+        device_name=f.str("device_name"), torch_version=str(f.str("torch_version")), threads=f.int("threads"),
+        date=str(data.get("date") or "") or f.str("date"), overhead_s=overhead, tables=tables,
+        warnings=tuple(warnings),
+    )
+
+
+def measured_to_yaml_mapping(m: MeasuredTables) -> dict[str, Any]:
+    """The inverse of :func:`measured_from_mapping`: GFLOP/s and GB/s, nested lists, 4 significant digits."""
+    tables: dict[str, Any] = {}
+    for name, t in m.tables.items():
+        from gpt_batchprof.analytic.efficiency import FLOP_KINDS
+
+        entry: dict[str, Any] = {"unit": "GFLOP/s" if t.kind in FLOP_KINDS else "GB/s"}
+        for ax_name, ax in zip(t.axis_names, t.axes):
+            entry[ax_name] = [int(v) if v == int(v) else v for v in ax]
+        vals = [None if v is None else float(f"{v / 1e9:.4g}") for v in t.values]
+        for ax in reversed(t.axes[1:]):
+            vals = [vals[i:i + len(ax)] for i in range(0, len(vals), len(ax))]
+        entry["values"] = vals
+        tables[name] = entry
+    return {
+        "device_name": str(m.device_name), "torch_version": str(m.torch_version), "threads": m.threads, "date": m.date,
+        "overhead_us": {k: round(v * 1e6, 3) for k, v in m.overhead_s.items()},
+        "warnings": list(m.warnings), "tables": tables,
+    }
 
 
 # --------------------------------------------------------------------------- HF config.json

@@ -92,7 +92,7 @@ def enumerate_ops(
     ops: list[OpCost] = [
         elementwise_cost(
             "norm", rows=T, width=d, a_bytes=a, launches=2 * nl + 1, compute_dtype=cd, ctx=ctx,
-            weight_bytes=norm_weights,
+            weight_bytes=norm_weights, variant=model.norm,
         ),
         matmul_cost("qkv_proj", tokens=T, k=d, n=model.q_dim + 2 * model.kv_dim, **mm),
     ]

@@ -63,6 +63,7 @@ class OpShape:
     heads: int = 0
     kv_heads: int = 0
     causal: bool = False
+    variant: str = ""  # kernel flavour where the op name does not say it (norm: layernorm | rmsnorm)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +145,7 @@ def elementwise_cost(
     compute_dtype: str,
     ctx: tuple[str, int, int, int],
     weight_bytes: float = 0.0,
+    variant: str = "",
 ) -> OpCost:
     """Reads rows x width activations and writes as many (softmax, norm)."""
     phase, batch, seq_len, kv_len = ctx
@@ -159,7 +161,7 @@ def elementwise_cost(
         weight_bytes=launches * weight_bytes,
         launches=launches,
         compute_dtype=compute_dtype,
-        shape=OpShape(m=rows, n=width, k=0),
+        shape=OpShape(m=rows, n=width, k=0, variant=variant),
     )
 
 

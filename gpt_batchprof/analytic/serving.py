@@ -76,6 +76,11 @@ class ServingPoint:
     memory: MemoryUse
     fits: bool
     cost_per_million_tokens_usd: float | None
+    # The roofline's figures (equal to the above when the profile has no measured tables).
+    roofline_ttft_s: float | None = None
+    roofline_itl_s: float | None = None
+    roofline_e2e_s: float | None = None
+    roofline_tokens_per_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,19 +148,20 @@ def critical_batch(model: ModelSpec, hw: HardwareSpec, scenario: Scenario) -> in
     return lo
 
 
-def latencies(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batch: int) -> tuple[float, float, float]:
-    """(TTFT, ITL, end-to-end) in seconds for one batch."""
+def latencies(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batch: int,
+              roofline_only: bool = False) -> tuple[float, float, float]:
+    """(TTFT, ITL, end-to-end) in seconds for one batch (best predictions, or the roofline's)."""
     dt, attn = scenario.dtypes, scenario.attention
     prefill = enumerate_ops(model, "prefill", batch, seq_len=scenario.prompt_len, dtypes=dt, attention=attn)
-    ttft = step_time(prefill, hw)
+    ttft = step_time(prefill, hw, roofline_only)
     decode = enumerate_ops(model, "decode", batch, kv_len=scenario.itl_context, dtypes=dt, attention=attn)
-    itl = step_time(decode, hw)
+    itl = step_time(decode, hw, roofline_only)
     # Only attention depends on the cache length: the rest of a decode step is the same every step.
-    fixed = step_time(tuple(o for o in decode if o.op not in ATTENTION_OPS), hw)
+    fixed = step_time(tuple(o for o in decode if o.op not in ATTENTION_OPS), hw, roofline_only)
     e2e = ttft
     for i in range(scenario.gen_len - 1):
         kv = scenario.prompt_len + i
-        e2e += fixed + step_time(tuple(attention_ops(model, "decode", batch, 1, kv, dt, attn)), hw)
+        e2e += fixed + step_time(tuple(attention_ops(model, "decode", batch, 1, kv, dt, attn)), hw, roofline_only)
     return ttft, itl, e2e
 
 
@@ -171,6 +177,7 @@ def serving_report(
     for b in batches:
         ttft, itl, e2e = (base_ttft, base_itl, base_e2e) if b == 1 else latencies(model, hw, scenario, b)
         tps = b * scenario.gen_len / e2e
+        roof = latencies(model, hw, scenario, b, roofline_only=True) if hw.measured is not None else (ttft, itl, e2e)
         mem = memory_use(model, scenario, b)
         cost = None
         if hw.price_per_hour_usd is not None:
@@ -180,6 +187,8 @@ def serving_report(
                 batch=b, ttft_s=ttft, itl_s=itl, e2e_s=e2e, tokens_per_s=tps,
                 speedup=tps / base_tps, latency_growth=e2e / base_e2e, memory=mem,
                 fits=mem.total_bytes <= hw.memory_bytes, cost_per_million_tokens_usd=cost,
+                roofline_ttft_s=roof[0], roofline_itl_s=roof[1], roofline_e2e_s=roof[2],
+                roofline_tokens_per_s=b * scenario.gen_len / roof[2],
             )
         )
     return ServingReport(tuple(points), critical_batch(model, hw, scenario), max_batch(model, hw, scenario))

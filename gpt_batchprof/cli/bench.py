@@ -166,7 +166,9 @@ def _render(result, fmt: str, output: Path | None) -> None:
 def calibrate_cmd(
     device: DeviceOpt = "auto",
     hardware: Annotated[Optional[str], typer.Option("--hardware", "-H", help="Datasheet profile to compare with (built-in name or YAML): adds measured/datasheet columns.")] = None,
-    quick: Annotated[bool, typer.Option("--quick", help="Smaller shapes and budgets (a few seconds; rougher figures).")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Smaller grids and budgets (under 30 s on a 2-core CPU; rougher figures).")] = False,
+    tables: Annotated[bool, typer.Option("--tables/--no-tables", help="Also measure the efficiency tables (the `measured:` section: achieved FLOP/s and bandwidth over log-spaced grids of shapes) that predictions interpolate. --no-tables: the three ceilings only.")] = True,
+    force: Annotated[bool, typer.Option("--force", help="Write the tables even when the machine looks busy (the same reference kernels differ by > 20% between start and end); the profile then carries a warning.")] = False,
     threads: ThreadsOpt = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Profile name in the written YAML (default: calibrated-<device>).")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json (to stdout).")] = "table",
@@ -174,9 +176,11 @@ def calibrate_cmd(
 ) -> None:
     """Measure this device's ceilings: the best dense matmul FLOP/s per dtype it supports (a few large square shapes, the max, as mamf-finder does; fp32, tf32 / fp16 / bf16 / fp8 / int8 on CUDA where the GPU has them), memory bandwidth from a large copy (bytes read + written), and the launch overhead of a tiny kernel.
 
-    With --hardware NAME the figures are printed next to that datasheet profile. With -o FILE they are written as a hardware profile YAML (with a header naming device, torch version and date), which any command takes as --hardware FILE. CPU calibration takes about 10 s (--quick: a few seconds).
+    It then measures the efficiency tables (unless --no-tables): dense matmul FLOP/s over a log-spaced (M, N, K) grid per dtype, batched matmuls, fused attention, copy / norm / softmax bandwidth against bytes moved, and the per-kernel overhead. Predictions from a profile with these tables interpolate them (see docs/bench.md). A busy machine (reference kernels timed at the start and end differ by > 20%) is refused with exit 2 unless --force.
+
+    With --hardware NAME the figures are printed next to that datasheet profile. With -o FILE they are written as a hardware profile YAML (with a header naming device, torch version and date), which any command takes as --hardware FILE. On a 2-core CPU: about 3 minutes (--quick: under 30 s; --no-tables: about 15 s).
     """
-    from gpt_batchprof.measure.calibrate import calibrate, hardware_yaml
+    from gpt_batchprof.measure.calibrate import calibrate, calibrate_with_tables, hardware_yaml
     from gpt_batchprof.measure.device import resolve_device
     from gpt_batchprof.profiles import load_hardware
 
@@ -185,18 +189,26 @@ def calibrate_cmd(
         raise BatchprofError(f"--threads: must be >= 1, got {threads}")
     sheet = load_hardware(hardware) if hardware else None
     dev = resolve_device(device)
+    measured = None
     with err_console.status(f"calibrating {dev}") as status:
-        cal = calibrate(dev, quick=quick, threads=threads, progress=lambda s: status.update(f"calibrating {dev}: {s}"))
+        say = lambda s: status.update(f"calibrating {dev}: {s}")  # noqa: E731
+        if tables:
+            cal, measured = calibrate_with_tables(dev, quick=quick, threads=threads, force=force, progress=say)
+        else:
+            cal = calibrate(dev, quick=quick, threads=threads, progress=say)
     if fmt == "json":
         from gpt_batchprof.report import export
 
-        emit(export.to_json(cal.to_dict()), None)
+        emit(export.to_json(cal.to_dict() | ({"measured": measured.summary()} if measured else {})), None)
     else:
         from gpt_batchprof.report.bench_tables import print_calibration
 
-        print_calibration(console, cal, sheet)
+        print_calibration(console, cal, sheet, measured)
+    if measured is not None:
+        for w in measured.warnings:
+            err_console.print(f"WARNING: {w}", style="bold red", highlight=False, soft_wrap=True)
     if output is not None:
-        emit(hardware_yaml(cal, name), output)
+        emit(hardware_yaml(cal, name, measured), output)
 
 
 def register(app: typer.Typer) -> None:

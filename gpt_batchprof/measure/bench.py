@@ -21,7 +21,7 @@ from gpt_batchprof.analytic.roofline import Prediction, predict
 from gpt_batchprof.analytic.serving import Scenario
 from gpt_batchprof.errors import BatchprofError
 from gpt_batchprof.profiles import HardwareSpec, ModelSpec
-from gpt_batchprof.report.rows import op_row, settings_dict
+from gpt_batchprof.report.rows import op_row, prediction_source, settings_dict
 
 BENCH_OPS = OP_NAMES + ("block", "mlp")
 STATUSES = ("ok", "oom", "skipped")
@@ -96,10 +96,23 @@ class BenchRow:
 
     @property
     def roofline_share(self) -> float | None:
-        """Predicted / measured: 1.0 = the kernel runs at its roofline, 0.25 = four times slower."""
+        """Roofline / measured: 1.0 = the kernel runs at its roofline, 0.25 = four times slower."""
         if not self.measured_time_s:
             return None
-        return self.prediction.time_s / self.measured_time_s
+        return self.prediction.roofline_time_s / self.measured_time_s
+
+    @property
+    def prediction_error(self) -> float | None:
+        """Best prediction / measured - 1 (calibrated when the profile has tables): +0.1 = 10% too slow."""
+        if not self.measured_time_s:
+            return None
+        return self.prediction.time_s / self.measured_time_s - 1.0
+
+    @property
+    def roofline_error(self) -> float | None:
+        """Roofline / measured - 1."""
+        share = self.roofline_share
+        return None if share is None else share - 1.0
 
     @property
     def achieved_flops_per_s(self) -> float | None:
@@ -117,6 +130,8 @@ class BenchRow:
             "measured_iqr_s": self.measured_iqr_s,
             "measured_over_predicted": self.measured_over_predicted,
             "roofline_share": self.roofline_share,
+            "prediction_error": self.prediction_error,
+            "roofline_error": self.roofline_error,
             "achieved_flops_per_s": self.achieved_flops_per_s,
             "achieved_bytes_per_s": self.achieved_bytes_per_s,
             "samples": self.samples,
@@ -148,7 +163,8 @@ class BenchResult:
         return {
             "model": self.model.to_dict(),
             "hardware": self.hardware.to_dict(),
-            "settings": settings_dict(self.scenario, self.phases, self.batches) | self.settings.to_dict(),
+            "settings": (settings_dict(self.scenario, self.phases, self.batches, prediction_source(self.hardware))
+                         | self.settings.to_dict()),
             "complete": self.complete,
             "rows": [r.to_dict() for r in self.rows],
         }
@@ -170,7 +186,9 @@ def block_plan(ops: tuple[OpCost, ...], hw: HardwareSpec, n_layer: int) -> Plann
     Its roofline is the sum of its kernels' rooflines (they run one after another).
     """
     parts: list[tuple[OpCost, int]] = []
-    flops = nbytes = wbytes = compute_s = memory_s = overhead_s = time_s = 0.0
+    flops = nbytes = wbytes = compute_s = memory_s = overhead_s = time_s = roofline_s = 0.0
+    sources: set[str] = set()
+    extrapolated = False
     for c in ops:
         if c.op == "lm_head":
             continue
@@ -184,11 +202,16 @@ def block_plan(ops: tuple[OpCost, ...], hw: HardwareSpec, n_layer: int) -> Plann
         memory_s += p.memory_s * scale
         overhead_s += p.overhead_s * scale
         time_s += p.time_s * scale
+        roofline_s += p.roofline_time_s * scale
+        sources.add(p.prediction)
+        extrapolated |= p.extrapolated
         parts.append((c, per_layer))
     c0 = ops[0]
     cost = OpCost("block", c0.phase, c0.batch, c0.seq_len, c0.kv_len, flops, nbytes, wbytes, n_layer,
                   c0.compute_dtype, OpShape(m=c0.shape.m, n=c0.shape.n, k=c0.shape.n))
-    return Planned(Prediction(cost, compute_s, memory_s, overhead_s, time_s), tuple(parts))
+    source = "calibrated" if sources == {"calibrated"} else "roofline" if sources == {"roofline"} else "mixed"
+    return Planned(Prediction(cost, compute_s, memory_s, overhead_s, time_s, roofline_s, source, extrapolated),
+                   tuple(parts))
 
 
 def _with_parts(c: OpCost, hw: HardwareSpec) -> tuple[Prediction, tuple[tuple[OpCost, int], ...], str]:

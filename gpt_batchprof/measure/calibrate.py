@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from gpt_batchprof.analytic.efficiency import MeasuredTables
 from gpt_batchprof.errors import BatchprofError
 from gpt_batchprof.profiles import HardwareSpec, hardware_to_yaml_mapping
 
@@ -34,7 +35,7 @@ class Calibration:
     skipped: Mapping[str, str] = field(default_factory=dict)  # dtype -> why not measured
     date: str = ""
 
-    def to_hardware(self, name: str | None = None) -> HardwareSpec:
+    def to_hardware(self, name: str | None = None, measured: MeasuredTables | None = None) -> HardwareSpec:
         return HardwareSpec(
             name=name or f"calibrated-{slug(self.device_name)}",
             kind="gpu" if self.device == "cuda" else "cpu",
@@ -44,6 +45,7 @@ class Calibration:
             launch_overhead_s=self.launch_overhead_s,
             l2_cache_bytes=self.l2_cache_bytes,
             source=f"gpt-batchprof calibrate on {self.device_name}, torch {self.torch_version}, {self.date}",
+            measured=measured,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -61,16 +63,19 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "device"
 
 
-def hardware_yaml(cal: Calibration, name: str | None = None) -> str:
-    """A hardware profile file with a provenance header."""
+def hardware_yaml(cal: Calibration, name: str | None = None, measured: MeasuredTables | None = None) -> str:
+    """A hardware profile file with a provenance header (and the `measured:` tables when given)."""
     import yaml
 
-    hw = cal.to_hardware(name)
+    hw = cal.to_hardware(name, measured)
     header = (f"# Measured by `gpt-batchprof calibrate` on {cal.device_name}\n"
               f"# torch {cal.torch_version}, {cal.threads} threads, {cal.date}\n"
               "# peak_tflops: best dense matmul over a few square shapes; bandwidth: large copy "
               "(read + write); launch_overhead_us: median of a tiny kernel.\n")
-    return header + yaml.safe_dump(hardware_to_yaml_mapping(hw), sort_keys=False)
+    if measured is not None:
+        header += ("# measured: efficiency tables (achieved GFLOP/s or GB/s per shape, net of overhead_us per call;\n"
+                   "# null = not measured); predictions interpolate them (see docs/bench.md).\n")
+    return header + yaml.safe_dump(hardware_to_yaml_mapping(hw), sort_keys=False, default_flow_style=None, width=160)
 
 
 # --------------------------------------------------------------------------- measuring
@@ -267,10 +272,29 @@ def cache_dir() -> Path:
     return Path(base)
 
 
+def calibrate_with_tables(device: str = "cpu", quick: bool = False, threads: int | None = None,
+                          force: bool = False, grid=None,
+                          progress: Callable[[str], None] | None = None) -> tuple[Calibration, MeasuredTables]:
+    """The ceilings and the efficiency tables (measure/tables.py), at one thread count."""
+    from gpt_batchprof.measure.device import require_torch
+    from gpt_batchprof.measure.tables import default_grid, measure_tables
+
+    torch = require_torch()
+    cal = calibrate(device, quick=quick, threads=threads, progress=progress)
+    old = torch.get_num_threads()
+    if device == "cpu" and threads:
+        torch.set_num_threads(threads)
+    try:
+        tables = measure_tables(device, grid or default_grid(device, quick), force=force, progress=progress)
+    finally:
+        torch.set_num_threads(old)
+    return cal, tables
+
+
 def cached_hardware(device: str, threads: int | None = None, refresh: bool = False,
                     progress: Callable[[str], None] | None = None) -> HardwareSpec:
-    """This device's calibrated profile: from the cache (keyed by device name, torch version
-    and thread count), else measured now and cached."""
+    """This device's calibrated profile, with its efficiency tables: from the cache (keyed by
+    device name, torch version and thread count), else measured now (about 3 minutes) and cached."""
     from gpt_batchprof.measure.device import device_name, require_torch
     from gpt_batchprof.profiles import load_hardware
 
@@ -279,16 +303,16 @@ def cached_hardware(device: str, threads: int | None = None, refresh: bool = Fal
     if device == "cpu" and threads:
         torch.set_num_threads(threads)
     try:
-        key = slug(f"{device_name(device)}-torch{torch.__version__}")
+        key = slug(f"{device_name(device)}-torch{torch.__version__}") + "-tables1"
     finally:
         torch.set_num_threads(old)
     path = cache_dir() / f"{key}.yaml"
     if path.is_file() and not refresh:
         return load_hardware(str(path))
-    cal = calibrate(device, threads=threads, progress=progress)
+    cal, tables = calibrate_with_tables(device, threads=threads, progress=progress)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(hardware_yaml(cal, name=f"calibrated-{key}"), encoding="utf-8")
+        path.write_text(hardware_yaml(cal, f"calibrated-{key}", tables), encoding="utf-8")
     except OSError:
-        return cal.to_hardware(f"calibrated-{key}")
+        return cal.to_hardware(f"calibrated-{key}", tables)
     return load_hardware(str(path))

@@ -25,13 +25,17 @@ def bench_header(out: Console, result) -> None:
         f"[bold]{result.model.name}[/] measured on [bold]{s.device_name}[/] (torch {s.torch_version}"
         f"{f', {s.threads} threads' if s.device == 'cpu' else ''}{', CUDA graphs' if s.cuda_graphs else ''}); "
         f"predicted with [bold]{hw.name}[/] ({fmt_count(hw.peak_flops_per_s.get(dt.act), 'FLOP/s')} {dt.act}, "
-        f"{fmt_count(hw.memory_bandwidth_bytes_per_s, 'B/s')})",
+        f"{fmt_count(hw.memory_bandwidth_bytes_per_s, 'B/s')})"
+        + (f"; calibrated from its measured tables ({hw.measured.device_name}, {hw.measured.date})"
+           if hw.measured is not None else ""),
         highlight=False,
     )
     out.print(f"prompt {sc.prompt_len}, decode at {sc.itl_context} cached tokens; weights {dt.weight}, "
               f"activations {dt.act}, KV {dt.kv}; {sc.attention} attention. Times are totals over all "
               "layers (median x launches); IQR relative to the median; roof = share of the roofline reached "
-              "(predicted / measured; measured / predicted is in --format json); achieved = FLOP/s when compute-bound, else bytes/s.", style="dim", highlight=False)
+              "(roofline / measured); pred = the prediction (calibrated from the profile's measured tables when it has them, "
+              "* = outside the measured grid), err = pred / meas - 1; achieved = FLOP/s when compute-bound, else bytes/s.",
+              style="dim", highlight=False)
 
 
 def _achieved(row) -> str:
@@ -50,9 +54,10 @@ def _note(row) -> str:
 def bench_table(rows: Sequence, title: str) -> Table:
     """One line per operator; details of warnings and skipped rows come from ``bench_notes``."""
     # Short headers so the table fits an 80-column terminal; the title and notes explain them.
-    cols = [("batch", "right"), ("op", "left"), ("pred", "right"), ("bound", "left"),
-            ("meas", "right"), ("IQR", "right"), ("roof", "right"),
-            ("achieved", "right"), ("note", "left")]
+    calibrated = any(r.prediction.prediction != "roofline" for r in rows)
+    cols = [("batch", "right"), ("op", "left"), ("meas", "right"), ("IQR", "right"), ("pred", "right"),
+            ("err", "right")] + ([("roofline", "right")] if calibrated else []) + [
+            ("bound", "left"), ("roof", "right"), ("achieved", "right"), ("note", "left")]
     t = compact_table(title, cols)
     prev_batch = None
     for r in rows:
@@ -62,10 +67,24 @@ def bench_table(rows: Sequence, title: str) -> Table:
         prev_batch = c.batch
         ok = r.status == "ok"
         iqr = fmt_pct(r.measured_iqr_s / r.measured_time_s) if ok and r.measured_time_s else "-"
-        t.add_row(str(c.batch), c.op, fmt_time(r.prediction.time_s), bound_markup(r.prediction.bound, short=True),
-                  fmt_time(r.measured_time_s) if ok else "-", iqr, _share_markup(r.roofline_share) if ok else "-",
-                  _achieved(r) if ok else "-", _note(r))
+        p = r.prediction
+        pred = fmt_time(p.time_s) + ("*" if p.extrapolated else "")
+        err = _error_markup(r.prediction_error) if ok else "-"
+        cells = [str(c.batch), c.op, fmt_time(r.measured_time_s) if ok else "-", iqr, pred, err]
+        if calibrated:
+            cells.append(fmt_time(p.roofline_time_s))
+        cells += [bound_markup(p.bound, short=True), _share_markup(r.roofline_share) if ok else "-",
+                  _achieved(r) if ok else "-", _note(r)]
+        t.add_row(*cells)
     return t
+
+
+def _error_markup(err: float | None) -> str:
+    """Signed error of the prediction against the measurement: +12% = predicted 12% too slow."""
+    if err is None:
+        return "-"
+    style = "green" if abs(err) <= 0.10 else "yellow" if abs(err) <= 0.25 else "red"
+    return f"[{style}]{100 * err:+.0f}%[/]"
 
 
 def bench_notes(rows: Sequence) -> list[str]:
@@ -105,7 +124,7 @@ def bench_markdown(result) -> str:
     from gpt_batchprof.report import export
 
     keep = ("phase", "batch", "op", "time_s", "bound", "status", "measured_time_s", "measured_iqr_s",
-            "measured_over_predicted", "roofline_share", "achieved_flops_per_s", "achieved_bytes_per_s", "reason")
+            "measured_over_predicted", "prediction_error", "roofline_time_s", "roofline_error", "roofline_share", "achieved_flops_per_s", "achieved_bytes_per_s", "reason")
     rows = [r.to_dict() for r in result.rows]
     return export.to_markdown(rows, columns=keep, title=f"bench: {result.model.name} on {result.settings.device_name}")
 
@@ -134,7 +153,25 @@ def calibration_table(cal, datasheet=None) -> Table:
     return t
 
 
-def print_calibration(out: Console, cal, datasheet=None) -> None:
+def measured_table(measured) -> Table:
+    """One line per efficiency table: its axes, how many cells were measured, and the range of rates."""
+    from gpt_batchprof.analytic.efficiency import unit
+
+    t = compact_table(f"efficiency tables (overhead per kernel call: "
+                      + ", ".join(f"{k} {fmt_time(v)}" for k, v in measured.overhead_s.items()) + ")",
+                      [("table", "left"), ("axes", "left"), ("measured", "right"), ("lowest", "right"),
+                       ("highest", "right")])
+    for name, tab in sorted(measured.tables.items()):
+        vals = [v for v in tab.values if v is not None]
+        axes = " x ".join(f"{a} {fmt_count(ax[0])}..{fmt_count(ax[-1])}" for a, ax in zip(tab.axis_names, tab.axes))
+        u = unit(tab.kind)
+        t.add_row(name, axes, f"{len(vals)}/{len(tab.values)}", fmt_count(min(vals), u), fmt_count(max(vals), u))
+    return t
+
+
+def print_calibration(out: Console, cal, datasheet=None, measured=None) -> None:
     out.print(calibration_table(cal, datasheet))
     for dt, why in cal.skipped.items():
         out.print(f"  {dt}: not measured ({why})", style="dim", highlight=False)
+    if measured is not None:
+        out.print(measured_table(measured))

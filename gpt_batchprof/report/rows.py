@@ -7,6 +7,7 @@ from typing import Any
 
 from gpt_batchprof.analytic.roofline import Prediction
 from gpt_batchprof.analytic.serving import Scenario, ServingPoint
+from gpt_batchprof.profiles import HardwareSpec
 
 
 def op_row(p: Prediction) -> dict[str, Any]:
@@ -28,9 +29,17 @@ def op_row(p: Prediction) -> dict[str, Any]:
         "memory_s": p.memory_s,
         "overhead_s": p.overhead_s,
         "time_s": p.time_s,
+        "roofline_time_s": p.roofline_time_s,
+        "prediction": p.prediction,
+        "extrapolated": p.extrapolated,
         "bound": p.bound,
         "shape": asdict(c.shape),
     }
+
+
+def prediction_source(hw: HardwareSpec) -> str:
+    """settings.prediction: "calibrated" when the profile carries measured tables, else "roofline"."""
+    return "calibrated" if hw.measured is not None else "roofline"
 
 
 def summary_row(p: ServingPoint) -> dict[str, Any]:
@@ -40,6 +49,10 @@ def summary_row(p: ServingPoint) -> dict[str, Any]:
         "itl_s": p.itl_s,
         "e2e_s": p.e2e_s,
         "tokens_per_s": p.tokens_per_s,
+        "roofline_ttft_s": p.roofline_ttft_s,
+        "roofline_itl_s": p.roofline_itl_s,
+        "roofline_e2e_s": p.roofline_e2e_s,
+        "roofline_tokens_per_s": p.roofline_tokens_per_s,
         "speedup": p.speedup,
         "latency_growth": p.latency_growth,
         "weights_bytes": p.memory.weights_bytes,
@@ -51,7 +64,8 @@ def summary_row(p: ServingPoint) -> dict[str, Any]:
     }
 
 
-def settings_dict(scenario: Scenario, phases: tuple[str, ...], batches: tuple[int, ...]) -> dict[str, Any]:
+def settings_dict(scenario: Scenario, phases: tuple[str, ...], batches: tuple[int, ...],
+                  prediction: str = "roofline") -> dict[str, Any]:
     dt = scenario.dtypes
     return {
         "phases": list(phases),
@@ -63,4 +77,5 @@ def settings_dict(scenario: Scenario, phases: tuple[str, ...], batches: tuple[in
         "act_dtype": dt.act,
         "kv_dtype": dt.kv,
         "attention": scenario.attention,
+        "prediction": prediction,  # "calibrated" when the hardware profile has measured tables
     }

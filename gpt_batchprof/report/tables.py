@@ -49,10 +49,17 @@ def summary_table(report: ServingReport, hw: HardwareSpec) -> Table:
     has_cost = any(p.cost_per_million_tokens_usd is not None for p in report.points)
     cols = [("batch", "right"), ("TTFT", "right"), ("ITL", "right"), ("e2e", "right"),
             ("tok/s", "right"), ("x tput", "right"), ("x lat", "right")]
-    t = compact_table("Latency and throughput per batch (roofline)", cols + ([("$/M tok", "right")] if has_cost else []))
+    calibrated = hw.measured is not None
+    if calibrated:
+        cols += [("TTFT roofline", "right"), ("ITL roofline", "right"), ("tok/s roofline", "right")]
+    title = ("Latency and throughput per batch (calibrated from measured tables; roofline alongside)" if calibrated
+             else "Latency and throughput per batch (roofline)")
+    t = compact_table(title, cols + ([("$/M tok", "right")] if has_cost else []))
     for p in report.points:
         cells = [str(p.batch), fmt_time(p.ttft_s), fmt_time(p.itl_s), fmt_time(p.e2e_s), fmt_rate(p.tokens_per_s),
                  fmt_ratio(p.speedup), fmt_ratio(p.latency_growth)]
+        if calibrated:
+            cells += [fmt_time(p.roofline_ttft_s), fmt_time(p.roofline_itl_s), fmt_rate(p.roofline_tokens_per_s)]
         if has_cost:
             c = p.cost_per_million_tokens_usd
             cells.append("-" if c is None else f"{c:.2f}")
@@ -84,16 +91,21 @@ def summary_footer(console: Console, report: ServingReport) -> None:
 
 def ops_table(preds: Sequence[Prediction], title: str) -> Table:
     """Operators grouped by batch; each op's bound is coloured so it reads at a glance."""
-    t = compact_table(title, (("batch", "right"), ("op", "left"), ("FLOPs", "right"), ("bytes", "right"),
-                       ("FLOP/B", "right"), ("time", "right"), ("share", "right"), ("bound", "left")))
+    calibrated = any(p.prediction != "roofline" for p in preds)
+    cols = [("batch", "right"), ("op", "left"), ("FLOPs", "right"), ("bytes", "right"), ("FLOP/B", "right"),
+            ("time", "right")] + ([("roofline", "right")] if calibrated else []) + [("share", "right"), ("bound", "left")]
+    t = compact_table(title, cols)
+    if calibrated:
+        t.caption = "time: calibrated from the measured tables (* = outside the measured grid, clamped); roofline: the ceiling"
     for batch, group in groupby(preds, key=lambda p: p.cost.batch):
         rows = list(group)
         total = sum(p.time_s for p in rows)
         for i, p in enumerate(rows):
             c = p.cost
-            t.add_row(
-                str(batch) if i == 0 else "", c.op, fmt_count(c.flops), fmt_bytes(c.bytes),
-                f"{c.intensity:.1f}", fmt_time(p.time_s), fmt_pct(p.time_s / total if total else 0),
-                bound_markup(p.bound), end_section=(i == len(rows) - 1),
-            )
+            cells = [str(batch) if i == 0 else "", c.op, fmt_count(c.flops), fmt_bytes(c.bytes),
+                     f"{c.intensity:.1f}", fmt_time(p.time_s) + ("*" if p.extrapolated else "")]
+            if calibrated:
+                cells.append(fmt_time(p.roofline_time_s))
+            cells += [fmt_pct(p.time_s / total if total else 0), bound_markup(p.bound)]
+            t.add_row(*cells, end_section=(i == len(rows) - 1))
     return t
