@@ -50,8 +50,17 @@ def analyze_cmd(
 
     choice(fmt, FORMATS, "--format")
     scenario = scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention)
-    result = analyze(load_model(model), load_hardware(hardware), scenario, phases_of(phase),
-                     parse_int_list(batch))
+    if hardware == "auto":  # calibrate this machine once (cached), predict from its measured tables
+        from gpt_batchprof.cli.common import err_console
+        from gpt_batchprof.measure.calibrate import cached_hardware
+        from gpt_batchprof.measure.device import resolve_device
+
+        dev = resolve_device("auto")
+        with err_console.status(f"calibrating {dev} (once; cached)"):
+            hw = cached_hardware(dev)
+    else:
+        hw = load_hardware(hardware)
+    result = analyze(load_model(model), hw, scenario, phases_of(phase), parse_int_list(batch))
     render_analyze(result, fmt, per_op, output)
 
 

@@ -20,8 +20,9 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="cuda, cpu, or auto (CU
 BenchHardwareOpt = Annotated[str, typer.Option(
     "--hardware", "-H",
     help="Profile the predictions use. 'datasheet' (default): the built-in profile matching this GPU "
-         "(by torch.cuda.get_device_name), or cpu-generic on the CPU. 'auto': calibrate this device first "
-         "(cached in ~/.cache/gpt-batchprof/, keyed by device name and torch version). Or any built-in name "
+         "(by torch.cuda.get_device_name), or cpu-generic on the CPU. 'auto': calibrate this device first, "
+         "ceilings and efficiency tables (about 3 min on a 2-core CPU; cached in ~/.cache/gpt-batchprof/, keyed by "
+         "device name and torch version), and predict from the tables. Or any built-in name "
          "or hardware YAML.")]
 BenchDtypeOpt = Annotated[str, typer.Option(
     "--dtype", help="Activation dtype (and weights / KV unless overridden): fp32, fp16, bf16, fp8, int8, or auto "

@@ -27,7 +27,7 @@ CAUSAL_HELP = (
 DEFAULT_BATCHES = "1,2,4,8,16,32,64,128,256"
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Built-in model name, model YAML, or Hugging Face config.json.")]
-HardwareOpt = Annotated[str, typer.Option("--hardware", "-H", help="Built-in hardware name or hardware YAML.")]
+HardwareOpt = Annotated[str, typer.Option("--hardware", "-H", help="Built-in hardware name, hardware YAML, or auto (calibrate this machine once, cached, and predict from its measured tables; needs torch).")]
 PhaseOpt = Annotated[str, typer.Option("--phase", help="prefill, decode or both.")]
 BatchOpt = Annotated[str, typer.Option("--batch", "-b", help="Batch sizes: comma list (1,2,8) and/or power-of-two ranges (1..256).")]
 PromptLenOpt = Annotated[int, typer.Option("--prompt-len", help="Prompt tokens per sequence (prefill length).")]

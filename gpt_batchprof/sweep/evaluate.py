@@ -26,6 +26,8 @@ COLUMNS = IDENTITY + (
     "measured_time_s", "measured_iqr_s", "measured_flops_per_s", "measured_items_per_s",
     "measured_over_predicted", "gen_len", "ttft_s", "itl_s", "measured_ttft_s", "measured_itl_s",
     "device", "torch_version", "gpt_batchprof_version",
+    # issue 8: predicted_time_s / ttft_s / itl_s are the best prediction; the roofline's alongside
+    "prediction", "roofline_time_s", "roofline_ttft_s", "roofline_itl_s",
 )
 INT_COLUMNS = ("batch", "seq_len", "d_model", "items", "launches", "gen_len")
 FLOAT_COLUMNS = tuple(c for c in COLUMNS if c.endswith("_s") or c in (
@@ -107,6 +109,8 @@ class Evaluator:
         if self.predicted:
             row |= {
                 "predicted_time_s": t,
+                "roofline_time_s": sum(pr.roofline_time_s for pr in chosen),
+                "prediction": "calibrated" if all(pr.prediction == "calibrated" for pr in chosen) else "roofline",
                 "predicted_flops_per_s": flops / t if t else None,
                 "predicted_items_per_s": items / t if t else None,
                 "bound": max(chosen, key=lambda pr: pr.time_s).bound,
@@ -156,7 +160,10 @@ class Evaluator:
         row = self._base(p) | {"items": items, "gen_len": gen}
         if self.predicted:
             ttft, itl, e2e = latencies(m, hw, sc, p.batch)
-            row |= {"predicted_time_s": e2e, "predicted_items_per_s": items / e2e, "ttft_s": ttft, "itl_s": itl}
+            rl = latencies(m, hw, sc, p.batch, roofline_only=True) if hw.measured is not None else (ttft, itl, e2e)
+            row |= {"predicted_time_s": e2e, "predicted_items_per_s": items / e2e, "ttft_s": ttft, "itl_s": itl,
+                    "prediction": "calibrated" if hw.measured is not None else "roofline",
+                    "roofline_time_s": rl[2], "roofline_ttft_s": rl[0], "roofline_itl_s": rl[1]}
         if self.timer is not None:
             prefill = self._ops(p.model, "prefill", p.batch, p.seq_len, p.dtype, p.attention)
             decode = self._ops(p.model, "decode", p.batch, sc.itl_context, p.dtype, p.attention)
