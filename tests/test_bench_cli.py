@@ -131,7 +131,7 @@ def test_calibrate_quick_writes_a_profile_that_loads(tmp_path):
     from gpt_batchprof.profiles import load_hardware
 
     out = tmp_path / "me.yaml"
-    r = runner.invoke(app, ["calibrate", "--device", "cpu", "--quick", "--threads", "1", "-H", "cpu-generic",
+    r = runner.invoke(app, ["calibrate", "--device", "cpu", "--quick", "--no-tables", "--threads", "1", "-H", "cpu-generic",
                             "--name", "this-box", "-o", str(out)], env={"COLUMNS": "160"})
     assert r.exit_code == 0, r.output
     assert "measured/datasheet" in r.stdout and "memory bandwidth" in r.stdout
