@@ -71,6 +71,7 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
+    dtype = "fp16" if device == "cuda" else "fp32"
     t0 = time.perf_counter()
     if args.profile:
         hw = load_hardware(args.profile)
@@ -79,7 +80,13 @@ def main() -> int:
             return 2
         how = f"loaded {args.profile}"
     else:
-        cal, tables = calibrate_with_tables(device, quick=args.quick, threads=threads, force=args.force)
+        from dataclasses import replace
+
+        from gpt_batchprof.measure.tables import default_grid
+
+        # Only the dtype the benchmark runs at: the other dtypes' tables would not enter any prediction here.
+        grid = replace(default_grid(device, args.quick), dtypes=(dtype,))
+        cal, tables = calibrate_with_tables(device, quick=args.quick, threads=threads, force=args.force, grid=grid)
         hw = cal.to_hardware("calibrated", tables)
         if args.write_profile:
             with open(args.write_profile, "w", encoding="utf-8") as fh:
@@ -94,7 +101,6 @@ def main() -> int:
     models = [load_model("gpt2"), model_from_hf_config(LLAMA_GQA, "benchmark", "llama-gqa-1.1b"),
               model_from_hf_config(MOE, "benchmark", "moe-8x-small")]
     batches = tuple(int(b) for b in args.batches.split(","))
-    dtype = "fp16" if device == "cuda" else "fp32"
     sc = Scenario(prompt_len=args.prompt_len, gen_len=16, context_len=args.context_len, dtypes=Dtypes.of(dtype))
     settings = BenchSettings(device, device_name(device), torch.__version__, threads, warmup_s=0.02,
                              rep_s=args.rep_ms * 1e-3)
