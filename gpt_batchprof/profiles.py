@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from gpt_batchprof import files, hf_keys
 from gpt_batchprof.errors import ProfileError
 
 # Bytes per element of each storage dtype. int4 is weights only (packed two per byte).
@@ -176,7 +177,7 @@ class _Fields:
             if default is None:
                 raise self.fail(key, "missing (required)")
             return default
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v != int(v):
             raise self.fail(key, f"must be an integer, got {v!r}")
         if v < minimum:
             raise self.fail(key, f"must be >= {minimum}, got {v!r}")
@@ -215,6 +216,7 @@ class _Fields:
         return v
 
 
+@files.checked_keys(ProfileError)
 def model_from_mapping(data: Mapping[str, Any], where: str, source: str = "") -> ModelSpec:
     """Validate a model profile mapping (YAML schema) and build the spec."""
     if not isinstance(data, Mapping):
@@ -256,6 +258,7 @@ def model_from_mapping(data: Mapping[str, Any], where: str, source: str = "") ->
     )
 
 
+@files.checked_keys(ProfileError)
 def hardware_from_mapping(data: Mapping[str, Any], where: str, source: str = "") -> HardwareSpec:
     """Validate a hardware profile mapping (datasheet units) and convert it to SI."""
     if not isinstance(data, Mapping):
@@ -324,6 +327,7 @@ def _hf_get(cfg: Mapping[str, Any], where: str, *keys: str, default: Any = None)
     raise ProfileError(f"{where}: field '{keys[0]}': missing (required for this model_type)")
 
 
+@hf_keys.checked
 def model_from_hf_config(cfg: Mapping[str, Any], where: str, name: str) -> ModelSpec:
     """Map a Hugging Face ``config.json`` to the profile schema, then validate it."""
     if not isinstance(cfg, Mapping):
@@ -426,32 +430,12 @@ def builtin_names(kind: str) -> list[str]:
     return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ProfileError(f"{path}: cannot read ({e.strerror or e})") from None
-
-
 def _parse_yaml(path: Path) -> Any:
-    import yaml
-
-    try:
-        return yaml.safe_load(_read_text(path))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ProfileError(f"{path}: malformed YAML{at}: {problem}") from None
+    return files.load_yaml(path, ProfileError)
 
 
 def _parse_json(path: Path) -> Any:
-    import json
-
-    try:
-        return json.loads(_read_text(path))
-    except json.JSONDecodeError as e:
-        raise ProfileError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    return files.load_json(path, ProfileError)
 
 
 def _resolve(kind: str, ref: str) -> Path:
@@ -459,6 +443,9 @@ def _resolve(kind: str, ref: str) -> Path:
     p = Path(ref).expanduser()
     if p.is_file():
         return p
+    if p.is_dir():
+        hint = f" (use {p / 'config.json'})" if (p / "config.json").is_file() else ""
+        raise ProfileError(f"{ref}: is a directory, not a {kind.rstrip('s')} profile file{hint}")
     looks_like_path = os.sep in ref or ref.endswith((".yaml", ".yml", ".json"))
     if looks_like_path:
         raise ProfileError(f"{ref}: no such file")
