@@ -5,7 +5,7 @@ from __future__ import annotations
 from gpt_batchprof.cli.common import (
     DEFAULT_BATCHES, AttentionOpt, BatchOpt, ContextLenOpt, DtypeOpt, FormatOpt,
     GenLenOpt, HardwareOpt, KvDtypeOpt, ModelOpt, OutputOpt, PhaseOpt, PromptLenOpt,
-    WeightDtypeOpt, choice, console, emit, guarded, parse_int_list, phases_of,
+    WeightDtypeOpt, choice, guarded, show, parse_int_list, phases_of,
 )
 from typing import Annotated
 
@@ -56,45 +56,6 @@ def analyze_cmd(
 
 
 def render_analyze(result, fmt: str, per_op: bool, output) -> None:
-    from gpt_batchprof.report import export
-    from gpt_batchprof.report.rows import op_row, summary_row
+    from gpt_batchprof.report.render import analyze_views
 
-    if fmt == "json":
-        emit(export.to_json(result.to_dict()), output)
-        return
-    summary = [summary_row(p) for p in result.report.points]
-    ops = [op_row(p) for p in result.predictions]
-    if fmt == "csv":
-        emit(export.to_csv(ops if per_op else summary), output)
-        return
-    if fmt == "markdown":
-        sections = [("Serving figures per batch", summary)] + ([("Operators", ops)] if per_op else [])
-        extra = f"\ncritical_batch: {result.report.critical_batch}\nmax_batch: {result.report.max_batch}\n"
-        emit(export.markdown_sections(sections) + extra, output)
-        return
-
-    from gpt_batchprof.report import tables
-
-    if output is None:
-        _print_tables(console, result, per_op, tables)
-        return
-    from rich.console import Console
-
-    with open(output, "w", encoding="utf-8") as fh:
-        _print_tables(Console(file=fh, width=120, color_system=None), result, per_op, tables)
-
-
-def _print_tables(out, result, per_op: bool, tables) -> None:
-    tables.header(out, result.model, result.hardware, result.scenario)
-    out.print()
-    out.print(tables.summary_table(result.report, result.hardware))
-    out.print()
-    out.print(tables.memory_table(result.report, result.hardware))
-    tables.summary_footer(out, result.report)
-    if per_op:
-        for phase in result.phases:
-            preds = [p for p in result.predictions if p.cost.phase == phase]
-            c = preds[0].cost
-            what = f"prompt {c.seq_len}" if phase == "prefill" else f"{c.kv_len} cached tokens"
-            out.print()
-            out.print(tables.ops_table(preds, f"{phase} operators ({what}; all layers)"))
+    show(analyze_views(result, per_op), fmt, output)

@@ -9,8 +9,8 @@ import typer
 
 from gpt_batchprof.cli.common import (
     AttentionOpt, BatchOpt, ContextLenOpt, FormatOpt, GenLenOpt, KvDtypeOpt, ModelOpt, OutputOpt,
-    PhaseOpt, PromptLenOpt, WeightDtypeOpt, choice, console, emit, err_console, guarded, parse_int_list,
-    phases_of,
+    PhaseOpt, PromptLenOpt, WeightDtypeOpt, check_live_options, choice, console, emit, err_console, guarded,
+    parse_int_list, phases_of, show,
 )
 from gpt_batchprof.errors import BatchprofError
 
@@ -88,10 +88,7 @@ def bench_cmd(
     choice(fmt, FORMATS, "--format")
     if min_efficiency is not None and not 0 < min_efficiency <= 1:
         raise BatchprofError(f"--min-efficiency: must be in (0, 1], got {min_efficiency}")
-    if warmup_ms < 0 or rep_ms <= 0:
-        raise BatchprofError(f"--warmup-ms must be >= 0 and --rep-ms > 0 (got {warmup_ms}, {rep_ms})")
-    if threads is not None and threads < 1:
-        raise BatchprofError(f"--threads: must be >= 1, got {threads}")
+    check_live_options(warmup_ms, rep_ms, threads)
     if depth < 1 or width < 1:
         raise BatchprofError(f"--depth and --width must be >= 1 (got {depth}, {width})")
     ops = check_ops(_op_list(op))
@@ -145,21 +142,9 @@ def _run_with_progress(run_bench, spec, hw, scenario, phases, batches, settings)
 
 
 def _render(result, fmt: str, output: Path | None) -> None:
-    from gpt_batchprof.report import bench_tables, export
+    from gpt_batchprof.report.render import bench_views
 
-    if fmt == "json":
-        emit(export.to_json(result.to_dict()), output)
-    elif fmt == "csv":
-        emit(export.to_csv([r.to_dict() for r in result.rows]), output)
-    elif fmt == "markdown":
-        emit(bench_tables.bench_markdown(result), output)
-    elif output is None:
-        bench_tables.print_bench(console, result)
-    else:
-        from rich.console import Console
-
-        with open(output, "w", encoding="utf-8") as fh:
-            bench_tables.print_bench(Console(file=fh, width=160, color_system=None), result)
+    show(bench_views(result), fmt, output, width=160)
 
 
 @guarded
@@ -181,8 +166,7 @@ def calibrate_cmd(
     from gpt_batchprof.profiles import load_hardware
 
     choice(fmt, ("table", "json"), "--format")
-    if threads is not None and threads < 1:
-        raise BatchprofError(f"--threads: must be >= 1, got {threads}")
+    check_live_options(0.0, 1.0, threads)
     sheet = load_hardware(hardware) if hardware else None
     dev = resolve_device(device)
     with err_console.status(f"calibrating {dev}") as status:

@@ -7,7 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from gpt_batchprof.cli.common import choice, console, emit, err_console, guarded
+from gpt_batchprof.cli.common import (
+    check_live_options, choice, console, emit, err_console, guarded, note, show,
+)
 
 ListOpt = Optional[str]
 Opt = typer.Option
@@ -59,6 +61,7 @@ def sweep_cmd(
         return
     choice(fmt, FORMATS, "--format")
     choice(mode, g.MODES, "--mode")
+    check_live_options(warmup_ms, rep_ms, threads)
     if resume and output is None:
         raise g.BatchprofError("--resume needs --output FILE (the file to resume)")
     if output is not None:
@@ -92,17 +95,16 @@ def sweep_cmd(
     outcome = _run(grid, evaluator, output, resume, progress)
     if timer is not None:
         for op_name, why in timer.unsupported.items():
-            err_console.print(f"[yellow]not timed:[/] {op_name}: {why}", highlight=False)
+            note(f"not timed: {op_name}: {why}", style="yellow")
 
     _render(outcome.rows, spec, fmt, export)
     if output is not None:
-        err_console.print(f"{outcome.new} new point(s), {outcome.skipped} kept from {output}; "
-                          f"{outcome.elapsed_s:.2f} s", style="dim", highlight=False)
+        note(f"{outcome.new} new point(s), {outcome.skipped} kept from {output}; {outcome.elapsed_s:.2f} s")
     if plot is not None and outcome.rows:
         _plot(outcome.rows, plot, grid.hardware)
     if outcome.interrupted:
-        err_console.print(f"interrupted: {len(outcome.rows)} of {len(grid)} points done"
-                          + (f", kept in {output} (--resume to finish)" if output else ""), style="yellow")
+        note(f"interrupted: {len(outcome.rows)} of {len(grid)} points done"
+             + (f", kept in {output} (--resume to finish)" if output else ""), style="yellow")
         raise typer.Exit(130)
 
 
@@ -167,40 +169,25 @@ def _run(grid, evaluator, output, resume, show_progress):
 
 
 def _render(rows, spec, fmt: str, export: Optional[Path]) -> None:
-    from gpt_batchprof.report import export as ex
+    from gpt_batchprof.report.render import render, sweep_views
     from gpt_batchprof.report.sweep_tables import print_summary
     from gpt_batchprof.sweep.store import columns_present
 
-    if fmt == "table":
-        if export is None:
-            from rich.console import Console
-
-            # piped output: wide enough for every column instead of Rich's 80
-            print_summary(console if console.is_terminal else Console(width=160), rows)
-            return
-        from rich.console import Console
-
-        with open(export, "w", encoding="utf-8") as fh:
-            print_summary(Console(file=fh, width=160, color_system=None), rows)
+    views = sweep_views(rows, spec, columns_present(rows))
+    if fmt == "table" and export is None and not console.is_terminal:
+        # piped output: wide enough for every column instead of Rich's 80
+        emit(render(views, "table", width=160), None)
         return
-    print_summary(err_console, rows)
-    cols = columns_present(rows)
-    if fmt == "csv":
-        text = ex.to_csv(rows, cols)
-    elif fmt == "markdown":
-        text = ex.to_markdown(rows, cols, title=f"sweep {spec.name}")
-    else:
-        from dataclasses import asdict
-
-        text = ex.to_json({"sweep": asdict(spec), "rows": [{c: r.get(c) for c in cols} for r in rows]})
-    emit(text, export)
+    if fmt != "table":
+        print_summary(err_console, rows)
+    show(views, fmt, export, width=160)
 
 
 def _plot(rows, folder: Path, hardware=None) -> None:
     from gpt_batchprof.report.plots import plot_all
 
     for path in plot_all(rows, folder, hardware):
-        err_console.print(f"wrote {path}", style="dim", highlight=False)
+        note(f"wrote {path}")
 
 
 def _print_presets(presets) -> None:
@@ -244,7 +231,7 @@ def _load_hw(rows, names: Optional[str]):
         except BatchprofError:
             if names:
                 raise
-            err_console.print(f"[yellow]note:[/] no profile '{n}'; its roofline has no ceilings", highlight=False)
+            note(f"note: no profile '{n}'; its roofline has no ceilings", style="yellow")
     return out
 
 
