@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from gpt_batchprof.errors import BatchprofError
 
+MAX_INT = 2**31 - 1  # no batch, length or width beyond this is meant (or fits any device)
+
 
 def parse_int_list(text: str, option: str = "--batch") -> tuple[int, ...]:
     values: list[int] = []
@@ -17,7 +19,7 @@ def parse_int_list(text: str, option: str = "--batch") -> tuple[int, ...]:
         try:
             if ".." in part:
                 lo_s, hi_s = part.split("..", 1)
-                lo, hi = int(lo_s), int(hi_s)
+                lo, hi = int(lo_s), min(int(hi_s), MAX_INT + 1)
                 if lo < 1 or hi < lo:
                     raise ValueError
                 v = lo
@@ -33,6 +35,10 @@ def parse_int_list(text: str, option: str = "--batch") -> tuple[int, ...]:
     bad = [v for v in values if v < 1]
     if bad:
         raise BatchprofError(f"{option}: values must be >= 1, got {bad[0]}")
+    huge = [v for v in values if v > MAX_INT]
+    if huge:
+        shown = str(huge[0]) if huge[0] < 10**30 else f"a {len(str(huge[0]))}-digit number"
+        raise BatchprofError(f"{option}: values must be <= {MAX_INT} (2^31 - 1), got {shown}")
     return tuple(dict.fromkeys(values))
 
 

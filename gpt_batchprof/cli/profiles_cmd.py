@@ -6,7 +6,10 @@ from typing import Annotated
 
 import typer
 
-from gpt_batchprof.cli.common import FormatOpt, OutputOpt, choice, console, emit, guarded
+from rich.markup import escape
+
+from gpt_batchprof.cli.common import FormatOpt, OutputOpt, choice, console, emit, guarded, show
+from gpt_batchprof.report.export import FORMATS
 
 profiles_app = typer.Typer(help="List and show model and hardware profiles.", no_args_is_help=True)
 
@@ -16,41 +19,42 @@ profiles_app = typer.Typer(help="List and show model and hardware profiles.", no
 def list_cmd(fmt: FormatOpt = "table", output: OutputOpt = None) -> None:
     """All built-in models and hardware with their headline numbers."""
     from gpt_batchprof.profiles import all_hardware, all_models
-    from gpt_batchprof.report.tables import compact_table
     from gpt_batchprof.report import export
+    from gpt_batchprof.report.render import Views
 
-    choice(fmt, ("table", "json", "csv", "markdown"), "--format")
+    choice(fmt, FORMATS, "--format")
     models, hws = all_models(), all_hardware()
-    if fmt != "table":
-        rows = [{"kind": "model"} | m.to_dict() for m in models] + [{"kind": "hardware"} | h.to_dict() for h in hws]
-        text = {"json": lambda: export.to_json({"models": [m.to_dict() for m in models],
-                                                  "hardware": [h.to_dict() for h in hws]}),
-                "csv": lambda: export.to_csv(rows),
-                "markdown": lambda: export.to_markdown(rows)}[fmt]()
-        emit(text, output)
-        return
+    rows = [{"kind": "model"} | m.to_dict() for m in models] + [{"kind": "hardware"} | h.to_dict() for h in hws]
+    show(Views(json=lambda: {"models": [m.to_dict() for m in models], "hardware": [h.to_dict() for h in hws]},
+               csv=lambda: export.to_csv(rows), markdown=lambda: export.to_markdown(rows),
+               table=lambda out: _list_tables(out, models, hws)), fmt, output)
+
+
+def _list_tables(out, models, hws) -> None:
+    from gpt_batchprof.report.tables import compact_table
+
     t = compact_table("Models", [(c, "left" if c in ("name", "ffn") else "right") for c in
                                  ("name", "params", "layers", "d_model", "heads", "d_ff", "ffn", "experts", "ctx")])
     for m in models:
-        t.add_row(m.name, f"{m.n_params / 1e9:.2f}B", str(m.n_layer), str(m.d_model), f"{m.n_head}/{m.n_kv_head}",
+        t.add_row(escape(m.name), f"{m.n_params / 1e9:.2f}B", str(m.n_layer), str(m.d_model), f"{m.n_head}/{m.n_kv_head}",
                   str(m.d_ff), m.ffn, f"{m.n_expert_active}/{m.n_expert}" if m.is_moe else "-", str(m.max_seq_len))
-    console.print(t)
+    out.print(t)
     t = compact_table("Hardware (datasheet, dense)", [(c, "left" if c in ("name", "kind") else "right") for c in
                       ("name", "kind", "GB", "GB/s", "fp16 TF/s", "fp8 TF/s", "ridge", "$/h")])
     for h in hws:
         pk = h.peak_flops_per_s
-        t.add_row(h.name, h.kind, f"{h.memory_bytes / 1e9:g}", f"{h.memory_bandwidth_bytes_per_s / 1e9:g}",
+        t.add_row(escape(h.name), h.kind, f"{h.memory_bytes / 1e9:g}", f"{h.memory_bandwidth_bytes_per_s / 1e9:g}",
                   f"{pk['fp16'] / 1e12:g}" if "fp16" in pk else "-", f"{pk['fp8'] / 1e12:g}" if "fp8" in pk else "-",
                   f"{pk['fp16'] / h.memory_bandwidth_bytes_per_s:.0f}" if "fp16" in pk else "-",
                   "-" if h.price_per_hour_usd is None else f"{h.price_per_hour_usd:.2f}")
-    console.print(t)
+    out.print(t)
 
 
 @profiles_app.command("show")
 @guarded
 def show_cmd(
     name: Annotated[str, typer.Argument(help="A model or hardware name (or a profile file).")],
-    fmt: FormatOpt = "table",
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
 ) -> None:
     """One profile, with its derived sizes (parameters, KV cache per token, ridge point)."""
     from gpt_batchprof.errors import ProfileError
@@ -83,7 +87,7 @@ def show_cmd(
         return
     from rich.table import Table
 
-    t = Table(title=spec.name, title_justify="left", show_header=False)
+    t = Table(title=escape(spec.name), title_justify="left", show_header=False)
     t.add_column("field")
     t.add_column("value", justify="right")
     for k, v in data.items():
@@ -95,5 +99,5 @@ def show_cmd(
             v = ", ".join(f"{kk}: {vv / 1e12:g} T" for kk, vv in v.items())
         elif isinstance(v, float):
             v = f"{v:.6g}"
-        t.add_row(k, str(v))
+        t.add_row(k, escape(str(v)))
     console.print(t)

@@ -286,9 +286,11 @@ def cached_hardware(device: str, threads: int | None = None, refresh: bool = Fal
     if path.is_file() and not refresh:
         return load_hardware(str(path))
     cal = calibrate(device, threads=threads, progress=progress)
+    from gpt_batchprof.errors import BatchprofError
+    from gpt_batchprof.files import write_atomic
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(hardware_yaml(cal, name=f"calibrated-{key}"), encoding="utf-8")
-    except OSError:
+        write_atomic(path, hardware_yaml(cal, name=f"calibrated-{key}"))
+    except BatchprofError:  # an unwritable cache costs a re-calibration next time, nothing else
         return cal.to_hardware(f"calibrated-{key}")
     return load_hardware(str(path))

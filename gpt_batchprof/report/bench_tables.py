@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from gpt_batchprof.report.tables import compact_table
@@ -22,9 +23,9 @@ def bench_header(out: Console, result) -> None:
     s, hw, sc = result.settings, result.hardware, result.scenario
     dt = sc.dtypes
     out.print(
-        f"[bold]{result.model.name}[/] measured on [bold]{s.device_name}[/] (torch {s.torch_version}"
+        f"[bold]{escape(result.model.name)}[/] measured on [bold]{escape(s.device_name)}[/] (torch {s.torch_version}"
         f"{f', {s.threads} threads' if s.device == 'cpu' else ''}{', CUDA graphs' if s.cuda_graphs else ''}); "
-        f"predicted with [bold]{hw.name}[/] ({fmt_count(hw.peak_flops_per_s.get(dt.act), 'FLOP/s')} {dt.act}, "
+        f"predicted with [bold]{escape(hw.name)}[/] ({fmt_count(hw.peak_flops_per_s.get(dt.act), 'FLOP/s')} {dt.act}, "
         f"{fmt_count(hw.memory_bandwidth_bytes_per_s, 'B/s')})",
         highlight=False,
     )
@@ -114,8 +115,8 @@ def calibration_table(cal, datasheet=None) -> Table:
     """Measured ceilings, next to a datasheet profile when one is given."""
     cols = [("ceiling", "left"), ("measured", "right")]
     if datasheet is not None:
-        cols += [(datasheet.name, "right"), ("measured/datasheet", "right")]
-    t = compact_table(f"calibrated: {cal.device_name} (torch {cal.torch_version}, {cal.threads} threads)", cols)
+        cols += [(escape(datasheet.name), "right"), ("measured/datasheet", "right")]
+    t = compact_table(f"calibrated: {escape(cal.device_name)} (torch {cal.torch_version}, {cal.threads} threads)", cols)
 
     def add(label: str, measured: float | None, sheet: float | None, fmt) -> None:
         cells = [label, fmt(measured) if measured is not None else "-"]

@@ -134,8 +134,7 @@ def _line_plot(plt, rows, value, title: str, ylabel: str, path: Path, scale: flo
     hws = sorted({str(r["hardware"]) for r in rows})
     fig.suptitle(f"{title} (roofline: {', '.join(hws)})", fontsize=13)
     fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    _save(plt, fig, path)
     return path
 
 
@@ -197,8 +196,7 @@ def _roofline(plt, rows, hw, hw_name: str, path: Path) -> Path:
     ax.set_title(f"Roofline on {hw_name}: one marker per operator x batch x size", fontsize=11)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize=8.5)
     fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    _save(plt, fig, path)
     return path
 
 
@@ -243,9 +241,18 @@ def _generation(plt, rows, path: Path) -> Path:
     fig.suptitle(f"Generation: prompt {r0['seq_len']}, {r0.get('gen_len')} tokens generated "
                  "(predicted dashed, measured solid)", fontsize=13)
     fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    _save(plt, fig, path)
     return path
+
+
+def _save(plt, fig, path: Path) -> None:
+    """A whole PNG or none: written beside the target, then renamed (no 0-byte file left)."""
+    from gpt_batchprof.files import write_atomic
+
+    try:
+        write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
 
 
 def plot_all(rows: Sequence[Mapping[str, Any]], folder: Path, hardware: Mapping[str, Any] | None = None) -> list[Path]:

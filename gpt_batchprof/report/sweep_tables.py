@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 
 from gpt_batchprof.report.tables import compact_table
 from gpt_batchprof.report.units import fmt_rate, fmt_ratio, fmt_time
@@ -29,7 +30,7 @@ ID_COLUMNS = (("model", "model", "left"), ("hardware", "hw", "left"), ("phase", 
 def free_batching_table(summaries: Sequence[SeriesSummary], measured: bool, predicted: bool = True):
     """One row per series; identity columns only where they vary (the title names the rest)."""
     ids = [c for c in ID_COLUMNS if c[0] in ("model", "op") or len({s.field(c[0]) for s in summaries}) > 1]
-    fixed = [f"{c[1]} {summaries[0].field(c[0])}" for c in ID_COLUMNS if c not in ids] if summaries else []
+    fixed = [f"{c[1]} {escape(str(summaries[0].field(c[0])))}" for c in ID_COLUMNS if c not in ids] if summaries else []
     cols = [(head, just) for _, head, just in ids]
     if predicted:
         cols += [("b1 pred", "right"), ("free to", "right"), ("bmax/b1", "right")]
@@ -41,7 +42,7 @@ def free_batching_table(summaries: Sequence[SeriesSummary], measured: bool, pred
     t = compact_table(f"Free batching: largest batch within {pct}% of batch 1's time"
                       + (f" ({', '.join(fixed)})" if fixed else ""), cols)
     for s in summaries[:MAX_SERIES_ROWS]:
-        cells = [str(s.field(c[0])) for c in ids]
+        cells = [escape(str(s.field(c[0]))) for c in ids]
         if predicted:
             cells += [fmt_time(s.predicted_s[0]), _b(s.free_batch_predicted, s.batches), _slowdown(s.predicted_s)]
         if measured:
@@ -64,7 +65,7 @@ def ratio_table(rows: Sequence[dict[str, Any]]):
     t = compact_table("Measured / predicted time (median; 1.00x = roofline)",
                       [("op", "left"), ("points", "right"), ("median", "right")])
     for op, (med, n) in sorted(ratio_by_op(rows).items(), key=lambda kv: (kv[0] == "all", kv[0])):
-        t.add_row(op, str(n), fmt_ratio(med))
+        t.add_row(escape(op), str(n), fmt_ratio(med))
     return t
 
 
@@ -79,7 +80,7 @@ def generation_table(rows: Sequence[dict[str, Any]], measured: bool):
     for r in rows:
         k = (r["model"], r["hardware"], r["seq_len"], r["dtype"], r["attention"])
         b0 = base.setdefault(k, r)
-        cells = [r["model"], r["hardware"], str(r["seq_len"]), str(r["batch"]), fmt_time(r.get("ttft_s")),
+        cells = [escape(str(r["model"])), escape(str(r["hardware"])), str(r["seq_len"]), str(r["batch"]), fmt_time(r.get("ttft_s")),
                  fmt_time(r.get("itl_s")), fmt_time(r.get("predicted_time_s")),
                  fmt_rate(r.get("predicted_items_per_s")),
                  _rel(r.get("predicted_items_per_s"), b0.get("predicted_items_per_s")),

@@ -7,6 +7,7 @@ from typing import Sequence
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from gpt_batchprof.analytic.roofline import Prediction
@@ -22,10 +23,10 @@ def header(console: Console, model: ModelSpec, hw: HardwareSpec, scenario: Scena
     peak = hw.peak_flops_per_s.get(dt.act)
     ridge = f", ridge {peak / hw.memory_bandwidth_bytes_per_s:.0f} FLOP/B" if peak else ""
     console.print(
-        f"[bold]{model.name}[/] ({model.n_params / 1e9:.2f} B params, {model.n_layer} layers, "
+        f"[bold]{escape(model.name)}[/] ({model.n_params / 1e9:.2f} B params, {model.n_layer} layers, "
         f"d_model {model.d_model}, {model.n_head}/{model.n_kv_head} heads"
         f"{f', {model.n_expert_active} of {model.n_expert} experts' if model.is_moe else ''}) on "
-        f"[bold]{hw.name}[/] ({fmt_count(peak, 'FLOP/s')} {dt.act}, "
+        f"[bold]{escape(hw.name)}[/] ({fmt_count(peak, 'FLOP/s')} {dt.act}, "
         f"{fmt_count(hw.memory_bandwidth_bytes_per_s, 'B/s')}{ridge}, {fmt_bytes(hw.memory_bytes)})",
         highlight=False,
     )
