@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Union
@@ -212,9 +213,13 @@ def write_atomic(path: Path | str, data: Payload) -> Path:
     (for writers that want a path, like matplotlib's ``savefig``). On any failure the
     temporary file is removed, the old file is left as it was, and one line is raised.
     """
-    path = Path(path)
+    shown = path = Path(path)
     if path.is_dir():
         raise BatchprofError(f"{path}: is a directory, not a file")
+    if path.exists() and not stat.S_ISREG(os.stat(path).st_mode):
+        return _write_special(path, data)  # /dev/stdout, a FIFO, /dev/null: nothing to rename over
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))  # replace the file the link points at, keep the link
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -229,7 +234,7 @@ def write_atomic(path: Path | str, data: Payload) -> Path:
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         if os.path.getsize(tmp) == 0 and not (isinstance(data, (str, bytes)) and not data):
-            raise BatchprofError(f"{path}: nothing was written (kept the old file)")
+            raise BatchprofError(f"{shown}: nothing was written (kept the old file)")
         try:
             mode = os.stat(path).st_mode & 0o7777 if path.exists() else 0o666 & ~_umask()
             os.chmod(tmp, mode)
@@ -238,13 +243,27 @@ def write_atomic(path: Path | str, data: Payload) -> Path:
         os.replace(tmp, path)
         tmp = None
     except OSError as e:
-        raise BatchprofError(f"{path}: cannot write ({e.strerror or e})") from None
+        raise BatchprofError(f"{shown}: cannot write ({e.strerror or e})") from None
     finally:
         if tmp is not None:
             try:
                 os.unlink(tmp)
             except OSError:
                 pass
+    return shown
+
+
+def _write_special(path: Path, data: Payload) -> Path:
+    """A device or pipe named as the output: written in place (there is no file to keep)."""
+    try:
+        if callable(data):
+            data(str(path))
+            return path
+        with open(path, "wb") as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+            fh.flush()
+    except OSError as e:
+        raise BatchprofError(f"{path}: cannot write ({e.strerror or e})") from None
     return path
 
 

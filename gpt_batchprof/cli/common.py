@@ -18,7 +18,14 @@ from gpt_batchprof.errors import BatchprofError
 from gpt_batchprof.files import write_atomic
 from gpt_batchprof.lists import parse_int_list  # noqa: F401  (re-exported for the commands)
 
-console = Console()
+class _StdoutConsole(Console):
+    def on_broken_pipe(self) -> None:
+        """Rich exits 1 silently on a closed stdout; make it the one-line exit 2 of any bad output."""
+        self.quiet = True
+        raise BrokenPipeError(errno.EPIPE, "broken pipe")
+
+
+console = _StdoutConsole()
 err_console = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -41,6 +41,7 @@ def sweep_cmd(
     threads: Annotated[Optional[int], Opt("--threads", help="Live on CPU: torch threads (default: torch's choice).")] = None,
     output: Annotated[Optional[Path], Opt("--output", "-o", help="Stream every finished point to this .csv or .jsonl file (fsync'd as it goes).")] = None,
     resume: Annotated[bool, Opt("--resume", help="Keep the points already in --output and run only the missing ones.")] = False,
+    overwrite: Annotated[bool, Opt("--overwrite", help="Start --output again when it already holds results (without it, or --resume, such a file is refused).")] = False,
     fmt: Annotated[str, Opt("--format", "-f", help="table (summary), csv, json or markdown (every point).")] = "table",
     export: Annotated[Optional[Path], Opt("--export", help="Write the --format output to this file instead of stdout.")] = None,
     plot: Annotated[Optional[Path], Opt("--plot", help="Write PNG plots (time, throughput vs batch; roofline) to this folder.")] = None,
@@ -68,6 +69,10 @@ def sweep_cmd(
         from gpt_batchprof.sweep.store import stream_format
 
         stream_format(output)
+        if export is not None and _same_file(export, output):
+            raise g.BatchprofError(f"--export {export}: is the --output stream file; choose another file")
+    elif overwrite:
+        raise g.BatchprofError("--overwrite needs --output FILE (the file to start again)")
 
     file_data = g.load_sweep_file(config) if config is not None else {}
     preset = preset or file_data.get("preset")
@@ -80,19 +85,31 @@ def sweep_cmd(
                         hardware=hardware, batch=batch, seq_len=seq_len, phase=phase, op=op, dtype=dtype,
                         attention=attention, gen_len=gen_len)
 
-    timer = None
-    if mode != "analytic":
-        from gpt_batchprof.sweep.live import LiveTimer
+    # analytic: every name and shape checked before the results file is touched
+    grid = g.resolve(spec) if mode == "analytic" else None
+    writer = None
+    if output is not None:
+        from gpt_batchprof.sweep.store import StreamWriter
 
-        timer = LiveTimer(device, warmup_s=warmup_ms / 1e3, rep_s=rep_ms / 1e3, threads=threads)
-        spec = _match_device(spec, timer, hardware_given=bool(hardware) or "hardware" in file_data,
-                             dtype_given=bool(dtype) or "dtypes" in file_data or "dtype" in file_data)
-    grid = g.resolve(spec)
+        writer = StreamWriter(output, resume=resume, overwrite=overwrite)
+    try:
+        timer = None
+        if mode != "analytic":
+            from gpt_batchprof.sweep.live import LiveTimer
 
-    from gpt_batchprof.sweep.evaluate import Evaluator
+            timer = LiveTimer(device, warmup_s=warmup_ms / 1e3, rep_s=rep_ms / 1e3, threads=threads)
+            spec = _match_device(spec, timer, hardware_given=bool(hardware) or "hardware" in file_data,
+                                 dtype_given=bool(dtype) or "dtypes" in file_data or "dtype" in file_data)
+            grid = g.resolve(spec)
 
-    evaluator = Evaluator(grid, mode, timer)
-    outcome = _run(grid, evaluator, output, resume, progress)
+        from gpt_batchprof.sweep.evaluate import Evaluator
+
+        evaluator = Evaluator(grid, mode, timer)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        raise
+    outcome = _run(grid, evaluator, writer, progress)
     if timer is not None:
         for op_name, why in timer.unsupported.items():
             note(f"not timed: {op_name}: {why}", style="yellow")
@@ -150,13 +167,19 @@ def _match_device(spec, timer, hardware_given: bool, dtype_given: bool):
     return spec.updated(**changes)
 
 
-def _run(grid, evaluator, output, resume, show_progress):
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
+
+
+def _run(grid, evaluator, writer, show_progress):
+    """Run the grid with a progress bar; closes ``writer`` (the open results file) at the end."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from gpt_batchprof.sweep.run import run_sweep
-    from gpt_batchprof.sweep.store import StreamWriter
 
-    writer = StreamWriter(output, resume=resume) if output is not None else None
     try:
         with Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("ETA"),
                       TimeRemainingColumn(), TimeElapsedColumn(), console=err_console, transient=False,
