@@ -192,7 +192,15 @@ def checked_keys(error: type[BatchprofError]) -> Callable:
             if not isinstance(data, Mapping):
                 return loader(data, where, *args, **kwargs)
             view = ReadKeys(data)
-            out = loader(view, where, *args, **kwargs)
+            try:
+                out = loader(view, where, *args, **kwargs)
+            except error:
+                # a misspelt required key reads better as a misspelling than as "missing"
+                absent = [k for k in view.asked if k not in data]  # asked for, not there
+                for key in view.unread():
+                    if closest(str(key), absent) is not None:
+                        raise unknown_key_error(where, key, absent, error) from None
+                raise
             extra = view.unread()
             if extra:
                 raise unknown_key_error(where, extra[0], view.asked, error)

@@ -285,7 +285,9 @@ def spec_from_mapping(data: Any, where: str, base: SweepSpec | None = None) -> S
     for raw_key, v in data.items():
         key = _ALIASES.get(raw_key, raw_key)
         if key not in known:
-            raise BatchprofError(f"{where}: unknown field '{raw_key}' (known: {', '.join(sorted(known))})")
+            from gpt_batchprof.files import unknown_key_error
+
+            raise unknown_key_error(where, raw_key, known)
         if key == "preset":
             continue
         if key == "d_models":
@@ -306,16 +308,9 @@ def spec_from_mapping(data: Any, where: str, base: SweepSpec | None = None) -> S
 
 
 def load_sweep_file(path: Path) -> Mapping[str, Any]:
-    import yaml
+    from gpt_batchprof.files import load_yaml
 
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as e:
-        raise BatchprofError(f"{path}: cannot read ({e.strerror or e})") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise BatchprofError(f"{path}: malformed YAML{at}: {getattr(e, 'problem', None) or e}") from None
+    data = load_yaml(path)
     if not isinstance(data, Mapping):
         raise BatchprofError(f"{path}: expected a mapping of sweep fields, got {type(data).__name__}")
     return data

@@ -221,8 +221,11 @@ class StreamWriter:
             if overwrite:
                 os.ftruncate(fd, 0)
             elif resume and size:
+                self.previous = read_rows(self.path)  # strict: text, every whole row valid
+                if b"\n" not in self.path.read_bytes():
+                    raise BatchprofError(f"{self.path}: not a results file (no complete line); "
+                                         "--overwrite to start again")
                 _cut_torn_tail(self.path)
-                self.previous = read_rows(self.path)
                 if self.fmt == "csv":
                     with open(self.path, encoding="utf-8", newline="") as fh:
                         header = next(csv.reader(fh), [])
