@@ -181,34 +181,52 @@ class ReadKeys(Mapping[str, Any]):
         return [k for k in self._data if k not in self.asked]
 
 
-def checked_keys(error: type[BatchprofError]) -> Callable:
-    """Decorator for ``loader(data, where, ...)``: refuse keys of ``data`` the loader never read,
-    naming the closest key it does read ("did you mean n_kv_head?")."""
+KeyCheck = Callable[[Mapping[str, Any], ReadKeys, str, bool], None]
+
+
+def reading_keys(check: KeyCheck) -> Callable:
+    """Decorator for ``loader(data, where, ...)``: the loader reads ``data`` through a
+    :class:`ReadKeys` view, then ``check(data, view, where, failed)`` runs, also when the loader
+    raised a :class:`BatchprofError` (``failed=True``; the loader's own error follows unless
+    ``check`` raises a better one)."""
     import functools
 
     def wrap(loader: Callable) -> Callable:
         @functools.wraps(loader)
-        def checked(data: Any, where: str, *args: Any, **kwargs: Any) -> Any:
+        def run(data: Any, where: str, *args: Any, **kwargs: Any) -> Any:
             if not isinstance(data, Mapping):
                 return loader(data, where, *args, **kwargs)
             view = ReadKeys(data)
             try:
                 out = loader(view, where, *args, **kwargs)
-            except error:
-                # a misspelt required key reads better as a misspelling than as "missing"
-                absent = [k for k in view.asked if k not in data]  # asked for, not there
-                for key in view.unread():
-                    if closest(str(key), absent) is not None:
-                        raise unknown_key_error(where, key, absent, error) from None
+            except BatchprofError:
+                check(data, view, where, True)
                 raise
-            extra = view.unread()
-            if extra:
-                raise unknown_key_error(where, extra[0], view.asked, error)
+            check(data, view, where, False)
             return out
 
-        return checked
+        return run
 
     return wrap
+
+
+def checked_keys(error: type[BatchprofError]) -> Callable:
+    """Decorator for a profile loader: refuse keys of the mapping it never read, naming the
+    closest key it does read ("did you mean n_kv_head?")."""
+
+    def check(data: Mapping[str, Any], view: ReadKeys, where: str, failed: bool) -> None:
+        if failed:
+            # a misspelt required key reads better as a misspelling than as "missing"
+            absent = [k for k in view.asked if k not in data]  # asked for, not there
+            for key in view.unread():
+                if closest(str(key), absent) is not None:
+                    raise unknown_key_error(where, key, absent, error) from None
+            return
+        extra = view.unread()
+        if extra:
+            raise unknown_key_error(where, extra[0], view.asked, error)
+
+    return reading_keys(check)
 
 
 # --------------------------------------------------------------------------- writing

@@ -15,7 +15,6 @@ so they are accepted. Two kinds are refused, with one line naming the key:
 from __future__ import annotations
 
 import difflib
-import functools
 from typing import Any, Callable, Mapping
 
 from gpt_batchprof.errors import ProfileError
@@ -60,23 +59,14 @@ def check_hf_keys(cfg: Mapping[str, Any], read: set[str], where: str) -> None:
             raise ProfileError(f"{where}: unknown field '{key}'; did you mean '{near[0]}'?")
 
 
+def _check(cfg: Mapping[str, Any], view: Any, where: str, failed: bool) -> None:
+    # also when the loader failed: a misspelt required key is better named as a misspelling
+    check_hf_keys(cfg, view.asked, where)
+
+
 def checked(loader: Callable) -> Callable:
     """Decorator for ``model_from_hf_config(cfg, where, name)``: records the keys it reads, then
-    runs :func:`check_hf_keys` (also when the loader failed: a misspelt required key is
-    better named as a misspelling than as missing)."""
-    from gpt_batchprof.files import ReadKeys
+    runs :func:`check_hf_keys`."""
+    from gpt_batchprof.files import reading_keys
 
-    @functools.wraps(loader)
-    def run(cfg: Any, where: str, *args: Any, **kwargs: Any) -> Any:
-        if not isinstance(cfg, Mapping):
-            return loader(cfg, where, *args, **kwargs)
-        view = ReadKeys(cfg)
-        try:
-            out = loader(view, where, *args, **kwargs)
-        except ProfileError:
-            check_hf_keys(cfg, view.asked, where)
-            raise
-        check_hf_keys(cfg, view.asked, where)
-        return out
-
-    return run
+    return reading_keys(_check)(loader)
