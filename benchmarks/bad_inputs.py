@@ -21,7 +21,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -252,7 +251,7 @@ def cases() -> list[Case]:
     p("plot a directory", "is a directory", "emptydir")
     p("plot missing file", "cannot read", "nothing.csv")
     # profiles
-    c.append(Case("profiles show -f csv", ("profiles", "show", "gpt2", "-f", "csv"), "--format"))
+    c.append(Case("profiles show -f xml", ("profiles", "show", "gpt2", "-f", "xml"), "--format"))
     c.append(Case("profiles show [/]", ("profiles", "show", "[/]"), "[/]"))
     c.append(Case("profiles show binary", ("profiles", "show", "binary.yaml"), "not utf-8"))
     c.append(Case("profiles show misspelt", ("profiles", "show", "misspelt.yaml"), "n_kv_head"))

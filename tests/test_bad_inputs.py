@@ -232,6 +232,13 @@ def test_profiles_list_writes_the_file(tmp_path):
     assert "llama-2-7b" in text and "a100-80gb" in text  # before: printed to stdout, file never written
 
 
+@pytest.mark.parametrize("fmt, first", [("csv", "name,"), ("markdown", "### gpt2"), ("json", "{")])
+def test_profiles_show_accepts_every_format_its_help_lists(fmt, first):
+    r = runner.invoke(app, ["profiles", "show", "gpt2", "-f", fmt])
+    assert r.exit_code == 0, r.stderr  # csv and markdown were listed in --help but refused
+    assert r.stdout.startswith(first) and "124439808" in r.stdout  # gpt2: 124,439,808 params (HF count)
+
+
 def test_markup_in_names_is_printed_as_typed(tmp_path):
     p = Path(_llama_yaml(tmp_path, "name: llama-2-7b", "name: '[/]'"))
     r = runner.invoke(app, ["analyze", "-m", str(p), "-b", "1"])

@@ -8,7 +8,7 @@ import typer
 
 from rich.markup import escape
 
-from gpt_batchprof.cli.common import FormatOpt, OutputOpt, choice, console, emit, guarded, show
+from gpt_batchprof.cli.common import FormatOpt, OutputOpt, choice, guarded, show
 from gpt_batchprof.report.export import FORMATS
 
 profiles_app = typer.Typer(help="List and show model and hardware profiles.", no_args_is_help=True)
@@ -54,15 +54,15 @@ def _list_tables(out, models, hws) -> None:
 @guarded
 def show_cmd(
     name: Annotated[str, typer.Argument(help="A model or hardware name (or a profile file).")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+    fmt: FormatOpt = "table",
 ) -> None:
     """One profile, with its derived sizes (parameters, KV cache per token, ridge point)."""
     from gpt_batchprof.errors import ProfileError
     from gpt_batchprof.profiles import builtin_names, load_hardware, load_model
     from gpt_batchprof.report import export
-    from gpt_batchprof.report.units import fmt_bytes
+    from gpt_batchprof.report.render import Views
 
-    choice(fmt, ("table", "json"), "--format")
+    choice(fmt, FORMATS, "--format")
     if name in builtin_names("hardware"):
         spec, derived = load_hardware(name), {}
         derived = {"ridge_flop_per_byte": spec.ridge_intensity}
@@ -82,12 +82,17 @@ def show_cmd(
                 "kv_cache_bytes_per_token_fp16": spec.kv_bytes_per_token("fp16"),
             }
     data = spec.to_dict() | derived
-    if fmt == "json":
-        emit(export.to_json(data), None)
-        return
+    show(Views(json=lambda: data, csv=lambda: export.to_csv([data]),
+               markdown=lambda: export.to_markdown([data], title=spec.name),
+               table=lambda out: out.print(_show_table(spec.name, data))), fmt, None)
+
+
+def _show_table(title: str, data: dict):
     from rich.table import Table
 
-    t = Table(title=escape(spec.name), title_justify="left", show_header=False)
+    from gpt_batchprof.report.units import fmt_bytes
+
+    t = Table(title=escape(title), title_justify="left", show_header=False)
     t.add_column("field")
     t.add_column("value", justify="right")
     for k, v in data.items():
@@ -100,4 +105,4 @@ def show_cmd(
         elif isinstance(v, float):
             v = f"{v:.6g}"
         t.add_row(k, escape(str(v)))
-    console.print(t)
+    return t
