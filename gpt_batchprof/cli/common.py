@@ -16,7 +16,7 @@ from rich.text import Text
 
 from gpt_batchprof.errors import BatchprofError
 from gpt_batchprof.files import write_atomic
-from gpt_batchprof.lists import parse_int_list  # noqa: F401  (re-exported for the commands)
+from gpt_batchprof.lists import MAX_INT, parse_int_list  # noqa: F401  (re-exported for the commands)
 
 class _StdoutConsole(Console):
     def on_broken_pipe(self) -> None:
@@ -96,6 +96,7 @@ def guarded(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            check_numbers(kwargs)
             return fn(*args, **kwargs)
         except BatchprofError as e:
             fail(str(e))
@@ -112,6 +113,21 @@ def guarded(fn: F) -> F:
             raise
 
     return wrapper  # type: ignore[return-value]
+
+
+def check_numbers(options: dict[str, Any]) -> None:
+    """Every numeric option of every command: floats finite (no nan / inf), integers within
+    2^31 - 1 (no batch, length, width or thread count beyond that is meant). Option names are
+    the parameter names (prompt_len -> --prompt-len)."""
+    for name, v in options.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        opt = "--" + name.replace("_", "-")
+        if isinstance(v, float):
+            check_finite(v, opt)
+        elif abs(v) > MAX_INT:
+            shown = str(v) if abs(v) < 10**30 else f"a {len(str(abs(v)))}-digit number"
+            raise BatchprofError(f"{opt}: must be <= {MAX_INT} (2^31 - 1), got {shown}")
 
 
 def check_finite(value: float | None, option: str) -> None:
