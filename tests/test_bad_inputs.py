@@ -331,3 +331,15 @@ def test_console_script_prints_no_traceback_for_closed_stdout():
                        env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert r.stderr.strip() == "error: stdout: closed before all output was written (broken pipe)"
+
+
+def test_binary_calibration_cache_is_one_line_naming_the_file(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    from gpt_batchprof.measure import calibrate
+
+    monkeypatch.setenv("GPT_BATCHPROF_CACHE", str(tmp_path))
+    monkeypatch.setattr(calibrate, "calibrate", lambda *a, **k: pytest.fail("must not re-measure"))
+    monkeypatch.setattr(calibrate, "slug", lambda text: "this-cpu")  # the cache key, fixed for the test
+    (tmp_path / "this-cpu.yaml").write_bytes(b"\x89PNG\r\n\x1a\n\xff")
+    with pytest.raises(ProfileError, match=r"this-cpu\.yaml: not UTF-8 text .*delete the file to calibrate again"):
+        calibrate.cached_hardware("cpu")

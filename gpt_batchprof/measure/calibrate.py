@@ -284,7 +284,12 @@ def cached_hardware(device: str, threads: int | None = None, refresh: bool = Fal
         torch.set_num_threads(old)
     path = cache_dir() / f"{key}.yaml"
     if path.is_file() and not refresh:
-        return load_hardware(str(path))
+        from gpt_batchprof.errors import ProfileError
+
+        try:
+            return load_hardware(str(path))
+        except ProfileError as e:
+            raise ProfileError(f"{e} (the calibration cache; delete the file to calibrate again)") from None
     cal = calibrate(device, threads=threads, progress=progress)
     from gpt_batchprof.errors import BatchprofError
     from gpt_batchprof.files import write_atomic
