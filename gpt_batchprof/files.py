@@ -135,6 +135,9 @@ def load_json(path: Path | str, error: type[BatchprofError] = BatchprofError) ->
 # --------------------------------------------------------------------------- keys
 
 
+MISSPELT = 0.85  # difflib ratio of a near-certain typo: n_layers/n_layer 0.93, kinds/kind 0.89
+
+
 def closest(word: str, known: Iterable[str], cutoff: float = 0.6) -> str | None:
     found = difflib.get_close_matches(word, list(known), n=1, cutoff=cutoff)
     return found[0] if found else None
@@ -219,7 +222,7 @@ def checked_keys(error: type[BatchprofError]) -> Callable:
             # a misspelt required key reads better as a misspelling than as "missing"
             absent = [k for k in view.asked if k not in data]  # asked for, not there
             for key in view.unread():
-                if closest(str(key), absent) is not None:
+                if closest(str(key), absent, cutoff=MISSPELT) is not None:
                     raise unknown_key_error(where, key, absent, error) from None
             return
         extra = view.unread()

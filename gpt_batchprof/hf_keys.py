@@ -54,7 +54,11 @@ def check_hf_keys(cfg: Mapping[str, Any], read: set[str], where: str) -> None:
         rule = UNMODELLED.get(key)
         if rule is not None and rule[0](mt, cfg[key]):
             raise ProfileError(f"{where}: field '{key}': {rule[1]} (model_type {mt})")
-        near = difflib.get_close_matches(key, sorted(read), n=1, cutoff=MISSPELLING_CUTOFF)
+        # same number of '_'-parts: a typo inside a word (num_key_value_head), not another
+        # real key built on ours (use_sliding_window next to sliding_window)
+        parts = key.count("_")
+        near = difflib.get_close_matches(key, sorted(k for k in read if k.count("_") == parts), n=1,
+                                         cutoff=MISSPELLING_CUTOFF)
         if near:
             raise ProfileError(f"{where}: unknown field '{key}'; did you mean '{near[0]}'?")
 

@@ -97,7 +97,9 @@ def bench_cmd(
     dev = resolve_device(device)  # checks torch is installed, and CUDA when asked for
     if dtype == "auto":
         dtype = "fp16" if dev == "cuda" else "fp32"
-    scenario = scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention)
+    scenario = scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention,
+                                     "graphs" if cuda_graphs else "eager")
+    scenario.check_fits_model(spec)
     import torch
 
     n_threads = threads or torch.get_num_threads()

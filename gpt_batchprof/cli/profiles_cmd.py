@@ -32,6 +32,7 @@ def list_cmd(fmt: FormatOpt = "table", output: OutputOpt = None) -> None:
 
 def _list_tables(out, models, hws) -> None:
     from gpt_batchprof.report.tables import compact_table
+    from gpt_batchprof.report.units import fmt_bytes
 
     t = compact_table("Models", [(c, "left" if c in ("name", "ffn") else "right") for c in
                                  ("name", "params", "layers", "d_model", "heads", "d_ff", "ffn", "experts", "ctx")])
@@ -40,12 +41,12 @@ def _list_tables(out, models, hws) -> None:
                   str(m.d_ff), m.ffn, f"{m.n_expert_active}/{m.n_expert}" if m.is_moe else "-", str(m.max_seq_len))
     out.print(t)
     t = compact_table("Hardware (datasheet, dense)", [(c, "left" if c in ("name", "kind") else "right") for c in
-                      ("name", "kind", "GB", "GB/s", "fp16 TF/s", "fp8 TF/s", "ridge", "$/h")])
+                      ("name", "kind", "memory", "GB/s", "fp16 TF/s", "fp8 TF/s", "ridge", "$/h")])
     for h in hws:
         pk = h.peak_flops_per_s
-        t.add_row(escape(h.name), h.kind, f"{h.memory_bytes / 1e9:g}", f"{h.memory_bandwidth_bytes_per_s / 1e9:g}",
+        t.add_row(escape(h.name), h.kind, fmt_bytes(h.memory_bytes), f"{h.memory_bandwidth_bytes_per_s / 1e9:g}",
                   f"{pk['fp16'] / 1e12:g}" if "fp16" in pk else "-", f"{pk['fp8'] / 1e12:g}" if "fp8" in pk else "-",
-                  f"{pk['fp16'] / h.memory_bandwidth_bytes_per_s:.0f}" if "fp16" in pk else "-",
+                  f"{h.ridge_point('fp16'):.0f}" if "fp16" in pk else "-",
                   "-" if h.price_per_hour_usd is None else f"{h.price_per_hour_usd:.2f}")
     out.print(t)
 
@@ -65,7 +66,7 @@ def show_cmd(
     choice(fmt, FORMATS, "--format")
     if name in builtin_names("hardware"):
         spec, derived = load_hardware(name), {}
-        derived = {"ridge_flop_per_byte": spec.ridge_intensity}
+        derived = {"ridge_flop_per_byte": spec.ridge_point()}
     else:
         try:
             spec = load_model(name)
@@ -74,7 +75,7 @@ def show_cmd(
                 spec = load_hardware(name)
             except ProfileError:
                 raise model_error from None
-            derived = {"ridge_flop_per_byte": spec.ridge_intensity}
+            derived = {"ridge_flop_per_byte": spec.ridge_point()}
         else:
             derived = {
                 "n_params": spec.n_params,

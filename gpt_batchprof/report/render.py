@@ -43,7 +43,7 @@ def render(views: Views, fmt: str, width: int = 120) -> str:
 
 
 def analyze_views(result: Any, per_op: bool) -> Views:
-    from gpt_batchprof.report.rows import op_row, summary_row
+    from gpt_batchprof.report.rows import analyze_dict, op_row, report_fields, summary_row
 
     def summary() -> list[dict[str, Any]]:
         return [summary_row(p) for p in result.report.points]
@@ -53,10 +53,10 @@ def analyze_views(result: Any, per_op: bool) -> Views:
 
     def markdown() -> str:
         sections = [("Serving figures per batch", summary())] + ([("Operators", ops())] if per_op else [])
-        extra = f"\ncritical_batch: {result.report.critical_batch}\nmax_batch: {result.report.max_batch}\n"
+        extra = "\n" + "".join(f"{k}: {v}\n" for k, v in report_fields(result.report).items())
         return export.markdown_sections(sections) + extra
 
-    return Views(json=result.to_dict, csv=lambda: export.to_csv(ops() if per_op else summary()),
+    return Views(json=lambda: analyze_dict(result), csv=lambda: export.to_csv(ops() if per_op else summary()),
                  markdown=markdown, table=lambda out: _analyze_tables(out, result, per_op))
 
 
@@ -83,8 +83,9 @@ def _analyze_tables(out: Any, result: Any, per_op: bool) -> None:
 
 def bench_views(result: Any) -> Views:
     from gpt_batchprof.report import bench_tables
+    from gpt_batchprof.report.rows import bench_dict, bench_row_dict
 
-    return Views(json=result.to_dict, csv=lambda: export.to_csv([r.to_dict() for r in result.rows]),
+    return Views(json=lambda: bench_dict(result), csv=lambda: export.to_csv([bench_row_dict(r) for r in result.rows]),
                  markdown=lambda: bench_tables.bench_markdown(result),
                  table=lambda out: bench_tables.print_bench(out, result))
 
