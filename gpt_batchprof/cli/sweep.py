@@ -28,10 +28,11 @@ def sweep_cmd(
     batch: Annotated[ListOpt, Opt("--batch", "-b", help="Batch sizes: comma list and/or power-of-two ranges (1..128).")] = None,
     seq_len: Annotated[ListOpt, Opt("--seq-len", "-s", help="Prompt length (prefill) / cached context (decode), comma list or range.")] = None,
     phase: Annotated[ListOpt, Opt("--phase", help="prefill, decode or both (comma list).")] = None,
-    op: Annotated[ListOpt, Opt("--op", help="Operators or groups, comma list: block-dense, dense, attention, mlp, block, step, or names (qkv_proj, attn_score, ...).")] = None,
+    op: Annotated[ListOpt, Opt("--op", help="Operators or groups, comma list: block-dense, dense, attention, ffn, block, step, or names (qkv_proj, attn_score, ...).")] = None,
     dtype: Annotated[ListOpt, Opt("--dtype", help="Dtypes, comma list (fp32, fp16, bf16, fp8, int8).")] = None,
     attention: Annotated[ListOpt, Opt("--attention", help="unfused and/or fused (comma list).")] = None,
     gen_len: Annotated[Optional[int], Opt("--gen-len", help="generation workload: tokens generated per sequence.")] = None,
+    launch: Annotated[Optional[str], Opt("--launch", help="Launch overhead the predictions charge: eager, graphs (CUDA graph replay, GPUs) or auto (graphs on a GPU for analytic sweeps; eager when kernels are timed, since live kernels launch eagerly).")] = None,
     mode: Annotated[str, Opt("--mode", help="analytic (roofline), live (time kernels) or both (measured next to predicted).")] = "analytic",
     device: Annotated[str, Opt("--device", help="Where live kernels run: auto, cuda or cpu.")] = "auto",
     warmup_ms: Annotated[float, Opt("--warmup-ms", help="Live: warm-up budget per kernel.")] = 10.0,
@@ -75,7 +76,7 @@ def sweep_cmd(
         spec = g.spec_from_mapping(file_data, str(config), spec)
     spec = _apply_flags(spec, g, workload=workload, model=model, d_model=d_model, layers=layers, depth=depth,
                         hardware=hardware, batch=batch, seq_len=seq_len, phase=phase, op=op, dtype=dtype,
-                        attention=attention, gen_len=gen_len)
+                        attention=attention, gen_len=gen_len, launch=launch)
 
     timer = None
     if mode != "analytic":
@@ -129,7 +130,7 @@ def _apply_flags(spec, g, **flags):
         changes["batches"] = parse_int_list(flags["batch"], "--batch")
     if flags["seq_len"]:
         changes["seq_lens"] = parse_int_list(flags["seq_len"], "--seq-len")
-    for key in ("layers", "depth", "gen_len"):
+    for key in ("layers", "depth", "gen_len", "launch"):
         if flags[key] is not None:
             changes[key] = flags[key]
     return spec.updated(**changes)
@@ -169,21 +170,23 @@ def _run(grid, evaluator, output, resume, show_progress):
 def _render(rows, spec, fmt: str, export: Optional[Path]) -> None:
     from gpt_batchprof.report import export as ex
     from gpt_batchprof.report.sweep_tables import print_summary
+    from gpt_batchprof.sweep.results import summarise
     from gpt_batchprof.sweep.store import columns_present
 
+    summary = summarise(rows)
     if fmt == "table":
         if export is None:
             from rich.console import Console
 
             # piped output: wide enough for every column instead of Rich's 80
-            print_summary(console if console.is_terminal else Console(width=160), rows)
+            print_summary(console if console.is_terminal else Console(width=160), summary)
             return
         from rich.console import Console
 
         with open(export, "w", encoding="utf-8") as fh:
-            print_summary(Console(file=fh, width=160, color_system=None), rows)
+            print_summary(Console(file=fh, width=160, color_system=None), summary)
         return
-    print_summary(err_console, rows)
+    print_summary(err_console, summary)
     cols = columns_present(rows)
     if fmt == "csv":
         text = ex.to_csv(rows, cols)

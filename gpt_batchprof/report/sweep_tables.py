@@ -8,9 +8,6 @@ from rich.console import Console
 
 from gpt_batchprof.report.tables import compact_table
 from gpt_batchprof.report.units import fmt_rate, fmt_ratio, fmt_time
-from gpt_batchprof.sweep.results import (
-    FREE_TOLERANCE, SeriesSummary, has_measured, has_predicted, ratio_by_op, series,
-)
 
 MAX_SERIES_ROWS = 60
 
@@ -26,7 +23,7 @@ ID_COLUMNS = (("model", "model", "left"), ("hardware", "hw", "left"), ("phase", 
               ("attention", "attn", "left"))
 
 
-def free_batching_table(summaries: Sequence[SeriesSummary], measured: bool, predicted: bool = True):
+def free_batching_table(summaries: Sequence[Any], measured: bool, predicted: bool = True, tolerance: float = 0.15):
     """One row per series; identity columns only where they vary (the title names the rest)."""
     ids = [c for c in ID_COLUMNS if c[0] in ("model", "op") or len({s.field(c[0]) for s in summaries}) > 1]
     fixed = [f"{c[1]} {summaries[0].field(c[0])}" for c in ID_COLUMNS if c not in ids] if summaries else []
@@ -37,7 +34,7 @@ def free_batching_table(summaries: Sequence[SeriesSummary], measured: bool, pred
         cols += [("b1 meas", "right"), ("free to", "right"), ("bmax/b1", "right")]
     if measured and predicted:
         cols.append(("meas/pred", "right"))
-    pct = round(100 * FREE_TOLERANCE)
+    pct = round(100 * tolerance)
     t = compact_table(f"Free batching: largest batch within {pct}% of batch 1's time"
                       + (f" ({', '.join(fixed)})" if fixed else ""), cols)
     for s in summaries[:MAX_SERIES_ROWS]:
@@ -60,10 +57,10 @@ def _b(free: int | None, batches: Sequence[int]) -> str:
     return f"{free}+" if free == batches[-1] and len(batches) > 1 else str(free)
 
 
-def ratio_table(rows: Sequence[dict[str, Any]]):
+def ratio_table(ratios: dict[str, tuple[float, int]]):
     t = compact_table("Measured / predicted time (median; 1.00x = roofline)",
                       [("op", "left"), ("points", "right"), ("median", "right")])
-    for op, (med, n) in sorted(ratio_by_op(rows).items(), key=lambda kv: (kv[0] == "all", kv[0])):
+    for op, (med, n) in sorted(ratios.items(), key=lambda kv: (kv[0] == "all", kv[0])):
         t.add_row(op, str(n), fmt_ratio(med))
     return t
 
@@ -96,17 +93,14 @@ def _rel(x: float | None, base: float | None) -> str:
     return "-" if x is None or not base else fmt_ratio(x / base)
 
 
-def print_summary(out: Console, rows: Sequence[dict[str, Any]]) -> None:
-    if not rows:
+def print_summary(out: Console, summary) -> None:
+    """The closing tables of a sweep, from ``sweep.results.summarise(rows)``."""
+    if summary.empty:
         out.print("no points", style="dim")
         return
-    measured = has_measured(rows)
-    predicted = has_predicted(rows)
-    gen = [r for r in rows if r["workload"] == "generation"]
-    ops = [r for r in rows if r["workload"] != "generation"]
-    if ops:
-        out.print(free_batching_table(series(ops), measured, predicted))
-    if gen:
-        out.print(generation_table(gen, measured))
-    if measured and any(r.get("measured_over_predicted") is not None for r in rows):
-        out.print(ratio_table(rows))
+    if summary.series:
+        out.print(free_batching_table(summary.series, summary.measured, summary.predicted, summary.tolerance))
+    if summary.generation:
+        out.print(generation_table(summary.generation, summary.measured))
+    if summary.measured and summary.ratios:
+        out.print(ratio_table(summary.ratios))
