@@ -71,15 +71,15 @@ class Slo:
             raise BatchprofError(f"--slo-percentile must be between 0 and 100 (exclusive), got {self.percentile}")
 
 
-def percentile(values: list[float], p: float) -> float:
+def percentiles(values: list[float], ps: tuple[float, ...]) -> list[float]:
+    """Each percentile in ``ps`` (to 0.1) of ``values``; NaN for no values."""
     if not values:
-        return math.nan
+        return [math.nan] * len(ps)
     if len(values) == 1:
-        return values[0]
-    # 1000 cut points: p to 0.1 (p90 is cut 900, p99.9 cut 999)
-    cuts = statistics.quantiles(values, n=1000, method="inclusive")
-    k = round(p * 10)
-    return cuts[k - 1] if 1 <= k <= 999 else (min(values) if k < 1 else max(values))
+        return [values[0]] * len(ps)
+    cuts = statistics.quantiles(values, n=1000, method="inclusive")  # cut k is percentile k / 10
+    lo, hi = min(values), max(values)
+    return [cuts[k - 1] if 1 <= k <= 999 else (lo if k < 1 else hi) for k in (round(p * 10) for p in ps)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,9 +107,9 @@ class Summary:
 
 
 def _stats(values: list[float]) -> list[float]:
-    values = sorted(v for v in values if not math.isnan(v))
+    values = [v for v in values if not math.isnan(v)]
     mean = math.fsum(values) / len(values) if values else math.nan
-    return [mean] + [percentile(values, p) for p in PERCENTILES]
+    return [mean, *percentiles(values, PERCENTILES)]
 
 
 def summarise(records: tuple[RequestRecord, ...], slo: Slo, mean_batch: float, kv_share_s: float,
@@ -133,6 +133,6 @@ def summarise(records: tuple[RequestRecord, ...], slo: Slo, mean_batch: float, k
 
 def slo_percentiles(records: tuple[RequestRecord, ...], slo: Slo) -> tuple[float, float]:
     """TTFT and ITL at the SLO's percentile."""
-    ttft = sorted(r.ttft_s for r in records)
-    itl = sorted(r.itl_s for r in records if r.gen_len > 1)
-    return percentile(ttft, slo.percentile), (percentile(itl, slo.percentile) if itl else 0.0)
+    itl = [r.itl_s for r in records if r.gen_len > 1]
+    return (percentiles([r.ttft_s for r in records], (slo.percentile,))[0],
+            percentiles(itl, (slo.percentile,))[0] if itl else 0.0)
