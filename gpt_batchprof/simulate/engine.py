@@ -354,27 +354,44 @@ class _Continuous(_Server):
                 self.join_decode(s, s.g)
 
     def decode_stretch(self) -> None:
-        """Decode steps until the next event: a finish or block crossing, or an arrival that
-        could join (nobody waiting and a free slot)."""
-        n, D = self.n_dec, self.D
-        end = self.events[0][0]
+        """Decode steps until something changes the batch: a finish, a block that has to be
+        found by preempting, or an arrival that could join (nobody waiting, a free slot).
+        Block-boundary crossings with free blocks are served on the way."""
+        n = self.n_dec
         cut = math.inf
         if not self.waiting and len(self.running) < self.cfg.max_batch:
             nt = self.arrivals.next_time()
             cut = math.inf if nt is None else nt
-        kv = (self.base_sum + n * D + n // 2) // n
-        step = self.steps.decode_step_s
-        t0, now = self.now, self.now
-        while D < end:
-            now += step(n, kv)
+        kv = (self.base_sum + n * self.D + n // 2) // n
+        step, ev, total = self.steps.decode_step_s, self.events, self.cap.kv_blocks
+        t0, now, kv_s, d_start = self.now, self.now, 0.0, self.D
+        while True:
+            dt = step(n, kv)
+            now += dt
+            kv_s += (total - self.free) * dt
             kv += 1
-            D += 1
+            self.D += 1
             if now >= cut:
                 break
-        dt = now - t0
-        self.n_steps += D - self.D
-        self.now, self.D = now, D
-        self.account(dt, n)
+            while ev and ev[0][0] <= self.D:  # events due before the next step
+                _, kind, _, epoch, s = ev[0]
+                if epoch != s.epoch:
+                    heapq.heappop(ev)
+                elif kind == self.BLOCK and self.free:
+                    heapq.heappop(ev)
+                    self.free -= 1
+                    s.blocks += 1
+                    self.push_block_event(s)
+                else:
+                    break
+            else:
+                continue
+            break
+        self.n_steps += self.D - d_start
+        self.busy_s += now - t0
+        self.seq_s += n * (now - t0)
+        self.kv_share_s += kv_s / total
+        self.now = now
 
 
 class _Static(_Server):
