@@ -8,7 +8,9 @@ first served, while the batch has fewer than ``max_batch`` sequences, the step f
 chunked prefill a prompt may be split over steps; without it a prompt goes in whole or
 waits. The KV cache is paged: ``block_size`` tokens per block, as many blocks as the
 device memory left after the weights holds. A decoding sequence takes a new block when it
-crosses a block boundary; with none free, the most recently admitted sequence is preempted
+crosses a block boundary; new requests are admitted only while 1% of the blocks stay free
+(vLLM's watermark, so that an admission does not at once preempt a running sequence); with
+no block free for a growing sequence, the most recently admitted sequence is preempted
 (its blocks freed; it goes back to the head of the queue and later recomputes its prompt
 and the tokens it had produced, as vLLM's recompute preemption does).
 
@@ -39,6 +41,7 @@ from gpt_batchprof.simulate.steptime import StepModel
 from gpt_batchprof.simulate.workload import Workload
 
 SCHEDULERS = ("continuous", "static")
+WATERMARK = 0.01  # share of KV blocks an admission must leave free
 DEFAULT_TOKENS_PER_STEP = 2048
 
 
@@ -203,6 +206,7 @@ class _Continuous(_Server):
         self.D = 0  # steps run so far; the next step has index D
         self.n_dec = 0
         self.base_sum = 0  # sum over decoding sequences of (cache length - D)
+        self.reserve = int(WATERMARK * self.cap.kv_blocks)
 
     # --- decoding sequences: token count and cache length are implicit in D -------------------
     def generated(self, s: _Seq) -> int:
@@ -273,14 +277,15 @@ class _Continuous(_Server):
                 self.push_block_event(s)
 
     # --- planning one step ---------------------------------------------------------------
-    def chunk_for(self, s: _Seq, room: int) -> int:
-        """Prefill tokens ``s`` gets this step (0: none), taking the blocks they need."""
+    def chunk_for(self, s: _Seq, room: int, reserve: int = 0) -> int:
+        """Prefill tokens ``s`` gets this step (0: none), taking the blocks they need and
+        leaving ``reserve`` blocks free."""
         c = min(s.target - s.done, room)
         if not self.cfg.chunked_prefill and c < s.target - s.done:
             if room < self.budget or self.n_dec:
                 return 0
             c = s.target - s.done  # a recomputed prompt longer than a step goes alone
-        fit = (s.blocks + self.free) * self.bs - s.done
+        fit = (s.blocks + self.free - reserve) * self.bs - s.done
         if c > fit:
             if not self.cfg.chunked_prefill:
                 return 0
@@ -314,7 +319,7 @@ class _Continuous(_Server):
                     room -= c
             while self.waiting and room > 0 and len(self.running) < self.cfg.max_batch:
                 s = self.waiting[0]
-                c = self.chunk_for(s, room)
+                c = self.chunk_for(s, room, self.reserve)
                 if not c:
                     break
                 self.waiting.popleft()
