@@ -309,3 +309,12 @@ def test_interpolated_decode_attention_moves_results_under_half_a_percent():
     assert exact["mean_batch"] > 1.5  # sequences share steps
     for k, v in exact.items():
         assert grid[k] == pytest.approx(v, rel=0.005, abs=1e-12), k
+
+
+def test_cli_find_max_rate_json():
+    r = run("--find-max-rate", "--requests", "150", "--gen-len", "32", "-f", "json", "--no-progress")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert set(d["summary"]) == SUMMARY_FIELDS and len(d["requests"]) == 150
+    best = [p for p in d["search"] if p["rate_rps"] == d["max_rate_rps"]]
+    assert best and best[0]["meets_slo"] and d["settings"]["rate_rps"] == d["max_rate_rps"]

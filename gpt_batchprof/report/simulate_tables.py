@@ -50,7 +50,7 @@ def sweep_json(model, hw, points: Sequence[LoadPoint]) -> dict[str, Any]:
 
 
 def search_json(model, hw, search: RateSearch) -> dict[str, Any]:
-    out = single_json(model, hw, search.best)
+    out = single_json(model, hw, search.best.result)
     return {"settings": out["settings"], "max_rate_rps": search.max_rate_rps, "summary": out["summary"],
             "search": [point_row(p) for p in search.points], "requests": out["requests"]}
 
