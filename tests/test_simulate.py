@@ -318,3 +318,13 @@ def test_cli_find_max_rate_json():
     assert set(d["summary"]) == SUMMARY_FIELDS and len(d["requests"]) == 150
     best = [p for p in d["search"] if p["rate_rps"] == d["max_rate_rps"]]
     assert best and best[0]["meets_slo"] and d["settings"]["rate_rps"] == d["max_rate_rps"]
+
+
+def test_simulate_core_imports_no_torch_rich_or_typer():
+    import subprocess
+    import sys
+
+    code = ("import sys, gpt_batchprof.simulate; "
+            "print([m for m in ('torch', 'rich', 'typer') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

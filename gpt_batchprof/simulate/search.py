@@ -48,6 +48,8 @@ class RateSearch:
 def run_at(model: ModelSpec, hw: HardwareSpec, workload: Workload, cfg: ServerConfig, slo: Slo,
            rate: float, steps: StepModel, on_request=None) -> LoadPoint:
     res = simulate(model, hw, workload.with_rate(rate), cfg, slo, on_request=on_request, steps=steps)
+    if res.interrupted:  # Ctrl-C: stop the whole sweep or search (-o keeps the finished requests)
+        raise KeyboardInterrupt
     ttft, itl = slo_percentiles(res.records, slo)
     return LoadPoint(rate, res, ttft, itl)
 
