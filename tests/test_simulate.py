@@ -133,7 +133,7 @@ def test_a_full_cache_makes_admission_wait_and_growth_preempts(weights_bound):
     used); at the step writing token 8 of its cache each needs a 3rd: the younger one is
     preempted (1 preemption), the older finishes, then the younger recomputes and finishes."""
     m, hw0 = weights_bound
-    weights = m.n_params * 2
+    weights = m.weight_bytes("fp16", "fp16")
     kv16 = 16 * m.kv_bytes_per_token("fp16")
     hw = hardware_from_mapping({"name": "tight", "kind": "gpu", "memory_gb": (weights + kv16) / 1e9,
                                 "memory_bandwidth_gb_s": 1, "peak_tflops": {"fp16": 1000}}, "test")

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from gpt_batchprof.cli.common import (
-    AttentionOpt, DtypeOpt, FormatOpt, HardwareOpt, KvDtypeOpt, ModelOpt, WeightDtypeOpt, choice, console,
+    AttentionOpt, DtypeOpt, FormatOpt, HardwareOpt, KvDtypeOpt, LaunchOpt, ModelOpt, WeightDtypeOpt, choice, console,
     emit, err_console, guarded,
 )
 
@@ -44,6 +44,7 @@ def simulate_cmd(
     weight_dtype: WeightDtypeOpt = None,
     kv_dtype: KvDtypeOpt = None,
     attention: AttentionOpt = "unfused",
+    launch: LaunchOpt = "auto",
     fmt: FormatOpt = "table",
     output: Annotated[Optional[Path], Opt("--output", "-o", help="Stream one row per finished request to this .csv or .jsonl file.")] = None,
     progress: Annotated[bool, Opt("--progress/--no-progress", help="Progress bar on stderr for long runs.")] = True,
@@ -52,7 +53,7 @@ def simulate_cmd(
 
     Every step's time comes from the same operator model as `analyze` (dense operators over all the step's tokens, attention per sequence at its own length). Reports TTFT, inter-token latency and end-to-end latency (mean, p50, p90, p99), throughput, goodput (requests/s meeting --slo-ttft and --slo-itl), mean batch, KV-cache use and preemptions. Machine-readable output is in SI units.
     """
-    from gpt_batchprof.analytic import ATTENTION_MODES, Dtypes
+    from gpt_batchprof.analytic import ATTENTION_MODES, LAUNCH_MODES, Dtypes
     from gpt_batchprof.errors import BatchprofError
     from gpt_batchprof.lists import parse_float_list
     from gpt_batchprof.profiles import load_hardware, load_model
@@ -61,6 +62,7 @@ def simulate_cmd(
 
     choice(fmt, FORMATS, "--format")
     choice(attention, ATTENTION_MODES, "--attention")
+    choice(launch, ("auto",) + LAUNCH_MODES, "--launch")
     if output is not None:
         from gpt_batchprof.sweep.store import stream_format
 
@@ -68,7 +70,8 @@ def simulate_cmd(
     slo = Slo(parse_duration(slo_ttft, "--slo-ttft"), parse_duration(slo_itl, "--slo-itl"), slo_percentile)
     cfg = ServerConfig(scheduler=scheduler, max_batch=max_batch, max_tokens_per_step=max_tokens,
                        chunked_prefill=chunked, batch_timeout_s=parse_duration(batch_timeout, "--batch-timeout"),
-                       block_size=block_size, dtypes=Dtypes.of(dtype, weight_dtype, kv_dtype), attention=attention)
+                       block_size=block_size, dtypes=Dtypes.of(dtype, weight_dtype, kv_dtype), attention=attention,
+                       launch=launch)
     rates = parse_float_list(rate, "--rate", rate_points) if rate is not None else None
     if find_max_rate and concurrency is not None:
         raise BatchprofError("--find-max-rate searches over Poisson rates; drop --concurrency")

@@ -25,6 +25,7 @@ def settings_dict(model, hw, res: SimResult) -> dict[str, Any]:
         "batch_timeout_s": c.batch_timeout_s, "block_size": c.block_size, "kv_blocks": res.capacity.kv_blocks,
         "kv_capacity_tokens": res.capacity.kv_blocks * c.block_size, "dtype": c.dtypes.act,
         "weight_dtype": c.dtypes.weight, "kv_dtype": c.dtypes.kv, "attention": c.attention,
+        "launch": c.launch,
         "slo_ttft_s": slo.ttft_s, "slo_itl_s": slo.itl_s, "slo_percentile": slo.percentile,
         "steps": res.steps, "interrupted": res.interrupted,
     }
@@ -78,7 +79,10 @@ def header(out: Console, model, hw, res: SimResult, sweep: bool = False) -> None
              f"chunked prefill {'on' if c.chunked_prefill else 'off'}" if c.scheduler == "continuous" else
              f"static batching, batches of ≤ {c.max_batch}, timeout {fmt_time(c.batch_timeout_s)}")
     cap = res.capacity
-    out.print(f"[bold]{model.name}[/] on [bold]{hw.name}[/], {c.dtypes.act}, {c.attention} attention: "
+    from gpt_batchprof.analytic import launch_mode
+
+    launch = "CUDA graphs" if launch_mode(c.launch, hw) == "graphs" else "eager launches"
+    out.print(f"[bold]{model.name}[/] on [bold]{hw.name}[/], {c.dtypes.act}, {c.attention} attention, {launch}: "
               f"{load}; {lengths}", highlight=False)
     out.print(f"{sched}; KV cache {cap.kv_blocks:,} blocks x {cap.block_size} tokens "
               f"({cap.kv_blocks * cap.block_size:,} tokens); SLO {_slo_text(res)} at p{res.slo.percentile:g}",

@@ -33,9 +33,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
-from gpt_batchprof.analytic import Dtypes
+from gpt_batchprof.analytic import Dtypes, check_length
 from gpt_batchprof.errors import BatchprofError
-from gpt_batchprof.profiles import DTYPE_BYTES, HardwareSpec, ModelSpec
+from gpt_batchprof.profiles import HardwareSpec, ModelSpec
 from gpt_batchprof.simulate.metrics import RequestRecord, Slo, Summary, summarise
 from gpt_batchprof.simulate.steptime import StepModel
 from gpt_batchprof.simulate.workload import Workload
@@ -55,6 +55,7 @@ class ServerConfig:
     block_size: int = 16
     dtypes: Dtypes = Dtypes()
     attention: str = "unfused"
+    launch: str = "auto"  # per-kernel overhead: eager, graphs, or auto (graphs on a GPU), as in analyze
 
     def __post_init__(self) -> None:
         if self.scheduler not in SCHEDULERS:
@@ -105,7 +106,7 @@ class SimResult:
 
 def kv_capacity(model: ModelSpec, hw: HardwareSpec, cfg: ServerConfig, longest: int) -> Capacity:
     """Blocks of KV cache in the device memory left after the weights."""
-    weights = model.n_params * DTYPE_BYTES[cfg.dtypes.weight]
+    weights = model.weight_bytes(cfg.dtypes.weight, cfg.dtypes.act)
     per_token = model.kv_bytes_per_token(cfg.dtypes.kv)
     if weights >= hw.memory_bytes:
         raise BatchprofError(f"{model.name} does not fit {hw.name}: its {cfg.dtypes.weight} weights take "
@@ -120,9 +121,8 @@ def kv_capacity(model: ModelSpec, hw: HardwareSpec, cfg: ServerConfig, longest: 
 
 def check_lengths(model: ModelSpec, workload: Workload) -> None:
     # prompt + gen - 1 positions are ever embedded or cached
-    if workload.longest - 1 > model.max_seq_len:
-        raise BatchprofError(f"a request of {workload.longest} tokens (prompt + output) exceeds {model.name}'s "
-                             f"max_seq_len {model.max_seq_len}; lower --prompt-len / --gen-len")
+    check_length(model, workload.longest - 1, "the longest request's prompt + output - 1 (--prompt-len, "
+                 "--gen-len or the trace)")
 
 
 class _Seq:
@@ -145,7 +145,7 @@ def simulate(model: ModelSpec, hw: HardwareSpec, workload: Workload, cfg: Server
     check_lengths(model, workload)
     cap = kv_capacity(model, hw, cfg, workload.longest)
     budget = cfg.tokens_per_step(workload.longest_prompt)
-    steps = steps or StepModel(model, hw, cfg.dtypes, cfg.attention)
+    steps = steps or StepModel(model, hw, cfg.dtypes, cfg.attention, launch=cfg.launch)
     run = _Continuous if cfg.scheduler == "continuous" else _Static
     sim = run(workload, cfg, cap, budget, steps, on_request)
     interrupted = False

@@ -57,7 +57,7 @@ def run_at(model: ModelSpec, hw: HardwareSpec, workload: Workload, cfg: ServerCo
 def sweep_rates(model: ModelSpec, hw: HardwareSpec, workload: Workload, rates: tuple[float, ...],
                 cfg: ServerConfig = ServerConfig(), slo: Slo = Slo(),
                 on_point: Callable[[LoadPoint], None] | None = None, on_request=None) -> tuple[LoadPoint, ...]:
-    steps = StepModel(model, hw, cfg.dtypes, cfg.attention)
+    steps = StepModel(model, hw, cfg.dtypes, cfg.attention, launch=cfg.launch)
     points = []
     for r in rates:
         p = run_at(model, hw, workload, cfg, slo, r, steps, on_request)
@@ -71,7 +71,7 @@ def find_max_rate(model: ModelSpec, hw: HardwareSpec, workload: Workload, cfg: S
                   slo: Slo = Slo(), tolerance: float = TOLERANCE,
                   on_point: Callable[[LoadPoint], None] | None = None) -> RateSearch:
     """Bracket by doubling / halving from 1 request/s, then bisect."""
-    steps = StepModel(model, hw, cfg.dtypes, cfg.attention)
+    steps = StepModel(model, hw, cfg.dtypes, cfg.attention, launch=cfg.launch)
     points: list[LoadPoint] = []
 
     def at(rate: float) -> LoadPoint:

@@ -22,7 +22,7 @@ length predicted.
 
 from __future__ import annotations
 
-from gpt_batchprof.analytic import OP_GROUPS, Dtypes, enumerate_ops, step_time
+from gpt_batchprof.analytic import OP_GROUPS, Dtypes, enumerate_ops, launch_mode, step_time
 from gpt_batchprof.analytic.gpt import attention_ops
 from gpt_batchprof.profiles import HardwareSpec, ModelSpec
 
@@ -34,8 +34,9 @@ class StepModel:
     """Memoised step times for one model, device, dtype set and attention kind."""
 
     def __init__(self, model: ModelSpec, hw: HardwareSpec, dtypes: Dtypes = Dtypes(), attention: str = "unfused",
-                 kv_grid: int = KV_GRID):
+                 kv_grid: int = KV_GRID, launch: str = "auto"):
         self.model, self.hw, self.dtypes, self.attention = model, hw, dtypes, attention
+        self.launch = launch_mode(launch, hw)  # per-kernel overhead as analyze charges it
         self.kv_grid = max(1, kv_grid)
         self._decode_attn: dict[tuple[int, int], float] = {}
         self._decode: dict[tuple[int, int], float] = {}
@@ -49,7 +50,8 @@ class StepModel:
                              dtypes=self.dtypes, attention=self.attention)
 
     def _attention(self, phase: str, batch: int, q: int, kv: int) -> float:
-        return step_time(tuple(attention_ops(self.model, phase, batch, q, kv, self.dtypes, self.attention)), self.hw)
+        ops = attention_ops(self.model, phase, batch, q, kv, self.dtypes, self.attention)
+        return step_time(tuple(ops), self.hw, self.launch)
 
     def decode_step_s(self, n: int, kv: int) -> float:
         """A step of ``n`` decode tokens at ``kv`` cached tokens each: analyze's decode step."""
@@ -57,7 +59,8 @@ class StepModel:
         if t is None:
             dense = self._decode_dense.get(n)
             if dense is None:
-                dense = step_time(tuple(o for o in self._ops("decode", n) if o.op not in _ATTENTION), self.hw)
+                ops = self._ops("decode", n)
+                dense = step_time(tuple(o for o in ops if o.op not in _ATTENTION), self.hw, self.launch)
                 self._decode_dense[n] = dense
             g = self.kv_grid
             lo = kv - kv % g
@@ -79,13 +82,14 @@ class StepModel:
         if t is None:
             ops = self._ops("prefill", 1, seq_len=tokens)
             t = self._dense[tokens] = step_time(
-                tuple(o for o in ops if o.op not in _ATTENTION and o.op != "lm_head"), self.hw)
+                tuple(o for o in ops if o.op not in _ATTENTION and o.op != "lm_head"), self.hw, self.launch)
         return t
 
     def _head_s(self, n: int) -> float:
         t = self._head.get(n)
         if t is None:
-            t = self._head[n] = step_time(tuple(o for o in self._ops("decode", n) if o.op == "lm_head"), self.hw)
+            head = tuple(o for o in self._ops("decode", n) if o.op == "lm_head")
+            t = self._head[n] = step_time(head, self.hw, self.launch)
         return t
 
     def _prefill_attention_s(self, q: int, kv: int, count: int) -> float:
