@@ -39,7 +39,7 @@ def _register() -> None:
     app.command("analyze")(analyze.analyze_cmd)
     app.add_typer(profiles_cmd.profiles_app, name="profiles")
     # Optional command modules (bench / calibrate, sweep / plot) register themselves here.
-    for mod in ("bench", "sweep"):
+    for mod in ("bench", "sweep", "simulate"):
         try:
             module = __import__(f"gpt_batchprof.cli.{mod}", fromlist=["register"])
         except ModuleNotFoundError as e:

@@ -126,8 +126,9 @@ def _clean(v: Any) -> Any:
 class StreamWriter:
     """Appends rows to a .csv (header once) or .jsonl file as points finish."""
 
-    def __init__(self, path: Path, resume: bool = False):
+    def __init__(self, path: Path, resume: bool = False, columns: Sequence[str] = COLUMNS):
         self.path = Path(path)
+        self.columns = tuple(columns)
         self.fmt = stream_format(self.path)
         self.previous: list[dict[str, Any]] = []
         try:
@@ -135,7 +136,7 @@ class StreamWriter:
             if resume and self.path.exists():
                 _cut_torn_tail(self.path)
                 self.previous = read_rows(self.path)
-                if self.fmt == "csv" and self.previous and list(self.previous[0]) != list(COLUMNS):
+                if self.fmt == "csv" and self.previous and list(self.previous[0]) != list(self.columns):
                     raise BatchprofError(f"{self.path}: its columns differ from this version's; "
                                          "resume into a new file")
             self._fh = open(self.path, "a" if resume else "w", encoding="utf-8", newline="")
@@ -143,7 +144,7 @@ class StreamWriter:
             raise BatchprofError(f"{self.path}: cannot write ({e.strerror or e})") from None
         self._csv = csv.writer(self._fh, lineterminator="\n") if self.fmt == "csv" else None
         if self._csv is not None and self._fh.tell() == 0:
-            self._csv.writerow(COLUMNS)
+            self._csv.writerow(self.columns)
             self.sync()
         self._last_sync = time.monotonic()
 
@@ -153,9 +154,9 @@ class StreamWriter:
 
     def write(self, row: dict[str, Any], sync: bool = False) -> None:
         if self._csv is not None:
-            self._csv.writerow(["" if (v := _clean(row.get(c))) is None else v for c in COLUMNS])
+            self._csv.writerow(["" if (v := _clean(row.get(c))) is None else v for c in self.columns])
         else:
-            self._fh.write(json.dumps({c: _clean(row.get(c)) for c in COLUMNS}) + "\n")
+            self._fh.write(json.dumps({c: _clean(row.get(c)) for c in self.columns}) + "\n")
         if sync or time.monotonic() - self._last_sync >= SYNC_EVERY_S:
             self.sync()
 
