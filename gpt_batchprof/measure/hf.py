@@ -95,7 +95,7 @@ class HFSession:
     def prefill(self, prompt):
         from transformers import DynamicCache
 
-        self.cache = DynamicCache(config=self.model.config)  # every generation starts empty
+        self.cache = DynamicCache()  # every generation starts empty
         out = self.model(input_ids=prompt, past_key_values=self.cache, use_cache=True, logits_to_keep=1)
         return out.logits[:, -1].argmax(-1, keepdim=True)  # (B, 1)
 
