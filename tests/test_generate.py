@@ -382,3 +382,29 @@ def test_cuda_graph_decode_matches_eager_and_is_event_timed():
             graphs.replay(i)
         torch.cuda.synchronize()
         assert torch.equal(graphs.tok, eager_toks[-1])
+
+
+# --------------------------------------------------------------------------- sweep's generation preset
+
+
+def test_live_generation_sweep_runs_the_loop(monkeypatch):
+    """Live `generation` points come from one real generation per batch (measure.generate), not from
+    one decode step multiplied by gen_len - 1: a hand-made run's figures land in the row as they are."""
+    from gpt_batchprof.sweep.evaluate import Evaluator
+    from gpt_batchprof.sweep.grid import SweepSpec, resolve
+    from gpt_batchprof.sweep.live import LiveTimer
+
+    spec = SweepSpec(workload="generation", models=("d128",), hardware=("cpu-generic",), batches=(1, 2),
+                     seq_lens=(8,), dtypes=("fp32",), gen_len=4, layers=2, name="generation")
+    grid = resolve(spec)
+    timer = LiveTimer("cpu", threads=1)
+    real = [row for row in map(Evaluator(grid, "both", timer).evaluate, grid.points())]
+    for row in real:  # a real run: 1 prefill + 3 steps on a tiny model
+        assert 0 < row["measured_ttft_s"] < row["measured_time_s"]
+        assert row["measured_items_per_s"] == pytest.approx(row["batch"] * 4 / row["measured_time_s"])
+    # steps 1, 2 and 6 ms after a 10 ms prefill: e2e 19 ms (ttft + 3 x median ITL would say 16 ms)
+    fake = G.GenerationRun(2, 0.010, (0.001, 0.002, 0.006), 0.019, (8, 9, 10, 11))
+    monkeypatch.setattr(G, "measure_batch", lambda *a, **kw: (fake, "x"))
+    row = Evaluator(grid, "both", timer).evaluate(list(grid.points())[1])
+    assert row["measured_time_s"] == 0.019 and row["measured_itl_s"] == 0.002
+    assert row["measured_items_per_s"] == pytest.approx(2 * 4 / 0.019)  # gen_len 4 tokens x batch 2

@@ -69,25 +69,35 @@ def ratio_table(rows: Sequence[dict[str, Any]]):
 
 
 def generation_table(rows: Sequence[dict[str, Any]], measured: bool):
+    """Seed 000's table: per batch, what batching buys (x tput: tokens/s against the first batch)
+    and costs (x lat: end-to-end latency against it); measured next to predicted when timed."""
     rows = sorted(rows, key=lambda r: (r["model"], r["hardware"], r["seq_len"], r["batch"]))
-    cols = [("model", "left"), ("hw", "left"), ("prompt", "right"), ("batch", "right"), ("TTFT", "right"),
-            ("ITL", "right"), ("e2e", "right"), ("tok/s", "right"), ("x tput", "right"), ("x lat", "right")]
+    cols = [("model", "left"), ("hw", "left"), ("prompt", "right"), ("batch", "right")]
+    pairs = (("TTFT", "ttft_s", "measured_ttft_s", fmt_time), ("e2e", "predicted_time_s", "measured_time_s", fmt_time),
+             ("tok/s", "predicted_items_per_s", "measured_items_per_s", fmt_rate))
     if measured:
-        cols += [("e2e meas", "right"), ("tok/s meas", "right"), ("x tput meas", "right"), ("x lat meas", "right")]
-    t = compact_table("Generation: end-to-end latency and throughput per batch", cols)
+        cols += [(h, "right") for name, *_ in pairs for h in (name, "meas")]
+        cols += [("x tput", "right"), ("meas", "right"), ("x lat", "right"), ("meas", "right")]
+        title = "Generation per batch: predicted, then measured (a real generation loop)"
+    else:
+        cols += [("TTFT", "right"), ("ITL", "right"), ("e2e", "right"), ("tok/s", "right"),
+                 ("x tput", "right"), ("x lat", "right")]
+        title = "Generation: end-to-end latency and throughput per batch"
+    t = compact_table(title, cols)
     base: dict[tuple, dict[str, Any]] = {}
     for r in rows:
         k = (r["model"], r["hardware"], r["seq_len"], r["dtype"], r["attention"])
         b0 = base.setdefault(k, r)
-        cells = [r["model"], r["hardware"], str(r["seq_len"]), str(r["batch"]), fmt_time(r.get("ttft_s")),
-                 fmt_time(r.get("itl_s")), fmt_time(r.get("predicted_time_s")),
-                 fmt_rate(r.get("predicted_items_per_s")),
-                 _rel(r.get("predicted_items_per_s"), b0.get("predicted_items_per_s")),
-                 _rel(r.get("predicted_time_s"), b0.get("predicted_time_s"))]
+        cells = [r["model"], r["hardware"], str(r["seq_len"]), str(r["batch"])]
+        tput = [_rel(r.get(c), b0.get(c)) for c in ("predicted_items_per_s", "measured_items_per_s")]
+        lat = [_rel(r.get(c), b0.get(c)) for c in ("predicted_time_s", "measured_time_s")]
         if measured:
-            cells += [fmt_time(r.get("measured_time_s")), fmt_rate(r.get("measured_items_per_s")),
-                      _rel(r.get("measured_items_per_s"), b0.get("measured_items_per_s")),
-                      _rel(r.get("measured_time_s"), b0.get("measured_time_s"))]
+            for _, pred, meas, fmt in pairs:
+                cells += [fmt(r.get(pred)), fmt(r.get(meas))]
+            cells += tput + lat
+        else:
+            cells += [fmt_time(r.get("ttft_s")), fmt_time(r.get("itl_s")), fmt_time(r.get("predicted_time_s")),
+                      fmt_rate(r.get("predicted_items_per_s")), tput[0], lat[0]]
         t.add_row(*cells)
     return t
 
