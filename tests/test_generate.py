@@ -179,15 +179,20 @@ def test_itl_statistics_and_errors_by_hand():
     assert G._error(0.2, 0.15) == pytest.approx(-0.25)  # predicted 25% under the measurement
 
 
-def test_oom_at_one_batch_is_a_row(monkeypatch):
+def _fail_at(monkeypatch, at_batch: int, exc: BaseException) -> None:
+    """measure_batch raises ``exc`` at ``at_batch`` and measures every other batch for real."""
     real = G.measure_batch
 
     def flaky(engine, batch, *a, **kw):
-        if batch == 3:
-            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        if batch == at_batch:
+            raise exc
         return real(engine, batch, *a, **kw)
 
     monkeypatch.setattr(G, "measure_batch", flaky)
+
+
+def test_oom_at_one_batch_is_a_row(monkeypatch):
+    _fail_at(monkeypatch, 3, RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     res = G.run_generate(SPECS["llama"], load_hardware("cpu-generic"), _scenario(), (1, 3, 4), CPU)
     assert [r.status for r in res.rows] == ["ok", "oom", "ok"]
     assert "out of memory" in res.rows[1].reason and res.rows[1].to_dict()["measured_e2e_s"] is None
@@ -203,14 +208,7 @@ def test_batches_that_cannot_fit_in_ram_are_not_run():
 
 
 def test_interrupt_keeps_finished_batches(monkeypatch):
-    real = G.measure_batch
-
-    def interrupt_at_4(engine, batch, *a, **kw):
-        if batch == 4:
-            raise KeyboardInterrupt
-        return real(engine, batch, *a, **kw)
-
-    monkeypatch.setattr(G, "measure_batch", interrupt_at_4)
+    _fail_at(monkeypatch, 4, KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt) as exc:
         G.run_generate(SPECS["gpt2"], load_hardware("cpu-generic"), _scenario(), (1, 2, 4, 8), CPU)
     partial = exc.value.partial
@@ -289,14 +287,7 @@ def test_cli_refuses_a_model_that_cannot_fit(monkeypatch):
 
 
 def test_cli_interrupt_prints_finished_batches_and_exits_130(monkeypatch, tiny_yaml):
-    real = G.measure_batch
-
-    def interrupt_at_2(engine, batch, *a, **kw):
-        if batch == 2:
-            raise KeyboardInterrupt
-        return real(engine, batch, *a, **kw)
-
-    monkeypatch.setattr(G, "measure_batch", interrupt_at_2)
+    _fail_at(monkeypatch, 2, KeyboardInterrupt())
     r = runner.invoke(app, ["generate", "-m", str(tiny_yaml), "-f", "json", *QUICK])
     assert r.exit_code == 130
     doc = json.loads(r.stdout)

@@ -12,10 +12,10 @@ from typing import Annotated
 
 import typer
 
-from gpt_batchprof.cli.bench import BenchDtypeOpt, BenchHardwareOpt, DeviceOpt, ThreadsOpt, _hardware
+from gpt_batchprof.cli.bench import BenchDtypeOpt, BenchHardwareOpt, DeviceOpt, ThreadsOpt, live_device, live_hardware
 from gpt_batchprof.cli.common import (
-    AttentionOpt, BatchOpt, FormatOpt, GenLenOpt, ModelOpt, OutputOpt, PromptLenOpt, choice, console, emit,
-    err_console, guarded, parse_int_list,
+    AttentionOpt, BatchOpt, FormatOpt, GenLenOpt, ModelOpt, OutputOpt, PromptLenOpt, choice, guarded,
+    parse_int_list, progress_bar, render, run_keeping_partial,
 )
 from gpt_batchprof.errors import BatchprofError
 
@@ -51,7 +51,7 @@ def generate_cmd(
     Exit codes: 0 when the run completed, 2 for bad input or a model that cannot fit (the memory it needs is named), 130 when interrupted (finished batches are still printed). A batch that runs out of memory is a row, not an error.
     """
     from gpt_batchprof.cli.analyze import scenario_from_options
-    from gpt_batchprof.measure.device import device_name, resolve_device, torch_version
+    from gpt_batchprof.measure.device import device_name, torch_version
     from gpt_batchprof.measure.generate import ENGINES, GenerateSettings, run_generate
     from gpt_batchprof.profiles import load_model
     from gpt_batchprof.report.export import FORMATS
@@ -67,15 +67,9 @@ def generate_cmd(
 
         require_transformers()
         config_dict(spec)  # an architecture transformers has, before any weight is built
-    dev = resolve_device(device)
-    if dtype == "auto":
-        dtype = "fp16" if dev == "cuda" else "fp32"
+    dev, dtype = live_device(device, dtype)
     scenario = scenario_from_options(prompt_len, None, gen_len, dtype, None, None, attention)
-    import torch
-
-    n_threads = threads or torch.get_num_threads()
-    torch.set_num_threads(n_threads)
-    hw = _hardware(hardware, dev, n_threads)
+    n_threads, hw = live_hardware(hardware, dev, threads)
     settings = GenerateSettings(dev, device_name(dev), torch_version(), n_threads, engine, cuda_graphs,
                                 warmup_runs, runs, seed)
     result = _run_with_progress(run_generate, spec, hw, scenario, batches, settings)
@@ -86,10 +80,7 @@ def generate_cmd(
 
 def _run_with_progress(run_generate, spec, hw, scenario, batches, settings):
     """A progress bar over batches on stderr; Ctrl-C returns the batches finished so far."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=err_console, transient=True)
+    progress = progress_bar()
     task = progress.add_task(f"building {spec.name}", total=len(batches))
 
     def on_batch(b: int) -> None:
@@ -98,35 +89,18 @@ def _run_with_progress(run_generate, spec, hw, scenario, batches, settings):
     def on_row(row, done: int, total: int) -> None:
         progress.update(task, completed=done)
 
-    try:
-        with progress:
-            return run_generate(spec, hw, scenario, batches, settings, on_row=on_row, on_batch=on_batch)
-    except KeyboardInterrupt as e:
-        partial = getattr(e, "partial", None)
-        if partial is None:
-            raise
-        err_console.print(f"interrupted after {len(partial.rows)} batches", style="yellow")
-        return partial
+    return run_keeping_partial(
+        progress, lambda: run_generate(spec, hw, scenario, batches, settings, on_row=on_row, on_batch=on_batch),
+        "batches")
 
 
 def _render(result, fmt: str, output: Path | None) -> None:
     from gpt_batchprof.report import export, generate_tables
 
-    rows = [r for r in result.to_dict()["rows"]]
-    if fmt == "json":
-        emit(export.to_json(result.to_dict()), output)
-    elif fmt == "csv":
-        emit(export.to_csv(rows), output)
-    elif fmt == "markdown":
-        emit(export.to_markdown(rows, title=f"{result.model.name}: generation on {result.settings.device_name}"),
-             output)
-    elif output is None:
-        generate_tables.print_generate(console, result)
-    else:
-        from rich.console import Console
-
-        with open(output, "w", encoding="utf-8") as fh:
-            generate_tables.print_generate(Console(file=fh, width=160, color_system=None), result)
+    title = f"{result.model.name}: generation on {result.settings.device_name}"
+    render(fmt, output, doc=result.to_dict, rows=lambda: result.to_dict()["rows"],
+           markdown=lambda: export.to_markdown(result.to_dict()["rows"], title=title),
+           table=lambda out: generate_tables.print_generate(out, result))
 
 
 def register(app: typer.Typer) -> None:

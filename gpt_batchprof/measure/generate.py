@@ -383,7 +383,7 @@ class ReferenceSession:
 # --------------------------------------------------------------------------- orchestration
 
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
     """What a run will do, worked out before any weight is built (so bad input fails fast)."""
 

@@ -72,7 +72,7 @@ class HFEngine:
         from gpt_batchprof.measure.generate import torch_dtype_of
 
         transformers = require_transformers()
-        cfg = dict(cfg or config_dict(spec))
+        cfg = {k: v for k, v in (cfg or config_dict(spec)).items() if not k.startswith("_")}  # "_comment"
         model_type = cfg.pop("model_type", None)
         try:
             config = transformers.AutoConfig.for_model(model_type, **cfg)
