@@ -393,6 +393,14 @@ def test_live_generation_sweep_runs_the_loop(monkeypatch):
     for row in real:  # a real run: 1 prefill + 3 steps on a tiny model
         assert 0 < row["measured_ttft_s"] < row["measured_time_s"]
         assert row["measured_items_per_s"] == pytest.approx(row["batch"] * 4 / row["measured_time_s"])
+    from rich.console import Console
+
+    from gpt_batchprof.report.sweep_tables import print_summary
+
+    out = Console(record=True, width=200)
+    print_summary(out, real)
+    text = out.export_text()
+    assert "Generation per batch: predicted, then measured" in text and "x tput" in text
     # steps 1, 2 and 6 ms after a 10 ms prefill: e2e 19 ms (ttft + 3 x median ITL would say 16 ms)
     fake = G.GenerationRun(2, 0.010, (0.001, 0.002, 0.006), 0.019, (8, 9, 10, 11))
     monkeypatch.setattr(G, "measure_batch", lambda *a, **kw: (fake, "x"))

@@ -68,36 +68,40 @@ def ratio_table(rows: Sequence[dict[str, Any]]):
     return t
 
 
-def generation_table(rows: Sequence[dict[str, Any]], measured: bool):
+GEN_PREDICTED = ("ttft_s", "itl_s", "predicted_time_s", "predicted_items_per_s")
+GEN_MEASURED = ("measured_ttft_s", "measured_itl_s", "measured_time_s", "measured_items_per_s")
+
+
+def generation_table(rows: Sequence[dict[str, Any]], measured: bool, predicted: bool = True):
     """Seed 000's table: per batch, what batching buys (x tput: tokens/s against the first batch)
-    and costs (x lat: end-to-end latency against it); measured next to predicted when timed."""
+    and costs (x lat: end-to-end latency against it); measured next to predicted when both exist."""
     rows = sorted(rows, key=lambda r: (r["model"], r["hardware"], r["seq_len"], r["batch"]))
     cols = [("model", "left"), ("hw", "left"), ("prompt", "right"), ("batch", "right")]
-    pairs = (("TTFT", "ttft_s", "measured_ttft_s", fmt_time), ("e2e", "predicted_time_s", "measured_time_s", fmt_time),
-             ("tok/s", "predicted_items_per_s", "measured_items_per_s", fmt_rate))
-    if measured:
-        cols += [(h, "right") for name, *_ in pairs for h in (name, "meas")]
+    both = measured and predicted
+    if both:
+        cols += [(h, "right") for name in ("TTFT", "e2e", "tok/s") for h in (name, "meas")]
         cols += [("x tput", "right"), ("meas", "right"), ("x lat", "right"), ("meas", "right")]
         title = "Generation per batch: predicted, then measured (a real generation loop)"
     else:
-        cols += [("TTFT", "right"), ("ITL", "right"), ("e2e", "right"), ("tok/s", "right"),
-                 ("x tput", "right"), ("x lat", "right")]
-        title = "Generation: end-to-end latency and throughput per batch"
+        cols += [(h, "right") for h in ("TTFT", "ITL", "e2e", "tok/s", "x tput", "x lat")]
+        title = "Generation: end-to-end latency and throughput per batch" + (" (measured)" if measured else "")
     t = compact_table(title, cols)
     base: dict[tuple, dict[str, Any]] = {}
     for r in rows:
         k = (r["model"], r["hardware"], r["seq_len"], r["dtype"], r["attention"])
         b0 = base.setdefault(k, r)
         cells = [r["model"], r["hardware"], str(r["seq_len"]), str(r["batch"])]
-        tput = [_rel(r.get(c), b0.get(c)) for c in ("predicted_items_per_s", "measured_items_per_s")]
-        lat = [_rel(r.get(c), b0.get(c)) for c in ("predicted_time_s", "measured_time_s")]
-        if measured:
-            for _, pred, meas, fmt in pairs:
-                cells += [fmt(r.get(pred)), fmt(r.get(meas))]
+        sources = (GEN_PREDICTED, GEN_MEASURED) if both else (GEN_MEASURED if measured else GEN_PREDICTED,)
+        tput = [_rel(r.get(src[3]), b0.get(src[3])) for src in sources]
+        lat = [_rel(r.get(src[2]), b0.get(src[2])) for src in sources]
+        if both:
+            for i, fmt in ((0, fmt_time), (2, fmt_time), (3, fmt_rate)):
+                cells += [fmt(r.get(GEN_PREDICTED[i])), fmt(r.get(GEN_MEASURED[i]))]
             cells += tput + lat
         else:
-            cells += [fmt_time(r.get("ttft_s")), fmt_time(r.get("itl_s")), fmt_time(r.get("predicted_time_s")),
-                      fmt_rate(r.get("predicted_items_per_s")), tput[0], lat[0]]
+            ttft, itl, e2e, tps = sources[0]
+            cells += [fmt_time(r.get(ttft)), fmt_time(r.get(itl)), fmt_time(r.get(e2e)), fmt_rate(r.get(tps)),
+                      tput[0], lat[0]]
         t.add_row(*cells)
     return t
 
@@ -117,6 +121,6 @@ def print_summary(out: Console, rows: Sequence[dict[str, Any]]) -> None:
     if ops:
         out.print(free_batching_table(series(ops), measured, predicted))
     if gen:
-        out.print(generation_table(gen, measured))
+        out.print(generation_table(gen, measured, predicted))
     if measured and any(r.get("measured_over_predicted") is not None for r in rows):
         out.print(ratio_table(rows))
