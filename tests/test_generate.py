@@ -407,3 +407,16 @@ def test_live_generation_sweep_runs_the_loop(monkeypatch):
     row = Evaluator(grid, "both", timer).evaluate(list(grid.points())[1])
     assert row["measured_time_s"] == 0.019 and row["measured_itl_s"] == 0.002
     assert row["measured_items_per_s"] == pytest.approx(2 * 4 / 0.019)  # gen_len 4 tokens x batch 2
+
+
+def test_roofline_fields_appear_only_when_a_second_profile_predicts():
+    spec, sc = SPECS["gpt2"], _scenario()
+    from pathlib import Path
+
+    cal = load_hardware(str(Path(__file__).resolve().parents[1] / "docs/results/cpu-2core-epyc-calibrated.yaml"))
+    plain = G.run_generate(spec, cal, sc, (2,), CPU).rows[0].to_dict()
+    assert not any(k.startswith("roofline_") for k in plain)
+    row = G.run_generate(spec, cal, sc, (2,), CPU, roofline_hw=load_hardware("cpu-generic")).rows[0].to_dict()
+    generic = serving_report(spec, load_hardware("cpu-generic"), sc, (2,)).points[0]
+    assert (row["roofline_ttft_s"], row["roofline_e2e_s"]) == (generic.ttft_s, generic.e2e_s)
+    assert row["predicted_e2e_s"] == serving_report(spec, cal, sc, (2,)).points[0].e2e_s
