@@ -17,6 +17,7 @@ from gpt_batchprof.errors import BatchprofError  # noqa: E402
 from gpt_batchprof.measure import generate as G  # noqa: E402
 from gpt_batchprof.measure.model import build_model  # noqa: E402
 from gpt_batchprof.profiles import load_hardware, model_from_mapping  # noqa: E402
+from gpt_batchprof.report.rows import generate_row_dict  # noqa: E402
 
 runner = CliRunner()
 
@@ -32,6 +33,12 @@ FAMILIES = {
             "n_expert": 4, "n_expert_active": 2},
 }
 SPECS = {k: model_from_mapping(v, "test") for k, v in FAMILIES.items()}
+# Two features some families add: qwen2_moe's always-active shared expert, Mistral's sliding window
+# (16 tokens, shorter than the 32-token prompts below, so prefill and decode both cross it).
+VARIANTS = {
+    "moe-shared": model_from_mapping(FAMILIES["moe"] | {"name": "tiny-qwen2-moe", "d_ff_shared": 384}, "test"),
+    "window": model_from_mapping(FAMILIES["llama"] | {"name": "tiny-mistral", "sliding_window": 16}, "test"),
+}
 FP32 = Dtypes.of("fp32")
 CPU = G.GenerateSettings("cpu", "test-cpu", torch.__version__, 1, warmup_runs=0)
 ROW_KEYS = {"batch", "measured_ttft_s", "measured_itl_s", "measured_itl_p90_s", "measured_e2e_s",
@@ -54,7 +61,7 @@ def _forward_flops(model, idx, cache, pos):
 
 
 @pytest.mark.parametrize("attention", ["unfused", "fused"])
-@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("family", list(FAMILIES) + list(VARIANTS))
 def test_one_forward_does_exactly_analyzes_flops(family, attention):
     """Prefill of 3 x 32 tokens, then one decode step at 32 cached tokens.
 
@@ -64,7 +71,7 @@ def test_one_forward_does_exactly_analyzes_flops(family, attention):
     i.e. the weight bytes, depend on it). A second seed, with other weights and so another
     routing, counts the same.
     """
-    spec = SPECS[family]
+    spec = (SPECS | VARIANTS)[family]
     B, P = 3, 32
     for seed in (0, 1) if spec.is_moe else (0,):
         model = build_model(spec, torch.float32, "cpu", attention, max_len=64, seed=seed)
@@ -78,7 +85,10 @@ def test_one_forward_does_exactly_analyzes_flops(family, attention):
         if attention == "fused":
             # FlopCounterMode charges SDPA the full P x P square whatever is_causal says; analyze (like a
             # causal flash kernel) counts the visible pairs: 4 x hs x B x nh x (P*P - pairs) per layer fewer.
-            masked = P * P - causal_pairs(P, P)  # 1024 - 528 = 496
+            # With the 16-token window: queries 0..15 see 1..16 keys (136 pairs), the other 16 see 16 each
+            # (256): 392 visible, 632 masked.
+            masked = P * P - causal_pairs(P, P, spec.sliding_window)
+            assert masked == (632 if spec.sliding_window else 496)
             pre = pre - spec.n_layer * 4 * spec.head_dim * B * spec.n_head * masked
         assert pre == want_pre
         assert dec == want_dec
@@ -98,11 +108,12 @@ def test_flops_of_a_tiny_gpt2_decode_step_by_hand():
 
 
 @pytest.mark.parametrize("attention", ["unfused", "fused"])
-@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("family", list(FAMILIES) + list(VARIANTS))
 def test_cached_decode_equals_a_full_forward(family, attention):
     """The KV cache is right: prefill of 12 tokens + one decode step gives the logits a prefill of
-    all 13 tokens gives (same weights, no cache reuse)."""
-    spec = SPECS[family]
+    all 13 tokens gives (same weights, no cache reuse). With a 16-token window the 13th token still
+    sees all 13; the window test below checks the cut."""
+    spec = (SPECS | VARIANTS)[family]
     model = build_model(spec, torch.float32, "cpu", attention, max_len=32)
     idx = torch.randint(0, spec.vocab_size, (2, 13), generator=torch.Generator().manual_seed(3))
     with torch.inference_mode():
@@ -115,6 +126,22 @@ def test_cached_decode_equals_a_full_forward(family, attention):
         assert cache.length == 13
         full = model(idx, model.new_cache(2, 32), 0)
     torch.testing.assert_close(step, full, rtol=1e-4, atol=1e-4)
+
+
+def test_sliding_window_hides_keys_older_than_the_window():
+    """One layer of tiny-mistral, window 16: the logits at position 20 do not change when tokens
+    0..4 do (position 20 sees 5..20), but do when token 5 does. (With more layers the receptive
+    field grows by 15 positions per layer.)"""
+    spec = model_from_mapping(FAMILIES["llama"] | {"name": "w", "n_layer": 1, "sliding_window": 16}, "test")
+    model = build_model(spec, torch.float32, "cpu", "unfused", max_len=32)
+    idx = torch.randint(0, spec.vocab_size, (1, 21), generator=torch.Generator().manual_seed(7))
+    old, edge = idx.clone(), idx.clone()
+    old[0, :5] = (old[0, :5] + 1) % spec.vocab_size
+    edge[0, 5] = (edge[0, 5] + 1) % spec.vocab_size
+    with torch.inference_mode():
+        out = [model(x, model.new_cache(1, 32), 0) for x in (idx, old, edge)]
+    torch.testing.assert_close(out[0], out[1], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(out[0], out[2], rtol=1e-5, atol=1e-5)
 
 
 def test_unfused_and_fused_attention_agree():
@@ -160,13 +187,13 @@ def test_every_phase_runs_and_the_cache_grows(family):
         assert 0 < run.ttft_s < run.e2e_s
         assert run.e2e_s == pytest.approx(run.ttft_s + sum(run.step_times_s))
         assert run.tokens_per_s == pytest.approx(row.batch * 5 / run.e2e_s)
-        d = row.to_dict()
+        d = generate_row_dict(row)
         assert ROW_KEYS <= set(d)
         assert d["peak_memory_bytes"] > 0 and d["peak_memory_method"] == "process-peak-rss"
     # predictions are serving_report's, batch by batch
     rep = serving_report(spec, hw, sc, (1, 3))
     for row, p in zip(res.rows, rep.points):
-        d = row.to_dict()
+        d = generate_row_dict(row)
         assert (d["predicted_ttft_s"], d["predicted_itl_s"], d["predicted_e2e_s"], d["predicted_tokens_per_s"]) == \
             (p.ttft_s, p.itl_s, p.e2e_s, p.tokens_per_s)
 
@@ -195,7 +222,7 @@ def test_oom_at_one_batch_is_a_row(monkeypatch):
     _fail_at(monkeypatch, 3, RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     res = G.run_generate(SPECS["llama"], load_hardware("cpu-generic"), _scenario(), (1, 3, 4), CPU)
     assert [r.status for r in res.rows] == ["ok", "oom", "ok"]
-    assert "out of memory" in res.rows[1].reason and res.rows[1].to_dict()["measured_e2e_s"] is None
+    assert "out of memory" in res.rows[1].reason and generate_row_dict(res.rows[1])["measured_e2e_s"] is None
 
 
 def test_batches_that_cannot_fit_in_ram_are_not_run():
@@ -362,7 +389,7 @@ def test_cuda_graph_decode_matches_eager_and_is_event_timed():
     eng = G.ReferenceEngine(spec, sc, G.GenerateSettings("cuda", **base))
     prompt = torch.randint(0, spec.vocab_size, (2, 16), device="cuda")
     with torch.inference_mode():
-        s = eng.session(2, sc.total_len)
+        s = eng.session(2, sc.positions)
         tok = s.prefill(prompt)
         eager_toks = [tok]
         for i in range(7):
@@ -414,9 +441,9 @@ def test_roofline_fields_appear_only_when_a_second_profile_predicts():
     from pathlib import Path
 
     cal = load_hardware(str(Path(__file__).resolve().parents[1] / "docs/results/cpu-2core-epyc-calibrated.yaml"))
-    plain = G.run_generate(spec, cal, sc, (2,), CPU).rows[0].to_dict()
+    plain = generate_row_dict(G.run_generate(spec, cal, sc, (2,), CPU).rows[0])
     assert not any(k.startswith("roofline_") for k in plain)
-    row = G.run_generate(spec, cal, sc, (2,), CPU, roofline_hw=load_hardware("cpu-generic")).rows[0].to_dict()
+    row = generate_row_dict(G.run_generate(spec, cal, sc, (2,), CPU, roofline_hw=load_hardware("cpu-generic")).rows[0])
     generic = serving_report(spec, load_hardware("cpu-generic"), sc, (2,)).points[0]
     assert (row["roofline_ttft_s"], row["roofline_e2e_s"]) == (generic.ttft_s, generic.e2e_s)
     assert row["predicted_e2e_s"] == serving_report(spec, cal, sc, (2,)).points[0].e2e_s

@@ -117,7 +117,9 @@ def bench_cmd(
     phases, batches = phases_of(phase), parse_int_list(batch)
     spec = load_model(model)
     dev, dtype = live_device(device, dtype)
-    scenario = scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention)
+    scenario = scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention,
+                                     "graphs" if cuda_graphs else "eager")
+    scenario.check_fits_model(spec)
     n_threads, hw = live_hardware(hardware, dev, threads)
     settings = BenchSettings(dev, device_name(dev), torch_version(), n_threads, cuda_graphs,
                              warmup_ms * 1e-3, rep_ms * 1e-3, ops, depth, width)
@@ -149,8 +151,9 @@ def _run_with_progress(run_bench, spec, hw, scenario, phases, batches, settings)
 
 def _render(result, fmt: str, output: Path | None) -> None:
     from gpt_batchprof.report import bench_tables
+    from gpt_batchprof.report.rows import bench_dict, bench_row_dict
 
-    render(fmt, output, doc=result.to_dict, rows=lambda: [r.to_dict() for r in result.rows],
+    render(fmt, output, doc=lambda: bench_dict(result), rows=lambda: [bench_row_dict(r) for r in result.rows],
            markdown=lambda: bench_tables.bench_markdown(result),
            table=lambda out: bench_tables.print_bench(out, result))
 

@@ -68,7 +68,10 @@ def generate_cmd(
         require_transformers()
         config_dict(spec)  # an architecture transformers has, before any weight is built
     dev, dtype = live_device(device, dtype)
-    scenario = scenario_from_options(prompt_len, None, gen_len, dtype, None, None, attention)
+    # decode steps from CUDA graphs only where they are captured (reference engine, not MoE): predict the same
+    graphed = dev == "cuda" and cuda_graphs and engine == "reference" and not spec.is_moe
+    scenario = scenario_from_options(prompt_len, None, gen_len, dtype, None, None, attention,
+                                     "graphs" if graphed else "eager")
     n_threads, hw = live_hardware(hardware, dev, threads)
     settings = GenerateSettings(dev, device_name(dev), torch_version(), n_threads, engine, cuda_graphs,
                                 warmup_runs, runs, seed)
@@ -96,10 +99,11 @@ def _run_with_progress(run_generate, spec, hw, scenario, batches, settings):
 
 def _render(result, fmt: str, output: Path | None) -> None:
     from gpt_batchprof.report import export, generate_tables
+    from gpt_batchprof.report.rows import generate_dict
 
     title = f"{result.model.name}: generation on {result.settings.device_name}"
-    render(fmt, output, doc=result.to_dict, rows=lambda: result.to_dict()["rows"],
-           markdown=lambda: export.to_markdown(result.to_dict()["rows"], title=title),
+    render(fmt, output, doc=lambda: generate_dict(result), rows=lambda: generate_dict(result)["rows"],
+           markdown=lambda: export.to_markdown(generate_dict(result)["rows"], title=title),
            table=lambda out: generate_tables.print_generate(out, result))
 
 

@@ -46,11 +46,6 @@ class GenerateSettings:
     runs: int = 1  # timed generations; the one with the median e2e is reported
     seed: int = 0
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"device": self.device, "device_name": self.device_name, "torch_version": self.torch_version,
-                "threads": self.threads, "engine": self.engine, "cuda_graphs": self.cuda_graphs,
-                "warmup_runs": self.warmup_runs, "runs": self.runs, "seed": self.seed}
-
 
 @dataclass(frozen=True, slots=True)
 class GenerationRun:
@@ -113,29 +108,6 @@ class GenerateRow:
         return {"ttft": _error(r.ttft_s, p.ttft_s), "itl": _error(r.itl_s, p.itl_s),
                 "e2e": _error(r.e2e_s, p.e2e_s), "tokens_per_s": _error(r.tokens_per_s, p.tokens_per_s)}
 
-    def to_dict(self) -> dict[str, Any]:
-        r, p = self.run, self.predicted
-        d: dict[str, Any] = {
-            "batch": self.batch,
-            "measured_ttft_s": r.ttft_s if r else None,
-            "measured_itl_s": r.itl_s if r else None,
-            "measured_itl_p90_s": r.itl_p90_s if r else None,
-            "measured_e2e_s": r.e2e_s if r else None,
-            "measured_tokens_per_s": r.tokens_per_s if r else None,
-            "predicted_ttft_s": p.ttft_s,
-            "predicted_itl_s": p.itl_s,
-            "predicted_e2e_s": p.e2e_s,
-            "predicted_tokens_per_s": p.tokens_per_s,
-            "peak_memory_bytes": r.peak_memory_bytes if r else None,
-        }
-        if self.roofline is not None:
-            q = self.roofline
-            d |= {"roofline_ttft_s": q.ttft_s, "roofline_itl_s": q.itl_s, "roofline_e2e_s": q.e2e_s,
-                  "roofline_tokens_per_s": q.tokens_per_s}
-        d |= {"predicted_memory_bytes": p.memory.total_bytes, "peak_memory_method": self.memory_method,
-              "status": self.status, "reason": self.reason, "timing_method": r.timing_method if r else None}
-        return d
-
 
 @dataclass(frozen=True, slots=True)
 class GenerateResult:
@@ -147,20 +119,6 @@ class GenerateResult:
     rows: tuple[GenerateRow, ...]
     notes: tuple[str, ...] = ()
     complete: bool = True  # False when interrupted
-
-    def to_dict(self) -> dict[str, Any]:
-        from gpt_batchprof.report.rows import settings_dict
-
-        return {
-            "model": self.model.to_dict(),
-            "hardware": self.hardware.to_dict(),
-            "settings": settings_dict(self.scenario, ("prefill", "decode"), self.batches) | self.settings.to_dict(),
-            "complete": self.complete,
-            "notes": list(self.notes),
-            "rows": [r.to_dict() | {"device": self.settings.device_name, "torch_version": self.settings.torch_version,
-                                    "threads": self.settings.threads, "engine": self.settings.engine}
-                     for r in self.rows],
-        }
 
 
 # --------------------------------------------------------------------------- checks
@@ -318,7 +276,7 @@ def measure_batch(engine, batch: int, scenario: Scenario, settings: GenerateSett
     device = settings.device
     gen = torch.Generator(device="cpu").manual_seed(settings.seed + batch)
     prompt = torch.randint(0, engine.vocab_size, (batch, scenario.prompt_len), generator=gen).to(device)
-    session = engine.session(batch, scenario.total_len)
+    session = engine.session(batch, scenario.positions)
     graphs = None
     try:
         for _ in range(settings.warmup_runs):
@@ -355,7 +313,7 @@ class ReferenceEngine:
         from gpt_batchprof.measure.model import build_model
 
         self.model = build_model(model, torch_dtype_of(scenario), settings.device, scenario.attention,
-                                 max_len=scenario.total_len, seed=settings.seed)
+                                 max_len=scenario.positions, seed=settings.seed)
         self.vocab_size = model.vocab_size
         # MoE routing sends per-expert token counts to the host: not capturable in a CUDA graph
         self.graphable = not model.is_moe
@@ -428,15 +386,12 @@ def iter_generate(model: ModelSpec, scenario: Scenario, batches: tuple[int, ...]
                   plan: Plan, engine=None, hf_config=None,
                   on_batch: Callable[[int], None] | None = None) -> Iterator[GenerateRow]:
     """Build the engine once, then measure each batch in turn, yielding its row when done."""
-    from gpt_batchprof.measure.bench import _first_line, free_memory, is_oom
+    from gpt_batchprof.measure.bench import _first_line, free_memory, is_oom, torch_threads
     from gpt_batchprof.measure.device import require_torch
 
     torch = require_torch()
-    old_threads = torch.get_num_threads()
-    if settings.device == "cpu":
-        torch.set_num_threads(settings.threads)
     torch.manual_seed(settings.seed)
-    try:
+    with torch_threads(settings.device, settings.threads):
         with torch.inference_mode():
             engine = engine or make_engine(model, scenario, settings, hf_config)
             for b in batches:
@@ -457,8 +412,6 @@ def iter_generate(model: ModelSpec, scenario: Scenario, batches: tuple[int, ...]
                     continue
                 free_memory(settings.device)
                 yield GenerateRow(b, run=run, memory_method=method, **common)
-    finally:
-        torch.set_num_threads(old_threads)
 
 
 def run_generate(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batches: tuple[int, ...],

@@ -4,7 +4,8 @@ The model is built offline from a config (``AutoModelForCausalLM.from_config``: 
 weights, nothing downloaded): the user's own ``config.json`` when ``--model`` is one, else
 a config of the matching transformers architecture written from the ModelSpec (GPT-2 for
 learned positions + LayerNorm + GELU, GPT-NeoX for rotary + LayerNorm + GELU, Llama for
-rotary + RMSNorm + SwiGLU, Mixtral for its MoE form).
+rotary + RMSNorm + SwiGLU, Mistral when it has a sliding window, Mixtral for its MoE form,
+Qwen2-MoE when the experts have a shared one).
 
 Cache: transformers' ``DynamicCache``, what ``model.generate()`` uses by default, so the
 figures are what a plain transformers deployment reaches. It grows by concatenation
@@ -55,9 +56,15 @@ def config_dict(spec: ModelSpec) -> dict[str, Any]:
                       "num_attention_heads": spec.n_head, "num_key_value_heads": spec.n_kv_head,
                       "head_dim": spec.head_dim, "intermediate_size": spec.d_ff,
                       "max_position_embeddings": spec.max_seq_len, "attention_bias": spec.bias}
+        if spec.d_ff_shared:
+            return d | {"model_type": "qwen2_moe", "num_experts": spec.n_expert, "moe_intermediate_size": spec.d_ff,
+                        "shared_expert_intermediate_size": spec.d_ff_shared,
+                        "num_experts_per_tok": spec.n_expert_active}
         if spec.is_moe:
             return d | {"model_type": "mixtral", "num_local_experts": spec.n_expert,
-                        "num_experts_per_tok": spec.n_expert_active}
+                        "num_experts_per_tok": spec.n_expert_active, "sliding_window": spec.sliding_window}
+        if spec.sliding_window:
+            return d | {"model_type": "mistral", "sliding_window": spec.sliding_window}
         return d | {"model_type": "llama"}
     raise BatchprofError(
         f"--engine hf: no transformers architecture matches {spec.name} ({spec.positional} positions, "

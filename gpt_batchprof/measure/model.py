@@ -80,6 +80,7 @@ class Attention(nn.Module):
         self.q_dim, self.kv_dim = spec.q_dim, spec.kv_dim
         self.fused = attention == "fused"
         self.alibi = spec.positional == "alibi"
+        self.window = spec.sliding_window
         self.qkv_proj = nn.Linear(spec.d_model, spec.q_dim + 2 * spec.kv_dim, bias=spec.bias)
         self.out_proj = nn.Linear(spec.q_dim, spec.d_model, bias=spec.bias)
 
@@ -94,23 +95,32 @@ class Attention(nn.Module):
         if rope is not None:
             cos, sin = rope[0][pos:pos + T], rope[1][pos:pos + T]  # (T, hs)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        L = pos + T  # keys attended: the cached ones and the new ones
-        k_cache[:, :, pos:L] = k
-        v_cache[:, :, pos:L] = v
-        keys, values = k_cache[:, :, :L], v_cache[:, :, :L]  # (B, nkv, L, hs)
+        end = pos + T
+        k_cache[:, :, pos:end] = k
+        v_cache[:, :, pos:end] = v
+        # keys in view: every cached one, or (sliding window) those within the window of the first query
+        start = pos - min(pos, self.window - 1) if self.window else 0
+        L = end - start
+        keys, values = k_cache[:, :, start:end], v_cache[:, :, start:end]  # (B, nkv, L, hs)
 
-        # query t (position pos + t) sees keys 0 .. pos + t; a single query sees them all
-        visible = torch.ones(T, L, dtype=torch.bool, device=x.device).tril(diagonal=pos) if T > 1 else None
+        # query t (position pos + t) sees keys up to pos + t (and, with a window, newer than pos + t - window)
+        visible = None
+        if T > 1 or (self.window and L > self.window):
+            qpos = torch.arange(pos, end, device=x.device).view(T, 1)
+            kpos = torch.arange(start, end, device=x.device).view(1, L)
+            visible = kpos <= qpos
+            if self.window:
+                visible &= kpos > qpos - self.window
         bias = None
         if self.alibi:  # -slope x distance to the key, (nh, T, L)
-            qpos = torch.arange(pos, L, device=x.device).view(T, 1)
-            dist = (qpos - torch.arange(L, device=x.device).view(1, L)).clamp(min=0)
+            qpos = torch.arange(pos, end, device=x.device).view(T, 1)
+            dist = (qpos - torch.arange(start, end, device=x.device).view(1, L)).clamp(min=0)
             bias = (-slopes.view(nh, 1, 1) * dist).to(q.dtype)
         if self.fused:
             mask = None
             if bias is not None:
                 mask = bias if visible is None else bias.masked_fill(~visible, float("-inf"))
-            elif visible is not None and pos:
+            elif visible is not None and (pos or self.window):
                 mask = visible
             y = F.scaled_dot_product_attention(  # attn_fused
                 q, keys, values, attn_mask=mask, is_causal=mask is None and T > 1, enable_gqa=g > 1,
@@ -147,6 +157,27 @@ class FeedForward(nn.Module):
         return self.ffn_down(F.gelu(self.ffn_up(x), approximate="tanh"))
 
 
+class SharedExpert(nn.Module):
+    """qwen2_moe's always-active gated FFN next to the routed experts, scaled by sigmoid(x . w).
+
+    The gate is a dot product per token (d_model multiply-adds), written as one: analyze does
+    not list it as a matmul (it is millions of times smaller than the experts), and neither
+    does the FLOP counter for an elementwise product and a sum.
+    """
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        d, f = spec.d_model, spec.d_ff_shared
+        self.ffn_shared_gate = nn.Linear(d, f, bias=False)
+        self.ffn_shared_up = nn.Linear(d, f, bias=False)
+        self.ffn_shared_down = nn.Linear(f, d, bias=False)
+        self.gate_weight = nn.Parameter(torch.empty(d))
+
+    def forward(self, x):  # (N, d)
+        y = self.ffn_shared_down(F.silu(self.ffn_shared_gate(x)) * self.ffn_shared_up(x))
+        return y * torch.sigmoid((x * self.gate_weight).sum(-1, keepdim=True))
+
+
 class MoE(nn.Module):
     """Top-k routing over ``n_expert`` FeedForwards; each expert runs on the tokens routed to it.
 
@@ -163,6 +194,7 @@ class MoE(nn.Module):
         self.top_k = spec.n_expert_active
         self.moe_router = nn.Linear(spec.d_model, spec.n_expert, bias=False)
         self.experts = nn.ModuleList(FeedForward(spec) for _ in range(spec.n_expert))
+        self.shared = SharedExpert(spec) if spec.d_ff_shared else None
 
     def forward(self, x):
         B, T, d = x.shape
@@ -182,6 +214,8 @@ class MoE(nn.Module):
                 y = expert(xt[tokens]) * weights.reshape(-1)[slots].unsqueeze(-1)  # (n, d)
                 out.index_add_(0, tokens, y)
                 start += n
+        if self.shared is not None:
+            out = out + self.shared(xt)
         return out.view(B, T, d)
 
 

@@ -1,0 +1,37 @@
+"""The `analyze` use case: predict every operator of the analysed steps, and the serving figures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gpt_batchprof.analytic.roofline import Prediction, predict
+from gpt_batchprof.analytic.serving import Scenario, ServingReport, serving_report
+from gpt_batchprof.profiles import HardwareSpec, ModelSpec
+
+
+@dataclass(frozen=True, slots=True)
+class AnalyzeResult:
+    model: ModelSpec
+    hardware: HardwareSpec
+    scenario: Scenario
+    phases: tuple[str, ...]
+    batches: tuple[int, ...]
+    predictions: tuple[Prediction, ...]  # phase-major, then batch, then operator order
+    report: ServingReport
+
+
+def analyze(
+    model: ModelSpec,
+    hardware: HardwareSpec,
+    scenario: Scenario,
+    phases: tuple[str, ...] = ("prefill", "decode"),
+    batches: tuple[int, ...] = (1,),
+) -> AnalyzeResult:
+    report = serving_report(model, hardware, scenario, batches)
+    preds = tuple(
+        predict(op, hardware, report.launch)
+        for phase in phases
+        for b in batches
+        for op in scenario.ops(model, phase, b)
+    )
+    return AnalyzeResult(model, hardware, scenario, phases, batches, preds, report)
