@@ -10,7 +10,7 @@ import typer
 from gpt_batchprof.cli.common import (
     AttentionOpt, BatchOpt, ContextLenOpt, FormatOpt, GenLenOpt, KvDtypeOpt, ModelOpt, OutputOpt,
     PhaseOpt, PromptLenOpt, WeightDtypeOpt, choice, console, emit, err_console, guarded, parse_int_list,
-    phases_of,
+    phases_of, progress_bar, render, run_keeping_partial,
 )
 from gpt_batchprof.errors import BatchprofError
 
@@ -32,6 +32,25 @@ ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU thread
 
 def _op_list(text: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+def live_device(device: str, dtype: str) -> tuple[str, str]:
+    """The device to run on (torch installed, CUDA when asked for) and --dtype auto resolved for it."""
+    from gpt_batchprof.measure.device import resolve_device
+
+    dev = resolve_device(device)
+    if dtype == "auto":
+        dtype = "fp16" if dev == "cuda" else "fp32"
+    return dev, dtype
+
+
+def live_hardware(ref: str, dev: str, threads: int | None):
+    """Fix the thread count for the whole run, then load (or calibrate) the --hardware profile."""
+    import torch
+
+    n_threads = threads or torch.get_num_threads()
+    torch.set_num_threads(n_threads)
+    return n_threads, _hardware(ref, dev, n_threads)
 
 
 def _hardware(ref: str, device: str, threads: int | None):
@@ -81,7 +100,7 @@ def bench_cmd(
     """
     from gpt_batchprof.cli.analyze import scenario_from_options
     from gpt_batchprof.measure.bench import BenchSettings, check_ops, run_bench
-    from gpt_batchprof.measure.device import device_name, resolve_device, torch_version
+    from gpt_batchprof.measure.device import device_name, torch_version
     from gpt_batchprof.profiles import load_model
     from gpt_batchprof.report.export import FORMATS
 
@@ -97,17 +116,11 @@ def bench_cmd(
     ops = check_ops(_op_list(op))
     phases, batches = phases_of(phase), parse_int_list(batch)
     spec = load_model(model)
-    dev = resolve_device(device)  # checks torch is installed, and CUDA when asked for
-    if dtype == "auto":
-        dtype = "fp16" if dev == "cuda" else "fp32"
+    dev, dtype = live_device(device, dtype)
     scenario = scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention,
                                      "graphs" if cuda_graphs else "eager")
     scenario.check_fits_model(spec)
-    import torch
-
-    n_threads = threads or torch.get_num_threads()
-    torch.set_num_threads(n_threads)
-    hw = _hardware(hardware, dev, n_threads)
+    n_threads, hw = live_hardware(hardware, dev, threads)
     settings = BenchSettings(dev, device_name(dev), torch_version(), n_threads, cuda_graphs,
                              warmup_ms * 1e-3, rep_ms * 1e-3, ops, depth, width)
     result = _run_with_progress(run_bench, spec, hw, scenario, phases, batches, settings)
@@ -125,44 +138,24 @@ def bench_cmd(
 
 def _run_with_progress(run_bench, spec, hw, scenario, phases, batches, settings):
     """Run with a transient progress bar on stderr; Ctrl-C returns the rows finished so far."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=err_console, transient=True)
+    progress = progress_bar()
     task = progress.add_task("bench", total=None)
 
     def on_row(row, done: int, total: int) -> None:
         c = row.cost
         progress.update(task, completed=done, total=total, description=f"{c.phase} b={c.batch} {c.op}")
 
-    try:
-        with progress:
-            return run_bench(spec, hw, scenario, phases, batches, settings, on_row=on_row)
-    except KeyboardInterrupt as e:
-        partial = getattr(e, "partial", None)
-        if partial is None:
-            raise
-        err_console.print(f"interrupted after {len(partial.rows)} rows", style="yellow")
-        return partial
+    return run_keeping_partial(
+        progress, lambda: run_bench(spec, hw, scenario, phases, batches, settings, on_row=on_row), "rows")
 
 
 def _render(result, fmt: str, output: Path | None) -> None:
-    from gpt_batchprof.report import bench_tables, export
+    from gpt_batchprof.report import bench_tables
     from gpt_batchprof.report.rows import bench_dict, bench_row_dict
 
-    if fmt == "json":
-        emit(export.to_json(bench_dict(result)), output)
-    elif fmt == "csv":
-        emit(export.to_csv([bench_row_dict(r) for r in result.rows]), output)
-    elif fmt == "markdown":
-        emit(bench_tables.bench_markdown(result), output)
-    elif output is None:
-        bench_tables.print_bench(console, result)
-    else:
-        from rich.console import Console
-
-        with open(output, "w", encoding="utf-8") as fh:
-            bench_tables.print_bench(Console(file=fh, width=160, color_system=None), result)
+    render(fmt, output, doc=lambda: bench_dict(result), rows=lambda: [bench_row_dict(r) for r in result.rows],
+           markdown=lambda: bench_tables.bench_markdown(result),
+           table=lambda out: bench_tables.print_bench(out, result))
 
 
 @guarded

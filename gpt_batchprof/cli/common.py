@@ -54,7 +54,10 @@ def phases_of(phase: str) -> tuple[str, ...]:
 
 
 def fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    # escaped: messages quote user input and shell text such as 'gpt-batchprof[hf]'
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -86,3 +89,44 @@ def emit(text: str, output: Path | None) -> None:
     except OSError as e:
         raise BatchprofError(f"{output}: cannot write ({e.strerror or e})") from None
     err_console.print(f"wrote {output}", style="dim", highlight=False)
+
+
+def progress_bar():
+    """The transient progress bar on stderr that long commands share."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=err_console, transient=True)
+
+
+def run_keeping_partial(progress, run: Callable[[], Any], what: str) -> Any:
+    """``run()`` under ``progress``; on Ctrl-C, the partial result the core attached to the
+    KeyboardInterrupt (``.partial``, with ``.rows``), so finished rows are still reported."""
+    try:
+        with progress:
+            return run()
+    except KeyboardInterrupt as e:
+        partial = getattr(e, "partial", None)
+        if partial is None:
+            raise
+        err_console.print(f"interrupted after {len(partial.rows)} {what}", style="yellow")
+        return partial
+
+
+def render(fmt: str, output: Path | None, *, doc: Callable[[], Any], rows: Callable[[], list],
+           markdown: Callable[[], str], table: Callable[[Console], None]) -> None:
+    """One result in the chosen --format: JSON document, CSV rows, Markdown, or Rich tables
+    (to the terminal, or as plain text to --output)."""
+    from gpt_batchprof.report import export
+
+    if fmt == "json":
+        emit(export.to_json(doc()), output)
+    elif fmt == "csv":
+        emit(export.to_csv(rows()), output)
+    elif fmt == "markdown":
+        emit(markdown(), output)
+    elif output is None:
+        table(console)
+    else:
+        with open(output, "w", encoding="utf-8") as fh:
+            table(Console(file=fh, width=160, color_system=None))

@@ -65,26 +65,40 @@ def ratio_table(ratios: dict[str, tuple[float, int]]):
     return t
 
 
-def generation_table(rows: Sequence[dict[str, Any]], measured: bool):
+GEN_PREDICTED = ("ttft_s", "itl_s", "predicted_time_s", "predicted_items_per_s")
+GEN_MEASURED = ("measured_ttft_s", "measured_itl_s", "measured_time_s", "measured_items_per_s")
+
+
+def generation_table(rows: Sequence[dict[str, Any]], measured: bool, predicted: bool = True):
+    """Seed 000's table: per batch, what batching buys (x tput: tokens/s against the first batch)
+    and costs (x lat: end-to-end latency against it); measured next to predicted when both exist."""
     rows = sorted(rows, key=lambda r: (r["model"], r["hardware"], r["seq_len"], r["batch"]))
-    cols = [("model", "left"), ("hw", "left"), ("prompt", "right"), ("batch", "right"), ("TTFT", "right"),
-            ("ITL", "right"), ("e2e", "right"), ("tok/s", "right"), ("x tput", "right"), ("x lat", "right")]
-    if measured:
-        cols += [("e2e meas", "right"), ("tok/s meas", "right"), ("x tput meas", "right"), ("x lat meas", "right")]
-    t = compact_table("Generation: end-to-end latency and throughput per batch", cols)
+    cols = [("model", "left"), ("hw", "left"), ("prompt", "right"), ("batch", "right")]
+    both = measured and predicted
+    if both:
+        cols += [(h, "right") for name in ("TTFT", "e2e", "tok/s") for h in (name, "meas")]
+        cols += [("x tput", "right"), ("meas", "right"), ("x lat", "right"), ("meas", "right")]
+        title = "Generation per batch: predicted, then measured (a real generation loop)"
+    else:
+        cols += [(h, "right") for h in ("TTFT", "ITL", "e2e", "tok/s", "x tput", "x lat")]
+        title = "Generation: end-to-end latency and throughput per batch" + (" (measured)" if measured else "")
+    t = compact_table(title, cols)
     base: dict[tuple, dict[str, Any]] = {}
     for r in rows:
         k = (r["model"], r["hardware"], r["seq_len"], r["dtype"], r["attention"])
         b0 = base.setdefault(k, r)
-        cells = [r["model"], r["hardware"], str(r["seq_len"]), str(r["batch"]), fmt_time(r.get("ttft_s")),
-                 fmt_time(r.get("itl_s")), fmt_time(r.get("predicted_time_s")),
-                 fmt_rate(r.get("predicted_items_per_s")),
-                 _rel(r.get("predicted_items_per_s"), b0.get("predicted_items_per_s")),
-                 _rel(r.get("predicted_time_s"), b0.get("predicted_time_s"))]
-        if measured:
-            cells += [fmt_time(r.get("measured_time_s")), fmt_rate(r.get("measured_items_per_s")),
-                      _rel(r.get("measured_items_per_s"), b0.get("measured_items_per_s")),
-                      _rel(r.get("measured_time_s"), b0.get("measured_time_s"))]
+        cells = [r["model"], r["hardware"], str(r["seq_len"]), str(r["batch"])]
+        sources = (GEN_PREDICTED, GEN_MEASURED) if both else (GEN_MEASURED if measured else GEN_PREDICTED,)
+        tput = [_rel(r.get(src[3]), b0.get(src[3])) for src in sources]
+        lat = [_rel(r.get(src[2]), b0.get(src[2])) for src in sources]
+        if both:
+            for i, fmt in ((0, fmt_time), (2, fmt_time), (3, fmt_rate)):
+                cells += [fmt(r.get(GEN_PREDICTED[i])), fmt(r.get(GEN_MEASURED[i]))]
+            cells += tput + lat
+        else:
+            ttft, itl, e2e, tps = sources[0]
+            cells += [fmt_time(r.get(ttft)), fmt_time(r.get(itl)), fmt_time(r.get(e2e)), fmt_rate(r.get(tps)),
+                      tput[0], lat[0]]
         t.add_row(*cells)
     return t
 
@@ -101,6 +115,6 @@ def print_summary(out: Console, summary) -> None:
     if summary.series:
         out.print(free_batching_table(summary.series, summary.measured, summary.predicted, summary.tolerance))
     if summary.generation:
-        out.print(generation_table(summary.generation, summary.measured))
+        out.print(generation_table(summary.generation, summary.measured, summary.predicted))
     if summary.measured and summary.ratios:
         out.print(ratio_table(summary.ratios))

@@ -165,18 +165,14 @@ class Evaluator:
         if self.predicted:
             ttft, itl, e2e = latencies(m, hw, sc, p.batch)
             row |= {"predicted_time_s": e2e, "predicted_items_per_s": items / e2e, "ttft_s": ttft, "itl_s": itl}
-        if self.timer is not None:
-            prefill = self._ops(p.model, "prefill", p.batch, p.seq_len, p.dtype, p.attention)
-            decode = self._ops(p.model, "decode", p.batch, sc.itl_context, p.dtype, p.attention)
-            ttft_m, iq1 = self._measure(p, prefill)
-            itl_m, iq2 = self._measure(p, decode)
-            if ttft_m is None or itl_m is None:
+        if self.timer is not None:  # a real generation loop (measure.generate), prefill + gen_len - 1 steps
+            run = self.timer.time_generation(m, p.batch, p.seq_len, gen, p.dtype, p.attention)
+            if run is None:
                 return row
-            e2e_m = ttft_m + (gen - 1) * itl_m  # decode steps at the mean context length
-            row |= {"measured_time_s": e2e_m, "measured_iqr_s": iq1 + (gen - 1) * iq2,
-                    "measured_items_per_s": items / e2e_m, "measured_ttft_s": ttft_m, "measured_itl_s": itl_m}
+            row |= {"measured_time_s": run.e2e_s, "measured_items_per_s": run.tokens_per_s,
+                    "measured_ttft_s": run.ttft_s, "measured_itl_s": run.itl_s}
             if self.predicted:
-                row["measured_over_predicted"] = e2e_m / row["predicted_time_s"]
+                row["measured_over_predicted"] = run.e2e_s / row["predicted_time_s"]
         return row
 
 
