@@ -2,6 +2,7 @@
 
 from gpt_batchprof.analytic.gpt import ATTENTION_MODES, PHASES, Dtypes, enumerate_ops
 from gpt_batchprof.analytic.ops import OP_GROUPS, OP_NAMES, OpCost, OpShape
+from gpt_batchprof.analytic.parallel import Parallelism, WeightSplit, weight_split
 from gpt_batchprof.analytic.roofline import Prediction, predict, step_time
 from gpt_batchprof.analytic.serving import (
     MemoryUse,
@@ -16,6 +17,6 @@ from gpt_batchprof.analytic.serving import (
 
 __all__ = [
     "ATTENTION_MODES", "PHASES", "Dtypes", "enumerate_ops", "OP_GROUPS", "OP_NAMES", "OpCost",
-    "OpShape", "Prediction", "predict", "step_time", "MemoryUse", "Scenario",
+    "OpShape", "Parallelism", "WeightSplit", "weight_split", "Prediction", "predict", "step_time", "MemoryUse", "Scenario",
     "ServingPoint", "ServingReport", "critical_batch", "max_batch", "memory_use", "serving_report",
 ]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from gpt_batchprof.analytic.ops import OpCost
 from gpt_batchprof.profiles import HardwareSpec
 
-BOUNDS = ("compute", "memory", "overhead")
+BOUNDS = ("compute", "memory", "overhead", "link", "latency")  # the last two: collectives
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +26,8 @@ class Prediction:
     @property
     def bound(self) -> str:
         """What limits the kernel: the larger roof, or launch overhead when it exceeds both."""
+        if self.cost.group == "collective":  # memory_s: bytes over the link; overhead_s: hop latencies
+            return "link" if self.memory_s >= self.overhead_s else "latency"
         roof = max(self.compute_s, self.memory_s)
         if self.overhead_s > roof:
             return "overhead"
@@ -41,6 +43,10 @@ class Prediction:
 
 
 def predict(cost: OpCost, hw: HardwareSpec) -> Prediction:
+    if cost.group == "collective":  # priced by the interconnect, not the roofline
+        from gpt_batchprof.analytic.parallel import predict_collective
+
+        return predict_collective(cost, hw)
     compute_s = cost.flops / hw.peak(cost.compute_dtype) if cost.flops else 0.0
     memory_s = cost.bytes / hw.memory_bandwidth_bytes_per_s
     overhead_s = cost.launches * hw.launch_overhead_s

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from gpt_batchprof.analytic.gpt import Dtypes, attention_ops, enumerate_ops
 from gpt_batchprof.analytic.ops import ATTENTION_OPS, BLOCK_DENSE_OPS
+from gpt_batchprof.analytic.parallel import Parallelism
 from gpt_batchprof.analytic.roofline import predict, step_time
 from gpt_batchprof.errors import BatchprofError
 from gpt_batchprof.profiles import DTYPE_BYTES, HardwareSpec, ModelSpec
@@ -85,14 +86,20 @@ class ServingReport:
     max_batch: int
 
 
-def memory_use(model: ModelSpec, scenario: Scenario, batch: int) -> MemoryUse:
+def memory_use(model: ModelSpec, scenario: Scenario, batch: int, parallel: Parallelism = Parallelism()) -> MemoryUse:
     """Weights, the KV cache at the end of generation, and the peak transient activations.
+
+    Across several GPUs (``parallel``): those of the fullest GPU (see ``analytic.parallel``).
 
     Activations: the largest live set of one layer during prefill: the residual stream and
     its normalised copy, plus the wider of the FFN's inner tensors (gate and up for gated
     FFNs, times the active experts) and, for unfused attention, the score and probability
     matrices; plus fp32 logits of the last position.
     """
+    if not parallel.is_single:
+        from gpt_batchprof.analytic.parallel import parallel_memory_use
+
+        return parallel_memory_use(model, scenario, batch, parallel)
     dt = scenario.dtypes
     a = DTYPE_BYTES[dt.act]
     s = scenario.prompt_len
@@ -108,18 +115,24 @@ def memory_use(model: ModelSpec, scenario: Scenario, batch: int) -> MemoryUse:
     )
 
 
-def max_batch(model: ModelSpec, hw: HardwareSpec, scenario: Scenario) -> int:
+def max_batch(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, parallel: Parallelism = Parallelism()) -> int:
     """Largest batch whose weights, KV cache and activations fit in device memory.
 
-    Everything but the weights grows in proportion to the batch.
+    Everything but the weights grows in proportion to the batch. Across several GPUs: what
+    fits on the fullest one, over all expert-parallel groups.
     """
+    if not parallel.is_single:
+        from gpt_batchprof.analytic.parallel import parallel_max_batch
+
+        return parallel_max_batch(model, hw, scenario, parallel)
     one = memory_use(model, scenario, 1)
     per_sequence = one.kv_cache_bytes + one.activation_bytes
     free = hw.memory_bytes - one.weights_bytes
     return max(0, math.floor(free / per_sequence)) if free > 0 else 0
 
 
-def critical_batch(model: ModelSpec, hw: HardwareSpec, scenario: Scenario) -> int | None:
+def critical_batch(model: ModelSpec, hw: HardwareSpec, scenario: Scenario,
+                   parallel: Parallelism = Parallelism()) -> int | None:
     """Smallest batch at which every dense layer of a block is compute-bound in decode.
 
     Below it, adding sequences to a decode step costs almost no time ("free" batching);
@@ -128,7 +141,7 @@ def critical_batch(model: ModelSpec, hw: HardwareSpec, scenario: Scenario) -> in
 
     def all_compute_bound(b: int) -> bool:
         ops = enumerate_ops(model, "decode", b, kv_len=scenario.itl_context, dtypes=scenario.dtypes,
-                            attention=scenario.attention)
+                            attention=scenario.attention, parallel=parallel)
         return all(predict(o, hw).compute_bound for o in ops if o.op in BLOCK_DENSE_OPS)
 
     if not all_compute_bound(CRITICAL_BATCH_LIMIT):
@@ -143,8 +156,13 @@ def critical_batch(model: ModelSpec, hw: HardwareSpec, scenario: Scenario) -> in
     return lo
 
 
-def latencies(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batch: int) -> tuple[float, float, float]:
+def latencies(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batch: int,
+              parallel: Parallelism = Parallelism()) -> tuple[float, float, float]:
     """(TTFT, ITL, end-to-end) in seconds for one batch."""
+    if not parallel.is_single:
+        from gpt_batchprof.analytic.parallel import parallel_latencies
+
+        return parallel_latencies(model, hw, scenario, batch, parallel)
     dt, attn = scenario.dtypes, scenario.attention
     prefill = enumerate_ops(model, "prefill", batch, seq_len=scenario.prompt_len, dtypes=dt, attention=attn)
     ttft = step_time(prefill, hw)
@@ -160,21 +178,24 @@ def latencies(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batch: int
 
 
 def serving_report(
-    model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batches: tuple[int, ...]
+    model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batches: tuple[int, ...],
+    parallel: Parallelism = Parallelism(),
 ) -> ServingReport:
+    """Per batch: latencies, throughput, memory (per GPU) and cost (of all ``parallel.world`` GPUs)."""
     if not batches or min(batches) < 1:
         raise BatchprofError(f"--batch sizes must be >= 1, got {list(batches)}")
     scenario.check_fits_model(model)
-    base_ttft, base_itl, base_e2e = latencies(model, hw, scenario, 1)
+    parallel.check(model, hw)
+    base_ttft, base_itl, base_e2e = latencies(model, hw, scenario, 1, parallel)
     base_tps = scenario.gen_len / base_e2e
     points = []
     for b in batches:
-        ttft, itl, e2e = (base_ttft, base_itl, base_e2e) if b == 1 else latencies(model, hw, scenario, b)
+        ttft, itl, e2e = (base_ttft, base_itl, base_e2e) if b == 1 else latencies(model, hw, scenario, b, parallel)
         tps = b * scenario.gen_len / e2e
-        mem = memory_use(model, scenario, b)
+        mem = memory_use(model, scenario, b, parallel)
         cost = None
         if hw.price_per_hour_usd is not None:
-            cost = hw.price_per_hour_usd / 3600.0 / tps * 1e6
+            cost = parallel.world * hw.price_per_hour_usd / 3600.0 / tps * 1e6
         points.append(
             ServingPoint(
                 batch=b, ttft_s=ttft, itl_s=itl, e2e_s=e2e, tokens_per_s=tps,
@@ -182,4 +203,5 @@ def serving_report(
                 fits=mem.total_bytes <= hw.memory_bytes, cost_per_million_tokens_usd=cost,
             )
         )
-    return ServingReport(tuple(points), critical_batch(model, hw, scenario), max_batch(model, hw, scenario))
+    return ServingReport(tuple(points), critical_batch(model, hw, scenario, parallel),
+                         max_batch(model, hw, scenario, parallel))
