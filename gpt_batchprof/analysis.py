@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gpt_batchprof.analytic import Prediction, Scenario, ServingReport, enumerate_ops, predict, serving_report
+from gpt_batchprof.analytic import (
+    Parallelism, Prediction, Scenario, ServingReport, WeightSplit, enumerate_ops, predict, serving_report, weight_split,
+)
 from gpt_batchprof.profiles import HardwareSpec, ModelSpec
 from gpt_batchprof.report.rows import op_row, settings_dict, summary_row
 
@@ -19,26 +21,35 @@ class AnalyzeResult:
     batches: tuple[int, ...]
     predictions: tuple[Prediction, ...]  # phase-major, then batch, then operator order
     report: ServingReport
+    parallel: Parallelism = Parallelism()
+
+    @property
+    def weights(self) -> WeightSplit:
+        """Weights of the fullest GPU: sharded and replicated parts."""
+        return weight_split(self.model, self.parallel, self.scenario.dtypes.weight)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.model.to_dict(),
             "hardware": self.hardware.to_dict(),
-            "settings": settings_dict(self.scenario, self.phases, self.batches),
+            "settings": settings_dict(self.scenario, self.phases, self.batches, self.parallel),
             "ops": [op_row(p) for p in self.predictions],
             "summary": [summary_row(p) for p in self.report.points],
             "critical_batch": self.report.critical_batch,
             "max_batch": self.report.max_batch,
+            "weights_per_gpu": {"sharded_bytes": self.weights.sharded_bytes,
+                                "replicated_bytes": self.weights.replicated_bytes},
+            "pipeline_bubble_fraction": self.parallel.bubble_fraction,
         }
 
 
-def phase_ops(model: ModelSpec, scenario: Scenario, phase: str, batch: int):
+def phase_ops(model: ModelSpec, scenario: Scenario, phase: str, batch: int, parallel: Parallelism = Parallelism()):
     """The operators `analyze` and `bench` look at for one phase and batch (same shapes in both)."""
     if phase == "prefill":
         return enumerate_ops(model, "prefill", batch, seq_len=scenario.prompt_len,
-                             dtypes=scenario.dtypes, attention=scenario.attention)
+                             dtypes=scenario.dtypes, attention=scenario.attention, parallel=parallel)
     return enumerate_ops(model, "decode", batch, kv_len=scenario.itl_context,
-                         dtypes=scenario.dtypes, attention=scenario.attention)
+                         dtypes=scenario.dtypes, attention=scenario.attention, parallel=parallel)
 
 
 def analyze(
@@ -47,15 +58,17 @@ def analyze(
     scenario: Scenario,
     phases: tuple[str, ...] = ("prefill", "decode"),
     batches: tuple[int, ...] = (1,),
+    parallel: Parallelism = Parallelism(),
 ) -> AnalyzeResult:
-    report = serving_report(model, hardware, scenario, batches)
+    parallel.check(model, hardware)
+    report = serving_report(model, hardware, scenario, batches, parallel)
     preds = tuple(
         predict(op, hardware)
         for phase in phases
         for b in batches
-        for op in phase_ops(model, scenario, phase, b)
+        for op in phase_ops(model, scenario, phase, b, parallel)
     )
-    return AnalyzeResult(model, hardware, scenario, phases, batches, preds, report)
+    return AnalyzeResult(model, hardware, scenario, phases, batches, preds, report, parallel)
 
 
 __all__ = ["AnalyzeResult", "analyze", "phase_ops"]

@@ -89,7 +89,7 @@ class Parallelism:
 
     @property
     def bubble_fraction(self) -> float:
-        """Share of a step each stage sits idle: (pp - 1) / (m + pp - 1)."""
+        """Share of a step each stage sits idle: (pp - 1) / (m + pp - 1) (batches of at least m)."""
         return (self.pp - 1) / (self.micro_batches + self.pp - 1)
 
     def label(self) -> str:
@@ -164,9 +164,14 @@ def replica_batch(batch: int, par: Parallelism) -> int:
     return math.ceil(batch / par.ep)
 
 
+def micro_batches(batch: int, par: Parallelism) -> int:
+    """Micro-batches a step really has: no more than the group's sequences (a sequence is not split)."""
+    return min(par.micro_batches, replica_batch(batch, par))
+
+
 def micro_batch(batch: int, par: Parallelism) -> int:
     """Sequences in one pipeline micro-batch of the busiest group."""
-    return math.ceil(replica_batch(batch, par) / par.micro_batches)
+    return math.ceil(replica_batch(batch, par) / micro_batches(batch, par))
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,7 +279,7 @@ def sharded_ops(model: ModelSpec, phase: str, batch: int, seq_len: int, kv_len: 
                                    launches=2 * nl, ranks=par.ep, **row))
     if par.pp > 1:  # the stage's output activations to the next stage
         ops.append(collective_cost("pp_sendrecv", message_bytes=tokens * d * a, launches=1, ranks=2, **row))
-    return tuple(_repeat(c, par.micro_batches, batch) for c in ops)
+    return tuple(_repeat(c, micro_batches(batch, par), batch) for c in ops)
 
 
 # --------------------------------------------------------------------------- collective pricing
@@ -329,10 +334,10 @@ def predict_collective(cost: OpCost, hw: HardwareSpec) -> "Prediction":
 # --------------------------------------------------------------------------- time and memory
 
 
-def pipelined(stage_s: float, par: Parallelism) -> float:
+def pipelined(stage_s: float, par: Parallelism, batch: int) -> float:
     """One step of the pipeline: ``stage_s`` covers the stage's m micro-batches; the step
     takes (m + pp - 1) micro-batch stage-times."""
-    m = par.micro_batches
+    m = micro_batches(batch, par)
     return stage_s * (m + par.pp - 1) / m
 
 
@@ -348,13 +353,13 @@ def parallel_latencies(model: ModelSpec, hw: HardwareSpec, scenario: "Scenario",
                             parallel=par)
     decode = enumerate_ops(model, "decode", batch, kv_len=scenario.itl_context, dtypes=dt, attention=attn,
                            parallel=par)
-    ttft, itl = pipelined(step_time(prefill, hw), par), pipelined(step_time(decode, hw), par)
+    ttft, itl = pipelined(step_time(prefill, hw), par, batch), pipelined(step_time(decode, hw), par, batch)
     fixed = step_time(tuple(o for o in decode if o.op not in ATTENTION_OPS), hw)
-    loc, b = local_model(model, par), micro_batch(batch, par)
+    loc, b, m = local_model(model, par), micro_batch(batch, par), micro_batches(batch, par)
     e2e = ttft
     for i in range(scenario.gen_len - 1):
         att = attention_ops(loc, "decode", b, 1, scenario.prompt_len + i, dt, attn)
-        e2e += pipelined(fixed + step_time(tuple(_repeat(c, par.micro_batches, batch) for c in att), hw), par)
+        e2e += pipelined(fixed + step_time(tuple(_repeat(c, m, batch) for c in att), hw), par, batch)
     return ttft, itl, e2e
 
 

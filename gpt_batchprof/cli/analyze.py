@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from gpt_batchprof.cli.common import (
-    DEFAULT_BATCHES, AttentionOpt, BatchOpt, ContextLenOpt, DtypeOpt, FormatOpt,
-    GenLenOpt, HardwareOpt, KvDtypeOpt, ModelOpt, OutputOpt, PhaseOpt, PromptLenOpt,
-    WeightDtypeOpt, choice, console, emit, guarded, parse_int_list, phases_of,
+    DEFAULT_BATCHES, AttentionOpt, BatchOpt, ContextLenOpt, DtypeOpt, EpOpt, FormatOpt,
+    GenLenOpt, HardwareOpt, KvDtypeOpt, MicroBatchesOpt, ModelOpt, OutputOpt, PhaseOpt, PpOpt, PromptLenOpt,
+    TpOpt, WeightDtypeOpt, choice, console, emit, guarded, parallel_of, parse_int_list, phases_of,
 )
 from typing import Annotated
 
@@ -35,6 +35,10 @@ def analyze_cmd(
     weight_dtype: WeightDtypeOpt = None,
     kv_dtype: KvDtypeOpt = None,
     attention: AttentionOpt = "unfused",
+    tp: TpOpt = 1,
+    pp: PpOpt = 1,
+    ep: EpOpt = 1,
+    micro_batches: MicroBatchesOpt = 1,
     per_op: Annotated[bool, typer.Option("--per-op", help="Add the operator breakdown (FLOPs, bytes, intensity, bound).")] = False,
     fmt: FormatOpt = "table",
     output: OutputOpt = None,
@@ -44,6 +48,8 @@ def analyze_cmd(
     Every operator gets FLOPs (2 per multiply-add), minimum bytes moved, arithmetic intensity, roofline time max(FLOPs/peak, bytes/bandwidth) + launch overhead, and its bound. Machine-readable output (--format json|csv|markdown) is in SI units.
 
     Causal prefill attention is counted as each kernel computes it: unfused QK^T and x V compute the full square (the mask comes after); fused attention skips masked tiles, so it counts only the visible query-key pairs (about half).
+
+    With --tp/--pp/--ep the figures are per GPU (of the slowest pipeline stage, the fullest GPU for memory); all-reduce, all-to-all and send/recv are operator rows priced by the profile's interconnect; see docs/parallel.md.
     """
     from gpt_batchprof.analysis import analyze
     from gpt_batchprof.profiles import load_hardware, load_model
@@ -51,7 +57,7 @@ def analyze_cmd(
     choice(fmt, FORMATS, "--format")
     scenario = scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention)
     result = analyze(load_model(model), load_hardware(hardware), scenario, phases_of(phase),
-                     parse_int_list(batch))
+                     parse_int_list(batch), parallel_of(tp, pp, ep, micro_batches))
     render_analyze(result, fmt, per_op, output)
 
 
@@ -70,6 +76,8 @@ def render_analyze(result, fmt: str, per_op: bool, output) -> None:
     if fmt == "markdown":
         sections = [("Serving figures per batch", summary)] + ([("Operators", ops)] if per_op else [])
         extra = f"\ncritical_batch: {result.report.critical_batch}\nmax_batch: {result.report.max_batch}\n"
+        if not result.parallel.is_single:
+            extra += f"parallel: {result.parallel.label()} (figures per GPU)\n"
         emit(export.markdown_sections(sections) + extra, output)
         return
 
@@ -86,10 +94,12 @@ def render_analyze(result, fmt: str, per_op: bool, output) -> None:
 
 def _print_tables(out, result, per_op: bool, tables) -> None:
     tables.header(out, result.model, result.hardware, result.scenario)
+    if not result.parallel.is_single:
+        tables.parallel_header(out, result.parallel, result.hardware, result.weights)
     out.print()
     out.print(tables.summary_table(result.report, result.hardware))
     out.print()
-    out.print(tables.memory_table(result.report, result.hardware))
+    out.print(tables.memory_table(result.report, result.hardware, result.parallel))
     tables.summary_footer(out, result.report)
     if per_op:
         for phase in result.phases:
@@ -97,4 +107,5 @@ def _print_tables(out, result, per_op: bool, tables) -> None:
             c = preds[0].cost
             what = f"prompt {c.seq_len}" if phase == "prefill" else f"{c.kv_len} cached tokens"
             out.print()
-            out.print(tables.ops_table(preds, f"{phase} operators ({what}; all layers)"))
+            per = "" if result.parallel.is_single else "; per GPU of the slowest stage"
+            out.print(tables.ops_table(preds, f"{phase} operators ({what}; all layers{per})"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from gpt_batchprof.analytic.parallel import Parallelism
 from gpt_batchprof.analytic.roofline import Prediction
 from gpt_batchprof.analytic.serving import Scenario, ServingPoint
 
@@ -51,7 +52,8 @@ def summary_row(p: ServingPoint) -> dict[str, Any]:
     }
 
 
-def settings_dict(scenario: Scenario, phases: tuple[str, ...], batches: tuple[int, ...]) -> dict[str, Any]:
+def settings_dict(scenario: Scenario, phases: tuple[str, ...], batches: tuple[int, ...],
+                  parallel: Parallelism = Parallelism()) -> dict[str, Any]:
     dt = scenario.dtypes
     return {
         "phases": list(phases),
@@ -63,4 +65,4 @@ def settings_dict(scenario: Scenario, phases: tuple[str, ...], batches: tuple[in
         "act_dtype": dt.act,
         "kv_dtype": dt.kv,
         "attention": scenario.attention,
-    }
+    } | parallel.to_dict()
