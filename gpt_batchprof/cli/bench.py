@@ -8,9 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from gpt_batchprof.cli.common import (
-    AttentionOpt, BatchOpt, ContextLenOpt, FormatOpt, GenLenOpt, KvDtypeOpt, ModelOpt, OutputOpt,
-    PhaseOpt, PromptLenOpt, WeightDtypeOpt, choice, console, emit, err_console, guarded, parse_int_list,
-    phases_of,
+    AttentionOpt, BatchOpt, ContextLenOpt, EpOpt, FormatOpt, GenLenOpt, KvDtypeOpt, MicroBatchesOpt, ModelOpt,
+    OutputOpt, PhaseOpt, PpOpt, PromptLenOpt, TpOpt, WeightDtypeOpt, choice, console, emit, err_console, guarded,
+    parallel_of, parse_int_list, phases_of,
 )
 from gpt_batchprof.errors import BatchprofError
 
@@ -62,6 +62,10 @@ def bench_cmd(
     kv_dtype: KvDtypeOpt = None,
     attention: AttentionOpt = "unfused",
     device: DeviceOpt = "auto",
+    tp: TpOpt = 1,
+    pp: PpOpt = 1,
+    ep: EpOpt = 1,
+    micro_batches: MicroBatchesOpt = 1,
     op: Annotated[str, typer.Option("--op", help="Operators to time, comma-separated: any operator name (qkv_proj, attn_score, ...), 'block' (one whole transformer block, all its kernels back to back; decode reads a KV cache of context-len), or 'mlp' (a plain MLP of --depth x --width at each batch: seed 002's experiment). Default: every operator of the model.")] = "",
     depth: Annotated[int, typer.Option("--depth", help="Layers of the --op mlp network.")] = 8,
     width: Annotated[int, typer.Option("--width", help="Width of the --op mlp network.")] = 1024,
@@ -76,6 +80,8 @@ def bench_cmd(
     """Time every operator `analyze` predicts, on this device, at exactly the same shapes.
 
     Each row shows the measured median (totalled over layers) and its IQR next to the roofline prediction, measured/predicted, the share of the roofline reached (predicted/measured), and the achieved FLOP/s and bytes/s. Timing: CUDA events with the L2 flushed before each call (or a monotonic clock on the CPU, threads fixed), warm-up and repetitions as time budgets, input copies rotated so caches do not flatter small shapes. Noisy rows (IQR/median > 10%) carry a warning. Rows that run out of memory or use a dtype the device cannot run are reported, not fatal.
+
+    With --tp/--pp/--ep: one GPU's sharded operators are timed here, and the collectives (all-reduce, all-to-all, send/recv) at the model's exact message sizes across N processes through torch.distributed (gloo on the CPU, NCCL on CUDA, which needs N GPUs); see docs/parallel.md.
 
     Exit codes: 0 when the run completed, 1 with --min-efficiency and an operator below it, 2 for bad input (or --device cuda without CUDA), 130 when interrupted (finished rows are still printed).
     """
@@ -96,8 +102,14 @@ def bench_cmd(
         raise BatchprofError(f"--depth and --width must be >= 1 (got {depth}, {width})")
     ops = check_ops(_op_list(op))
     phases, batches = phases_of(phase), parse_int_list(batch)
+    parallel = parallel_of(tp, pp, ep, micro_batches)
     spec = load_model(model)
+    parallel.check(spec)
     dev = resolve_device(device)  # checks torch is installed, and CUDA when asked for
+    if not parallel.is_single:
+        from gpt_batchprof.measure.distributed import check_world
+
+        check_world(dev, max(parallel.tp, parallel.ep, 2 if parallel.pp > 1 else 1))
     if dtype == "auto":
         dtype = "fp16" if dev == "cuda" else "fp32"
     scenario = scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention)
@@ -108,7 +120,8 @@ def bench_cmd(
     hw = _hardware(hardware, dev, n_threads)
     settings = BenchSettings(dev, device_name(dev), torch_version(), n_threads, cuda_graphs,
                              warmup_ms * 1e-3, rep_ms * 1e-3, ops, depth, width)
-    result = _run_with_progress(run_bench, spec, hw, scenario, phases, batches, settings)
+    parallel.check(spec, hw)
+    result = _run_with_progress(run_bench, spec, hw, scenario, phases, batches, settings, parallel)
     _render(result, fmt, output)
     if not result.complete:
         raise typer.Exit(130)
@@ -121,7 +134,7 @@ def bench_cmd(
             raise typer.Exit(1)
 
 
-def _run_with_progress(run_bench, spec, hw, scenario, phases, batches, settings):
+def _run_with_progress(run_bench, spec, hw, scenario, phases, batches, settings, parallel):
     """Run with a transient progress bar on stderr; Ctrl-C returns the rows finished so far."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -135,7 +148,7 @@ def _run_with_progress(run_bench, spec, hw, scenario, phases, batches, settings)
 
     try:
         with progress:
-            return run_bench(spec, hw, scenario, phases, batches, settings, on_row=on_row)
+            return run_bench(spec, hw, scenario, phases, batches, settings, on_row=on_row, parallel=parallel)
     except KeyboardInterrupt as e:
         partial = getattr(e, "partial", None)
         if partial is None:

@@ -17,6 +17,7 @@ from gpt_batchprof.analysis import phase_ops
 from gpt_batchprof.analytic.gpt import Dtypes
 from gpt_batchprof.analytic.mlp import mlp_cost
 from gpt_batchprof.analytic.ops import OP_NAMES, OpCost, OpShape
+from gpt_batchprof.analytic.parallel import Parallelism, local_model, micro_batches
 from gpt_batchprof.analytic.roofline import Prediction, predict
 from gpt_batchprof.analytic.serving import Scenario
 from gpt_batchprof.errors import BatchprofError
@@ -138,6 +139,7 @@ class BenchResult:
     settings: BenchSettings
     rows: tuple[BenchRow, ...]
     complete: bool = True  # False when interrupted
+    parallel: Parallelism = Parallelism()
 
     def below(self, min_efficiency: float) -> tuple[BenchRow, ...]:
         """Timed rows whose roofline share is under ``min_efficiency``."""
@@ -148,7 +150,8 @@ class BenchResult:
         return {
             "model": self.model.to_dict(),
             "hardware": self.hardware.to_dict(),
-            "settings": settings_dict(self.scenario, self.phases, self.batches) | self.settings.to_dict(),
+            "settings": settings_dict(self.scenario, self.phases, self.batches, self.parallel)
+            | self.settings.to_dict(),
             "complete": self.complete,
             "rows": [r.to_dict() for r in self.rows],
         }
@@ -167,12 +170,13 @@ def check_ops(ops: tuple[str, ...]) -> tuple[str, ...]:
 def block_plan(ops: tuple[OpCost, ...], hw: HardwareSpec, n_layer: int) -> Planned:
     """One transformer block (every operator but the LM head, norm twice), totalled over layers.
 
-    Its roofline is the sum of its kernels' rooflines (they run one after another).
+    Its roofline is the sum of its kernels' rooflines (they run one after another). Across
+    GPUs: one GPU's sharded kernels (collectives have rows of their own).
     """
     parts: list[tuple[OpCost, int]] = []
     flops = nbytes = wbytes = compute_s = memory_s = overhead_s = time_s = 0.0
     for c in ops:
-        if c.op == "lm_head":
+        if c.op == "lm_head" or c.group == "collective":
             continue
         per_layer = 2 if c.op == "norm" else 1
         scale = per_layer * n_layer / c.launches
@@ -198,8 +202,11 @@ def _with_parts(c: OpCost, hw: HardwareSpec) -> tuple[Prediction, tuple[tuple[Op
 
 def plan_bench(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, phases: tuple[str, ...],
                batches: tuple[int, ...], ops: tuple[str, ...] = (), mlp_depth: int = 8,
-               mlp_width: int = 1024) -> tuple[Planned, ...]:
-    """What to time, in `analyze`'s order (phase, batch, operator); MLP rows last."""
+               mlp_width: int = 1024, parallel: Parallelism = Parallelism()) -> tuple[Planned, ...]:
+    """What to time, in `analyze`'s order (phase, batch, operator); MLP rows last.
+
+    Across GPUs (``parallel``): one GPU's sharded operators and the collectives between them.
+    """
     check_ops(ops)
     wanted = set(ops)
     model_ops = [o for o in ops if o in OP_NAMES]
@@ -208,13 +215,14 @@ def plan_bench(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, phases: t
     if not ops or model_ops or "block" in wanted:
         for phase in phases:
             for b in batches:
-                costs = phase_ops(model, scenario, phase, b)
+                costs = phase_ops(model, scenario, phase, b, parallel)
                 for c in costs:
                     seen.add(c.op)
                     if not ops or c.op in wanted:
                         plan.append(Planned(*_with_parts(c, hw)))
                 if "block" in wanted:
-                    plan.append(block_plan(costs, hw, model.n_layer))
+                    layers = local_model(model, parallel).n_layer * micro_batches(b, parallel)
+                    plan.append(block_plan(costs, hw, layers))
     missing = [o for o in model_ops if o not in seen]
     if missing:
         raise BatchprofError(
@@ -311,6 +319,7 @@ def iter_bench(plan: tuple[Planned, ...], model: ModelSpec, scenario: Scenario, 
         for item in plan:
             yield _fake_row(item, settings, timer)
         return
+    collectives = collective_rows(plan, settings)  # one launch of N processes for all of them
     import torch
 
     old_threads = torch.get_num_threads()
@@ -319,10 +328,33 @@ def iter_bench(plan: tuple[Planned, ...], model: ModelSpec, scenario: Scenario, 
     torch.manual_seed(0)
     try:
         with torch.inference_mode():
-            for item in plan:
-                yield time_planned(item, model, scenario.dtypes, settings, timer, cache)
+            for i, item in enumerate(plan):
+                yield collectives[i] if i in collectives else time_planned(
+                    item, model, scenario.dtypes, settings, timer, cache)
     finally:
         torch.set_num_threads(old_threads)
+
+
+def collective_rows(plan: tuple[Planned, ...], settings: BenchSettings) -> dict[int, BenchRow]:
+    """The collective rows of ``plan`` (by index), timed across real processes at their message sizes."""
+    from gpt_batchprof.measure.distributed import CollectiveCall, time_collectives
+
+    where = [i for i, item in enumerate(plan) if item.prediction.cost.group == "collective"]
+    if not where:
+        return {}
+    calls = {}
+    for i in where:
+        c = plan[i].prediction.cost
+        calls[i] = CollectiveCall(c.op, round(c.bytes / c.launches), c.shape.ranks)
+    unique = list(dict.fromkeys(calls.values()))
+    measured = dict(zip(unique, time_collectives(unique, settings.device, settings.warmup_s, settings.rep_s)))
+    rows = {}
+    for i, call in calls.items():
+        m, pred = measured[call], plan[i].prediction
+        n = pred.cost.launches
+        rows[i] = BenchRow(pred, "ok", "", m.median_s * n, m.iqr_s * n, len(m.times_s), m.method,
+                           m.warnings(settings.rep_s), settings.device_name, settings.torch_version)
+    return rows
 
 
 def _fake_row(item: Planned, settings: BenchSettings, timer) -> BenchRow:
@@ -336,13 +368,16 @@ def _fake_row(item: Planned, settings: BenchSettings, timer) -> BenchRow:
 
 def run_bench(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, phases: tuple[str, ...],
               batches: tuple[int, ...], settings: BenchSettings, timer=None,
-              on_row: Callable[[BenchRow, int, int], None] | None = None) -> BenchResult:
+              on_row: Callable[[BenchRow, int, int], None] | None = None,
+              parallel: Parallelism = Parallelism()) -> BenchResult:
     """Time everything; ``on_row(row, done, total)`` after each row.
 
     A KeyboardInterrupt propagates with the rows finished so far attached as ``.partial``
     (a BenchResult with ``complete=False``), so the caller can still report them.
     """
-    plan = plan_bench(model, hw, scenario, phases, batches, settings.ops, settings.mlp_depth, settings.mlp_width)
+    parallel.check(model, hw)
+    plan = plan_bench(model, hw, scenario, phases, batches, settings.ops, settings.mlp_depth, settings.mlp_width,
+                      parallel)
     rows: list[BenchRow] = []
     try:
         for row in iter_bench(plan, model, scenario, hw, settings, timer):
@@ -350,7 +385,8 @@ def run_bench(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, phases: tu
             if on_row:
                 on_row(row, len(rows), len(plan))
     except KeyboardInterrupt as e:
-        e.partial = BenchResult(model, hw, scenario, phases, batches, settings, tuple(rows), complete=False)  # type: ignore[attr-defined]
+        e.partial = BenchResult(model, hw, scenario, phases, batches, settings, tuple(rows), complete=False,  # type: ignore[attr-defined]
+                                parallel=parallel)
         raise
-    return BenchResult(model, hw, scenario, phases, batches, settings, tuple(rows))
+    return BenchResult(model, hw, scenario, phases, batches, settings, tuple(rows), parallel=parallel)
 

@@ -28,6 +28,13 @@ def bench_header(out: Console, result) -> None:
         f"{fmt_count(hw.memory_bandwidth_bytes_per_s, 'B/s')})",
         highlight=False,
     )
+    par = getattr(result, "parallel", None)
+    if par is not None and not par.is_single:
+        ic = hw.interconnect
+        out.print(f"{par.label()}: one GPU's sharded operators timed here; collectives across {par.tp if par.tp > 1 else max(par.ep, 2)} "
+                  f"processes ({'NCCL' if s.device == 'cuda' else 'gloo'}), predicted with "
+                  f"{ic.name + ' ' + fmt_count(ic.bandwidth_bytes_per_s, 'B/s') if ic else 'no interconnect'}",
+                  highlight=False)
     out.print(f"prompt {sc.prompt_len}, decode at {sc.itl_context} cached tokens; weights {dt.weight}, "
               f"activations {dt.act}, KV {dt.kv}; {sc.attention} attention. Times are totals over all "
               "layers (median x launches); IQR relative to the median; roof = share of the roofline reached "
