@@ -181,6 +181,7 @@ def calibrate_cmd(
     hardware: Annotated[Optional[str], typer.Option("--hardware", "-H", help="Datasheet profile to compare with (built-in name or YAML): adds measured/datasheet columns.")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Smaller shapes and budgets (a few seconds; rougher figures).")] = False,
     threads: ThreadsOpt = None,
+    tp: Annotated[int, typer.Option("--tp", help="Also measure the interconnect: all-reduce across this many processes (gloo on the CPU, NCCL over this many GPUs) from 4 KiB up; the written profile gets an interconnect section (best bus bandwidth, per-step latency).")] = 1,
     name: Annotated[Optional[str], typer.Option("--name", help="Profile name in the written YAML (default: calibrated-<device>).")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json (to stdout).")] = "table",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write a hardware profile YAML here (accepted by analyze, bench and sweep as --hardware FILE).")] = None,
@@ -196,10 +197,21 @@ def calibrate_cmd(
     choice(fmt, ("table", "json"), "--format")
     if threads is not None and threads < 1:
         raise BatchprofError(f"--threads: must be >= 1, got {threads}")
+    if tp < 1:
+        raise BatchprofError(f"--tp: must be >= 1, got {tp}")
     sheet = load_hardware(hardware) if hardware else None
     dev = resolve_device(device)
+    if tp > 1:
+        from gpt_batchprof.measure.distributed import calibrate_interconnect, check_world
+
+        check_world(dev, tp)
     with err_console.status(f"calibrating {dev}") as status:
         cal = calibrate(dev, quick=quick, threads=threads, progress=lambda s: status.update(f"calibrating {dev}: {s}"))
+        if tp > 1:
+            import dataclasses
+
+            status.update(f"calibrating the interconnect: all-reduce over {tp} processes")
+            cal = dataclasses.replace(cal, link=calibrate_interconnect(dev, tp, quick=quick))
     if fmt == "json":
         from gpt_batchprof.report import export
 
