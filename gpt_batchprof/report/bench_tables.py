@@ -147,19 +147,19 @@ def print_calibration(out: Console, cal, datasheet=None) -> None:
         out.print(f"  {dt}: not measured ({why})", style="dim", highlight=False)
     if cal.link is not None:
         out.print()
-        out.print(link_table(cal.link, datasheet))
+        out.print(link_table(cal.link))
+        link = cal.link
+        ic = datasheet.interconnect if datasheet is not None else None
+        sheet = f"; {datasheet.name}: {ic.name}, {fmt_count(ic.bandwidth_bytes_per_s, 'B/s')}, {fmt_time(ic.latency_s)}" if ic else ""
+        out.print(f"interconnect: bus bandwidth {fmt_count(link.bandwidth_bytes_per_s, 'B/s')} (best), "
+                  f"latency {fmt_time(link.latency_s)} per ring step{sheet}", highlight=False)
 
 
-def link_table(link, datasheet=None) -> Table:
-    """All-reduce time and bandwidth against message size, and the fitted interconnect."""
+def link_table(link) -> Table:
+    """All-reduce time and bandwidth against message size."""
     t = compact_table(f"All-reduce over {link.ranks} processes ({link.backend})",
                       [("message", "right"), ("time", "right"), ("algbw", "right"), ("busbw", "right")])
     for p in link.points:
         t.add_row(fmt_bytes(p.message_bytes), fmt_time(p.time_s), fmt_count(p.algbw_bytes_per_s, "B/s"),
                   fmt_count(p.busbw_bytes_per_s, "B/s"))
-    ic = datasheet.interconnect if datasheet is not None else None
-    sheet = f"; datasheet {ic.name}: {fmt_count(ic.bandwidth_bytes_per_s, 'B/s')}, {fmt_time(ic.latency_s)}" if ic else ""
-    t.caption = (f"interconnect: bus bandwidth {fmt_count(link.bandwidth_bytes_per_s, 'B/s')} (best), "
-                 f"latency {fmt_time(link.latency_s)} per ring step{sheet}")
-    t.caption_justify = "left"
     return t
