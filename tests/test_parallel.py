@@ -273,3 +273,15 @@ def test_bench_tp2_times_allreduce_with_gloo_next_to_its_prediction():
     assert ar["measured_time_s"] > 0 and math.isfinite(ar["time_s"])
     # qkv_proj per GPU at TP 2: n = (768 + 2*768) / 2 = 1,152
     assert rows["qkv_proj"]["shape"]["n"] == 1_152 and rows["qkv_proj"]["status"] == "ok"
+
+
+def test_sweep_rows_carry_the_layout_and_refuse_bad_ones():
+    r = runner.invoke(app, ["sweep", "-m", "llama-2-70b", "-H", "h100-sxm", "--tp", "8", "-b", "1", "--phase", "decode",
+                            "--op", "tp_allreduce", "-f", "json", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    row = json.loads(r.stdout)[0] if r.stdout.lstrip().startswith("[") else json.loads(r.stdout)["rows"][0]
+    assert (row["tp"], row["pp"], row["ep"], row["launches"]) == (8, 1, 1, 161)
+    bad = runner.invoke(app, ["sweep", "-m", "llama-2-70b", "-H", "h100-sxm", "--tp", "3", "-b", "1", "--no-progress"])
+    assert bad.exit_code == 2 and "--tp 3 does not divide" in bad.output
+    live = runner.invoke(app, ["sweep", "-m", "gpt2", "--tp", "2", "--mode", "live", "-b", "1", "--no-progress"])
+    assert live.exit_code == 2 and "bench --tp" in live.output

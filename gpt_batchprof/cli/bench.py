@@ -106,7 +106,9 @@ def bench_cmd(
     spec = load_model(model)
     parallel.check(spec)
     dev = resolve_device(device)  # checks torch is installed, and CUDA when asked for
-    if not parallel.is_single:
+    from gpt_batchprof.analytic.ops import COLLECTIVE_OPS
+
+    if not parallel.is_single and (not ops or set(ops) & set(COLLECTIVE_OPS)):
         from gpt_batchprof.measure.distributed import check_world
 
         check_world(dev, max(parallel.tp, parallel.ep, 2 if parallel.pp > 1 else 1))

@@ -58,7 +58,7 @@ def check_world(device: str, world: int) -> str:
             raise BatchprofError(
                 f"NCCL over {world} GPUs is not possible here: torch sees {have} CUDA device(s). Run on a node with "
                 f">= {world} GPUs (e.g. `gpt-batchprof bench --device cuda --tp {world}`; see docs/parallel.md), "
-                "or use --device cpu for gloo")
+                "use --device cpu for gloo, or --op without collectives to time one GPU's sharded kernels")
         import torch.distributed as dist
 
         if not dist.is_nccl_available():
