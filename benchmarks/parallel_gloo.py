@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 
-from gpt_batchprof.analysis import phase_ops
 from gpt_batchprof.analytic import Dtypes, Parallelism, Scenario, predict
 from gpt_batchprof.measure.distributed import CollectiveCall, calibrate_interconnect, time_collectives
 from gpt_batchprof.profiles import load_hardware, load_model
@@ -49,7 +48,7 @@ def main() -> None:
         model = load_model(name)
         for phase in ("prefill", "decode"):
             for b in batches:
-                for c in phase_ops(model, sc, phase, b, par):
+                for c in sc.ops(model, phase, b, par):
                     if c.group == "collective":
                         rows.append((name, par, c, CollectiveCall(c.op, round(c.bytes / c.launches), c.shape.ranks)))
     calls = list(dict.fromkeys(r[3] for r in rows))

@@ -48,7 +48,7 @@ def test_llama2_70b_tp8_holds_an_eighth_of_the_sharded_weights_plus_the_replicat
     # split  = 80*106,954,752 + 2*32,768,000 = 8,621,916,160 params -> x2 B = 17,243,832,320 B
     # whole  = 80*16,384 + 8,192 = 1,318,912 params              -> x2 B =      2,637,824 B
     m = load_model("llama-2-70b")
-    split = weight_split(m, Parallelism(tp=8), "fp16")
+    split = weight_split(m, Parallelism(tp=8), Dtypes())
     assert split.sharded_bytes == 17_243_832_320
     assert split.replicated_bytes == 2_637_824
     mem = memory_use(m, Scenario(), 1, Parallelism(tp=8))
@@ -69,7 +69,7 @@ def test_kv_heads_are_replicated_when_fewer_than_tp(tiny_model):
     assert ops["qkv_proj"].shape.n == 128 and ops["qkv_proj"].flops == 131_072
     # KV cache per token on one GPU: 2 layers x (K, V) x 1 head x 32 x 2 B = 256 B, the same at TP 2
     # (2 KV heads / 2 = 1, split) and TP 4 (1, replicated): it stops shrinking at one head.
-    sc = Scenario(prompt_len=10, gen_len=6)  # 16 tokens
+    sc = Scenario(prompt_len=10, gen_len=7)  # 10 + 7 - 1 = 16 positions cached
     assert memory_use(tiny_model, sc, 1, Parallelism(tp=4)).kv_cache_bytes == 16 * 256
     assert memory_use(tiny_model, sc, 1, Parallelism(tp=2)).kv_cache_bytes == 16 * 256
     assert memory_use(tiny_model, sc, 1).kv_cache_bytes == 16 * 512
@@ -77,21 +77,23 @@ def test_kv_heads_are_replicated_when_fewer_than_tp(tiny_model):
     # x 2 layers + final norm 256 = 34,048 params = 68,096 B.  Split per layer: q + out 2*256*64 = 32,768,
     # FFN 3*256*128 = 98,304 -> 131,072 x 2 = 262,144, plus embedding and head 2 * 250*256 = 128,000
     # -> 390,144 params = 780,288 B.
-    split = weight_split(tiny_model, Parallelism(tp=4), "fp16")
+    split = weight_split(tiny_model, Parallelism(tp=4), Dtypes())
     assert (split.sharded_bytes, split.replicated_bytes) == (780_288, 68_096)
 
 
 def test_max_batch_grows_with_tp():
-    # llama-2-70b on H100 SXM (80 GB), prompt 512 + 128 generated, fp16. At TP 8, per GPU:
-    #   weights 17,246,470,144 B (above) -> free 80e9 - that = 62,753,529,856 B
-    #   KV per sequence: 640 tokens x 2 (K,V) x 80 layers x 1 head x 128 x 2 B = 26,214,400 B
-    #   activations per sequence (prefill, 512 tokens): residual + normed 2*512*8192, plus the largest of
-    #     FFN inner 512*3584*2 = 3,670,016, QKV 512*1280 = 655,360, unfused scores 2*8*512*512 = 4,194,304
+    # llama-2-70b on H100 SXM (81,559 MiB as the device reports it = 85,520,809,984 B), prompt 512,
+    # 128 generated (639 positions cached), fp16. At TP 8, per GPU:
+    #   weights 17,246,470,144 B (above) -> free 85,520,809,984 - that = 68,274,339,840 B
+    #   KV per sequence: 639 tokens x 2 (K,V) x 80 layers x 1 head x 128 x 2 B = 26,173,440 B
+    #   activations per sequence, the larger of prefill (512 tokens) and decode (576 keys); prefill wins:
+    #     residual + normed 2*512*8192, plus the largest of FFN inner 512*3584*2 = 3,670,016,
+    #     QKV 512*1280 = 655,360, unfused scores 2*8*512*512 = 4,194,304
     #     -> (8,388,608 + 4,194,304) * 2 B = 25,165,824, plus fp32 logits 4000 * 4 = 16,000 -> 25,181,824 B
-    #   max batch = floor(62,753,529,856 / (26,214,400 + 25,181,824)) = floor(1220.97) = 1220
+    #   max batch = floor(68,274,339,840 / (26,173,440 + 25,181,824)) = floor(1329.45) = 1329
     m, hw = load_model("llama-2-70b"), load_hardware("h100-sxm")
     sc = Scenario()
-    assert max_batch(m, hw, sc, Parallelism(tp=8)) == 1220
+    assert max_batch(m, hw, sc, Parallelism(tp=8)) == 1329
     by_tp = [max_batch(m, hw, sc, Parallelism(tp=t)) for t in (1, 2, 4, 8)]
     assert by_tp[0] == 0  # 138 GB of fp16 weights do not fit 80 GB
     assert by_tp == sorted(by_tp) and len(set(by_tp)) == 4
@@ -105,7 +107,7 @@ def test_expert_parallel_weights_and_alltoall():
     # total (6,979,321,856 + 262,144,000 + 1,310,720 + 4096) * 2 B = 14,485,561,344 B
     m = load_model("mixtral-8x7b")
     par = Parallelism(ep=8)
-    assert weight_split(m, par, "fp16").total_bytes == 14_485_561_344
+    assert weight_split(m, par, Dtypes()).total_bytes == 14_485_561_344
     # decode at batch 8: each of the 8 groups serves 1 sequence = 1 token; it routes it to 2 experts.
     # all-to-all message: 1 token x 2 copies x 4096 x 2 B = 16,384 B, dispatch + combine: 2 x 32 layers.
     ops = ops_by_name(m, "decode", 8, kv_len=100, parallel=par)

@@ -27,16 +27,20 @@ OP_NAMES = (
     "ffn_gate",
     "ffn_up",
     "ffn_down",
+    "ffn_shared_gate",
+    "ffn_shared_up",
+    "ffn_shared_down",
     "lm_head",
     "tp_allreduce",
     "ep_alltoall",
     "pp_sendrecv",
 )
+SHARED_EXPERT_OPS = ("ffn_shared_gate", "ffn_shared_up", "ffn_shared_down")  # qwen2_moe's shared expert
 # Operator groups (sweep's --op accepts these too).
-DENSE_OPS = ("qkv_proj", "out_proj", "moe_router", "ffn_gate", "ffn_up", "ffn_down", "lm_head")
+DENSE_OPS = ("qkv_proj", "out_proj", "moe_router", "ffn_gate", "ffn_up", "ffn_down") + SHARED_EXPERT_OPS + ("lm_head",)
 ATTENTION_OPS = ("attn_score", "attn_softmax", "attn_context", "attn_fused")
 # Dense layers of a transformer block: the ones whose decode boundness defines the critical batch.
-BLOCK_DENSE_OPS = ("qkv_proj", "out_proj", "ffn_gate", "ffn_up", "ffn_down")
+BLOCK_DENSE_OPS = ("qkv_proj", "out_proj", "ffn_gate", "ffn_up", "ffn_down") + SHARED_EXPERT_OPS
 # Collectives between GPUs (tensor, expert and pipeline parallelism), priced by the interconnect.
 COLLECTIVE_OPS = ("tp_allreduce", "ep_alltoall", "pp_sendrecv")
 # Composite rows of `bench`: one whole transformer block, and seed 002's plain MLP.
@@ -171,10 +175,16 @@ def elementwise_cost(
     )
 
 
-def causal_pairs(q_len: int, kv_len: int) -> int:
+def causal_pairs(q_len: int, kv_len: int, window: int | None = None) -> int:
     """(query, key) pairs a causal kernel that skips masked work computes.
 
-    Queries are the last ``q_len`` of ``kv_len`` positions; query i sees keys 0..i.
+    Queries are the last ``q_len`` of ``kv_len`` positions; query i sees keys 0..i, or only
+    the last ``window`` of them with sliding-window attention.
     """
-    first = kv_len - q_len + 1  # keys visible to the first query
-    return q_len * first + q_len * (q_len - 1) // 2
+    # Query at position p (0-based) sees min(p + 1, window) keys; sum j = p + 1 over
+    # kv_len - q_len + 1 .. kv_len, the part below the window as an arithmetic series.
+    lo, hi = kv_len - q_len + 1, kv_len
+    if window is None or hi <= window:
+        return (lo + hi) * q_len // 2
+    below = max(0, window - lo + 1)  # j = lo .. window-1 count themselves; the rest count `window`
+    return (lo + lo + below - 1) * below // 2 + (q_len - below) * window

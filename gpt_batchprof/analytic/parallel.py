@@ -110,6 +110,8 @@ class Parallelism:
                 f"nor replicated evenly (tp must divide n_kv_head, or n_kv_head divide tp)")
         if m.d_ff % tp:
             raise BatchprofError(f"--tp {tp} does not divide {m.name}'s d_ff {m.d_ff} (FFN columns per GPU)")
+        if m.d_ff_shared % tp:
+            raise BatchprofError(f"--tp {tp} does not divide {m.name}'s shared expert width {m.d_ff_shared}")
         if self.pp > m.n_layer:
             raise BatchprofError(f"--pp {self.pp} is more stages than {m.name}'s {m.n_layer} layers")
         if self.ep > 1 and not m.is_moe:
@@ -155,6 +157,7 @@ def local_model(model: ModelSpec, par: Parallelism) -> ModelSpec:
         n_head=model.n_head // par.tp,
         n_kv_head=kv_heads_per_gpu(model, par.tp),
         d_ff=model.d_ff // par.tp,
+        d_ff_shared=model.d_ff_shared // par.tp,
         vocab_size=padded_vocab_per_gpu(model, par.tp),
     )
 
@@ -178,7 +181,7 @@ def micro_batch(batch: int, par: Parallelism) -> int:
 class WeightSplit:
     """Weight bytes on the fullest GPU: the part split over GPUs and the part every GPU keeps whole."""
 
-    sharded_bytes: float  # 1/tp (or 1/ep for experts) of the model's matrices
+    sharded_bytes: float  # 1/tp of the matrices, embedding and head; experts also 1/ep
     replicated_bytes: float  # norms, row-parallel biases, the router, K/V heads when n_kv_head < tp
 
     @property
@@ -186,40 +189,52 @@ class WeightSplit:
         return self.sharded_bytes + self.replicated_bytes
 
 
-def weight_split(model: ModelSpec, par: Parallelism, weight_dtype: str) -> WeightSplit:
-    """Weights of the fullest GPU (first or last pipeline stage), split into sharded and replicated."""
-    m, tp, w = model, par.tp, DTYPE_BYTES[weight_dtype]
-    d, hd, f = m.d_model, m.head_dim, m.d_ff
+def weight_split(model: ModelSpec, par: Parallelism, dtypes: "Dtypes") -> WeightSplit:
+    """Weights of the fullest GPU (first or last pipeline stage), split into sharded and replicated.
+
+    As ``ModelSpec.weight_bytes``: the blocks' linear layers at the weight dtype, everything else
+    (embeddings, LM head, norms, router, biases) at the activation dtype when the weights are a
+    quantised format.
+    """
+    from gpt_batchprof.profiles import QUANTISED_DTYPES
+
+    m, tp = model, par.tp
+    w = DTYPE_BYTES[dtypes.weight]
+    wo = DTYPE_BYTES[dtypes.act if dtypes.weight in QUANTISED_DTYPES else dtypes.weight]
+    d, hd, n_mat = m.d_model, m.head_dim, m.n_ffn_matrices
     q_local = m.n_head // tp * hd
     kv_local = kv_heads_per_gpu(m, tp) * hd
+    f, fs, experts = m.d_ff // tp, m.d_ff_shared // tp, m.n_expert // par.ep
     norm = (2 if m.norm == "layernorm" else 1) * d
-    kv_w = 2 * d * kv_local + (2 * kv_local if m.bias else 0)  # K and V projections on one GPU
     kv_replicated = m.n_kv_head < tp
-    # per layer, per GPU
-    sharded = 2 * d * q_local + (q_local if m.bias else 0) + (0 if kv_replicated else kv_w)
-    replicated = 2 * norm + (d if m.bias else 0) + (kv_w if kv_replicated else 0)
-    ffn_one = m.n_ffn_matrices * d * (f // tp) + ((m.n_ffn_matrices - 1) * (f // tp) if m.bias else 0)
-    sharded += (m.n_expert // par.ep) * ffn_one
-    replicated += (m.n_expert // par.ep) * (d if m.bias else 0)  # row-parallel (down) biases
-    replicated += d * m.n_expert if m.is_moe else 0  # router
-    vocab = padded_vocab_per_gpu(m, tp) * d
-    positions = m.max_seq_len * d if m.positional == "learned" else 0
+    # bytes per layer on one GPU, (sharded, replicated)
+    kv_mat, kv_bias = 2 * d * kv_local * w, (2 * kv_local * wo if m.bias else 0)
+    sharded = (2 * d * q_local + n_mat * d * (experts * f + fs)) * w + (0 if kv_replicated else kv_mat + kv_bias)
+    replicated = 2 * norm * wo + (kv_mat + kv_bias if kv_replicated else 0)
+    if m.bias:  # column-parallel biases are split, row-parallel ones (added after the all-reduce) are whole
+        sharded += (q_local + experts * (n_mat - 1) * f) * wo
+        replicated += (d + experts * d) * wo
+    if m.is_moe:
+        replicated += d * m.n_expert * wo  # router
+    if m.d_ff_shared:
+        replicated += d * wo  # the shared expert's gate
+    vocab = padded_vocab_per_gpu(m, tp) * d * wo
+    positions = m.max_seq_len * d * wo if m.positional == "learned" else 0
     layers = stage_layers(m.n_layer, par.pp)
     best: tuple[float, float] = (0.0, 0.0)
     for i, n in enumerate(layers):
         first, last = i == 0, i == len(layers) - 1
-        s = n * sharded
-        r = n * replicated
+        s, r = n * sharded, n * replicated
         if first:
             s += vocab
             r += positions
         if last:
-            r += norm
+            r += norm * wo
             if not m.tied_embeddings or not first:  # a tied head is the embedding itself on a 1-stage model
                 s += vocab
         if s + r > sum(best):
             best = (s, r)
-    return WeightSplit(best[0] * w, best[1] * w)
+    return WeightSplit(*best)
 
 
 # --------------------------------------------------------------------------- operators
@@ -328,7 +343,7 @@ def predict_collective(cost: OpCost, hw: HardwareSpec) -> "Prediction":
     per_call = cost.bytes / cost.launches if cost.launches else 0.0
     link, lat = collective_terms(cost.op, per_call, cost.shape.ranks, ic.bandwidth_bytes_per_s, ic.latency_s)
     n = cost.launches
-    return Prediction(cost, 0.0, n * link, n * lat, n * (link + lat))
+    return Prediction(cost, 0.0, n * link, n * lat, n * (link + lat), bound="link" if link >= lat else "latency")
 
 
 # --------------------------------------------------------------------------- time and memory
@@ -343,23 +358,26 @@ def pipelined(stage_s: float, par: Parallelism, batch: int) -> float:
 
 def parallel_latencies(model: ModelSpec, hw: HardwareSpec, scenario: "Scenario", batch: int,
                        par: Parallelism) -> tuple[float, float, float]:
-    """(TTFT, ITL, end-to-end) of a sharded model; as ``serving.latencies``, each step pipelined."""
-    from gpt_batchprof.analytic.gpt import attention_ops, enumerate_ops
+    """(TTFT, ITL, end-to-end) of a sharded model; as ``serving.latencies``, each step pipelined.
+
+    Decode steps are summed one by one (only attention depends on the cache length).
+    """
+    from gpt_batchprof.analytic.gpt import attention_ops
     from gpt_batchprof.analytic.ops import ATTENTION_OPS
     from gpt_batchprof.analytic.roofline import step_time
 
+    launch = scenario.launch_for(hw)
     dt, attn = scenario.dtypes, scenario.attention
-    prefill = enumerate_ops(model, "prefill", batch, seq_len=scenario.prompt_len, dtypes=dt, attention=attn,
-                            parallel=par)
-    decode = enumerate_ops(model, "decode", batch, kv_len=scenario.itl_context, dtypes=dt, attention=attn,
-                           parallel=par)
-    ttft, itl = pipelined(step_time(prefill, hw), par, batch), pipelined(step_time(decode, hw), par, batch)
-    fixed = step_time(tuple(o for o in decode if o.op not in ATTENTION_OPS), hw)
+    prefill = scenario.ops(model, "prefill", batch, par)
+    decode = scenario.ops(model, "decode", batch, par)
+    ttft = pipelined(step_time(prefill, hw, launch), par, batch)
+    itl = pipelined(step_time(decode, hw, launch), par, batch)
+    fixed = step_time(tuple(o for o in decode if o.op not in ATTENTION_OPS), hw, launch)
     loc, b, m = local_model(model, par), micro_batch(batch, par), micro_batches(batch, par)
     e2e = ttft
     for i in range(scenario.gen_len - 1):
         att = attention_ops(loc, "decode", b, 1, scenario.prompt_len + i, dt, attn)
-        e2e += pipelined(fixed + step_time(tuple(_repeat(c, m, batch) for c in att), hw), par, batch)
+        e2e += pipelined(fixed + step_time(tuple(_repeat(c, m, batch) for c in att), hw, launch), par, batch)
     return ttft, itl, e2e
 
 
@@ -372,7 +390,7 @@ def parallel_memory_use(model: ModelSpec, scenario: "Scenario", batch: int, par:
     loc = local_model(model, par)
     kv = memory_use(loc, scenario, replica_batch(batch, par)).kv_cache_bytes
     act = memory_use(loc, scenario, micro_batch(batch, par)).activation_bytes
-    return MemoryUse(weight_split(model, par, scenario.dtypes.weight).total_bytes, kv, act)
+    return MemoryUse(weight_split(model, par, scenario.dtypes).total_bytes, kv, act)
 
 
 def parallel_max_batch(model: ModelSpec, hw: HardwareSpec, scenario: "Scenario", par: Parallelism) -> int:

@@ -2,8 +2,13 @@
 
 A request is ``prompt_len`` tokens in and ``gen_len`` tokens out. The first output token
 comes from prefill (TTFT); each of the other ``gen_len - 1`` comes from one decode step,
-evaluated at its own cache length (prompt_len, prompt_len + 1, ...). ITL is one decode
-step at ``context_len`` cached tokens (default: the mean cache length of the generation).
+evaluated at its own cache length (prompt_len, prompt_len + 1, ..., prompt_len + gen_len - 2).
+So prompt_len + gen_len - 1 positions are ever embedded or cached: the last token generated
+is never fed back. ITL is one decode step at ``context_len`` cached tokens (default: the mean
+cache length of the decode steps, prompt_len + gen_len // 2 - 1).
+
+tokens/s = batch x gen_len / e2e, where e2e (TTFT included) is the time from the start of
+the prefill to the last token of the batch.
 """
 
 from __future__ import annotations
@@ -11,23 +16,39 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from gpt_batchprof.analytic.gpt import Dtypes, attention_ops, enumerate_ops
-from gpt_batchprof.analytic.ops import ATTENTION_OPS, BLOCK_DENSE_OPS
+from gpt_batchprof.analytic.gpt import PHASES, Dtypes, attention_ops, enumerate_ops
+from gpt_batchprof.analytic.ops import ATTENTION_OPS, BLOCK_DENSE_OPS, OpCost
+from gpt_batchprof.analytic.roofline import kernel_overhead_s, launch_mode, predict, step_time
 from gpt_batchprof.analytic.parallel import Parallelism
-from gpt_batchprof.analytic.roofline import predict, step_time
 from gpt_batchprof.errors import BatchprofError
 from gpt_batchprof.profiles import DTYPE_BYTES, HardwareSpec, ModelSpec
 
 CRITICAL_BATCH_LIMIT = 1 << 24  # search no further; beyond it the batch is called "never"
+EXACT_STEPS = 64  # decode runs up to this long are summed step by step, longer ones in closed form
+
+
+def check_length(model: ModelSpec, positions: int, what: str) -> None:
+    """The one length check of every command: ``positions`` token positions must fit the model."""
+    if positions > model.max_seq_len:
+        raise BatchprofError(
+            f"{what} = {positions} positions exceeds {model.name}'s max_seq_len {model.max_seq_len}")
 
 
 @dataclass(frozen=True, slots=True)
 class Scenario:
+    """What is analysed: request lengths, dtypes, attention kernel and launch mode.
+
+    Owns the phase -> step mapping: a prefill step feeds ``prompt_len`` new tokens to an empty
+    cache; a decode step feeds one token with ``itl_context`` tokens cached.
+    ``launch``: ``auto`` (CUDA graphs on a GPU, eager on a CPU), ``eager`` or ``graphs``.
+    """
+
     prompt_len: int = 512
     gen_len: int = 128
     context_len: int | None = None
     dtypes: Dtypes = Dtypes()
     attention: str = "unfused"
+    launch: str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("prompt_len", "gen_len"):
@@ -38,20 +59,42 @@ class Scenario:
 
     @property
     def itl_context(self) -> int:
-        """Cached tokens at which ITL is quoted."""
-        return self.context_len if self.context_len is not None else self.prompt_len + self.gen_len // 2
+        """Cached tokens at which ITL is quoted: the mean over the decode steps
+        (prompt_len .. prompt_len + gen_len - 2), rounded down, unless given."""
+        if self.context_len is not None:
+            return self.context_len
+        return self.prompt_len + self.gen_len // 2 - 1
 
     @property
-    def total_len(self) -> int:
-        return self.prompt_len + self.gen_len
+    def positions(self) -> int:
+        """Token positions any analysed step embeds or caches: the generation's
+        prompt_len + gen_len - 1, or the ITL step's context + 1 when that is longer."""
+        return max(self.prompt_len + self.gen_len - 1, self.itl_context + 1)
+
+    def step(self, phase: str) -> tuple[int, int]:
+        """(new tokens per sequence, cached tokens) of the step analysed for ``phase``."""
+        if phase == "prefill":
+            return self.prompt_len, 0
+        if phase == "decode":
+            return 1, self.itl_context
+        raise BatchprofError(f"unknown phase '{phase}' (choose from {', '.join(PHASES)})")
+
+    def ops(self, model: ModelSpec, phase: str, batch: int,
+            parallel: Parallelism = Parallelism()) -> tuple[OpCost, ...]:
+        """The operators `analyze` predicts and `bench` times for one phase and batch
+        (across several GPUs: one GPU's, collectives included)."""
+        q, kv = self.step(phase)
+        return enumerate_ops(model, phase, batch, seq_len=q, kv_len=kv, dtypes=self.dtypes,
+                             attention=self.attention, parallel=parallel)
+
+    def launch_for(self, hw: HardwareSpec) -> str:
+        return launch_mode(self.launch, hw)
 
     def check_fits_model(self, model: ModelSpec) -> None:
-        longest = max(self.total_len, self.itl_context + 1)
-        if longest > model.max_seq_len:
-            raise BatchprofError(
-                f"prompt + generation = {longest} tokens exceeds {model.name}'s max_seq_len "
-                f"{model.max_seq_len}; lower --prompt-len / --gen-len / --context-len"
-            )
+        gen = self.prompt_len + self.gen_len - 1
+        if self.context_len is not None and self.context_len + 1 > gen:
+            check_length(model, self.context_len + 1, "--context-len + 1")
+        check_length(model, gen, "--prompt-len + --gen-len - 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +114,7 @@ class ServingPoint:
     ttft_s: float
     itl_s: float
     e2e_s: float
-    tokens_per_s: float
+    tokens_per_s: float  # batch x gen_len / e2e (TTFT included)
     speedup: float  # tokens/s against batch 1
     latency_growth: float  # end-to-end latency against batch 1
     memory: MemoryUse
@@ -84,34 +127,49 @@ class ServingReport:
     points: tuple[ServingPoint, ...]
     critical_batch: int | None
     max_batch: int
+    launch: str = "eager"  # the resolved launch mode
+
+    @property
+    def critical_batch_reachable(self) -> bool:
+        """Whether the critical batch fits in memory (False when there is none)."""
+        return self.critical_batch is not None and self.critical_batch <= self.max_batch
+
+
+def step_activation_bytes(model: ModelSpec, dtypes: Dtypes, attention: str, batch: int, q: int, keys: int) -> float:
+    """Peak transient activations of one layer in a step of ``q`` new tokens over ``keys`` keys.
+
+    The residual stream and its normalised copy, plus the widest of: the FFN's inner tensors
+    (gate and up for gated FFNs, times the active experts, plus the shared expert's), the QKV
+    output and, for unfused attention, the score and probability matrices; plus the fp32
+    logits of the last position of each sequence.
+    """
+    a = DTYPE_BYTES[dtypes.act]
+    tokens = batch * q
+    inner = tokens * (model.n_ffn_matrices - 1) * (model.d_ff * model.n_expert_active + model.d_ff_shared)
+    qkv = tokens * (model.q_dim + 2 * model.kv_dim)
+    scores = 2 * batch * model.n_head * q * keys if attention == "unfused" else 0
+    return (2 * tokens * model.d_model + max(inner, qkv, scores)) * a + batch * model.vocab_size * 4.0
 
 
 def memory_use(model: ModelSpec, scenario: Scenario, batch: int, parallel: Parallelism = Parallelism()) -> MemoryUse:
-    """Weights, the KV cache at the end of generation, and the peak transient activations.
+    """Weights, the KV cache at the longest context any analysed step uses, and the peak
+    transient activations over the analysed steps (prefill, and decode at the ITL context).
 
     Across several GPUs (``parallel``): those of the fullest GPU (see ``analytic.parallel``).
-
-    Activations: the largest live set of one layer during prefill: the residual stream and
-    its normalised copy, plus the wider of the FFN's inner tensors (gate and up for gated
-    FFNs, times the active experts) and, for unfused attention, the score and probability
-    matrices; plus fp32 logits of the last position.
     """
     if not parallel.is_single:
         from gpt_batchprof.analytic.parallel import parallel_memory_use
 
         return parallel_memory_use(model, scenario, batch, parallel)
-    dt = scenario.dtypes
-    a = DTYPE_BYTES[dt.act]
-    s = scenario.prompt_len
-    tokens = batch * s
-    inner = tokens * model.d_ff * (model.n_ffn_matrices - 1) * model.n_expert_active
-    qkv = tokens * (model.q_dim + 2 * model.kv_dim)
-    scores = 2 * batch * model.n_head * s * s if scenario.attention == "unfused" else 0
-    activations = (2 * tokens * model.d_model + max(inner, qkv, scores)) * a + batch * model.vocab_size * 4.0
+    dt, attn = scenario.dtypes, scenario.attention
+    acts = max(
+        step_activation_bytes(model, dt, attn, batch, scenario.prompt_len, scenario.prompt_len),
+        step_activation_bytes(model, dt, attn, batch, 1, model.kv_tokens(scenario.itl_context + 1)),
+    )
     return MemoryUse(
-        weights_bytes=model.n_params * DTYPE_BYTES[dt.weight],
-        kv_cache_bytes=batch * scenario.total_len * model.kv_bytes_per_token(dt.kv),
-        activation_bytes=activations,
+        weights_bytes=model.weight_bytes(dt.weight, dt.act),
+        kv_cache_bytes=batch * model.kv_tokens(scenario.positions) * model.kv_bytes_per_token(dt.kv),
+        activation_bytes=acts,
     )
 
 
@@ -140,8 +198,7 @@ def critical_batch(model: ModelSpec, hw: HardwareSpec, scenario: Scenario,
     """
 
     def all_compute_bound(b: int) -> bool:
-        ops = enumerate_ops(model, "decode", b, kv_len=scenario.itl_context, dtypes=scenario.dtypes,
-                            attention=scenario.attention, parallel=parallel)
+        ops = scenario.ops(model, "decode", b, parallel)
         return all(predict(o, hw).compute_bound for o in ops if o.op in BLOCK_DENSE_OPS)
 
     if not all_compute_bound(CRITICAL_BATCH_LIMIT):
@@ -156,6 +213,67 @@ def critical_batch(model: ModelSpec, hw: HardwareSpec, scenario: Scenario,
     return lo
 
 
+def _sum_linear(c0: float, c1: float, lo: float, hi: float) -> float:
+    """sum of c0 + c1 * L over the integers L = lo .. hi (empty when hi < lo)."""
+    n = hi - lo + 1
+    return 0.0 if n <= 0 else n * c0 + c1 * (lo + hi) * n / 2
+
+
+def _sum_roofline(flops: tuple[float, float], nbytes: tuple[float, float], peak: float, bw: float,
+                  lo: int, hi: int) -> float:
+    """sum over the integers L = lo .. hi of max(flops(L) / peak, bytes(L) / bw), both linear in L.
+
+    Two lines cross at most once: split the range there and sum each part as an arithmetic series.
+    """
+    u = (flops[0] / peak, flops[1] / peak)  # compute time = u0 + u1 L
+    v = (nbytes[0] / bw, nbytes[1] / bw)  # memory time = v0 + v1 L
+    if hi < lo:
+        return 0.0
+
+    def bigger(L: float) -> tuple[float, float]:
+        return u if u[0] + u[1] * L >= v[0] + v[1] * L else v
+
+    if u[1] == v[1]:
+        return _sum_linear(*bigger(lo), lo, hi)
+    cross = (v[0] - u[0]) / (u[1] - v[1])  # compute == memory
+    split = min(hi, max(lo - 1, math.floor(cross)))  # lo..split on one side, split+1..hi on the other
+    return _sum_linear(*bigger(lo), lo, split) + _sum_linear(*bigger(hi), split + 1, hi)
+
+
+def decode_attention_time(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batch: int, launch: str) -> float:
+    """Attention time summed over the decode steps, cached tokens prompt_len .. prompt_len + gen_len - 2.
+
+    O(1) in gen_len: each attention operator's FLOPs and bytes are linear in the keys it reads
+    (L = cached + 1, capped by a sliding window), so its roofline time is the max of two lines,
+    summed in closed form. Short generations (<= EXACT_STEPS steps) are summed step by step.
+    """
+    dt, attn = scenario.dtypes, scenario.attention
+    first, steps = scenario.prompt_len, scenario.gen_len - 1
+    if steps <= EXACT_STEPS:
+        return sum(step_time(attention_ops(model, "decode", batch, 1, first + i, dt, attn), hw, launch)
+                   for i in range(steps))
+    # keys read by the step with kv cached tokens: L = min(kv + 1, window)
+    lo, hi = first + 1, first + steps
+    window = model.sliding_window
+    flat = 0
+    if window is not None and hi > window:
+        flat = hi - max(lo - 1, window)  # steps that read exactly `window` keys
+        hi = max(lo - 1, window)
+    ops1 = attention_ops(model, "decode", batch, 1, 0, dt, attn)  # L = 1
+    ops2 = attention_ops(model, "decode", batch, 1, 1, dt, attn)  # L = 2
+    total = 0.0
+    for o1, o2 in zip(ops1, ops2):
+        per_key_flops, per_key_bytes = o2.flops - o1.flops, o2.bytes - o1.bytes
+        flops = (o1.flops - per_key_flops, per_key_flops)  # value at L = 0, slope
+        nbytes = (o1.bytes - per_key_bytes, per_key_bytes)
+        peak = hw.peak(o1.compute_dtype) if o1.flops else 1.0
+        total += _sum_roofline(flops, nbytes, peak, hw.memory_bandwidth_bytes_per_s, lo, hi)
+        total += (steps - flat) * o1.launches * kernel_overhead_s(hw, launch)
+    if flat:
+        total += flat * step_time(attention_ops(model, "decode", batch, 1, window - 1, dt, attn), hw, launch)
+    return total
+
+
 def latencies(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batch: int,
               parallel: Parallelism = Parallelism()) -> tuple[float, float, float]:
     """(TTFT, ITL, end-to-end) in seconds for one batch."""
@@ -163,17 +281,13 @@ def latencies(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batch: int
         from gpt_batchprof.analytic.parallel import parallel_latencies
 
         return parallel_latencies(model, hw, scenario, batch, parallel)
-    dt, attn = scenario.dtypes, scenario.attention
-    prefill = enumerate_ops(model, "prefill", batch, seq_len=scenario.prompt_len, dtypes=dt, attention=attn)
-    ttft = step_time(prefill, hw)
-    decode = enumerate_ops(model, "decode", batch, kv_len=scenario.itl_context, dtypes=dt, attention=attn)
-    itl = step_time(decode, hw)
+    launch = scenario.launch_for(hw)
+    ttft = step_time(scenario.ops(model, "prefill", batch), hw, launch)
+    decode = scenario.ops(model, "decode", batch)
+    itl = step_time(decode, hw, launch)
     # Only attention depends on the cache length: the rest of a decode step is the same every step.
-    fixed = step_time(tuple(o for o in decode if o.op not in ATTENTION_OPS), hw)
-    e2e = ttft
-    for i in range(scenario.gen_len - 1):
-        kv = scenario.prompt_len + i
-        e2e += fixed + step_time(tuple(attention_ops(model, "decode", batch, 1, kv, dt, attn)), hw)
+    fixed = step_time(tuple(o for o in decode if o.op not in ATTENTION_OPS), hw, launch)
+    e2e = ttft + (scenario.gen_len - 1) * fixed + decode_attention_time(model, hw, scenario, batch, launch)
     return ttft, itl, e2e
 
 
@@ -204,4 +318,4 @@ def serving_report(
             )
         )
     return ServingReport(tuple(points), critical_batch(model, hw, scenario, parallel),
-                         max_batch(model, hw, scenario, parallel))
+                         max_batch(model, hw, scenario, parallel), scenario.launch_for(hw))

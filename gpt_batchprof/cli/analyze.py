@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from gpt_batchprof.cli.common import (
     DEFAULT_BATCHES, AttentionOpt, BatchOpt, ContextLenOpt, DtypeOpt, EpOpt, FormatOpt,
-    GenLenOpt, HardwareOpt, KvDtypeOpt, MicroBatchesOpt, ModelOpt, OutputOpt, PhaseOpt, PpOpt, PromptLenOpt,
-    TpOpt, WeightDtypeOpt, choice, console, emit, guarded, parallel_of, parse_int_list, phases_of,
+    GenLenOpt, HardwareOpt, KvDtypeOpt, LaunchOpt, MicroBatchesOpt, ModelOpt, OutputOpt, PhaseOpt, PpOpt,
+    PromptLenOpt, TpOpt, WeightDtypeOpt, choice, console, emit, guarded, parallel_of, parse_int_list, phases_of,
 )
 from typing import Annotated
 
@@ -14,12 +14,13 @@ import typer
 from gpt_batchprof.report.export import FORMATS
 
 
-def scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention):
-    from gpt_batchprof.analytic import ATTENTION_MODES, Dtypes, Scenario
+def scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention, launch="auto"):
+    from gpt_batchprof.analytic import ATTENTION_MODES, LAUNCH_MODES, Dtypes, Scenario
 
     choice(attention, ATTENTION_MODES, "--attention")
+    choice(launch, ("auto",) + LAUNCH_MODES, "--launch")
     return Scenario(prompt_len=prompt_len, gen_len=gen_len, context_len=context_len,
-                    dtypes=Dtypes.of(dtype, weight_dtype, kv_dtype), attention=attention)
+                    dtypes=Dtypes.of(dtype, weight_dtype, kv_dtype), attention=attention, launch=launch)
 
 
 @guarded
@@ -35,6 +36,7 @@ def analyze_cmd(
     weight_dtype: WeightDtypeOpt = None,
     kv_dtype: KvDtypeOpt = None,
     attention: AttentionOpt = "unfused",
+    launch: LaunchOpt = "auto",
     tp: TpOpt = 1,
     pp: PpOpt = 1,
     ep: EpOpt = 1,
@@ -47,15 +49,18 @@ def analyze_cmd(
 
     Every operator gets FLOPs (2 per multiply-add), minimum bytes moved, arithmetic intensity, roofline time max(FLOPs/peak, bytes/bandwidth) + launch overhead, and its bound. Machine-readable output (--format json|csv|markdown) is in SI units.
 
+    TTFT is the prefill of --prompt-len tokens; ITL one decode step at --context-len cached tokens (default: the mean cache length of the decode steps, prompt-len + gen-len/2 - 1); e2e is TTFT plus gen-len - 1 decode steps, each at its own cache length; tokens/s = batch x gen-len / e2e (TTFT included). Memory covers the longest context any analysed step uses.
+
     Causal prefill attention is counted as each kernel computes it: unfused QK^T and x V compute the full square (the mask comes after); fused attention skips masked tiles, so it counts only the visible query-key pairs (about half).
 
     With --tp/--pp/--ep the figures are per GPU (of the slowest pipeline stage, the fullest GPU for memory); all-reduce, all-to-all and send/recv are operator rows priced by the profile's interconnect; see docs/parallel.md.
     """
-    from gpt_batchprof.analysis import analyze
+    from gpt_batchprof.analytic import analyze
     from gpt_batchprof.profiles import load_hardware, load_model
 
     choice(fmt, FORMATS, "--format")
-    scenario = scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention)
+    scenario = scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention,
+                                     launch)
     result = analyze(load_model(model), load_hardware(hardware), scenario, phases_of(phase),
                      parse_int_list(batch), parallel_of(tp, pp, ep, micro_batches))
     render_analyze(result, fmt, per_op, output)
@@ -63,10 +68,10 @@ def analyze_cmd(
 
 def render_analyze(result, fmt: str, per_op: bool, output) -> None:
     from gpt_batchprof.report import export
-    from gpt_batchprof.report.rows import op_row, summary_row
+    from gpt_batchprof.report.rows import analyze_dict, op_row, report_fields, summary_row
 
     if fmt == "json":
-        emit(export.to_json(result.to_dict()), output)
+        emit(export.to_json(analyze_dict(result)), output)
         return
     summary = [summary_row(p) for p in result.report.points]
     ops = [op_row(p) for p in result.predictions]
@@ -75,7 +80,7 @@ def render_analyze(result, fmt: str, per_op: bool, output) -> None:
         return
     if fmt == "markdown":
         sections = [("Serving figures per batch", summary)] + ([("Operators", ops)] if per_op else [])
-        extra = f"\ncritical_batch: {result.report.critical_batch}\nmax_batch: {result.report.max_batch}\n"
+        extra = "\n" + "".join(f"{k}: {v}\n" for k, v in report_fields(result.report).items())
         if not result.parallel.is_single:
             extra += f"parallel: {result.parallel.label()} (figures per GPU)\n"
         emit(export.markdown_sections(sections) + extra, output)

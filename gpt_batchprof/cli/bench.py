@@ -114,7 +114,9 @@ def bench_cmd(
         check_world(dev, max(parallel.tp, parallel.ep, 2 if parallel.pp > 1 else 1))
     if dtype == "auto":
         dtype = "fp16" if dev == "cuda" else "fp32"
-    scenario = scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention)
+    scenario = scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention,
+                                     "graphs" if cuda_graphs else "eager")
+    scenario.check_fits_model(spec)
     import torch
 
     n_threads = threads or torch.get_num_threads()
@@ -161,11 +163,12 @@ def _run_with_progress(run_bench, spec, hw, scenario, phases, batches, settings,
 
 def _render(result, fmt: str, output: Path | None) -> None:
     from gpt_batchprof.report import bench_tables, export
+    from gpt_batchprof.report.rows import bench_dict, bench_row_dict
 
     if fmt == "json":
-        emit(export.to_json(result.to_dict()), output)
+        emit(export.to_json(bench_dict(result)), output)
     elif fmt == "csv":
-        emit(export.to_csv([r.to_dict() for r in result.rows]), output)
+        emit(export.to_csv([bench_row_dict(r) for r in result.rows]), output)
     elif fmt == "markdown":
         emit(bench_tables.bench_markdown(result), output)
     elif output is None:

@@ -41,6 +41,7 @@ TpOpt = Annotated[int, typer.Option("--tp", help="Tensor-parallel GPUs: heads, F
 PpOpt = Annotated[int, typer.Option("--pp", help="Pipeline-parallel stages (layers split; activations sent between stages).")]
 EpOpt = Annotated[int, typer.Option("--ep", help="Expert-parallel groups (MoE only): experts split, attention data-parallel, all-to-all dispatch and combine.")]
 MicroBatchesOpt = Annotated[int, typer.Option("--micro-batches", help="Pipeline micro-batches per step (with --pp): step = (m + pp - 1) stage-times, bubble (pp - 1)/(m + pp - 1).")]
+LaunchOpt = Annotated[str, typer.Option("--launch", help="How kernels are launched, hence the per-kernel overhead charged: eager (every launch's overhead in series, as a plain PyTorch loop or a CPU runs), graphs (a step replayed from a CUDA graph: only the small gap between kernels; GPUs only), or auto (default: graphs on a GPU, as serving engines run decode steps; eager on a CPU).")]
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table, json, csv or markdown.")]
 OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the --format output to this file instead of stdout.")]
 

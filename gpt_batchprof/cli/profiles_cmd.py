@@ -17,6 +17,7 @@ def list_cmd(fmt: FormatOpt = "table", output: OutputOpt = None) -> None:
     """All built-in models and hardware with their headline numbers."""
     from gpt_batchprof.profiles import all_hardware, all_models
     from gpt_batchprof.report.tables import compact_table
+    from gpt_batchprof.report.units import fmt_bytes
     from gpt_batchprof.report import export
 
     choice(fmt, ("table", "json", "csv", "markdown"), "--format")
@@ -36,12 +37,12 @@ def list_cmd(fmt: FormatOpt = "table", output: OutputOpt = None) -> None:
                   str(m.d_ff), m.ffn, f"{m.n_expert_active}/{m.n_expert}" if m.is_moe else "-", str(m.max_seq_len))
     console.print(t)
     t = compact_table("Hardware (datasheet, dense)", [(c, "left" if c in ("name", "kind") else "right") for c in
-                      ("name", "kind", "GB", "GB/s", "fp16 TF/s", "fp8 TF/s", "ridge", "link GB/s", "$/h")])
+                      ("name", "kind", "memory", "GB/s", "fp16 TF/s", "fp8 TF/s", "ridge", "link GB/s", "$/h")])
     for h in hws:
         pk = h.peak_flops_per_s
-        t.add_row(h.name, h.kind, f"{h.memory_bytes / 1e9:g}", f"{h.memory_bandwidth_bytes_per_s / 1e9:g}",
+        t.add_row(h.name, h.kind, fmt_bytes(h.memory_bytes), f"{h.memory_bandwidth_bytes_per_s / 1e9:g}",
                   f"{pk['fp16'] / 1e12:g}" if "fp16" in pk else "-", f"{pk['fp8'] / 1e12:g}" if "fp8" in pk else "-",
-                  f"{pk['fp16'] / h.memory_bandwidth_bytes_per_s:.0f}" if "fp16" in pk else "-",
+                  f"{h.ridge_point('fp16'):.0f}" if "fp16" in pk else "-",
                   f"{h.interconnect.bandwidth_bytes_per_s / 1e9:g}" if h.interconnect else "-",
                   "-" if h.price_per_hour_usd is None else f"{h.price_per_hour_usd:.2f}")
     console.print(t)
@@ -62,7 +63,7 @@ def show_cmd(
     choice(fmt, ("table", "json"), "--format")
     if name in builtin_names("hardware"):
         spec, derived = load_hardware(name), {}
-        derived = {"ridge_flop_per_byte": spec.ridge_intensity}
+        derived = {"ridge_flop_per_byte": spec.ridge_point()}
     else:
         try:
             spec = load_model(name)
@@ -71,7 +72,7 @@ def show_cmd(
                 spec = load_hardware(name)
             except ProfileError:
                 raise model_error from None
-            derived = {"ridge_flop_per_byte": spec.ridge_intensity}
+            derived = {"ridge_flop_per_byte": spec.ridge_point()}
         else:
             derived = {
                 "n_params": spec.n_params,

@@ -113,7 +113,9 @@ def bench_markdown(result) -> str:
 
     keep = ("phase", "batch", "op", "time_s", "bound", "status", "measured_time_s", "measured_iqr_s",
             "measured_over_predicted", "roofline_share", "achieved_flops_per_s", "achieved_bytes_per_s", "reason")
-    rows = [r.to_dict() for r in result.rows]
+    from gpt_batchprof.report.rows import bench_row_dict
+
+    rows = [bench_row_dict(r) for r in result.rows]
     return export.to_markdown(rows, columns=keep, title=f"bench: {result.model.name} on {result.settings.device_name}")
 
 

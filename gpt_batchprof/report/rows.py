@@ -1,13 +1,16 @@
-"""Plain rows (dicts of SI values) built from results: the shape JSON / CSV / Markdown share."""
+"""Plain rows (dicts of SI values) built from results: the shape JSON / CSV / Markdown share.
+
+The only place results are turned into dicts; the cores return frozen dataclasses.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict
 from typing import Any
 
-from gpt_batchprof.analytic.parallel import Parallelism
-from gpt_batchprof.analytic.roofline import Prediction
-from gpt_batchprof.analytic.serving import Scenario, ServingPoint
+from gpt_batchprof.analytic import AnalyzeResult, Parallelism, Prediction, Scenario, ServingPoint, ServingReport
+
+TOKENS_PER_S = "batch x gen_len / e2e_s (TTFT included)"
 
 
 def op_row(p: Prediction) -> dict[str, Any]:
@@ -53,7 +56,7 @@ def summary_row(p: ServingPoint) -> dict[str, Any]:
 
 
 def settings_dict(scenario: Scenario, phases: tuple[str, ...], batches: tuple[int, ...],
-                  parallel: Parallelism = Parallelism()) -> dict[str, Any]:
+                  launch: str | None = None, parallel: Parallelism = Parallelism()) -> dict[str, Any]:
     dt = scenario.dtypes
     return {
         "phases": list(phases),
@@ -65,4 +68,62 @@ def settings_dict(scenario: Scenario, phases: tuple[str, ...], batches: tuple[in
         "act_dtype": dt.act,
         "kv_dtype": dt.kv,
         "attention": scenario.attention,
+        "launch": launch or scenario.launch,
+        "tokens_per_s": TOKENS_PER_S,
     } | parallel.to_dict()
+
+
+def report_fields(report: ServingReport) -> dict[str, Any]:
+    return {
+        "critical_batch": report.critical_batch,
+        "critical_batch_reachable": report.critical_batch_reachable,
+        "max_batch": report.max_batch,
+    }
+
+
+def analyze_dict(result: AnalyzeResult) -> dict[str, Any]:
+    return {
+        "model": result.model.to_dict(),
+        "hardware": result.hardware.to_dict(),
+        "settings": settings_dict(result.scenario, result.phases, result.batches, result.report.launch,
+                                  result.parallel),
+        "ops": [op_row(p) for p in result.predictions],
+        "summary": [summary_row(p) for p in result.report.points],
+    } | report_fields(result.report) | {
+        "weights_per_gpu": {"sharded_bytes": result.weights.sharded_bytes,
+                            "replicated_bytes": result.weights.replicated_bytes},
+        "pipeline_bubble_fraction": result.parallel.bubble_fraction,
+    }
+
+
+def bench_row_dict(row) -> dict[str, Any]:
+    """One `bench` row (measure.bench.BenchRow): the prediction's fields, then the measurement."""
+    return op_row(row.prediction) | {
+        "status": row.status,
+        "reason": row.reason,
+        "measured_time_s": row.measured_time_s,
+        "measured_iqr_s": row.measured_iqr_s,
+        "measured_over_predicted": row.measured_over_predicted,
+        "roofline_share": row.roofline_share,
+        "achieved_flops_per_s": row.achieved_flops_per_s,
+        "achieved_bytes_per_s": row.achieved_bytes_per_s,
+        "samples": row.samples,
+        "timing_method": row.method,
+        "input_sets": row.sets,
+        "device": row.device_name,
+        "torch_version": row.torch_version,
+        "warnings": list(row.warnings),
+    }
+
+
+def bench_dict(result) -> dict[str, Any]:
+    """A whole `bench` run (measure.bench.BenchResult)."""
+    return {
+        "model": result.model.to_dict(),
+        "hardware": result.hardware.to_dict(),
+        "settings": settings_dict(result.scenario, result.phases, result.batches, result.launch,
+                                  result.parallel)
+        | asdict(result.settings) | {"ops": list(result.settings.ops)},
+        "complete": result.complete,
+        "rows": [bench_row_dict(r) for r in result.rows],
+    }

@@ -20,7 +20,7 @@ from gpt_batchprof.report.units import (
 def header(console: Console, model: ModelSpec, hw: HardwareSpec, scenario: Scenario) -> None:
     dt = scenario.dtypes
     peak = hw.peak_flops_per_s.get(dt.act)
-    ridge = f", ridge {peak / hw.memory_bandwidth_bytes_per_s:.0f} FLOP/B" if peak else ""
+    ridge = f", ridge {hw.ridge_point(dt.act):.0f} FLOP/B" if peak else ""
     console.print(
         f"[bold]{model.name}[/] ({model.n_params / 1e9:.2f} B params, {model.n_layer} layers, "
         f"d_model {model.d_model}, {model.n_head}/{model.n_kv_head} heads"
@@ -89,12 +89,16 @@ def memory_table(report: ServingReport, hw: HardwareSpec, parallel=None) -> Tabl
 
 def summary_footer(console: Console, report: ServingReport) -> None:
     cb = report.critical_batch
+    unreachable = "" if report.critical_batch_reachable or cb is None else \
+        f" [yellow]- not reachable: only {report.max_batch} sequences fit in memory[/]"
     console.print(
         f"critical batch: [bold]{cb if cb is not None else 'never'}[/] "
-        "(decode dense layers turn compute-bound; below it batching is nearly free)",
+        f"(decode dense layers turn compute-bound; below it batching is nearly free){unreachable}",
         highlight=False,
     )
     console.print(f"largest batch that fits: [bold]{report.max_batch}[/]", highlight=False)
+    console.print(f"tokens/s = batch x gen-len / e2e (TTFT included); launch overhead: {report.launch}",
+                  style="dim", highlight=False)
 
 
 def ops_table(preds: Sequence[Prediction], title: str) -> Table:

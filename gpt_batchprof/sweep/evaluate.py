@@ -13,11 +13,11 @@ from functools import lru_cache
 from typing import Any, Callable, Sequence
 
 from gpt_batchprof import __version__
-from gpt_batchprof.analytic.gpt import Dtypes, enumerate_ops
+from gpt_batchprof.analytic import (
+    Dtypes, OpCost, Prediction, Scenario, combine, enumerate_ops, launch_mode, predict,
+)
 from gpt_batchprof.analytic.mlp import mlp_cost as analytic_mlp_cost
-from gpt_batchprof.analytic.ops import OpCost
-from gpt_batchprof.analytic.roofline import Prediction, predict
-from gpt_batchprof.analytic.serving import Scenario, latencies
+from gpt_batchprof.analytic.serving import latencies
 from gpt_batchprof.sweep.grid import IDENTITY, Grid, Point
 
 COLUMNS = IDENTITY + (
@@ -73,7 +73,16 @@ class Evaluator:
     def _preds_uncached(self, hardware: str, model: str, phase: str, batch: int, seq_len: int, dtype: str,
                         attention: str) -> dict[str, Prediction]:
         hw = self.grid.hardware[hardware]
-        return {c.op: predict(c, hw) for c in self._ops(model, phase, batch, seq_len, dtype, attention)}
+        launch = self.launch(hw)
+        return {c.op: predict(c, hw, launch) for c in self._ops(model, phase, batch, seq_len, dtype, attention)}
+
+    def launch(self, hw) -> str:
+        """The launch mode predictions charge: the spec's, where ``auto`` means graphs on a GPU
+        for analytic sweeps but eager when kernels are timed (live kernels launch eagerly)."""
+        wanted = self.grid.spec.launch
+        if wanted == "auto" and self.mode != "analytic":
+            wanted = "eager"
+        return launch_mode(wanted, hw)
 
     def costs(self, p: Point) -> tuple[OpCost, ...]:
         ops = self._ops(p.model, p.phase, p.batch, p.seq_len, p.dtype, p.attention)
@@ -92,25 +101,23 @@ class Evaluator:
             chosen = [pr for op, pr in preds.items() if op in names]
         else:
             chosen = list(preds.values())
-        flops = sum(pr.cost.flops for pr in chosen)
-        nbytes = sum(pr.cost.bytes for pr in chosen)
-        t = sum(pr.time_s for pr in chosen)
-        c0 = chosen[0].cost
-        items = p.batch * c0.seq_len  # tokens through the operator (mlp: rows of the input)
+        group = combine(chosen, p.op, launches=sum(pr.cost.launches for pr in chosen))
+        flops, nbytes, t = group.cost.flops, group.cost.bytes, group.time_s
+        items = p.batch * group.cost.seq_len  # tokens through the operator (mlp: rows of the input)
         row = self._base(p) | {
             "items": items,
             "flops": flops,
             "bytes": nbytes,
-            "weight_bytes": sum(pr.cost.weight_bytes for pr in chosen),
-            "intensity": flops / nbytes if nbytes else 0.0,
-            "launches": sum(pr.cost.launches for pr in chosen),
+            "weight_bytes": group.cost.weight_bytes,
+            "intensity": group.cost.intensity,
+            "launches": group.cost.launches,
         }
         if self.predicted:
             row |= {
                 "predicted_time_s": t,
                 "predicted_flops_per_s": flops / t if t else None,
                 "predicted_items_per_s": items / t if t else None,
-                "bound": max(chosen, key=lambda pr: pr.time_s).bound,
+                "bound": group.bound,
             }
         if self.timer is not None:
             ms, iqr = self._measure(p, tuple(pr.cost for pr in chosen))
@@ -152,7 +159,8 @@ class Evaluator:
         m = self.grid.models[p.model]
         hw = self.grid.hardware[p.hardware]
         gen = self.grid.spec.gen_len
-        sc = Scenario(prompt_len=p.seq_len, gen_len=gen, dtypes=Dtypes.of(p.dtype), attention=p.attention)
+        sc = Scenario(prompt_len=p.seq_len, gen_len=gen, dtypes=Dtypes.of(p.dtype), attention=p.attention,
+                      launch=self.launch(hw))
         items = p.batch * gen
         row = self._base(p) | {"items": items, "gen_len": gen}
         if self.predicted:

@@ -23,6 +23,9 @@ from typing import Any, Iterator, Mapping
 from gpt_batchprof.analytic.gpt import ATTENTION_MODES, PHASES
 from gpt_batchprof.analytic.ops import BLOCK_DENSE_OPS, OP_GROUPS, OP_NAMES
 from gpt_batchprof.analytic.parallel import Parallelism
+from gpt_batchprof.analytic.roofline import LAUNCH_MODES
+from gpt_batchprof.analytic.serving import check_length
+from gpt_batchprof.analytic.ops import BLOCK_DENSE_OPS, OP_GROUPS, OP_NAMES, SHARED_EXPERT_OPS
 from gpt_batchprof.errors import BatchprofError
 from gpt_batchprof.profiles import ACT_DTYPES, HardwareSpec, ModelSpec, load_hardware, load_model, model_from_mapping
 
@@ -35,7 +38,7 @@ OP_SELECTORS: dict[str, tuple[str, ...]] = {
     "dense": OP_GROUPS["dense"],  # every weight matmul, LM head included
     "block-dense": BLOCK_DENSE_OPS + ("moe_router",),  # a block's weight matmuls (seed 000's "dense layers")
     "attention": OP_GROUPS["attention"],  # QK^T, softmax, x V (or the fused kernel)
-    "mlp": ("ffn_gate", "ffn_up", "ffn_down"),  # the feed-forward network
+    "ffn": ("ffn_gate", "ffn_up", "ffn_down") + SHARED_EXPERT_OPS,  # the feed-forward network
     "block": tuple(o for o in OP_NAMES if o != "lm_head"),  # every operator of the blocks
     "step": OP_NAMES,  # the whole forward step
 }
@@ -63,6 +66,7 @@ class SweepSpec:
     layers: int = 1  # layers of synthetic GPTs
     depth: int = 8  # layers of the mlp workload
     gen_len: int = 128  # generation workload: tokens generated per sequence
+    launch: str = "auto"  # launch overhead charged by predictions: auto | eager | graphs
     name: str = "custom"
     tp: int = 1  # tensor / pipeline / expert parallelism: figures per GPU (analytic.parallel)
     pp: int = 1
@@ -204,11 +208,14 @@ def resolve(spec: SweepSpec) -> Grid:
             members[sel] = OP_SELECTORS.get(sel, (sel,))
         _check_ops_exist(models, spec, members)
     if spec.workload in ("gpt", "generation"):
+        s = max(spec.seq_lens)
         for label, m in models.items():
-            longest = max(spec.seq_lens) + (spec.gen_len if spec.workload == "generation" else 1)
-            if longest > m.max_seq_len:
-                raise BatchprofError(
-                    f"impossible shape: seq_len {max(spec.seq_lens)} exceeds {label}'s max_seq_len {m.max_seq_len}")
+            if spec.workload == "generation":  # prompt s, then gen_len - 1 decode steps
+                check_length(m, s + spec.gen_len - 1, f"--seq-len {s} + --gen-len {spec.gen_len} - 1 ({label})")
+            elif "decode" in spec.phases:  # decode at s cached tokens embeds position s
+                check_length(m, s + 1, f"--seq-len {s} cached + 1 decoded ({label})")
+            else:  # prefill of s tokens
+                check_length(m, s, f"--seq-len {s} ({label})")
     return Grid(spec, models, hardware, members)
 
 
@@ -243,6 +250,8 @@ def _check(spec: SweepSpec) -> None:
     for name, value in (("layers", spec.layers), ("depth", spec.depth), ("gen_len", spec.gen_len)):
         if not isinstance(value, int) or value < 1:
             raise BatchprofError(f"sweep: {name} must be an integer >= 1, got {value!r}")
+    if spec.launch not in ("auto",) + LAUNCH_MODES:
+        raise BatchprofError(f"--launch: unknown mode '{spec.launch}' (choose from auto, {', '.join(LAUNCH_MODES)})")
     for dt in spec.dtypes:
         if dt not in ACT_DTYPES:
             raise BatchprofError(f"unknown dtype '{dt}' (choose from {', '.join(ACT_DTYPES)})")
