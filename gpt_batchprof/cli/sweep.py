@@ -18,7 +18,7 @@ def sweep_cmd(
     preset: Annotated[Optional[str], Opt("--preset", "-p", help="An article's experiment (see --list-presets).")] = None,
     list_presets: Annotated[bool, Opt("--list-presets", help="Show the presets and exit.")] = False,
     quick: Annotated[bool, Opt("--quick", help="Shrink the preset to CI size (seconds on a small CPU).")] = False,
-    config: Annotated[Optional[Path], Opt("--config", "-c", help="A YAML sweep file (fields: workload, models, d_model, hardware, phases, batches, seq_lens, ops, dtypes, attentions, layers, depth, gen_len, preset).")] = None,
+    config: Annotated[Optional[Path], Opt("--config", "-c", help="A YAML sweep file (fields: workload, models, d_model, hardware, phases, batches, seq_lens, ops, dtypes, attentions, layers, depth, gen_len, tp, pp, ep, micro_batches, preset).")] = None,
     workload: Annotated[Optional[str], Opt("--workload", help="gpt (operators of a GPT step), mlp (seed 002's MLP) or generation (end-to-end per batch).")] = None,
     model: Annotated[ListOpt, Opt("--model", "-m", help="Models, comma list: built-in names or profile files.")] = None,
     d_model: Annotated[ListOpt, Opt("--d-model", "--width", help="Synthetic GPTs given only d_model (n_head d/128, d_ff 4d, GELU); for --workload mlp the widths. Comma list or 256..8192.")] = None,
@@ -33,6 +33,10 @@ def sweep_cmd(
     attention: Annotated[ListOpt, Opt("--attention", help="unfused and/or fused (comma list).")] = None,
     gen_len: Annotated[Optional[int], Opt("--gen-len", help="generation workload: tokens generated per sequence.")] = None,
     launch: Annotated[Optional[str], Opt("--launch", help="Launch overhead the predictions charge: eager, graphs (CUDA graph replay, GPUs) or auto (graphs on a GPU for analytic sweeps; eager when kernels are timed, since live kernels launch eagerly).")] = None,
+    tp: Annotated[Optional[int], Opt("--tp", help="Tensor-parallel GPUs: every point per GPU, collectives included (analytic only).")] = None,
+    pp: Annotated[Optional[int], Opt("--pp", help="Pipeline-parallel stages (analytic only).")] = None,
+    ep: Annotated[Optional[int], Opt("--ep", help="Expert-parallel groups, MoE models (analytic only).")] = None,
+    micro_batches: Annotated[Optional[int], Opt("--micro-batches", help="Pipeline micro-batches per step (with --pp).")] = None,
     mode: Annotated[str, Opt("--mode", help="analytic (roofline), live (time kernels) or both (measured next to predicted).")] = "analytic",
     device: Annotated[str, Opt("--device", help="Where live kernels run: auto, cuda or cpu.")] = "auto",
     warmup_ms: Annotated[float, Opt("--warmup-ms", help="Live: warm-up budget per kernel.")] = 10.0,
@@ -76,7 +80,11 @@ def sweep_cmd(
         spec = g.spec_from_mapping(file_data, str(config), spec)
     spec = _apply_flags(spec, g, workload=workload, model=model, d_model=d_model, layers=layers, depth=depth,
                         hardware=hardware, batch=batch, seq_len=seq_len, phase=phase, op=op, dtype=dtype,
-                        attention=attention, gen_len=gen_len, launch=launch)
+                        attention=attention, gen_len=gen_len, launch=launch, tp=tp, pp=pp, ep=ep,
+                        micro_batches=micro_batches)
+    if mode != "analytic" and not spec.parallel.is_single:
+        raise g.BatchprofError(f"sweep --mode {mode} with --tp/--pp/--ep: live collectives are timed by "
+                               "`gpt-batchprof bench --tp N`; use --mode analytic here")
 
     timer = None
     if mode != "analytic":
@@ -130,7 +138,7 @@ def _apply_flags(spec, g, **flags):
         changes["batches"] = parse_int_list(flags["batch"], "--batch")
     if flags["seq_len"]:
         changes["seq_lens"] = parse_int_list(flags["seq_len"], "--seq-len")
-    for key in ("layers", "depth", "gen_len", "launch"):
+    for key in ("layers", "depth", "gen_len", "launch", "tp", "pp", "ep", "micro_batches"):
         if flags[key] is not None:
             changes[key] = flags[key]
     return spec.updated(**changes)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from gpt_batchprof.analytic import AnalyzeResult, Prediction, Scenario, ServingPoint, ServingReport
+from gpt_batchprof.analytic import AnalyzeResult, Parallelism, Prediction, Scenario, ServingPoint, ServingReport
 
 TOKENS_PER_S = "batch x gen_len / e2e_s (TTFT included)"
 
@@ -56,7 +56,7 @@ def summary_row(p: ServingPoint) -> dict[str, Any]:
 
 
 def settings_dict(scenario: Scenario, phases: tuple[str, ...], batches: tuple[int, ...],
-                  launch: str | None = None) -> dict[str, Any]:
+                  launch: str | None = None, parallel: Parallelism = Parallelism()) -> dict[str, Any]:
     dt = scenario.dtypes
     return {
         "phases": list(phases),
@@ -70,7 +70,7 @@ def settings_dict(scenario: Scenario, phases: tuple[str, ...], batches: tuple[in
         "attention": scenario.attention,
         "launch": launch or scenario.launch,
         "tokens_per_s": TOKENS_PER_S,
-    }
+    } | parallel.to_dict()
 
 
 def report_fields(report: ServingReport) -> dict[str, Any]:
@@ -85,10 +85,15 @@ def analyze_dict(result: AnalyzeResult) -> dict[str, Any]:
     return {
         "model": result.model.to_dict(),
         "hardware": result.hardware.to_dict(),
-        "settings": settings_dict(result.scenario, result.phases, result.batches, result.report.launch),
+        "settings": settings_dict(result.scenario, result.phases, result.batches, result.report.launch,
+                                  result.parallel),
         "ops": [op_row(p) for p in result.predictions],
         "summary": [summary_row(p) for p in result.report.points],
-    } | report_fields(result.report)
+    } | report_fields(result.report) | {
+        "weights_per_gpu": {"sharded_bytes": result.weights.sharded_bytes,
+                            "replicated_bytes": result.weights.replicated_bytes},
+        "pipeline_bubble_fraction": result.parallel.bubble_fraction,
+    }
 
 
 def bench_row_dict(row) -> dict[str, Any]:
@@ -116,7 +121,8 @@ def bench_dict(result) -> dict[str, Any]:
     return {
         "model": result.model.to_dict(),
         "hardware": result.hardware.to_dict(),
-        "settings": settings_dict(result.scenario, result.phases, result.batches, result.launch)
+        "settings": settings_dict(result.scenario, result.phases, result.batches, result.launch,
+                                  result.parallel)
         | asdict(result.settings) | {"ops": list(result.settings.ops)},
         "complete": result.complete,
         "rows": [bench_row_dict(r) for r in result.rows],
