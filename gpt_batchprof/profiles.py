@@ -157,6 +157,23 @@ class ModelSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class Interconnect:
+    """The link between the devices of one node (or network): per-device bandwidth per direction.
+
+    ``bandwidth_bytes_per_s`` is what one device can send (and, at the same time, receive)
+    through it, e.g. NVLink 4 on H100 SXM: 900 GB/s total = 450 GB/s each way.
+    ``latency_s`` is the per-hop (per ring step) latency of a collective.
+    """
+
+    name: str
+    bandwidth_bytes_per_s: float
+    latency_s: float = 0.0
+
+
+INTERCONNECT_KEYS = ("name", "bandwidth_gb_s", "latency_us")
+
+
+@dataclass(frozen=True, slots=True)
 class HardwareSpec:
     """Datasheet (or calibrated) ceilings of one device. Stored in SI units."""
 
@@ -170,6 +187,7 @@ class HardwareSpec:
     l2_cache_bytes: float = 0.0
     price_per_hour_usd: float | None = None
     source: str = ""
+    interconnect: Interconnect | None = None  # how devices of this kind talk to each other (TP/PP/EP)
 
     def peak(self, dtype: str) -> float:
         """Peak FLOP/s for matmuls in ``dtype``."""
@@ -201,12 +219,13 @@ class HardwareSpec:
 class _Fields:
     """Reads typed fields out of a mapping and names the file and field on every error."""
 
-    def __init__(self, data: Mapping[str, Any], where: str):
+    def __init__(self, data: Mapping[str, Any], where: str, prefix: str = ""):
         self.data = data
         self.where = where
+        self.prefix = prefix  # for nested sections: "interconnect."
 
     def fail(self, key: str, why: str) -> ProfileError:
-        return ProfileError(f"{self.where}: field '{key}': {why}")
+        return ProfileError(f"{self.where}: field '{self.prefix}{key}': {why}")
 
     def has(self, key: str) -> bool:
         return self.data.get(key) is not None
@@ -344,6 +363,7 @@ def hardware_from_mapping(data: Mapping[str, Any], where: str, source: str = "")
                 f"{where}: field 'peak_tflops.{key}': must be a number > 0, got {peaks_raw[key]!r}"
             ) from None
     price = f.num("price_per_hour_usd", default=0.0, positive=False) if f.has("price_per_hour_usd") else None
+    interconnect = interconnect_from_mapping(data["interconnect"], where) if f.has("interconnect") else None
     return HardwareSpec(
         name=name,
         kind=kind,
@@ -356,6 +376,23 @@ def hardware_from_mapping(data: Mapping[str, Any], where: str, source: str = "")
         l2_cache_bytes=f.num("l2_cache_mb", default=0.0, positive=False) * 1e6,
         price_per_hour_usd=price,
         source=source,
+        interconnect=interconnect,
+    )
+
+
+def interconnect_from_mapping(data: Any, where: str) -> Interconnect:
+    """The optional ``interconnect:`` section (GB/s per direction, microseconds); unknown keys refused."""
+    if not isinstance(data, Mapping):
+        raise ProfileError(f"{where}: field 'interconnect': expected a mapping (name, bandwidth_gb_s, latency_us)")
+    unknown = [k for k in data if k not in INTERCONNECT_KEYS]
+    if unknown:
+        raise ProfileError(f"{where}: field 'interconnect.{unknown[0]}': unknown key "
+                           f"(known: {', '.join(INTERCONNECT_KEYS)})")
+    f = _Fields(data, where, prefix="interconnect.")
+    return Interconnect(
+        name=f.str("name"),
+        bandwidth_bytes_per_s=f.num("bandwidth_gb_s") * 1e9,
+        latency_s=f.num("latency_us", default=0.0, positive=False) * 1e-6,
     )
 
 
@@ -375,6 +412,10 @@ def hardware_to_yaml_mapping(hw: HardwareSpec) -> dict[str, Any]:
         d["l2_cache_mb"] = round(hw.l2_cache_bytes / 1e6, 3)
     if hw.price_per_hour_usd is not None:
         d["price_per_hour_usd"] = hw.price_per_hour_usd
+    if hw.interconnect is not None:
+        ic = hw.interconnect
+        d["interconnect"] = {"name": ic.name, "bandwidth_gb_s": round(ic.bandwidth_bytes_per_s / 1e9, 3),
+                             "latency_us": round(ic.latency_s * 1e6, 3)}
     return d
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gpt_batchprof.analytic.ops import OpCost, OpShape, causal_pairs, elementwise_cost, matmul_cost
+from gpt_batchprof.analytic.parallel import Parallelism
 from gpt_batchprof.errors import BatchprofError
 from gpt_batchprof.profiles import ACT_DTYPES, DTYPE_BYTES, KV_DTYPES, QUANTISED_DTYPES, WEIGHT_DTYPES, ModelSpec
 
@@ -73,11 +74,14 @@ def enumerate_ops(
     kv_len: int = 0,
     dtypes: Dtypes = Dtypes(),
     attention: str = "unfused",
+    parallel: Parallelism = Parallelism(),
 ) -> tuple[OpCost, ...]:
     """The operators of one forward step, each totalled over all layers.
 
     prefill: ``seq_len`` prompt tokens per sequence, ``kv_len`` already cached (0 unless
     chunked). decode: one new token per sequence, ``kv_len`` cached; ``seq_len`` is ignored.
+    ``parallel``: across several GPUs, the operators of one GPU of the slowest pipeline
+    stage, collectives included (see :mod:`gpt_batchprof.analytic.parallel`).
     """
     if phase not in PHASES:
         raise BatchprofError(f"unknown phase '{phase}' (choose from {', '.join(PHASES)})")
@@ -86,6 +90,10 @@ def enumerate_ops(
     q = 1 if phase == "decode" else seq_len
     if batch < 1 or q < 1 or kv_len < 0:
         raise BatchprofError(f"impossible shape: batch={batch}, seq_len={q}, kv_len={kv_len}")
+    if not parallel.is_single:
+        from gpt_batchprof.analytic.parallel import sharded_ops
+
+        return sharded_ops(model, phase, batch, seq_len, kv_len, dtypes, attention, parallel)
 
     T = batch * q  # tokens through the dense layers
     w, a = DTYPE_BYTES[dtypes.weight], DTYPE_BYTES[dtypes.act]

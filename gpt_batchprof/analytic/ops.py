@@ -31,6 +31,9 @@ OP_NAMES = (
     "ffn_shared_up",
     "ffn_shared_down",
     "lm_head",
+    "tp_allreduce",
+    "ep_alltoall",
+    "pp_sendrecv",
 )
 SHARED_EXPERT_OPS = ("ffn_shared_gate", "ffn_shared_up", "ffn_shared_down")  # qwen2_moe's shared expert
 # Operator groups (sweep's --op accepts these too).
@@ -38,9 +41,12 @@ DENSE_OPS = ("qkv_proj", "out_proj", "moe_router", "ffn_gate", "ffn_up", "ffn_do
 ATTENTION_OPS = ("attn_score", "attn_softmax", "attn_context", "attn_fused")
 # Dense layers of a transformer block: the ones whose decode boundness defines the critical batch.
 BLOCK_DENSE_OPS = ("qkv_proj", "out_proj", "ffn_gate", "ffn_up", "ffn_down") + SHARED_EXPERT_OPS
+# Collectives between GPUs (tensor, expert and pipeline parallelism), priced by the interconnect.
+COLLECTIVE_OPS = ("tp_allreduce", "ep_alltoall", "pp_sendrecv")
 # Composite rows of `bench`: one whole transformer block, and seed 002's plain MLP.
 COMPOSITE_OPS = ("block", "mlp")
-OP_GROUPS = {"dense": DENSE_OPS, "attention": ATTENTION_OPS, "other": ("norm",), "composite": COMPOSITE_OPS}
+OP_GROUPS = {"dense": DENSE_OPS, "attention": ATTENTION_OPS, "other": ("norm",), "collective": COLLECTIVE_OPS,
+             "composite": COMPOSITE_OPS}
 
 
 def op_group(op: str) -> str:
@@ -57,7 +63,8 @@ class OpShape:
     Matmul view: ``batch`` independent (m x k) @ (k x n) products. For attention kernels
     m is query rows per problem, n key length, k head_dim, with ``heads`` query heads
     and ``kv_heads`` key/value heads per sequence; for softmax and norm m is rows and n
-    the row length (k = 0).
+    the row length (k = 0); for collectives m is token rows and n d_model (the message is
+    m x n activations), over ``ranks`` devices.
     """
 
     m: int
@@ -67,6 +74,7 @@ class OpShape:
     heads: int = 0
     kv_heads: int = 0
     causal: bool = False
+    ranks: int = 1  # devices a collective spans (1 for compute kernels)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from gpt_batchprof.analytic.ops import OpCost, OpShape
 from gpt_batchprof.errors import BatchprofError, ProfileError
 from gpt_batchprof.profiles import HardwareSpec
 
-BOUNDS = ("compute", "memory", "overhead")
+BOUNDS = ("compute", "memory", "overhead", "link", "latency")  # the last two: collectives
 LAUNCH_MODES = ("eager", "graphs")
 
 
@@ -86,6 +86,10 @@ def predict(cost: OpCost, hw: HardwareSpec, launch: str = "eager", strict: bool 
     ``strict=False``: a profile without a peak for the operator's dtype gives NaN compute
     and total time with a ``note`` instead of raising (bench still reports the measurement).
     """
+    if cost.group == "collective":  # priced by the interconnect, not the roofline
+        from gpt_batchprof.analytic.parallel import predict_collective
+
+        return predict_collective(cost, hw)
     memory_s = cost.bytes / hw.memory_bandwidth_bytes_per_s
     overhead_s = cost.launches * kernel_overhead_s(hw, launch)
     if not cost.flops:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from gpt_batchprof.analytic.gpt import PHASES, Dtypes, attention_ops, enumerate_ops
 from gpt_batchprof.analytic.ops import ATTENTION_OPS, BLOCK_DENSE_OPS, OpCost
 from gpt_batchprof.analytic.roofline import kernel_overhead_s, launch_mode, predict, step_time
+from gpt_batchprof.analytic.parallel import Parallelism
 from gpt_batchprof.errors import BatchprofError
 from gpt_batchprof.profiles import DTYPE_BYTES, HardwareSpec, ModelSpec
 
@@ -78,11 +79,13 @@ class Scenario:
             return 1, self.itl_context
         raise BatchprofError(f"unknown phase '{phase}' (choose from {', '.join(PHASES)})")
 
-    def ops(self, model: ModelSpec, phase: str, batch: int) -> tuple[OpCost, ...]:
-        """The operators `analyze` predicts and `bench` times for one phase and batch."""
+    def ops(self, model: ModelSpec, phase: str, batch: int,
+            parallel: Parallelism = Parallelism()) -> tuple[OpCost, ...]:
+        """The operators `analyze` predicts and `bench` times for one phase and batch
+        (across several GPUs: one GPU's, collectives included)."""
         q, kv = self.step(phase)
         return enumerate_ops(model, phase, batch, seq_len=q, kv_len=kv, dtypes=self.dtypes,
-                             attention=self.attention)
+                             attention=self.attention, parallel=parallel)
 
     def launch_for(self, hw: HardwareSpec) -> str:
         return launch_mode(self.launch, hw)
@@ -148,9 +151,16 @@ def step_activation_bytes(model: ModelSpec, dtypes: Dtypes, attention: str, batc
     return (2 * tokens * model.d_model + max(inner, qkv, scores)) * a + batch * model.vocab_size * 4.0
 
 
-def memory_use(model: ModelSpec, scenario: Scenario, batch: int) -> MemoryUse:
+def memory_use(model: ModelSpec, scenario: Scenario, batch: int, parallel: Parallelism = Parallelism()) -> MemoryUse:
     """Weights, the KV cache at the longest context any analysed step uses, and the peak
-    transient activations over the analysed steps (prefill, and decode at the ITL context)."""
+    transient activations over the analysed steps (prefill, and decode at the ITL context).
+
+    Across several GPUs (``parallel``): those of the fullest GPU (see ``analytic.parallel``).
+    """
+    if not parallel.is_single:
+        from gpt_batchprof.analytic.parallel import parallel_memory_use
+
+        return parallel_memory_use(model, scenario, batch, parallel)
     dt, attn = scenario.dtypes, scenario.attention
     acts = max(
         step_activation_bytes(model, dt, attn, batch, scenario.prompt_len, scenario.prompt_len),
@@ -163,18 +173,24 @@ def memory_use(model: ModelSpec, scenario: Scenario, batch: int) -> MemoryUse:
     )
 
 
-def max_batch(model: ModelSpec, hw: HardwareSpec, scenario: Scenario) -> int:
+def max_batch(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, parallel: Parallelism = Parallelism()) -> int:
     """Largest batch whose weights, KV cache and activations fit in device memory.
 
-    Everything but the weights grows in proportion to the batch.
+    Everything but the weights grows in proportion to the batch. Across several GPUs: what
+    fits on the fullest one, over all expert-parallel groups.
     """
+    if not parallel.is_single:
+        from gpt_batchprof.analytic.parallel import parallel_max_batch
+
+        return parallel_max_batch(model, hw, scenario, parallel)
     one = memory_use(model, scenario, 1)
     per_sequence = one.kv_cache_bytes + one.activation_bytes
     free = hw.memory_bytes - one.weights_bytes
     return max(0, math.floor(free / per_sequence)) if free > 0 else 0
 
 
-def critical_batch(model: ModelSpec, hw: HardwareSpec, scenario: Scenario) -> int | None:
+def critical_batch(model: ModelSpec, hw: HardwareSpec, scenario: Scenario,
+                   parallel: Parallelism = Parallelism()) -> int | None:
     """Smallest batch at which every dense layer of a block is compute-bound in decode.
 
     Below it, adding sequences to a decode step costs almost no time ("free" batching);
@@ -182,7 +198,7 @@ def critical_batch(model: ModelSpec, hw: HardwareSpec, scenario: Scenario) -> in
     """
 
     def all_compute_bound(b: int) -> bool:
-        ops = scenario.ops(model, "decode", b)
+        ops = scenario.ops(model, "decode", b, parallel)
         return all(predict(o, hw).compute_bound for o in ops if o.op in BLOCK_DENSE_OPS)
 
     if not all_compute_bound(CRITICAL_BATCH_LIMIT):
@@ -258,8 +274,13 @@ def decode_attention_time(model: ModelSpec, hw: HardwareSpec, scenario: Scenario
     return total
 
 
-def latencies(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batch: int) -> tuple[float, float, float]:
+def latencies(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batch: int,
+              parallel: Parallelism = Parallelism()) -> tuple[float, float, float]:
     """(TTFT, ITL, end-to-end) in seconds for one batch."""
+    if not parallel.is_single:
+        from gpt_batchprof.analytic.parallel import parallel_latencies
+
+        return parallel_latencies(model, hw, scenario, batch, parallel)
     launch = scenario.launch_for(hw)
     ttft = step_time(scenario.ops(model, "prefill", batch), hw, launch)
     decode = scenario.ops(model, "decode", batch)
@@ -271,21 +292,24 @@ def latencies(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batch: int
 
 
 def serving_report(
-    model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batches: tuple[int, ...]
+    model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batches: tuple[int, ...],
+    parallel: Parallelism = Parallelism(),
 ) -> ServingReport:
+    """Per batch: latencies, throughput, memory (per GPU) and cost (of all ``parallel.world`` GPUs)."""
     if not batches or min(batches) < 1:
         raise BatchprofError(f"--batch sizes must be >= 1, got {list(batches)}")
     scenario.check_fits_model(model)
-    base_ttft, base_itl, base_e2e = latencies(model, hw, scenario, 1)
+    parallel.check(model, hw)
+    base_ttft, base_itl, base_e2e = latencies(model, hw, scenario, 1, parallel)
     base_tps = scenario.gen_len / base_e2e
     points = []
     for b in batches:
-        ttft, itl, e2e = (base_ttft, base_itl, base_e2e) if b == 1 else latencies(model, hw, scenario, b)
+        ttft, itl, e2e = (base_ttft, base_itl, base_e2e) if b == 1 else latencies(model, hw, scenario, b, parallel)
         tps = b * scenario.gen_len / e2e
-        mem = memory_use(model, scenario, b)
+        mem = memory_use(model, scenario, b, parallel)
         cost = None
         if hw.price_per_hour_usd is not None:
-            cost = hw.price_per_hour_usd / 3600.0 / tps * 1e6
+            cost = parallel.world * hw.price_per_hour_usd / 3600.0 / tps * 1e6
         points.append(
             ServingPoint(
                 batch=b, ttft_s=ttft, itl_s=itl, e2e_s=e2e, tokens_per_s=tps,
@@ -293,5 +317,5 @@ def serving_report(
                 fits=mem.total_bytes <= hw.memory_bytes, cost_per_million_tokens_usd=cost,
             )
         )
-    return ServingReport(tuple(points), critical_batch(model, hw, scenario), max_batch(model, hw, scenario),
-                         scenario.launch_for(hw))
+    return ServingReport(tuple(points), critical_batch(model, hw, scenario, parallel),
+                         max_batch(model, hw, scenario, parallel), scenario.launch_for(hw))

@@ -83,8 +83,8 @@ def _register() -> None:
 
     app.command("analyze")(analyze.analyze_cmd)
     app.add_typer(profiles_cmd.profiles_app, name="profiles")
-    # Optional command modules (bench / calibrate, sweep / plot) register themselves here.
-    for mod in ("bench", "sweep"):
+    # Optional command modules (bench / calibrate, generate, sweep / plot, simulate) register themselves here.
+    for mod in ("bench", "generate", "sweep", "simulate"):
         try:
             module = __import__(f"gpt_batchprof.cli.{mod}", fromlist=["register"])
         except ModuleNotFoundError as e:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from gpt_batchprof.cli.common import (
-    DEFAULT_BATCHES, AttentionOpt, BatchOpt, ContextLenOpt, DtypeOpt, FormatOpt,
-    GenLenOpt, HardwareOpt, KvDtypeOpt, LaunchOpt, ModelOpt, OutputOpt, PhaseOpt, PromptLenOpt,
-    WeightDtypeOpt, choice, guarded, parse_int_list, phases_of, show,
+    DEFAULT_BATCHES, AttentionOpt, BatchOpt, ContextLenOpt, DtypeOpt, EpOpt, FormatOpt,
+    GenLenOpt, HardwareOpt, KvDtypeOpt, LaunchOpt, MicroBatchesOpt, ModelOpt, OutputOpt, PhaseOpt, PpOpt,
+    PromptLenOpt, TpOpt, WeightDtypeOpt, choice, guarded, parallel_of, parse_int_list, phases_of, render,
 )
 from typing import Annotated
 
@@ -37,6 +37,10 @@ def analyze_cmd(
     kv_dtype: KvDtypeOpt = None,
     attention: AttentionOpt = "unfused",
     launch: LaunchOpt = "auto",
+    tp: TpOpt = 1,
+    pp: PpOpt = 1,
+    ep: EpOpt = 1,
+    micro_batches: MicroBatchesOpt = 1,
     per_op: Annotated[bool, typer.Option("--per-op", help="Add the operator breakdown (FLOPs, bytes, intensity, bound).")] = False,
     fmt: FormatOpt = "table",
     output: OutputOpt = None,
@@ -48,6 +52,8 @@ def analyze_cmd(
     TTFT is the prefill of --prompt-len tokens; ITL one decode step at --context-len cached tokens (default: the mean cache length of the decode steps, prompt-len + gen-len/2 - 1); e2e is TTFT plus gen-len - 1 decode steps, each at its own cache length; tokens/s = batch x gen-len / e2e (TTFT included). Memory covers the longest context any analysed step uses.
 
     Causal prefill attention is counted as each kernel computes it: unfused QK^T and x V compute the full square (the mask comes after); fused attention skips masked tiles, so it counts only the visible query-key pairs (about half).
+
+    With --tp/--pp/--ep the figures are per GPU (of the slowest pipeline stage, the fullest GPU for memory); all-reduce, all-to-all and send/recv are operator rows priced by the profile's interconnect; see docs/parallel.md.
     """
     from gpt_batchprof.analytic import analyze
     from gpt_batchprof.profiles import load_hardware, load_model
@@ -56,11 +62,44 @@ def analyze_cmd(
     scenario = scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention,
                                      launch)
     result = analyze(load_model(model), load_hardware(hardware), scenario, phases_of(phase),
-                     parse_int_list(batch))
+                     parse_int_list(batch), parallel_of(tp, pp, ep, micro_batches))
     render_analyze(result, fmt, per_op, output)
 
 
 def render_analyze(result, fmt: str, per_op: bool, output) -> None:
-    from gpt_batchprof.report.render import analyze_views
+    from gpt_batchprof.report import export, tables
+    from gpt_batchprof.report.rows import analyze_dict, op_row, report_fields, summary_row
 
-    show(analyze_views(result, per_op), fmt, output)
+    def markdown() -> str:
+        summary = [summary_row(p) for p in result.report.points]
+        sections = [("Serving figures per batch", summary)] + ([("Operators", ops())] if per_op else [])
+        extra = "\n" + "".join(f"{k}: {v}\n" for k, v in report_fields(result.report).items())
+        if not result.parallel.is_single:
+            extra += f"parallel: {result.parallel.label()} (figures per GPU)\n"
+        return export.markdown_sections(sections) + extra
+
+    def ops() -> list:
+        return [op_row(p) for p in result.predictions]
+
+    render(fmt, output, doc=lambda: analyze_dict(result),
+           rows=lambda: ops() if per_op else [summary_row(p) for p in result.report.points],
+           markdown=markdown, table=lambda out: _print_tables(out, result, per_op, tables))
+
+
+def _print_tables(out, result, per_op: bool, tables) -> None:
+    tables.header(out, result.model, result.hardware, result.scenario)
+    if not result.parallel.is_single:
+        tables.parallel_header(out, result.parallel, result.hardware, result.weights)
+    out.print()
+    out.print(tables.summary_table(result.report, result.hardware))
+    out.print()
+    out.print(tables.memory_table(result.report, result.hardware, result.parallel))
+    tables.summary_footer(out, result.report)
+    if per_op:
+        for phase in result.phases:
+            preds = [p for p in result.predictions if p.cost.phase == phase]
+            c = preds[0].cost
+            what = f"prompt {c.seq_len}" if phase == "prefill" else f"{c.kv_len} cached tokens"
+            out.print()
+            per = "" if result.parallel.is_single else "; per GPU of the slowest stage"
+            out.print(tables.ops_table(preds, f"{phase} operators ({what}; all layers{per})"))

@@ -52,9 +52,20 @@ DtypeOpt = Annotated[str, typer.Option("--dtype", help="Dtype of activations (an
 WeightDtypeOpt = Annotated[Optional[str], typer.Option("--weight-dtype", help="Weight dtype override (also int4).")]
 KvDtypeOpt = Annotated[Optional[str], typer.Option("--kv-dtype", help="KV-cache dtype override.")]
 AttentionOpt = Annotated[str, typer.Option("--attention", help="unfused (QK^T, softmax, x V) or fused (FlashAttention-style). " + CAUSAL_HELP)]
+TpOpt = Annotated[int, typer.Option("--tp", help="Tensor-parallel GPUs: heads, FFN columns and vocabulary split Megatron-style; two all-reduces per layer.")]
+PpOpt = Annotated[int, typer.Option("--pp", help="Pipeline-parallel stages (layers split; activations sent between stages).")]
+EpOpt = Annotated[int, typer.Option("--ep", help="Expert-parallel groups (MoE only): experts split, attention data-parallel, all-to-all dispatch and combine.")]
+MicroBatchesOpt = Annotated[int, typer.Option("--micro-batches", help="Pipeline micro-batches per step (with --pp): step = (m + pp - 1) stage-times, bubble (pp - 1)/(m + pp - 1).")]
 LaunchOpt = Annotated[str, typer.Option("--launch", help="How kernels are launched, hence the per-kernel overhead charged: eager (every launch's overhead in series, as a plain PyTorch loop or a CPU runs), graphs (a step replayed from a CUDA graph: only the small gap between kernels; GPUs only), or auto (default: graphs on a GPU, as serving engines run decode steps; eager on a CPU).")]
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table, json, csv or markdown.")]
 OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the --format output to this file instead of stdout.")]
+
+
+def parallel_of(tp: int, pp: int, ep: int, micro_batches: int = 1):
+    """The --tp/--pp/--ep/--micro-batches layout (validated against a model later)."""
+    from gpt_batchprof.analytic.parallel import Parallelism
+
+    return Parallelism(tp=tp, pp=pp, ep=ep, micro_batches=micro_batches)
 
 
 def choice(value: str, allowed: tuple[str, ...], option: str) -> str:
@@ -175,3 +186,36 @@ def show(views: Any, fmt: str, output: Path | None, width: int = 120) -> None:
         views.table(console)
         return
     emit(render(views, fmt, width), output)
+
+
+def progress_bar():
+    """The transient progress bar on stderr that long commands share."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=err_console, transient=True)
+
+
+def run_keeping_partial(progress, run: Callable[[], Any], what: str) -> Any:
+    """``run()`` under ``progress``; on Ctrl-C, the partial result the core attached to the
+    KeyboardInterrupt (``.partial``, with ``.rows``), so finished rows are still reported."""
+    try:
+        with progress:
+            return run()
+    except KeyboardInterrupt as e:
+        partial = getattr(e, "partial", None)
+        if partial is None:
+            raise
+        err_console.print(f"interrupted after {len(partial.rows)} {what}", style="yellow")
+        return partial
+
+
+def render(fmt: str, output: Path | None, *, doc: Callable[[], Any], rows: Callable[[], list],
+           markdown: Callable[[], str], table: Callable[[Console], None]) -> None:
+    """One result in the chosen --format: JSON document, CSV rows, Markdown, or Rich tables
+    (to the terminal, or as plain text to --output), through the one renderer and writer."""
+    from gpt_batchprof.report import export
+    from gpt_batchprof.report.render import Views
+
+    show(Views(json=doc, csv=lambda: export.to_csv(rows()), markdown=markdown, table=table), fmt, output,
+         width=160)

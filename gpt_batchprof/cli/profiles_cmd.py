@@ -41,12 +41,13 @@ def _list_tables(out, models, hws) -> None:
                   str(m.d_ff), m.ffn, f"{m.n_expert_active}/{m.n_expert}" if m.is_moe else "-", str(m.max_seq_len))
     out.print(t)
     t = compact_table("Hardware (datasheet, dense)", [(c, "left" if c in ("name", "kind") else "right") for c in
-                      ("name", "kind", "memory", "GB/s", "fp16 TF/s", "fp8 TF/s", "ridge", "$/h")])
+                      ("name", "kind", "memory", "GB/s", "fp16 TF/s", "fp8 TF/s", "ridge", "link GB/s", "$/h")])
     for h in hws:
         pk = h.peak_flops_per_s
         t.add_row(escape(h.name), h.kind, fmt_bytes(h.memory_bytes), f"{h.memory_bandwidth_bytes_per_s / 1e9:g}",
                   f"{pk['fp16'] / 1e12:g}" if "fp16" in pk else "-", f"{pk['fp8'] / 1e12:g}" if "fp8" in pk else "-",
                   f"{h.ridge_point('fp16'):.0f}" if "fp16" in pk else "-",
+                  f"{h.interconnect.bandwidth_bytes_per_s / 1e9:g}" if h.interconnect else "-",
                   "-" if h.price_per_hour_usd is None else f"{h.price_per_hour_usd:.2f}")
     out.print(t)
 
@@ -101,6 +102,8 @@ def _show_table(title: str, data: dict):
             v = f"{v:,.0f} B ({fmt_bytes(v)})"
         elif k in ("n_params", "n_params_non_embedding"):
             v = f"{v:,} ({v / 1e9:.3f} B)"
+        elif k == "interconnect" and v:
+            v = f"{v['name']}: {v['bandwidth_bytes_per_s'] / 1e9:g} GB/s per direction, {v['latency_s'] * 1e6:g} us"
         elif isinstance(v, dict):
             v = ", ".join(f"{kk}: {vv / 1e12:g} T" for kk, vv in v.items())
         elif isinstance(v, float):

@@ -20,7 +20,7 @@ def sweep_cmd(
     preset: Annotated[Optional[str], Opt("--preset", "-p", help="An article's experiment (see --list-presets).")] = None,
     list_presets: Annotated[bool, Opt("--list-presets", help="Show the presets and exit.")] = False,
     quick: Annotated[bool, Opt("--quick", help="Shrink the preset to CI size (seconds on a small CPU).")] = False,
-    config: Annotated[Optional[Path], Opt("--config", "-c", help="A YAML sweep file (fields: workload, models, d_model, hardware, phases, batches, seq_lens, ops, dtypes, attentions, layers, depth, gen_len, preset).")] = None,
+    config: Annotated[Optional[Path], Opt("--config", "-c", help="A YAML sweep file (fields: workload, models, d_model, hardware, phases, batches, seq_lens, ops, dtypes, attentions, layers, depth, gen_len, tp, pp, ep, micro_batches, preset).")] = None,
     workload: Annotated[Optional[str], Opt("--workload", help="gpt (operators of a GPT step), mlp (seed 002's MLP) or generation (end-to-end per batch).")] = None,
     model: Annotated[ListOpt, Opt("--model", "-m", help="Models, comma list: built-in names or profile files.")] = None,
     d_model: Annotated[ListOpt, Opt("--d-model", "--width", help="Synthetic GPTs given only d_model (n_head d/128, d_ff 4d, GELU); for --workload mlp the widths. Comma list or 256..8192.")] = None,
@@ -30,10 +30,15 @@ def sweep_cmd(
     batch: Annotated[ListOpt, Opt("--batch", "-b", help="Batch sizes: comma list and/or power-of-two ranges (1..128).")] = None,
     seq_len: Annotated[ListOpt, Opt("--seq-len", "-s", help="Prompt length (prefill) / cached context (decode), comma list or range.")] = None,
     phase: Annotated[ListOpt, Opt("--phase", help="prefill, decode or both (comma list).")] = None,
-    op: Annotated[ListOpt, Opt("--op", help="Operators or groups, comma list: block-dense, dense, attention, mlp, block, step, or names (qkv_proj, attn_score, ...).")] = None,
+    op: Annotated[ListOpt, Opt("--op", help="Operators or groups, comma list: block-dense, dense, attention, ffn, block, step, or names (qkv_proj, attn_score, ...).")] = None,
     dtype: Annotated[ListOpt, Opt("--dtype", help="Dtypes, comma list (fp32, fp16, bf16, fp8, int8).")] = None,
     attention: Annotated[ListOpt, Opt("--attention", help="unfused and/or fused (comma list).")] = None,
     gen_len: Annotated[Optional[int], Opt("--gen-len", help="generation workload: tokens generated per sequence.")] = None,
+    launch: Annotated[Optional[str], Opt("--launch", help="Launch overhead the predictions charge: eager, graphs (CUDA graph replay, GPUs) or auto (graphs on a GPU for analytic sweeps; eager when kernels are timed, since live kernels launch eagerly).")] = None,
+    tp: Annotated[Optional[int], Opt("--tp", help="Tensor-parallel GPUs: every point per GPU, collectives included (analytic only).")] = None,
+    pp: Annotated[Optional[int], Opt("--pp", help="Pipeline-parallel stages (analytic only).")] = None,
+    ep: Annotated[Optional[int], Opt("--ep", help="Expert-parallel groups, MoE models (analytic only).")] = None,
+    micro_batches: Annotated[Optional[int], Opt("--micro-batches", help="Pipeline micro-batches per step (with --pp).")] = None,
     mode: Annotated[str, Opt("--mode", help="analytic (roofline), live (time kernels) or both (measured next to predicted).")] = "analytic",
     device: Annotated[str, Opt("--device", help="Where live kernels run: auto, cuda or cpu.")] = "auto",
     warmup_ms: Annotated[float, Opt("--warmup-ms", help="Live: warm-up budget per kernel.")] = 10.0,
@@ -87,7 +92,11 @@ def sweep_cmd(
         spec = g.spec_from_mapping(file_data, str(config), spec)
     spec = _apply_flags(spec, g, workload=workload, model=model, d_model=d_model, layers=layers, depth=depth,
                         hardware=hardware, batch=batch, seq_len=seq_len, phase=phase, op=op, dtype=dtype,
-                        attention=attention, gen_len=gen_len)
+                        attention=attention, gen_len=gen_len, launch=launch, tp=tp, pp=pp, ep=ep,
+                        micro_batches=micro_batches)
+    if mode != "analytic" and not spec.parallel.is_single:
+        raise g.BatchprofError(f"sweep --mode {mode} with --tp/--pp/--ep: live collectives are timed by "
+                               "`gpt-batchprof bench --tp N`; use --mode analytic here")
 
     # analytic: every name and shape checked before the results file is touched
     grid = g.resolve(spec) if mode == "analytic" else None
@@ -152,7 +161,7 @@ def _apply_flags(spec, g, **flags):
         changes["batches"] = parse_int_list(flags["batch"], "--batch")
     if flags["seq_len"]:
         changes["seq_lens"] = parse_int_list(flags["seq_len"], "--seq-len")
-    for key in ("layers", "depth", "gen_len"):
+    for key in ("layers", "depth", "gen_len", "launch", "tp", "pp", "ep", "micro_batches"):
         if flags[key] is not None:
             changes[key] = flags[key]
     return spec.updated(**changes)
@@ -198,15 +207,17 @@ def _run(grid, evaluator, writer, show_progress):
 def _render(rows, spec, fmt: str, export: Optional[Path]) -> None:
     from gpt_batchprof.report.render import render, sweep_views
     from gpt_batchprof.report.sweep_tables import print_summary
+    from gpt_batchprof.sweep.results import summarise
     from gpt_batchprof.sweep.store import columns_present
 
-    views = sweep_views(rows, spec, columns_present(rows))
+    summary = summarise(rows)
+    views = sweep_views(rows, spec, columns_present(rows), summary)
     if fmt == "table" and export is None and not console.is_terminal:
         # piped output: wide enough for every column instead of Rich's 80
         emit(render(views, "table", width=160), None)
         return
     if fmt != "table":
-        print_summary(err_console, rows)
+        print_summary(err_console, summary)
     show(views, fmt, export, width=160)
 
 

@@ -19,6 +19,7 @@ from typing import Callable, Iterator, Sequence
 from gpt_batchprof.analytic import Dtypes, OpCost, OpShape, Prediction, Scenario, combine, predict
 from gpt_batchprof.analytic.mlp import mlp_cost
 from gpt_batchprof.analytic.ops import OP_NAMES
+from gpt_batchprof.analytic.parallel import Parallelism, local_model, micro_batches
 from gpt_batchprof.errors import BatchprofError
 from gpt_batchprof.profiles import HardwareSpec, ModelSpec
 
@@ -120,6 +121,7 @@ class BenchResult:
     settings: BenchSettings
     rows: tuple[BenchRow, ...]
     complete: bool = True  # False when interrupted
+    parallel: Parallelism = Parallelism()
 
     @property
     def launch(self) -> str:
@@ -144,9 +146,10 @@ def check_ops(ops: tuple[str, ...]) -> tuple[str, ...]:
 def block_plan(ops: Sequence[OpCost], hw: HardwareSpec, n_layer: int, launch: str = "eager") -> Planned:
     """One transformer block (every operator but the LM head, norm twice), totalled over layers.
 
-    Its roofline is the sum of its kernels' rooflines (they run one after another).
+    Its roofline is the sum of its kernels' rooflines (they run one after another). Across
+    GPUs: one GPU's sharded kernels (collectives have rows of their own).
     """
-    members = [c for c in ops if c.op != "lm_head"]
+    members = [c for c in ops if c.op != "lm_head" and c.group != "collective"]
     per_layer = [2 if c.op == "norm" else 1 for c in members]
     preds = [predict(c, hw, launch, strict=False) for c in members]
     scale = [rep * n_layer / c.launches for c, rep in zip(members, per_layer)]
@@ -162,8 +165,12 @@ def _single(c: OpCost, hw: HardwareSpec, launch: str) -> Planned:
 
 def plan_bench(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, phases: tuple[str, ...],
                batches: tuple[int, ...], ops: tuple[str, ...] = (), mlp_depth: int = 8,
-               mlp_width: int = 1024, launch: str = "eager") -> tuple[Planned, ...]:
-    """What to time, in `analyze`'s order (phase, batch, operator); MLP rows last."""
+               mlp_width: int = 1024, launch: str = "eager",
+               parallel: Parallelism = Parallelism()) -> tuple[Planned, ...]:
+    """What to time, in `analyze`'s order (phase, batch, operator); MLP rows last.
+
+    Across GPUs (``parallel``): one GPU's sharded operators and the collectives between them.
+    """
     check_ops(ops)
     scenario.check_fits_model(model)
     wanted = set(ops)
@@ -173,13 +180,14 @@ def plan_bench(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, phases: t
     if not ops or model_ops or "block" in wanted:
         for phase in phases:
             for b in batches:
-                costs = scenario.ops(model, phase, b)
+                costs = scenario.ops(model, phase, b, parallel)
                 for c in costs:
                     seen.add(c.op)
                     if not ops or c.op in wanted:
                         plan.append(_single(c, hw, launch))
                 if "block" in wanted:
-                    plan.append(block_plan(costs, hw, model.n_layer, launch))
+                    layers = local_model(model, parallel).n_layer * micro_batches(b, parallel)
+                    plan.append(block_plan(costs, hw, layers, launch))
     missing = [o for o in model_ops if o not in seen]
     if missing:
         raise BatchprofError(
@@ -290,10 +298,14 @@ def iter_bench(plan: tuple[Planned, ...], model: ModelSpec, scenario: Scenario, 
     timer = timer or default_timer(settings.device, l2_cache_bytes=hw.l2_cache_bytes,
                                    cuda_graphs=settings.cuda_graphs)
     cache = hw.l2_cache_bytes or 32e6
+    collectives = collective_rows(plan, settings)  # one launch of N processes for all of them
     common = dict(device_name=settings.device_name, torch_version=settings.torch_version)
     torch.manual_seed(0)
     with torch_threads(settings.device, settings.threads), torch.inference_mode():
-        for item in plan:
+        for i, item in enumerate(plan):
+            if i in collectives:
+                yield collectives[i]
+                continue
             cost = item.prediction.cost
             t = time_costs(item.parts, cost.launches, _label(cost), model, scenario.dtypes, settings.device, timer,
                            settings.warmup_s, settings.rep_s, cache, settings.cuda_graphs)
@@ -302,16 +314,40 @@ def iter_bench(plan: tuple[Planned, ...], model: ModelSpec, scenario: Scenario, 
                            notes + t.warnings, sets=t.sets, **common)
 
 
+def collective_rows(plan: tuple[Planned, ...], settings: BenchSettings) -> dict[int, BenchRow]:
+    """The collective rows of ``plan`` (by index), timed across real processes at their message sizes."""
+    from gpt_batchprof.measure.distributed import CollectiveCall, time_collectives
+
+    where = [i for i, item in enumerate(plan) if item.prediction.cost.group == "collective"]
+    if not where:
+        return {}
+    calls = {}
+    for i in where:
+        c = plan[i].prediction.cost
+        calls[i] = CollectiveCall(c.op, round(c.bytes / c.launches), c.shape.ranks)
+    unique = list(dict.fromkeys(calls.values()))
+    measured = dict(zip(unique, time_collectives(unique, settings.device, settings.warmup_s, settings.rep_s)))
+    rows = {}
+    for i, call in calls.items():
+        m, pred = measured[call], plan[i].prediction
+        n = pred.cost.launches
+        rows[i] = BenchRow(pred, "ok", "", m.median_s * n, m.iqr_s * n, len(m.times_s), m.method,
+                           m.warnings(settings.rep_s), settings.device_name, settings.torch_version)
+    return rows
+
+
 def run_bench(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, phases: tuple[str, ...],
               batches: tuple[int, ...], settings: BenchSettings, timer=None,
-              on_row: Callable[[BenchRow, int, int], None] | None = None) -> BenchResult:
+              on_row: Callable[[BenchRow, int, int], None] | None = None,
+              parallel: Parallelism = Parallelism()) -> BenchResult:
     """Time everything; ``on_row(row, done, total)`` after each row.
 
     A KeyboardInterrupt propagates with the rows finished so far attached as ``.partial``
     (a BenchResult with ``complete=False``), so the caller can still report them.
     """
+    parallel.check(model, hw)
     plan = plan_bench(model, hw, scenario, phases, batches, settings.ops, settings.mlp_depth, settings.mlp_width,
-                      settings.launch)
+                      settings.launch, parallel)
     rows: list[BenchRow] = []
     try:
         for row in iter_bench(plan, model, scenario, hw, settings, timer):
@@ -319,6 +355,7 @@ def run_bench(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, phases: tu
             if on_row:
                 on_row(row, len(rows), len(plan))
     except KeyboardInterrupt as e:
-        e.partial = BenchResult(model, hw, scenario, phases, batches, settings, tuple(rows), complete=False)  # type: ignore[attr-defined]
+        e.partial = BenchResult(model, hw, scenario, phases, batches, settings, tuple(rows), complete=False,  # type: ignore[attr-defined]
+                                parallel=parallel)
         raise
-    return BenchResult(model, hw, scenario, phases, batches, settings, tuple(rows))
+    return BenchResult(model, hw, scenario, phases, batches, settings, tuple(rows), parallel=parallel)

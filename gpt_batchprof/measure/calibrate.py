@@ -33,6 +33,7 @@ class Calibration:
     l2_cache_bytes: float
     skipped: Mapping[str, str] = field(default_factory=dict)  # dtype -> why not measured
     date: str = ""
+    link: Any = None  # measure.distributed.LinkCalibration when asked for (calibrate --tp N)
 
     def to_hardware(self, name: str | None = None) -> HardwareSpec:
         return HardwareSpec(
@@ -44,6 +45,7 @@ class Calibration:
             launch_overhead_s=self.launch_overhead_s,
             l2_cache_bytes=self.l2_cache_bytes,
             source=f"gpt-batchprof calibrate on {self.device_name}, torch {self.torch_version}, {self.date}",
+            interconnect=self.link.interconnect() if self.link is not None else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -54,6 +56,7 @@ class Calibration:
             "memory_bandwidth_bytes_per_s": self.memory_bandwidth_bytes_per_s,
             "launch_overhead_s": self.launch_overhead_s, "memory_bytes": self.memory_bytes,
             "l2_cache_bytes": self.l2_cache_bytes, "skipped": dict(self.skipped), "date": self.date,
+            "interconnect": self.link.to_dict() if self.link is not None else None,
         }
 
 
@@ -70,6 +73,9 @@ def hardware_yaml(cal: Calibration, name: str | None = None) -> str:
               f"# torch {cal.torch_version}, {cal.threads} threads, {cal.date}\n"
               "# peak_tflops: best dense matmul over a few square shapes; bandwidth: large copy "
               "(read + write); launch_overhead_us: median of a tiny kernel.\n")
+    if cal.link is not None:
+        header += (f"# interconnect: all-reduce over {cal.link.ranks} processes ({cal.link.backend}), 4 KiB and up: "
+                   "best bus bandwidth (algbw x 2(N-1)/N) and per-step latency from the smallest message.\n")
     return header + yaml.safe_dump(hardware_to_yaml_mapping(hw), sort_keys=False)
 
 

@@ -29,6 +29,13 @@ def bench_header(out: Console, result) -> None:
         f"{fmt_count(hw.memory_bandwidth_bytes_per_s, 'B/s')})",
         highlight=False,
     )
+    par = getattr(result, "parallel", None)
+    if par is not None and not par.is_single:
+        ic = hw.interconnect
+        out.print(f"{par.label()}: one GPU's sharded operators timed here; collectives across {par.tp if par.tp > 1 else max(par.ep, 2)} "
+                  f"processes ({'NCCL' if s.device == 'cuda' else 'gloo'}), predicted with "
+                  f"{ic.name + ' ' + fmt_count(ic.bandwidth_bytes_per_s, 'B/s') if ic else 'no interconnect'}",
+                  highlight=False)
     out.print(f"prompt {sc.prompt_len}, decode at {sc.itl_context} cached tokens; weights {dt.weight}, "
               f"activations {dt.act}, KV {dt.kv}; {sc.attention} attention. Times are totals over all "
               "layers (median x launches); IQR relative to the median; roof = share of the roofline reached "
@@ -141,3 +148,21 @@ def print_calibration(out: Console, cal, datasheet=None) -> None:
     out.print(calibration_table(cal, datasheet))
     for dt, why in cal.skipped.items():
         out.print(f"  {dt}: not measured ({why})", style="dim", highlight=False)
+    if cal.link is not None:
+        out.print()
+        out.print(link_table(cal.link))
+        link = cal.link
+        ic = datasheet.interconnect if datasheet is not None else None
+        sheet = f"; {datasheet.name}: {ic.name}, {fmt_count(ic.bandwidth_bytes_per_s, 'B/s')}, {fmt_time(ic.latency_s)}" if ic else ""
+        out.print(f"interconnect: bus bandwidth {fmt_count(link.bandwidth_bytes_per_s, 'B/s')} (best), "
+                  f"latency {fmt_time(link.latency_s)} per ring step{sheet}", highlight=False)
+
+
+def link_table(link) -> Table:
+    """All-reduce time and bandwidth against message size."""
+    t = compact_table(f"All-reduce over {link.ranks} processes ({link.backend})",
+                      [("message", "right"), ("time", "right"), ("algbw", "right"), ("busbw", "right")])
+    for p in link.points:
+        t.add_row(fmt_bytes(p.message_bytes), fmt_time(p.time_s), fmt_count(p.algbw_bytes_per_s, "B/s"),
+                  fmt_count(p.busbw_bytes_per_s, "B/s"))
+    return t

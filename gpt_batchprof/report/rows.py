@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from gpt_batchprof.analytic import AnalyzeResult, Prediction, Scenario, ServingPoint, ServingReport
+from gpt_batchprof.analytic import AnalyzeResult, Parallelism, Prediction, Scenario, ServingPoint, ServingReport
 
 TOKENS_PER_S = "batch x gen_len / e2e_s (TTFT included)"
 
@@ -56,7 +56,7 @@ def summary_row(p: ServingPoint) -> dict[str, Any]:
 
 
 def settings_dict(scenario: Scenario, phases: tuple[str, ...], batches: tuple[int, ...],
-                  launch: str | None = None) -> dict[str, Any]:
+                  launch: str | None = None, parallel: Parallelism = Parallelism()) -> dict[str, Any]:
     dt = scenario.dtypes
     return {
         "phases": list(phases),
@@ -70,7 +70,7 @@ def settings_dict(scenario: Scenario, phases: tuple[str, ...], batches: tuple[in
         "attention": scenario.attention,
         "launch": launch or scenario.launch,
         "tokens_per_s": TOKENS_PER_S,
-    }
+    } | parallel.to_dict()
 
 
 def report_fields(report: ServingReport) -> dict[str, Any]:
@@ -85,10 +85,15 @@ def analyze_dict(result: AnalyzeResult) -> dict[str, Any]:
     return {
         "model": result.model.to_dict(),
         "hardware": result.hardware.to_dict(),
-        "settings": settings_dict(result.scenario, result.phases, result.batches, result.report.launch),
+        "settings": settings_dict(result.scenario, result.phases, result.batches, result.report.launch,
+                                  result.parallel),
         "ops": [op_row(p) for p in result.predictions],
         "summary": [summary_row(p) for p in result.report.points],
-    } | report_fields(result.report)
+    } | report_fields(result.report) | {
+        "weights_per_gpu": {"sharded_bytes": result.weights.sharded_bytes,
+                            "replicated_bytes": result.weights.replicated_bytes},
+        "pipeline_bubble_fraction": result.parallel.bubble_fraction,
+    }
 
 
 def bench_row_dict(row) -> dict[str, Any]:
@@ -116,8 +121,48 @@ def bench_dict(result) -> dict[str, Any]:
     return {
         "model": result.model.to_dict(),
         "hardware": result.hardware.to_dict(),
-        "settings": settings_dict(result.scenario, result.phases, result.batches, result.launch)
+        "settings": settings_dict(result.scenario, result.phases, result.batches, result.launch,
+                                  result.parallel)
         | asdict(result.settings) | {"ops": list(result.settings.ops)},
         "complete": result.complete,
         "rows": [bench_row_dict(r) for r in result.rows],
+    }
+
+
+def generate_row_dict(row) -> dict[str, Any]:
+    """One `generate` batch (measure.generate.GenerateRow): measured next to predicted, then
+    roofline_* when a second (roofline) profile predicted too, then status and methods."""
+    r, p = row.run, row.predicted
+    d: dict[str, Any] = {
+        "batch": row.batch,
+        "measured_ttft_s": r.ttft_s if r else None,
+        "measured_itl_s": r.itl_s if r else None,
+        "measured_itl_p90_s": r.itl_p90_s if r else None,
+        "measured_e2e_s": r.e2e_s if r else None,
+        "measured_tokens_per_s": r.tokens_per_s if r else None,
+        "predicted_ttft_s": p.ttft_s,
+        "predicted_itl_s": p.itl_s,
+        "predicted_e2e_s": p.e2e_s,
+        "predicted_tokens_per_s": p.tokens_per_s,
+        "peak_memory_bytes": r.peak_memory_bytes if r else None,
+    }
+    if row.roofline is not None:
+        q = row.roofline
+        d |= {"roofline_ttft_s": q.ttft_s, "roofline_itl_s": q.itl_s, "roofline_e2e_s": q.e2e_s,
+              "roofline_tokens_per_s": q.tokens_per_s}
+    return d | {"predicted_memory_bytes": p.memory.total_bytes, "peak_memory_method": row.memory_method,
+                "status": row.status, "reason": row.reason, "timing_method": r.timing_method if r else None}
+
+
+def generate_dict(result) -> dict[str, Any]:
+    """A whole `generate` run (measure.generate.GenerateResult); rows carry their provenance."""
+    s = result.settings
+    provenance = {"device": s.device_name, "torch_version": s.torch_version, "threads": s.threads, "engine": s.engine}
+    return {
+        "model": result.model.to_dict(),
+        "hardware": result.hardware.to_dict(),
+        "settings": settings_dict(result.scenario, ("prefill", "decode"), result.batches) | asdict(s),
+        "complete": result.complete,
+        "notes": list(result.notes),
+        "rows": [generate_row_dict(r) | provenance for r in result.rows],
     }

@@ -37,6 +37,20 @@ def header(console: Console, model: ModelSpec, hw: HardwareSpec, scenario: Scena
     )
 
 
+def parallel_header(console: Console, parallel, hw: HardwareSpec, weights) -> None:
+    """How the model is spread over GPUs, the link that joins them, and what each GPU holds."""
+    ic = hw.interconnect
+    link = f"{ic.name}, {fmt_count(ic.bandwidth_bytes_per_s, 'B/s')} per direction, {fmt_time(ic.latency_s)} per hop" if ic else "no interconnect"
+    pipe = ""
+    if parallel.pp > 1:
+        pipe = (f"; {parallel.micro_batches} micro-batch{'es' if parallel.micro_batches > 1 else ''}, "
+                f"pipeline bubble {fmt_pct(parallel.bubble_fraction)}")
+    console.print(f"{parallel.label()} over {link}{pipe}", highlight=False)
+    console.print(f"figures per GPU; weights on the fullest GPU: {fmt_bytes(weights.sharded_bytes)} sharded + "
+                  f"{fmt_bytes(weights.replicated_bytes)} replicated (norms, row-parallel biases, router, K/V heads "
+                  "when n_kv_head < tp)", style="dim", highlight=False)
+
+
 def compact_table(title: str, columns: Sequence[tuple[str, str]]) -> Table:
     """A borderless table that fits an 80-column terminal: one rule under the header, no edges."""
     t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
@@ -61,8 +75,9 @@ def summary_table(report: ServingReport, hw: HardwareSpec) -> Table:
     return t
 
 
-def memory_table(report: ServingReport, hw: HardwareSpec) -> Table:
-    t = compact_table(f"Memory per batch (device: {fmt_bytes(hw.memory_bytes)})",
+def memory_table(report: ServingReport, hw: HardwareSpec, parallel=None) -> Table:
+    where = "" if parallel is None or parallel.is_single else f", per GPU of {parallel.world}"
+    t = compact_table(f"Memory per batch (device: {fmt_bytes(hw.memory_bytes)}{where})",
                [("batch", "right"), ("weights", "right"), ("KV cache", "right"), ("activations", "right"),
                 ("total", "right"), ("fits", "left")])
     for p in report.points:

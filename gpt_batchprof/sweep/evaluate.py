@@ -27,7 +27,7 @@ COLUMNS = IDENTITY + (
     "measured_over_predicted", "gen_len", "ttft_s", "itl_s", "measured_ttft_s", "measured_itl_s",
     "device", "torch_version", "gpt_batchprof_version",
 )
-INT_COLUMNS = ("batch", "seq_len", "d_model", "items", "launches", "gen_len")
+INT_COLUMNS = ("batch", "seq_len", "d_model", "items", "launches", "gen_len", "tp", "pp", "ep")
 FLOAT_COLUMNS = tuple(c for c in COLUMNS if c.endswith("_s") or c in (
     "flops", "bytes", "weight_bytes", "intensity", "predicted_flops_per_s", "predicted_items_per_s",
     "measured_flops_per_s", "measured_items_per_s", "measured_over_predicted"))
@@ -65,9 +65,10 @@ class Evaluator:
         dt = Dtypes.of(dtype)
         if phase == "forward":
             return (mlp_cost(m.d_model, m.n_layer, batch, dtype),)
+        par = self.grid.spec.parallel
         if phase == "prefill":
-            return enumerate_ops(m, "prefill", batch, seq_len=seq_len, dtypes=dt, attention=attention)
-        return enumerate_ops(m, "decode", batch, kv_len=seq_len, dtypes=dt, attention=attention)
+            return enumerate_ops(m, "prefill", batch, seq_len=seq_len, dtypes=dt, attention=attention, parallel=par)
+        return enumerate_ops(m, "decode", batch, kv_len=seq_len, dtypes=dt, attention=attention, parallel=par)
 
     def _preds_uncached(self, hardware: str, model: str, phase: str, batch: int, seq_len: int, dtype: str,
                         attention: str) -> dict[str, Prediction]:
@@ -134,7 +135,7 @@ class Evaluator:
     def _base(self, p: Point) -> dict[str, Any]:
         row = dict.fromkeys(COLUMNS)
         row.update(workload=p.workload, model=p.model, hardware=p.hardware, phase=p.phase, batch=p.batch,
-                   seq_len=p.seq_len, op=p.op, dtype=p.dtype, attention=p.attention,
+                   seq_len=p.seq_len, op=p.op, dtype=p.dtype, attention=p.attention, tp=p.tp, pp=p.pp, ep=p.ep,
                    d_model=self.grid.models[p.model].d_model)
         row.update(self._provenance)
         return row
@@ -163,20 +164,16 @@ class Evaluator:
         items = p.batch * gen
         row = self._base(p) | {"items": items, "gen_len": gen}
         if self.predicted:
-            ttft, itl, e2e = latencies(m, hw, sc, p.batch)
+            ttft, itl, e2e = latencies(m, hw, sc, p.batch, self.grid.spec.parallel)
             row |= {"predicted_time_s": e2e, "predicted_items_per_s": items / e2e, "ttft_s": ttft, "itl_s": itl}
-        if self.timer is not None:
-            prefill = self._ops(p.model, "prefill", p.batch, p.seq_len, p.dtype, p.attention)
-            decode = self._ops(p.model, "decode", p.batch, sc.itl_context, p.dtype, p.attention)
-            ttft_m, iq1 = self._measure(p, prefill)
-            itl_m, iq2 = self._measure(p, decode)
-            if ttft_m is None or itl_m is None:
+        if self.timer is not None:  # a real generation loop (measure.generate), prefill + gen_len - 1 steps
+            run = self.timer.time_generation(m, p.batch, p.seq_len, gen, p.dtype, p.attention)
+            if run is None:
                 return row
-            e2e_m = ttft_m + (gen - 1) * itl_m  # decode steps at the mean context length
-            row |= {"measured_time_s": e2e_m, "measured_iqr_s": iq1 + (gen - 1) * iq2,
-                    "measured_items_per_s": items / e2e_m, "measured_ttft_s": ttft_m, "measured_itl_s": itl_m}
+            row |= {"measured_time_s": run.e2e_s, "measured_items_per_s": run.tokens_per_s,
+                    "measured_ttft_s": run.ttft_s, "measured_itl_s": run.itl_s}
             if self.predicted:
-                row["measured_over_predicted"] = e2e_m / row["predicted_time_s"]
+                row["measured_over_predicted"] = run.e2e_s / row["predicted_time_s"]
         return row
 
 

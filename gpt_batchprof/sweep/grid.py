@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from gpt_batchprof.analytic.gpt import ATTENTION_MODES, PHASES
+from gpt_batchprof.analytic.ops import BLOCK_DENSE_OPS, OP_GROUPS, OP_NAMES
+from gpt_batchprof.analytic.parallel import Parallelism
 from gpt_batchprof.analytic.roofline import LAUNCH_MODES
 from gpt_batchprof.analytic.serving import check_length
 from gpt_batchprof.analytic.ops import BLOCK_DENSE_OPS, OP_GROUPS, OP_NAMES, SHARED_EXPERT_OPS
@@ -40,7 +42,7 @@ OP_SELECTORS: dict[str, tuple[str, ...]] = {
     "block": tuple(o for o in OP_NAMES if o != "lm_head"),  # every operator of the blocks
     "step": OP_NAMES,  # the whole forward step
 }
-IDENTITY = ("workload", "model", "hardware", "phase", "batch", "seq_len", "op", "dtype", "attention")
+IDENTITY = ("workload", "model", "hardware", "phase", "batch", "seq_len", "op", "dtype", "attention", "tp", "pp", "ep")
 SYNTHETIC_VOCAB = 50257  # GPT-2's, for the LM head of synthetic models
 
 
@@ -66,6 +68,14 @@ class SweepSpec:
     gen_len: int = 128  # generation workload: tokens generated per sequence
     launch: str = "auto"  # launch overhead charged by predictions: auto | eager | graphs
     name: str = "custom"
+    tp: int = 1  # tensor / pipeline / expert parallelism: figures per GPU (analytic.parallel)
+    pp: int = 1
+    ep: int = 1
+    micro_batches: int = 1
+
+    @property
+    def parallel(self) -> Parallelism:
+        return Parallelism(self.tp, self.pp, self.ep, self.micro_batches)
 
     @property
     def n_points(self) -> int:
@@ -93,6 +103,9 @@ class Point:
     op: str
     dtype: str
     attention: str
+    tp: int = 1
+    pp: int = 1
+    ep: int = 1
 
     def key(self) -> tuple[str, ...]:
         return tuple(str(getattr(self, f)) for f in IDENTITY)
@@ -114,18 +127,19 @@ class Grid:
         """Model-major, then hardware, dtype, attention, phase, seq_len, batch; op innermost
         (consecutive points share one operator list)."""
         s = self.spec
+        par = (s.tp, s.pp, s.ep)
         if s.workload == "gpt":
             combos = itertools.product(self.models, s.hardware, s.dtypes, s.attentions, s.phases, s.seq_lens,
                                        s.batches, s.ops)
             for m, hw, dt, at, ph, sl, b, op in combos:
-                yield Point("gpt", m, hw, ph, b, sl, op, dt, at)
+                yield Point("gpt", m, hw, ph, b, sl, op, dt, at, *par)
         elif s.workload == "mlp":
             for m, hw, dt, b in itertools.product(self.models, s.hardware, s.dtypes, s.batches):
-                yield Point("mlp", m, hw, "forward", b, 1, "mlp", dt, "-")
+                yield Point("mlp", m, hw, "forward", b, 1, "mlp", dt, "-", *par)
         else:
             for m, hw, dt, at, sl, b in itertools.product(self.models, s.hardware, s.dtypes, s.attentions,
                                                           s.seq_lens, s.batches):
-                yield Point("generation", m, hw, "generation", b, sl, "e2e", dt, at)
+                yield Point("generation", m, hw, "generation", b, sl, "e2e", dt, at, *par)
 
 
 # --------------------------------------------------------------------------- models
@@ -181,6 +195,13 @@ def resolve(spec: SweepSpec) -> Grid:
         for dt in spec.dtypes:
             hw.peak(dt)  # a missing peak is an error now, not after half the sweep
         hardware[ref] = hw
+    par = spec.parallel
+    if not par.is_single:
+        if spec.workload == "mlp":
+            raise BatchprofError("--tp/--pp/--ep shard a GPT; the mlp workload has nothing to shard")
+        for m in models.values():
+            for hw in hardware.values():
+                par.check(m, hw)
     members = {}
     if spec.workload == "gpt":
         for sel in spec.ops:
@@ -203,7 +224,8 @@ def _check_ops_exist(models: Mapping[str, ModelSpec], spec: SweepSpec, members: 
 
     for label, m in models.items():
         for at in spec.attentions:
-            present = {o.op for o in enumerate_ops(m, "decode", 1, kv_len=1, dtypes=Dtypes(), attention=at)}
+            present = {o.op for o in enumerate_ops(m, "decode", 1, kv_len=1, dtypes=Dtypes(), attention=at,
+                                                   parallel=spec.parallel)}
             for sel, names in members.items():
                 if not present.intersection(names):
                     raise BatchprofError(f"--op {sel}: model {label} has no such operator with {at} attention "
@@ -224,6 +246,7 @@ def _check(spec: SweepSpec) -> None:
         bad = [v for v in getattr(spec, name) if not isinstance(v, int) or isinstance(v, bool) or v < 1]
         if bad:
             raise BatchprofError(f"impossible shape: {name} must be integers >= 1, got {bad[0]!r}")
+    spec.parallel  # noqa: B018 - validates tp/pp/ep/micro_batches (one clear line each)
     for name, value in (("layers", spec.layers), ("depth", spec.depth), ("gen_len", spec.gen_len)):
         if not isinstance(value, int) or value < 1:
             raise BatchprofError(f"sweep: {name} must be an integer >= 1, got {value!r}")
@@ -302,7 +325,7 @@ def spec_from_mapping(data: Any, where: str, base: SweepSpec | None = None) -> S
             d_models = _as_tuple(key, v)
         elif key in _LIST_FIELDS:
             changes[key] = _as_tuple(key, v)
-        elif key in ("layers", "depth", "gen_len"):
+        elif key in ("layers", "depth", "gen_len", "tp", "pp", "ep", "micro_batches"):
             if not isinstance(v, int) or isinstance(v, bool):
                 raise BatchprofError(f"{where}: field '{key}': expected an integer, got {v!r}")
             changes[key] = v

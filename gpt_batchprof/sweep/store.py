@@ -201,8 +201,10 @@ class StreamWriter:
     started again with ``overwrite=True``; otherwise it is refused, untouched.
     """
 
-    def __init__(self, path: Path, resume: bool = False, overwrite: bool = False):
+    def __init__(self, path: Path, resume: bool = False, overwrite: bool = False,
+                 columns: Sequence[str] = COLUMNS):
         self.path = Path(path)
+        self.columns = tuple(columns)
         self.fmt = stream_format(self.path)
         self.previous: list[dict[str, Any]] = []
         if resume and overwrite:
@@ -229,7 +231,7 @@ class StreamWriter:
                 if self.fmt == "csv":
                     with open(self.path, encoding="utf-8", newline="") as fh:
                         header = next(csv.reader(fh), [])
-                    if header and header != list(COLUMNS):
+                    if header and header != list(self.columns):
                         raise BatchprofError(f"{self.path}: its columns differ from this version's; "
                                              "resume into a new file")
             self._fh = os.fdopen(fd, "a", encoding="utf-8", newline="")
@@ -241,7 +243,7 @@ class StreamWriter:
             raise
         self._csv = csv.writer(self._fh, lineterminator="\n") if self.fmt == "csv" else None
         if self._csv is not None and os.fstat(fd).st_size == 0:
-            self._csv.writerow(COLUMNS)
+            self._csv.writerow(self.columns)
             self.sync()
         self._last_sync = time.monotonic()
 
@@ -251,9 +253,9 @@ class StreamWriter:
 
     def write(self, row: dict[str, Any], sync: bool = False) -> None:
         if self._csv is not None:
-            self._csv.writerow(["" if (v := _clean(row.get(c))) is None else v for c in COLUMNS])
+            self._csv.writerow(["" if (v := _clean(row.get(c))) is None else v for c in self.columns])
         else:
-            self._fh.write(json.dumps({c: _clean(row.get(c)) for c in COLUMNS}) + "\n")
+            self._fh.write(json.dumps({c: _clean(row.get(c)) for c in self.columns}) + "\n")
         if sync or time.monotonic() - self._last_sync >= SYNC_EVERY_S:
             self.sync()
 
