@@ -5,7 +5,6 @@ the CLI's JSON output or the package-level API, not through internals.
 """
 
 import json
-import math
 
 import pytest
 from typer.testing import CliRunner
@@ -170,10 +169,9 @@ def test_bench_measured_over_predicted_and_roofline_share(tmp_path):
     pytest.importorskip("torch")
     from gpt_batchprof.measure.bench import BenchSettings, run_bench
     from gpt_batchprof.measure.timing import FakeTimer
-    from gpt_batchprof.profiles import load_hardware as load_hw
 
     (tmp_path / "slow.yaml").write_text(SLOW_LAUNCH)
-    hw = load_hw(str(tmp_path / "slow.yaml"))
+    hw = load_hardware(str(tmp_path / "slow.yaml"))
     sc = Scenario(prompt_len=16, gen_len=2, dtypes=Dtypes.of("fp32"))
     res = run_bench(load_model("gpt2"), hw, sc, ("decode",), (1,), BenchSettings("cpu", "fake", "0", 1),
                     timer=FakeTimer(base_s=1e-3, noise=0.0))
