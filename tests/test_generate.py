@@ -423,9 +423,10 @@ def test_live_generation_sweep_runs_the_loop(monkeypatch):
     from rich.console import Console
 
     from gpt_batchprof.report.sweep_tables import print_summary
+    from gpt_batchprof.sweep.results import summarise
 
     out = Console(record=True, width=200)
-    print_summary(out, real)
+    print_summary(out, summarise(real))
     text = out.export_text()
     assert "Generation per batch: predicted, then measured" in text and "x tput" in text
     # steps 1, 2 and 6 ms after a 10 ms prefill: e2e 19 ms (ttft + 3 x median ITL would say 16 ms)

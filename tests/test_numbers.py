@@ -200,3 +200,16 @@ def test_analyze_e2e_work_does_not_grow_with_gen_len(monkeypatch):
         calls.clear()
         latencies(m, hw, Scenario(prompt_len=1, gen_len=gen), 8)
         assert len(calls) == 2  # two evaluations give each operator's line; the sum is closed form
+
+
+def test_sharded_e2e_closed_form_equals_the_step_by_step_sum():
+    from gpt_batchprof.analytic.parallel import Parallelism, pipelined
+    from gpt_batchprof.analytic.roofline import step_time
+
+    m, hw = load_model("llama-2-7b"), load_hardware("a100-80gb")
+    par = Parallelism(tp=2, pp=2, micro_batches=2)
+    sc = Scenario(prompt_len=100, gen_len=200, launch="graphs")
+    ttft, _, e2e = latencies(m, hw, sc, 4, par)
+    steps = sum(pipelined(step_time(Scenario(prompt_len=100, gen_len=200, context_len=100 + i, launch="graphs")
+                                    .ops(m, "decode", 4, par), hw, "graphs"), par, 4) for i in range(199))
+    assert e2e == pytest.approx(ttft + steps, rel=1e-9)

@@ -360,25 +360,23 @@ def parallel_latencies(model: ModelSpec, hw: HardwareSpec, scenario: "Scenario",
                        par: Parallelism) -> tuple[float, float, float]:
     """(TTFT, ITL, end-to-end) of a sharded model; as ``serving.latencies``, each step pipelined.
 
-    Decode steps are summed one by one (only attention depends on the cache length).
+    Only attention depends on the cache length; a pipelined step is linear in its stage time and
+    each micro-batch repeats the same kernels, so the decode sum reuses the closed form of
+    ``serving.decode_attention_time`` on one GPU's slice of the model.
     """
-    from gpt_batchprof.analytic.gpt import attention_ops
     from gpt_batchprof.analytic.ops import ATTENTION_OPS
     from gpt_batchprof.analytic.roofline import step_time
+    from gpt_batchprof.analytic.serving import decode_attention_time
 
     launch = scenario.launch_for(hw)
-    dt, attn = scenario.dtypes, scenario.attention
     prefill = scenario.ops(model, "prefill", batch, par)
     decode = scenario.ops(model, "decode", batch, par)
     ttft = pipelined(step_time(prefill, hw, launch), par, batch)
     itl = pipelined(step_time(decode, hw, launch), par, batch)
     fixed = step_time(tuple(o for o in decode if o.op not in ATTENTION_OPS), hw, launch)
     loc, b, m = local_model(model, par), micro_batch(batch, par), micro_batches(batch, par)
-    e2e = ttft
-    for i in range(scenario.gen_len - 1):
-        att = attention_ops(loc, "decode", b, 1, scenario.prompt_len + i, dt, attn)
-        e2e += pipelined(fixed + step_time(tuple(_repeat(c, m, batch) for c in att), hw, launch), par, batch)
-    return ttft, itl, e2e
+    attention = m * decode_attention_time(loc, hw, scenario, b, launch)
+    return ttft, itl, ttft + pipelined((scenario.gen_len - 1) * fixed + attention, par, batch)
 
 
 def parallel_memory_use(model: ModelSpec, scenario: "Scenario", batch: int, par: Parallelism) -> "MemoryUse":

@@ -23,7 +23,7 @@ from gpt_batchprof.analytic.ops import OpCost, OpShape
 from gpt_batchprof.errors import BatchprofError, ProfileError
 from gpt_batchprof.profiles import HardwareSpec
 
-BOUNDS = ("compute", "memory", "overhead", "link", "latency")  # the last two: collectives
+# Bounds a prediction names: compute, memory, overhead; link and latency for collectives.
 LAUNCH_MODES = ("eager", "graphs")
 
 

@@ -221,10 +221,10 @@ def _render(rows, spec, fmt: str, export: Optional[Path]) -> None:
     show(views, fmt, export, width=160)
 
 
-def _plot(rows, folder: Path, hardware=None) -> None:
+def _plot(data, folder: Path, hardware=None) -> None:
     from gpt_batchprof.report.plots import plot_all
 
-    for path in plot_all(rows, folder, hardware):
+    for path in plot_all(data, folder, hardware):
         note(f"wrote {path}")
 
 
@@ -248,20 +248,20 @@ def plot_cmd(
 ) -> None:
     """Redraw the plots of a saved sweep (time and throughput vs batch, roofline)."""
     from gpt_batchprof.errors import BatchprofError
-    from gpt_batchprof.sweep.store import read_rows
+    from gpt_batchprof.sweep.store import read_columns
 
-    rows = read_rows(results)
-    if not rows:
+    columns = read_columns(results)  # columns, not a dict per row: large files plot in seconds
+    if not columns.get("workload"):
         raise BatchprofError(f"{results}: no points in it")
-    _plot(rows, plot, _load_hw(rows, hardware))
+    _plot(columns, plot, _load_hw(columns["hardware"], hardware))
 
 
-def _load_hw(rows, names: Optional[str]):
+def _load_hw(row_hardware, names: Optional[str]):
     from gpt_batchprof.errors import BatchprofError
     from gpt_batchprof.profiles import load_hardware
     from gpt_batchprof.lists import parse_name_list
 
-    wanted = parse_name_list(names) if names else tuple(dict.fromkeys(r["hardware"] for r in rows))
+    wanted = parse_name_list(names) if names else tuple(dict.fromkeys(row_hardware))
     out = {}
     for n in wanted:
         try:

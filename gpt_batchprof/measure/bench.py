@@ -24,7 +24,6 @@ from gpt_batchprof.errors import BatchprofError
 from gpt_batchprof.profiles import HardwareSpec, ModelSpec
 
 BENCH_OPS = OP_NAMES + ("block", "mlp")
-STATUSES = ("ok", "oom", "skipped")
 LAUNCH_BOUND_S = 20e-6  # CUDA kernels shorter than this are mostly launch overhead without graphs
 ROTATE_CAP_BYTES = 512 * 2**20  # never allocate more than this just to rotate input copies
 

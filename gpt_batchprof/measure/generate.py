@@ -30,7 +30,6 @@ from gpt_batchprof.profiles import HardwareSpec, ModelSpec
 
 ENGINES = ("reference", "hf")
 RUN_DTYPES = ("fp32", "fp16", "bf16")
-STATUSES = ("ok", "oom", "skipped")
 ITL_P90 = 0.9
 
 

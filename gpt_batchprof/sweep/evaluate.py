@@ -10,7 +10,7 @@ does not change what the device does.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from gpt_batchprof import __version__
 from gpt_batchprof.analytic import (
@@ -176,5 +176,3 @@ class Evaluator:
                 row["measured_over_predicted"] = run.e2e_s / row["predicted_time_s"]
         return row
 
-
-RowFn = Callable[[Point], dict[str, Any]]
