@@ -41,33 +41,24 @@ def test_sweep_group_bound_is_the_slowest_members_bound():
 
 
 # 2 ------------------------------------------------------------------ live generation e2e
-class _StubTimer:
-    """A sweep timer of known times: 1 ms per prefill operator row, 0.1 ms per decode row."""
-
-    device = "stub"
-    torch_version = "0"
-
-    def __init__(self):
-        self.unsupported = {}
-
-    def time_op(self, cost, model, dtype):
-        return (1e-3 if cost.phase == "prefill" else 1e-4), 0.0
-
-
 def test_live_generation_e2e_is_ttft_plus_gen_len_minus_one_decode_steps():
+    """The live generation preset runs a real loop: 5 tokens = 1 from the prefill + 4 decode steps."""
+    pytest.importorskip("torch")
     from gpt_batchprof.sweep.evaluate import Evaluator
     from gpt_batchprof.sweep.grid import SweepSpec, resolve
+    from gpt_batchprof.sweep.live import LiveTimer
 
-    grid = resolve(SweepSpec(workload="generation", models=("gpt2",), hardware=("cpu-generic",), batches=(2,),
+    grid = resolve(SweepSpec(workload="generation", models=("d128",), hardware=("cpu-generic",), batches=(2,),
                              seq_lens=(16,), dtypes=("fp32",), gen_len=5))
     (point,) = list(grid.points())
-    row = Evaluator(grid, "both", _StubTimer()).evaluate(point)
-    n_prefill = len(Scenario(prompt_len=16, gen_len=5, dtypes=Dtypes.of("fp32")).ops(load_model("gpt2"), "prefill", 2))
-    n_decode = len(Scenario(prompt_len=16, gen_len=5, dtypes=Dtypes.of("fp32")).ops(load_model("gpt2"), "decode", 2))
-    assert row["measured_ttft_s"] == pytest.approx(n_prefill * 1e-3)
-    assert row["measured_itl_s"] == pytest.approx(n_decode * 1e-4)
-    # 5 tokens: the first comes out of the prefill, the other 4 out of 4 decode steps
-    assert row["measured_time_s"] == pytest.approx(n_prefill * 1e-3 + 4 * n_decode * 1e-4)
+    runs = []
+    timer = LiveTimer("cpu", threads=1)
+    real = timer.time_generation
+    timer.time_generation = lambda *a: runs.append(real(*a)) or runs[-1]
+    row = Evaluator(grid, "both", timer).evaluate(point)
+    (run,) = runs
+    assert len(run.step_times_s) == 4 and run.cache_lengths == (16, 17, 18, 19, 20)
+    assert row["measured_time_s"] == pytest.approx(run.ttft_s + sum(run.step_times_s))
     # tokens/s = batch x gen_len / e2e = 2 x 5 / e2e
     assert row["measured_items_per_s"] == pytest.approx(10 / row["measured_time_s"])
 
