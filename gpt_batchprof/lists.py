@@ -1,39 +1,77 @@
-"""Integer lists as users write them: '1,2,8', '1..256' (powers of two), and mixes.
+"""Number lists as users write them: '1,2,8', ranges, and mixes.
 
-Shared by the CLI's ``--batch`` and friends and by sweep files; no Typer or Rich here, so
-the core can read lists without the CLI.
+Integers (``--batch`` and friends): '1..256' is the powers of two from 1 to 256. Floats
+(``simulate --rate``): 'a..b' is ``points`` values evenly spaced from a to b.
+Shared by the CLI and by sweep files; no Typer or Rich here, so the core can read lists
+without the CLI.
 """
 
 from __future__ import annotations
 
+import math
+from typing import Callable, TypeVar
+
 from gpt_batchprof.errors import BatchprofError
 
+MAX_INT = 2**31 - 1  # no batch, length or width beyond this is meant (or fits any device)
 
-def parse_int_list(text: str, option: str = "--batch") -> tuple[int, ...]:
-    values: list[int] = []
+N = TypeVar("N", int, float)
+
+
+def _parse_list(text: str, option: str, one: Callable[[str], N], span: Callable[[N, N], list[N]],
+                example: str) -> tuple[N, ...]:
+    values: list[N] = []
     for part in (p.strip() for p in str(text).split(",")):
         if not part:
             continue
         try:
             if ".." in part:
                 lo_s, hi_s = part.split("..", 1)
-                lo, hi = int(lo_s), int(hi_s)
-                if lo < 1 or hi < lo:
-                    raise ValueError
-                v = lo
-                while v <= hi:
-                    values.append(v)
-                    v *= 2
+                values += span(one(lo_s), one(hi_s))
             else:
-                values.append(int(part))
+                values.append(one(part))
         except ValueError:
-            raise BatchprofError(f"{option}: cannot read '{part}' (expected integers like 1,2,8 or a range 1..256)") from None
+            raise BatchprofError(f"{option}: cannot read '{part}' (expected {example})") from None
     if not values:
         raise BatchprofError(f"{option}: no values given")
+    return tuple(dict.fromkeys(values))
+
+
+def _powers_of_two(lo: int, hi: int) -> list[int]:
+    if lo < 1 or hi < lo:
+        raise ValueError
+    out = []
+    while lo <= hi:
+        out.append(lo)
+        lo *= 2
+    return out
+
+
+def parse_int_list(text: str, option: str = "--batch") -> tuple[int, ...]:
+    values = _parse_list(text, option, int, _powers_of_two, "integers like 1,2,8 or a range 1..256")
     bad = [v for v in values if v < 1]
     if bad:
         raise BatchprofError(f"{option}: values must be >= 1, got {bad[0]}")
-    return tuple(dict.fromkeys(values))
+    huge = [v for v in values if v > MAX_INT]
+    if huge:
+        shown = str(huge[0]) if huge[0] < 10**30 else f"a {len(str(huge[0]))}-digit number"
+        raise BatchprofError(f"{option}: values must be <= {MAX_INT} (2^31 - 1), got {shown}")
+    return values
+
+
+def parse_float_list(text: str, option: str, points: int = 8) -> tuple[float, ...]:
+    """'5', '1,2,4' or 'a..b' (``points`` values evenly spaced from a to b); all finite and > 0."""
+
+    def spaced(lo: float, hi: float) -> list[float]:
+        if not hi > lo or points < 2:
+            raise ValueError
+        return [lo + (hi - lo) * i / (points - 1) for i in range(points)]
+
+    values = _parse_list(text, option, float, spaced, "numbers like 5 or 1,2,4 or a range 1..20")
+    bad = [v for v in values if not (math.isfinite(v) and v > 0)]
+    if bad:
+        raise BatchprofError(f"{option}: values must be finite and > 0, got {bad[0]:g}")
+    return values
 
 
 def parse_name_list(text: str) -> tuple[str, ...]:

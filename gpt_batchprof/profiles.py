@@ -15,20 +15,27 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from gpt_batchprof import files, hf_keys
 from gpt_batchprof.errors import ProfileError
 
 if TYPE_CHECKING:  # analytic.efficiency is imported inside the parser (it imports analytic, which imports us)
     from gpt_batchprof.analytic.efficiency import MeasuredTables
 
-# Bytes per element of each storage dtype. int4 is weights only (packed two per byte).
+# Bytes per element of each storage dtype. int4 is weights only: two values per byte plus,
+# as real int4 formats store them (GPTQ, AWQ, bitsandbytes-style group quantisation), one
+# fp16 scale per group of INT4_GROUP_SIZE weights: 4 + 16/128 = 4.125 bits per weight.
+INT4_GROUP_SIZE = 128
 DTYPE_BYTES: dict[str, float] = {
     "fp32": 4.0,
     "fp16": 2.0,
     "bf16": 2.0,
     "fp8": 1.0,
     "int8": 1.0,
-    "int4": 0.5,
+    "int4": (4 + 16 / INT4_GROUP_SIZE) / 8,
 }
+# Quantised weight formats: checkpoints in them quantise only the linear layers of the
+# blocks; embeddings, the LM head, norms, MoE routers and biases keep the activation dtype.
+QUANTISED_DTYPES = ("int4", "int8", "fp8")
 ACT_DTYPES = ("fp32", "fp16", "bf16", "fp8", "int8")
 WEIGHT_DTYPES = ("fp32", "fp16", "bf16", "fp8", "int8", "int4")
 KV_DTYPES = ("fp32", "fp16", "bf16", "fp8", "int8")
@@ -60,6 +67,8 @@ class ModelSpec:
     bias: bool = False
     n_expert: int = 1
     n_expert_active: int = 1
+    d_ff_shared: int = 0  # MoE shared expert (qwen2_moe): an always-active FFN of this width
+    sliding_window: int | None = None  # attention span and KV cache capped at this many tokens
     source: str = ""
 
     # --- derived sizes (computed from the fields, never stored twice) ---
@@ -91,21 +100,51 @@ class ModelSpec:
         return (2 if self.norm == "layernorm" else 1) * self.d_model
 
     @property
-    def layer_params(self) -> int:
+    def layer_matrix_params(self) -> int:
+        """Weights of one block's linear layers (what a quantised checkpoint quantises):
+        QKV, output projection, every expert's FFN and the shared expert's."""
+        d, q, kv = self.d_model, self.q_dim, self.kv_dim
+        ffn = self.n_ffn_matrices * d * (self.n_expert * self.d_ff + self.d_ff_shared)
+        return d * (q + 2 * kv) + q * d + ffn
+
+    @property
+    def layer_other_params(self) -> int:
+        """Biases, norms, the MoE router and the shared expert's gate of one block."""
         d, q, kv, f = self.d_model, self.q_dim, self.kv_dim, self.d_ff
-        attn = d * (q + 2 * kv) + q * d
-        ffn_one = self.n_ffn_matrices * d * f
+        n = 2 * self._norm_params()
         if self.bias:
-            attn += (q + 2 * kv) + d
-            ffn_one += (self.n_ffn_matrices - 1) * f + d
-        router = d * self.n_expert if self.is_moe else 0
-        return attn + self.n_expert * ffn_one + router + 2 * self._norm_params()
+            n += (q + 2 * kv) + d + self.n_expert * ((self.n_ffn_matrices - 1) * f + d)
+        if self.is_moe:
+            n += d * self.n_expert
+        if self.d_ff_shared:
+            n += d  # sigmoid gate of the shared expert: d_model -> 1
+        return n
+
+    @property
+    def layer_params(self) -> int:
+        return self.layer_matrix_params + self.layer_other_params
+
+    @property
+    def head_params(self) -> int:
+        """The LM head's own weights (0 when tied to the token embedding)."""
+        return 0 if self.tied_embeddings else self.vocab_size * self.d_model
+
+    def kv_tokens(self, positions: int) -> int:
+        """Tokens a sequence keeps in its KV cache after ``positions`` tokens (sliding window caps it)."""
+        return positions if self.sliding_window is None else min(positions, self.sliding_window)
 
     @property
     def n_params(self) -> int:
         """Every weight: embeddings, all layers, final norm, and an untied LM head."""
-        head = 0 if self.tied_embeddings else self.vocab_size * self.d_model
-        return self.embedding_params + self.n_layer * self.layer_params + self._norm_params() + head
+        return self.embedding_params + self.n_layer * self.layer_params + self._norm_params() + self.head_params
+
+    def weight_bytes(self, weight_dtype: str, act_dtype: str) -> float:
+        """Bytes of every weight: the blocks' linear layers at ``weight_dtype``, the rest
+        (embeddings, LM head, norms, routers, biases) at ``act_dtype`` when the weight dtype
+        is a quantised format, else at ``weight_dtype`` too."""
+        matrices = self.n_layer * self.layer_matrix_params
+        other_dtype = act_dtype if weight_dtype in QUANTISED_DTYPES else weight_dtype
+        return matrices * DTYPE_BYTES[weight_dtype] + (self.n_params - matrices) * DTYPE_BYTES[other_dtype]
 
     @property
     def n_params_non_embedding(self) -> int:
@@ -121,6 +160,23 @@ class ModelSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class Interconnect:
+    """The link between the devices of one node (or network): per-device bandwidth per direction.
+
+    ``bandwidth_bytes_per_s`` is what one device can send (and, at the same time, receive)
+    through it, e.g. NVLink 4 on H100 SXM: 900 GB/s total = 450 GB/s each way.
+    ``latency_s`` is the per-hop (per ring step) latency of a collective.
+    """
+
+    name: str
+    bandwidth_bytes_per_s: float
+    latency_s: float = 0.0
+
+
+INTERCONNECT_KEYS = ("name", "bandwidth_gb_s", "latency_us")
+
+
+@dataclass(frozen=True, slots=True)
 class HardwareSpec:
     """Datasheet (or calibrated) ceilings of one device. Stored in SI units."""
 
@@ -129,10 +185,12 @@ class HardwareSpec:
     memory_bytes: float
     memory_bandwidth_bytes_per_s: float
     peak_flops_per_s: Mapping[str, float] = field(default_factory=dict)
-    launch_overhead_s: float = 0.0
+    launch_overhead_s: float = 0.0  # per kernel, launched eagerly by the host
+    graph_launch_overhead_s: float | None = None  # per kernel inside a CUDA graph (GPUs)
     l2_cache_bytes: float = 0.0
     price_per_hour_usd: float | None = None
     source: str = ""
+    interconnect: Interconnect | None = None  # how devices of this kind talk to each other (TP/PP/EP)
     measured: MeasuredTables | None = None  # efficiency tables from `calibrate` (the `measured:` section)
 
     def peak(self, dtype: str) -> float:
@@ -146,15 +204,17 @@ class HardwareSpec:
                 f"choose another --dtype or add {dtype} to the profile"
             ) from None
 
-    @property
-    def ridge_intensity(self) -> float:
-        """FLOP/byte at which the fp16 (or best available) roofline turns compute-bound."""
-        key = "fp16" if "fp16" in self.peak_flops_per_s else next(iter(self.peak_flops_per_s))
-        return self.peak(key) / self.memory_bandwidth_bytes_per_s
+    def ridge_point(self, dtype: str | None = None) -> float:
+        """FLOP/byte at which the roofline of ``dtype`` turns compute-bound (the only place
+        it is computed). Default: fp16, else the profile's first peak."""
+        if dtype is None:
+            dtype = "fp16" if "fp16" in self.peak_flops_per_s else next(iter(self.peak_flops_per_s))
+        return self.peak(dtype) / self.memory_bandwidth_bytes_per_s
 
     def to_dict(self) -> dict[str, Any]:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "measured"}
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("measured", "interconnect")}
         d["peak_flops_per_s"] = dict(self.peak_flops_per_s)
+        d["interconnect"] = asdict(self.interconnect) if self.interconnect is not None else None
         if self.measured is not None:
             d["measured"] = self.measured.summary()
         return d
@@ -166,12 +226,13 @@ class HardwareSpec:
 class _Fields:
     """Reads typed fields out of a mapping and names the file and field on every error."""
 
-    def __init__(self, data: Mapping[str, Any], where: str):
+    def __init__(self, data: Mapping[str, Any], where: str, prefix: str = ""):
         self.data = data
         self.where = where
+        self.prefix = prefix  # for nested sections: "interconnect."
 
     def fail(self, key: str, why: str) -> ProfileError:
-        return ProfileError(f"{self.where}: field '{key}': {why}")
+        return ProfileError(f"{self.where}: field '{self.prefix}{key}': {why}")
 
     def has(self, key: str) -> bool:
         return self.data.get(key) is not None
@@ -182,7 +243,7 @@ class _Fields:
             if default is None:
                 raise self.fail(key, "missing (required)")
             return default
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v != int(v):
             raise self.fail(key, f"must be an integer, got {v!r}")
         if v < minimum:
             raise self.fail(key, f"must be >= {minimum}, got {v!r}")
@@ -221,6 +282,7 @@ class _Fields:
         return v
 
 
+@files.checked_keys(ProfileError)
 def model_from_mapping(data: Mapping[str, Any], where: str, source: str = "") -> ModelSpec:
     """Validate a model profile mapping (YAML schema) and build the spec."""
     if not isinstance(data, Mapping):
@@ -241,6 +303,10 @@ def model_from_mapping(data: Mapping[str, Any], where: str, source: str = "") ->
     n_expert_active = f.int("n_expert_active", default=min(2, n_expert) if n_expert > 1 else 1)
     if n_expert_active > n_expert:
         raise f.fail("n_expert_active", f"{n_expert_active} is more than n_expert={n_expert}")
+    d_ff_shared = f.int("d_ff_shared", default=0, minimum=0)
+    if d_ff_shared and n_expert == 1:
+        raise f.fail("d_ff_shared", "a shared expert needs a mixture of experts (n_expert > 1)")
+    sliding_window = f.int("sliding_window") if f.has("sliding_window") else None
     return ModelSpec(
         name=f.str("name"),
         n_layer=f.int("n_layer"),
@@ -258,10 +324,26 @@ def model_from_mapping(data: Mapping[str, Any], where: str, source: str = "") ->
         bias=f.bool("bias", False),
         n_expert=n_expert,
         n_expert_active=n_expert_active,
+        d_ff_shared=d_ff_shared,
+        sliding_window=sliding_window,
         source=source,
     )
 
 
+# Ways to give device memory, and their unit in bytes. HBM and GPU memory are binary
+# (an "80 GB" H100 reports 81,559 MiB); DDR system memory is sold in decimal GB.
+MEMORY_FIELDS = {"memory_bytes": 1.0, "memory_mib": 2.0**20, "memory_gib": 2.0**30, "memory_gb": 1e9}
+
+
+def _memory_bytes(f: "_Fields") -> float:
+    given = [k for k in MEMORY_FIELDS if f.has(k)]
+    if len(given) != 1:
+        why = "missing (required)" if not given else f"given {len(given)} times ({', '.join(given)}); keep one"
+        raise f.fail("memory_bytes", f"{why}: one of {', '.join(MEMORY_FIELDS)}")
+    return f.num(given[0]) * MEMORY_FIELDS[given[0]]
+
+
+@files.checked_keys(ProfileError)
 def hardware_from_mapping(data: Mapping[str, Any], where: str, source: str = "") -> HardwareSpec:
     """Validate a hardware profile mapping (datasheet units) and convert it to SI."""
     if not isinstance(data, Mapping):
@@ -269,7 +351,7 @@ def hardware_from_mapping(data: Mapping[str, Any], where: str, source: str = "")
     f = _Fields(data, where)
     name = f.str("name")
     kind = f.str("kind", choices=HARDWARE_KINDS)
-    memory_bytes = f.num("memory_gb") * 1e9
+    memory_bytes = _memory_bytes(f)
     bandwidth = f.num("memory_bandwidth_gb_s") * 1e9
     peaks_raw = data.get("peak_tflops")
     if not isinstance(peaks_raw, Mapping) or not peaks_raw:
@@ -288,6 +370,7 @@ def hardware_from_mapping(data: Mapping[str, Any], where: str, source: str = "")
                 f"{where}: field 'peak_tflops.{key}': must be a number > 0, got {peaks_raw[key]!r}"
             ) from None
     price = f.num("price_per_hour_usd", default=0.0, positive=False) if f.has("price_per_hour_usd") else None
+    interconnect = interconnect_from_mapping(data["interconnect"], where) if f.has("interconnect") else None
     return HardwareSpec(
         name=name,
         kind=kind,
@@ -295,10 +378,29 @@ def hardware_from_mapping(data: Mapping[str, Any], where: str, source: str = "")
         memory_bandwidth_bytes_per_s=bandwidth,
         peak_flops_per_s=peaks,
         launch_overhead_s=f.num("launch_overhead_us", default=0.0, positive=False) * 1e-6,
+        graph_launch_overhead_s=(f.num("graph_launch_overhead_us", positive=False) * 1e-6
+                                 if f.has("graph_launch_overhead_us") else None),
         l2_cache_bytes=f.num("l2_cache_mb", default=0.0, positive=False) * 1e6,
         price_per_hour_usd=price,
         source=source,
+        interconnect=interconnect,
         measured=measured_from_mapping(data["measured"], where) if data.get("measured") is not None else None,
+    )
+
+
+def interconnect_from_mapping(data: Any, where: str) -> Interconnect:
+    """The optional ``interconnect:`` section (GB/s per direction, microseconds); unknown keys refused."""
+    if not isinstance(data, Mapping):
+        raise ProfileError(f"{where}: field 'interconnect': expected a mapping (name, bandwidth_gb_s, latency_us)")
+    unknown = [k for k in data if k not in INTERCONNECT_KEYS]
+    if unknown:
+        raise ProfileError(f"{where}: field 'interconnect.{unknown[0]}': unknown key "
+                           f"(known: {', '.join(INTERCONNECT_KEYS)})")
+    f = _Fields(data, where, prefix="interconnect.")
+    return Interconnect(
+        name=f.str("name"),
+        bandwidth_bytes_per_s=f.num("bandwidth_gb_s") * 1e9,
+        latency_s=f.num("latency_us", default=0.0, positive=False) * 1e-6,
     )
 
 
@@ -307,17 +409,23 @@ def hardware_to_yaml_mapping(hw: HardwareSpec) -> dict[str, Any]:
     d: dict[str, Any] = {
         "name": hw.name,
         "kind": hw.kind,
-        "memory_gb": round(hw.memory_bytes / 1e9, 3),
+        "memory_bytes": int(hw.memory_bytes),
         "memory_bandwidth_gb_s": round(hw.memory_bandwidth_bytes_per_s / 1e9, 3),
         "peak_tflops": {k: round(v / 1e12, 4) for k, v in hw.peak_flops_per_s.items()},
         "launch_overhead_us": round(hw.launch_overhead_s * 1e6, 3),
     }
+    if hw.graph_launch_overhead_s is not None:
+        d["graph_launch_overhead_us"] = round(hw.graph_launch_overhead_s * 1e6, 3)
     if hw.l2_cache_bytes:
         d["l2_cache_mb"] = round(hw.l2_cache_bytes / 1e6, 3)
     if hw.price_per_hour_usd is not None:
         d["price_per_hour_usd"] = hw.price_per_hour_usd
     if hw.measured is not None:
         d["measured"] = measured_to_yaml_mapping(hw.measured)
+    if hw.interconnect is not None:
+        ic = hw.interconnect
+        d["interconnect"] = {"name": ic.name, "bandwidth_gb_s": round(ic.bandwidth_bytes_per_s / 1e9, 3),
+                             "latency_us": round(ic.latency_s * 1e6, 3)}
     return d
 
 
@@ -450,6 +558,7 @@ def _hf_get(cfg: Mapping[str, Any], where: str, *keys: str, default: Any = None)
     raise ProfileError(f"{where}: field '{keys[0]}': missing (required for this model_type)")
 
 
+@hf_keys.checked
 def model_from_hf_config(cfg: Mapping[str, Any], where: str, name: str) -> ModelSpec:
     """Map a Hugging Face ``config.json`` to the profile schema, then validate it."""
     if not isinstance(cfg, Mapping):
@@ -475,6 +584,12 @@ def model_from_hf_config(cfg: Mapping[str, Any], where: str, name: str) -> Model
         }
         if cfg.get("head_dim"):
             out["head_dim"] = cfg["head_dim"]
+        # Sliding-window attention: mistral/mixtral apply `sliding_window` when set; qwen2/3
+        # only with `use_sliding_window: true` (then to every layer here: a documented upper
+        # bound when `max_window_layers` limits it to some).
+        window = cfg.get("sliding_window")
+        if window and (mt in ("mistral", "mixtral") or cfg.get("use_sliding_window")):
+            out["sliding_window"] = window
         if mt == "mixtral":
             out |= {"n_expert": g("num_local_experts"), "n_expert_active": g("num_experts_per_tok")}
         if mt == "qwen2_moe":
@@ -482,6 +597,7 @@ def model_from_hf_config(cfg: Mapping[str, Any], where: str, name: str) -> Model
                 "n_expert": g("num_experts"),
                 "n_expert_active": g("num_experts_per_tok"),
                 "d_ff": g("moe_intermediate_size"),
+                "d_ff_shared": cfg.get("shared_expert_intermediate_size") or 0,
             }
     elif mt == "gpt2":
         d = g("n_embd", "hidden_size")
@@ -499,6 +615,11 @@ def model_from_hf_config(cfg: Mapping[str, Any], where: str, name: str) -> Model
             "bias": True,
         }
     elif mt == "opt":
+        proj = cfg.get("word_embed_proj_dim")
+        if proj is not None and proj != g("hidden_size"):
+            raise ProfileError(
+                f"{where}: field 'word_embed_proj_dim': {proj} differs from hidden_size {g('hidden_size')}; "
+                "OPT's project_in/project_out layers (opt-350m) are not modelled")
         out |= {
             "n_layer": g("num_hidden_layers"),
             "d_model": g("hidden_size"),
@@ -552,32 +673,12 @@ def builtin_names(kind: str) -> list[str]:
     return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ProfileError(f"{path}: cannot read ({e.strerror or e})") from None
-
-
 def _parse_yaml(path: Path) -> Any:
-    import yaml
-
-    try:
-        return yaml.safe_load(_read_text(path))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ProfileError(f"{path}: malformed YAML{at}: {problem}") from None
+    return files.load_yaml(path, ProfileError)
 
 
 def _parse_json(path: Path) -> Any:
-    import json
-
-    try:
-        return json.loads(_read_text(path))
-    except json.JSONDecodeError as e:
-        raise ProfileError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    return files.load_json(path, ProfileError)
 
 
 def _resolve(kind: str, ref: str) -> Path:
@@ -585,6 +686,9 @@ def _resolve(kind: str, ref: str) -> Path:
     p = Path(ref).expanduser()
     if p.is_file():
         return p
+    if p.is_dir():
+        hint = f" (use {p / 'config.json'})" if (p / "config.json").is_file() else ""
+        raise ProfileError(f"{ref}: is a directory, not a {kind.rstrip('s')} profile file{hint}")
     looks_like_path = os.sep in ref or ref.endswith((".yaml", ".yml", ".json"))
     if looks_like_path:
         raise ProfileError(f"{ref}: no such file")

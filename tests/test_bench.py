@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from gpt_batchprof.analysis import phase_ops  # noqa: E402
+from gpt_batchprof.report.rows import bench_row_dict  # noqa: E402
 from gpt_batchprof.analytic import Dtypes, Scenario, predict  # noqa: E402
 from gpt_batchprof.analytic.mlp import mlp_cost  # noqa: E402
 from gpt_batchprof.analytic.ops import causal_pairs  # noqa: E402
@@ -27,7 +27,7 @@ def test_rows_line_up_with_analyze_under_a_fake_timer():
     sc = Scenario(prompt_len=64, dtypes=Dtypes.of("fp32"))
     timer = FakeTimer(base_s=1e-3, noise=0.0)
     res = run_bench(model, hw, sc, ("prefill", "decode"), (1, 8), _fake_settings(), timer=timer)
-    expected = [predict(c, hw) for ph in ("prefill", "decode") for b in (1, 8) for c in phase_ops(model, sc, ph, b)]
+    expected = [predict(c, hw) for ph in ("prefill", "decode") for b in (1, 8) for c in sc.ops(model, ph, b)]
     assert [(r.cost.phase, r.cost.batch, r.cost.op) for r in res.rows] == \
         [(p.cost.phase, p.cost.batch, p.cost.op) for p in expected]
     assert [r.cost.flops for r in res.rows] == [p.cost.flops for p in expected]
@@ -90,7 +90,7 @@ def test_flop_counter_agrees_with_analytic_flops(model_name, phase, attention, t
     model = tiny_model if model_name == "tiny" else load_model("gpt2")
     sc = Scenario(prompt_len=32, gen_len=16, dtypes=Dtypes.of("fp32"), attention=attention)
     for batch in (1, 3):
-        for cost in phase_ops(model, sc, phase, batch):
+        for cost in sc.ops(model, phase, batch):
             kernel = K.build_kernel(cost, model, sc.dtypes, "meta")
             counted = _count_flops(kernel)
             per_launch = cost.flops / cost.launches
@@ -105,7 +105,7 @@ def test_flop_counter_agrees_with_analytic_flops(model_name, phase, attention, t
             else:
                 assert per_launch == counted, (cost.op, phase, batch)
     # a hand-worked case: gpt2 decode batch 1 qkv_proj is 2 x 768 x 2304 FLOPs per layer
-    qkv = [c for c in phase_ops(load_model("gpt2"), sc, "decode", 1) if c.op == "qkv_proj"][0]
+    qkv = [c for c in sc.ops(load_model("gpt2"), "decode", 1) if c.op == "qkv_proj"][0]
     assert _count_flops(K.build_kernel(qkv, load_model("gpt2"), sc.dtypes, "meta")) == 2 * 768 * 2304
 
 
@@ -121,7 +121,7 @@ def test_real_cpu_run_of_a_tiny_model(tiny_model):
     assert [r.status for r in res.rows] == ["ok"] * len(res.rows)
     for r in res.rows:
         assert r.measured_time_s > 0 and r.samples >= 5 and r.device_name == "test-cpu"
-        d = r.to_dict()
+        d = bench_row_dict(r)
         for key in ("measured_time_s", "measured_iqr_s", "measured_over_predicted", "roofline_share",
                     "achieved_flops_per_s", "achieved_bytes_per_s", "status", "reason", "shape",
                     "device", "torch_version", "warnings", "op", "flops", "time_s", "bound"):
@@ -174,7 +174,7 @@ def test_input_sets_exceed_the_cache_when_cheap():
 def test_min_efficiency_selects_rows_below_share():
     model, hw = load_model("gpt2"), load_hardware("cpu-generic")
     sc = Scenario(prompt_len=16, dtypes=Dtypes.of("fp32"))
-    pred = {c.op: predict(c, hw).time_s / c.launches for c in phase_ops(model, sc, "decode", 1)}
+    pred = {c.op: predict(c, hw).time_s / c.launches for c in sc.ops(model, "decode", 1)}
     # each op takes exactly twice its roofline, except lm_head which hits it
     timer = FakeTimer(base_s=lambda label: pred[label.split("/")[2]] * (1 if label.endswith("lm_head") else 2),
                       noise=0.0)

@@ -47,7 +47,10 @@ def test_json_has_the_documented_fields():
     assert set(s) >= {"batch", "ttft_s", "itl_s", "e2e_s", "tokens_per_s", "weights_bytes", "kv_cache_bytes", "fits"}
     # SI: gpt2 in fp16 is 124,439,808 x 2 bytes
     assert s["weights_bytes"] == 248_879_616
-    assert d["settings"]["context_len"] == 128 + 8
+    # ITL at the mean cache length of the 15 decode steps (128 .. 142): 128 + 16 // 2 - 1 = 135
+    assert d["settings"]["context_len"] == 135
+    assert d["settings"]["tokens_per_s"].startswith("batch x gen_len / e2e_s")
+    assert d["critical_batch_reachable"] in (True, False)
 
 
 def test_csv_and_markdown_to_file(tmp_path):

@@ -168,3 +168,36 @@ def test_json_contract(tmp_path):
     # 2 * 768 * 3072 FLOP per layer at the m=1 rate 1 GFLOP/s = 4.718592 ms + 10 us; 12 layers
     assert row["prediction"] == "calibrated" and row["extrapolated"]
     assert row["time_s"] == pytest.approx(12 * (2 * 768 * 3072 / 1e9 + 10e-6), rel=1e-9)
+
+
+def test_calibrated_e2e_sums_the_decode_steps_without_walking_them():
+    """The calibrated attention time is not linear in the cache length, so e2e cannot use the
+    roofline's arithmetic series; it samples the steps (serving._sum_sampled). Held against
+    the plain step-by-step sum over 2999 decode steps: within 1e-4."""
+    from gpt_batchprof.analytic import step_time
+    from gpt_batchprof.analytic.gpt import attention_ops
+    from gpt_batchprof.analytic.ops import ATTENTION_OPS
+    from gpt_batchprof.analytic.serving import latencies
+    from gpt_batchprof.profiles import model_from_mapping
+
+    model = model_from_mapping(
+        {"name": "long", "n_layer": 2, "d_model": 256, "n_head": 8, "n_kv_head": 2, "d_ff": 512,
+         "ffn": "swiglu", "vocab_size": 1000, "max_seq_len": 4096, "norm": "rmsnorm"}, "test")
+    # GQA decode attention is a bmm of (batch x 2 kv heads) problems, m = 4 query heads, n = keys, k = 32;
+    # its achieved rate grows with the keys (a power law between grid points), so time(L) curves.
+    measured = MEASURED | {"tables": MEASURED["tables"] | {
+        "bmm.fp32": {"unit": "GFLOP/s", "batch": [1, 8], "m": [1, 4], "n": [64, 512, 4096], "k": [32],
+                     "values": [[[[0.5], [1.5], [3]], [[1], [3], [6]]], [[[1], [2], [4]], [[2], [5], [9]]]]},
+        "softmax.fp32": {"unit": "GB/s", "bytes": [1e3, 1e6, 1e8], "values": [1, 10, 30]},
+    }}
+    dev = hw(measured)
+    sc = Scenario(prompt_len=100, gen_len=3000, dtypes=Dtypes.of("fp32"), attention="unfused")
+    ttft, _, e2e = latencies(model, dev, sc, 4)
+    decode = sc.ops(model, "decode", 4)
+    fixed = step_time(tuple(o for o in decode if o.op not in ATTENTION_OPS), dev)
+    walked = ttft + sum(fixed + step_time(attention_ops(model, "decode", 4, 1, 100 + i, sc.dtypes, "unfused"), dev)
+                        for i in range(2999))
+    assert e2e == pytest.approx(walked, rel=1e-4)  # sampled: 4e-6 off; one step at the mean length: 3.5e-3 off
+    assert predict(attention_ops(model, "decode", 4, 1, 1000, sc.dtypes, "unfused")[0], dev).prediction == "calibrated"
+    # and the roofline figures beside it still come from the closed form
+    assert latencies(model, dev, sc, 4, roofline_only=True)[2] == pytest.approx(latencies(model, hw(None), sc, 4)[2])

@@ -1,6 +1,7 @@
 """Plots: the files exist, are PNGs, and `plot` redraws from every saved format."""
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -11,6 +12,15 @@ pytest.importorskip("matplotlib")
 runner = CliRunner()
 PNG = b"\x89PNG\r\n\x1a\n"
 
+
+
+def _final_name(path) -> str:
+    """The PNG a savefig call writes: plots go through a temporary '.NAME.XXXX.tmp' beside
+    the target (write_atomic), renamed when complete."""
+    name = Path(path).name
+    if name.startswith(".") and name.endswith(".tmp"):
+        name = name[1:].rsplit(".", 2)[0]
+    return name
 
 def _pngs(folder):
     files = sorted(p.name for p in folder.glob("*.png"))
@@ -46,3 +56,78 @@ def test_plot_of_a_missing_or_bad_file_is_exit_2(tmp_path):
     (tmp_path / "x.txt").write_text("hi")
     r = runner.invoke(app, ["plot", str(tmp_path / "x.txt")])
     assert r.exit_code == 2 and "unknown results format" in r.output
+
+
+def _synthetic_rows(widths, batches, hardware=("a100-80gb", "h100-sxm")):
+    """gpt rows: one series per (width, hardware), two panels (decode qkv_proj, decode ffn)."""
+    rows = []
+    for w in widths:
+        for hw in hardware:
+            for op in ("qkv_proj", "ffn"):
+                for b in batches:
+                    t = 1e-5 * (1 + b / 64) * w / 256
+                    rows.append({"workload": "gpt", "model": f"gpt-d{w}", "hardware": hw, "phase": "decode",
+                                 "batch": b, "seq_len": 512, "op": op, "dtype": "fp16", "attention": "unfused",
+                                 "d_model": w, "intensity": float(b), "predicted_time_s": t,
+                                 "predicted_items_per_s": b / t, "predicted_flops_per_s": 1e12 * b / (1 + b / 64),
+                                 "device": "analytic"})
+    return rows
+
+
+def test_large_sweep_draws_one_line_per_series_and_a_capped_legend(tmp_path, monkeypatch):
+    from matplotlib.collections import LineCollection
+    from matplotlib.figure import Figure
+
+    from gpt_batchprof.report import plots
+
+    widths = range(256, 256 + 128 * 80, 128)  # 80 widths x 2 hardware = 160 series
+    batches = [2 ** i for i in range(12)]  # 1..2048
+    rows = _synthetic_rows(widths, batches)
+    assert len(rows) == 80 * 2 * 2 * 12 == 3840  # series x panels x batches
+    figures = {}
+    real_savefig = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, path, **kw: (figures.__setitem__(_final_name(path), fig),
+                                                                    real_savefig(fig, path, **kw)))
+    plots.plot_all(rows, tmp_path)
+    fig = figures["gpt-time.png"]
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in panels] == ["decode: qkv_proj", "decode: ffn"]
+    for ax in panels:
+        # no artist per point or per series: one collection holding one 12-point polyline per series
+        assert not ax.lines
+        (lc,) = [c for c in ax.collections if isinstance(c, LineCollection)]
+        assert len(lc.get_paths()) == 160
+        assert all(len(p.vertices) == 12 for p in lc.get_paths())
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    # 12 series named, the other 160 - 12 = 148 counted, then the line-style key
+    assert texts[:2] == ["gpt-d256, a100-80gb", "gpt-d256, h100-sxm"]
+    assert texts[12:] == ["+148 more series (colours repeat)", "predicted (roofline)"]
+    roof = figures["gpt-roofline-a100-80gb.png"]
+    # roofline: one scatter per (phase, kind), here decode/predicted, holding every point of that hardware
+    sizes = [len(c.get_offsets()) for c in roof.axes[0].collections if len(c.get_offsets())]
+    assert sizes == [80 * 2 * 12]  # widths x ops x batches
+
+
+def test_plot_of_few_series_keeps_the_full_legend(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    from gpt_batchprof.report import plots
+
+    figures = {}
+    real_savefig = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, path, **kw: (figures.__setitem__(_final_name(path), fig),
+                                                                    real_savefig(fig, path, **kw)))
+    plots.plot_all(_synthetic_rows((256, 512), (1, 2, 4), hardware=("a100-80gb",)), tmp_path)
+    texts = [t.get_text() for t in figures["gpt-time.png"].legends[0].get_texts()]
+    assert texts == ["gpt-d256", "gpt-d512", "predicted (roofline)"]
+
+
+def test_plot_reads_a_csv_with_a_torn_last_line(tmp_path):
+    from gpt_batchprof.sweep.store import read_columns
+
+    f = tmp_path / "r.csv"
+    f.write_text("workload,hardware,batch\ngpt,a100-80gb,1\ngpt,a100-80gb,2\ngpt,a1")
+    assert read_columns(f) == {"workload": ["gpt", "gpt"], "hardware": ["a100-80gb"] * 2, "batch": ["1", "2"]}
+    f.write_text("workload,hardware,batch\ngpt,a100-80gb\n")
+    with pytest.raises(Exception, match="line 2: 2 fields, the header has 3"):
+        read_columns(f)

@@ -169,7 +169,7 @@ def test_sweep_file_and_flags_merge(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--preset", "nope"], "unknown preset 'nope'"),
     (["--op", "qkv"], "unknown operator or group 'qkv'"),
-    (["-m", "gpt2", "-s", "4096"], "impossible shape"),
+    (["-m", "gpt2", "-s", "4096"], "4097 positions exceeds gpt2's max_seq_len 1024"),
     (["-b", "0"], "values must be >= 1"),
     (["--workload", "mlp", "-m", "gpt2"], "mlp sweeps take widths"),
     (["--quick"], "--quick shrinks a preset"),

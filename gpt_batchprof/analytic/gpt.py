@@ -20,8 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gpt_batchprof.analytic.ops import OpCost, OpShape, causal_pairs, elementwise_cost, matmul_cost
+from gpt_batchprof.analytic.parallel import Parallelism
 from gpt_batchprof.errors import BatchprofError
-from gpt_batchprof.profiles import ACT_DTYPES, DTYPE_BYTES, KV_DTYPES, WEIGHT_DTYPES, ModelSpec
+from gpt_batchprof.profiles import ACT_DTYPES, DTYPE_BYTES, KV_DTYPES, QUANTISED_DTYPES, WEIGHT_DTYPES, ModelSpec
 
 PHASES = ("prefill", "decode")
 ATTENTION_MODES = ("unfused", "fused")
@@ -43,6 +44,12 @@ class Dtypes:
         ):
             if value not in allowed:
                 raise BatchprofError(f"unknown {what} dtype '{value}' (choose from {', '.join(allowed)})")
+
+    @property
+    def unquantised(self) -> str:
+        """Dtype of the weights a quantised checkpoint leaves alone (embeddings, LM head,
+        norms, routers): the activation dtype when ``weight`` is quantised, else ``weight``."""
+        return self.act if self.weight in QUANTISED_DTYPES else self.weight
 
     @classmethod
     def of(cls, dtype: str, weight: str | None = None, kv: str | None = None) -> "Dtypes":
@@ -67,11 +74,14 @@ def enumerate_ops(
     kv_len: int = 0,
     dtypes: Dtypes = Dtypes(),
     attention: str = "unfused",
+    parallel: Parallelism = Parallelism(),
 ) -> tuple[OpCost, ...]:
     """The operators of one forward step, each totalled over all layers.
 
     prefill: ``seq_len`` prompt tokens per sequence, ``kv_len`` already cached (0 unless
     chunked). decode: one new token per sequence, ``kv_len`` cached; ``seq_len`` is ignored.
+    ``parallel``: across several GPUs, the operators of one GPU of the slowest pipeline
+    stage, collectives included (see :mod:`gpt_batchprof.analytic.parallel`).
     """
     if phase not in PHASES:
         raise BatchprofError(f"unknown phase '{phase}' (choose from {', '.join(PHASES)})")
@@ -80,15 +90,20 @@ def enumerate_ops(
     q = 1 if phase == "decode" else seq_len
     if batch < 1 or q < 1 or kv_len < 0:
         raise BatchprofError(f"impossible shape: batch={batch}, seq_len={q}, kv_len={kv_len}")
+    if not parallel.is_single:
+        from gpt_batchprof.analytic.parallel import sharded_ops
+
+        return sharded_ops(model, phase, batch, seq_len, kv_len, dtypes, attention, parallel)
 
     T = batch * q  # tokens through the dense layers
     w, a = DTYPE_BYTES[dtypes.weight], DTYPE_BYTES[dtypes.act]
+    w_other = DTYPE_BYTES[dtypes.unquantised]  # norms, router, LM head
     cd = dtypes.act
     nl, d = model.n_layer, model.d_model
     ctx = (phase, batch, q, kv_len)
     mm = dict(w_bytes=w, a_bytes=a, launches=nl, compute_dtype=cd, ctx=ctx)
 
-    norm_weights = (2 if model.norm == "layernorm" else 1) * d * w
+    norm_weights = (2 if model.norm == "layernorm" else 1) * d * w_other
     ops: list[OpCost] = [
         elementwise_cost(
             "norm", rows=T, width=d, a_bytes=a, launches=2 * nl + 1, compute_dtype=cd, ctx=ctx,
@@ -101,7 +116,7 @@ def enumerate_ops(
     ops.append(matmul_cost("out_proj", tokens=T, k=model.q_dim, n=d, **mm))
 
     if model.is_moe:
-        ops.append(matmul_cost("moe_router", tokens=T, k=d, n=model.n_expert, **mm))
+        ops.append(matmul_cost("moe_router", tokens=T, k=d, n=model.n_expert, **(mm | {"w_bytes": w_other})))
         moe = dict(
             experts_touched=expected_experts_touched(model.n_expert, model.n_expert_active, T),
             routes=model.n_expert_active,
@@ -112,9 +127,13 @@ def enumerate_ops(
         ops.append(matmul_cost("ffn_gate", tokens=T, k=d, n=model.d_ff, **mm, **moe))
     ops.append(matmul_cost("ffn_up", tokens=T, k=d, n=model.d_ff, **mm, **moe))
     ops.append(matmul_cost("ffn_down", tokens=T, k=model.d_ff, n=d, **mm, **moe))
+    if model.d_ff_shared:  # qwen2_moe: an always-active shared expert (gated FFN) next to the routed ones
+        ops.append(matmul_cost("ffn_shared_gate", tokens=T, k=d, n=model.d_ff_shared, **mm))
+        ops.append(matmul_cost("ffn_shared_up", tokens=T, k=d, n=model.d_ff_shared, **mm))
+        ops.append(matmul_cost("ffn_shared_down", tokens=T, k=model.d_ff_shared, n=d, **mm))
 
     ops.append(
-        matmul_cost("lm_head", tokens=batch, k=d, n=model.vocab_size, w_bytes=w, a_bytes=a,
+        matmul_cost("lm_head", tokens=batch, k=d, n=model.vocab_size, w_bytes=w_other, a_bytes=a,
                     launches=1, compute_dtype=cd, ctx=ctx)
     )
     return tuple(ops)
@@ -125,10 +144,15 @@ def attention_ops(
 ) -> list[OpCost]:
     """The attention operators of a step with ``q`` new and ``kv_len`` cached tokens per sequence.
 
-    The only operators whose cost depends on ``kv_len``; `serving` re-evaluates just these
-    for every decode step.
+    The only operators whose cost depends on ``kv_len``; `serving` sums just these over the
+    decode steps. With a sliding window the cache holds at most ``window`` tokens: decode
+    reads those only; unfused prefill computes the scores of every new key and of the cached
+    ones within the window (the window is a mask applied afterwards), fused prefill only the
+    pairs inside the window.
     """
-    L = kv_len + q
+    window = model.sliding_window
+    # Keys in view: every cached one, or those within the window of the first new query.
+    L = (min(kv_len, window - 1) if window else kv_len) + q
     a, kvb, cd = DTYPE_BYTES[dtypes.act], DTYPE_BYTES[dtypes.kv], dtypes.act
     nl, hd, nh, nkv = model.n_layer, model.head_dim, model.n_head, model.n_kv_head
     g = nh // nkv  # query heads per K/V head
@@ -137,7 +161,7 @@ def attention_ops(
     kv_read = batch * nkv * L * hd * kvb  # K (or V) of every sequence, read once per layer
     attn_shape = dict(heads=nh, kv_heads=nkv, causal=q > 1)
     if attention == "fused":
-        pairs = batch * nh * causal_pairs(q, L)
+        pairs = batch * nh * causal_pairs(q, L, window)
         return [
             OpCost("attn_fused", phase, batch, q, kv_len,
                    flops=nl * 4.0 * hd * pairs,

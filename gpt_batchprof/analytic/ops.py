@@ -27,16 +27,26 @@ OP_NAMES = (
     "ffn_gate",
     "ffn_up",
     "ffn_down",
+    "ffn_shared_gate",
+    "ffn_shared_up",
+    "ffn_shared_down",
     "lm_head",
+    "tp_allreduce",
+    "ep_alltoall",
+    "pp_sendrecv",
 )
+SHARED_EXPERT_OPS = ("ffn_shared_gate", "ffn_shared_up", "ffn_shared_down")  # qwen2_moe's shared expert
 # Operator groups (sweep's --op accepts these too).
-DENSE_OPS = ("qkv_proj", "out_proj", "moe_router", "ffn_gate", "ffn_up", "ffn_down", "lm_head")
+DENSE_OPS = ("qkv_proj", "out_proj", "moe_router", "ffn_gate", "ffn_up", "ffn_down") + SHARED_EXPERT_OPS + ("lm_head",)
 ATTENTION_OPS = ("attn_score", "attn_softmax", "attn_context", "attn_fused")
 # Dense layers of a transformer block: the ones whose decode boundness defines the critical batch.
-BLOCK_DENSE_OPS = ("qkv_proj", "out_proj", "ffn_gate", "ffn_up", "ffn_down")
+BLOCK_DENSE_OPS = ("qkv_proj", "out_proj", "ffn_gate", "ffn_up", "ffn_down") + SHARED_EXPERT_OPS
+# Collectives between GPUs (tensor, expert and pipeline parallelism), priced by the interconnect.
+COLLECTIVE_OPS = ("tp_allreduce", "ep_alltoall", "pp_sendrecv")
 # Composite rows of `bench`: one whole transformer block, and seed 002's plain MLP.
 COMPOSITE_OPS = ("block", "mlp")
-OP_GROUPS = {"dense": DENSE_OPS, "attention": ATTENTION_OPS, "other": ("norm",), "composite": COMPOSITE_OPS}
+OP_GROUPS = {"dense": DENSE_OPS, "attention": ATTENTION_OPS, "other": ("norm",), "collective": COLLECTIVE_OPS,
+             "composite": COMPOSITE_OPS}
 
 
 def op_group(op: str) -> str:
@@ -53,7 +63,8 @@ class OpShape:
     Matmul view: ``batch`` independent (m x k) @ (k x n) products. For attention kernels
     m is query rows per problem, n key length, k head_dim, with ``heads`` query heads
     and ``kv_heads`` key/value heads per sequence; for softmax and norm m is rows and n
-    the row length (k = 0).
+    the row length (k = 0); for collectives m is token rows and n d_model (the message is
+    m x n activations), over ``ranks`` devices.
     """
 
     m: int
@@ -63,6 +74,7 @@ class OpShape:
     heads: int = 0
     kv_heads: int = 0
     causal: bool = False
+    ranks: int = 1  # devices a collective spans (1 for compute kernels)
     variant: str = ""  # kernel flavour where the op name does not say it (norm: layernorm | rmsnorm)
 
 
@@ -165,10 +177,16 @@ def elementwise_cost(
     )
 
 
-def causal_pairs(q_len: int, kv_len: int) -> int:
+def causal_pairs(q_len: int, kv_len: int, window: int | None = None) -> int:
     """(query, key) pairs a causal kernel that skips masked work computes.
 
-    Queries are the last ``q_len`` of ``kv_len`` positions; query i sees keys 0..i.
+    Queries are the last ``q_len`` of ``kv_len`` positions; query i sees keys 0..i, or only
+    the last ``window`` of them with sliding-window attention.
     """
-    first = kv_len - q_len + 1  # keys visible to the first query
-    return q_len * first + q_len * (q_len - 1) // 2
+    # Query at position p (0-based) sees min(p + 1, window) keys; sum j = p + 1 over
+    # kv_len - q_len + 1 .. kv_len, the part below the window as an arithmetic series.
+    lo, hi = kv_len - q_len + 1, kv_len
+    if window is None or hi <= window:
+        return (lo + hi) * q_len // 2
+    below = max(0, window - lo + 1)  # j = lo .. window-1 count themselves; the rest count `window`
+    return (lo + lo + below - 1) * below // 2 + (q_len - below) * window

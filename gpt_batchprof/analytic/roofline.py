@@ -1,50 +1,90 @@
-"""Prediction of one operator on one device: the roofline, and the calibrated time.
+"""Prediction of one operator, or of a group of operators, on one device: the roofline,
+and the calibrated time when the profile has measured efficiency tables.
 
-roofline = max(FLOPs / peak FLOP/s, bytes / bandwidth) + launches x launch overhead.
+roofline = max(FLOPs / peak FLOP/s, bytes / bandwidth) + launches x per-kernel overhead.
 Peaks come from the hardware profile as they are: no efficiency factor is hidden here;
 the roofline is the ceiling and decides ``bound``.
-When the profile has measured efficiency tables (its `measured:` section, written by
-`calibrate`), ``time_s`` is the calibrated time instead (see analytic/efficiency.py): the
+
+When the profile has measured efficiency tables (its ``measured:`` section, written by
+``calibrate``), ``time_s`` is the calibrated time instead (see analytic/efficiency.py): the
 op's FLOPs at the achieved FLOP/s measured for its shape, its bytes at the achieved
 bandwidth for its size, plus the measured per-kernel overhead; ``roofline_time_s`` keeps
-the roofline.
+the roofline. Operators no table covers (embeddings, activations, collectives) keep the
+roofline as their best prediction.
+
+The per-kernel overhead depends on how the model runs (``launch``):
+- ``eager``: every kernel is launched by the host; each launch's overhead is added in
+  series (the profile's ``launch_overhead_us``). This is what a plain PyTorch loop, or any
+  CPU run, does.
+- ``graphs``: the step is replayed from a CUDA graph, which leaves only a small gap
+  between kernels (the profile's ``graph_launch_overhead_us``). This is how serving
+  engines (vLLM, SGLang, TensorRT-LLM) run decode steps. GPUs only.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Sequence
 
 from gpt_batchprof.analytic.efficiency import calibrated_time
-
-from gpt_batchprof.analytic.ops import OpCost
+from gpt_batchprof.analytic.ops import OpCost, OpShape
+from gpt_batchprof.errors import BatchprofError, ProfileError
 from gpt_batchprof.profiles import HardwareSpec
 
-BOUNDS = ("compute", "memory", "overhead")
+# Bounds a prediction names: compute, memory, overhead; link and latency for collectives.
+LAUNCH_MODES = ("eager", "graphs")
+
+
+def launch_mode(launch: str, hw: HardwareSpec) -> str:
+    """Resolve ``auto``: graphs on a GPU whose profile gives the in-graph gap
+    (``graph_launch_overhead_us``), else eager. Refuse graphs where they cannot be priced."""
+    if launch == "auto":
+        return "graphs" if hw.kind == "gpu" and hw.graph_launch_overhead_s is not None else "eager"
+    if launch not in LAUNCH_MODES:
+        raise BatchprofError(f"--launch: unknown mode '{launch}' (choose from auto, {', '.join(LAUNCH_MODES)})")
+    if launch == "graphs" and hw.kind != "gpu":
+        raise BatchprofError(f"--launch graphs: CUDA graphs need a GPU, and hardware '{hw.name}' is a {hw.kind}")
+    if launch == "graphs" and hw.graph_launch_overhead_s is None:
+        raise BatchprofError(f"--launch graphs: hardware '{hw.name}' has no graph_launch_overhead_us "
+                             "(the per-kernel gap inside a CUDA graph); add it to the profile or use --launch eager")
+    return launch
+
+
+def kernel_overhead_s(hw: HardwareSpec, launch: str) -> float:
+    """Time charged per kernel for launching it, in the given (resolved) launch mode."""
+    if launch == "graphs":
+        launch_mode("graphs", hw)  # refuses where graphs cannot be priced
+        return hw.graph_launch_overhead_s or 0.0
+    return hw.launch_overhead_s
+
+
+def _bound(compute_s: float, memory_s: float, overhead_s: float) -> str:
+    """What limits a kernel: the larger roof, or launch overhead when it exceeds both."""
+    if overhead_s > max(compute_s, memory_s):
+        return "overhead"
+    return "compute" if compute_s >= memory_s else "memory"
 
 
 @dataclass(frozen=True, slots=True)
 class Prediction:
     cost: OpCost
-    compute_s: float  # FLOPs at peak
+    compute_s: float  # FLOPs at peak (NaN when the profile has no peak for the dtype)
     memory_s: float  # bytes at full bandwidth
     overhead_s: float  # kernel launches
     time_s: float  # the best prediction: calibrated when the profile has tables for this op, else the roofline
+    bound: str = ""  # compute | memory | overhead (of the roofline); derived from the three times when not given
+    note: str = ""  # why a number is missing (e.g. no peak for the dtype)
     roofline_time_s: float | None = None  # None -> time_s (roofline-only prediction)
-    prediction: str = "roofline"  # "calibrated" | "roofline": where time_s comes from
+    prediction: str = "roofline"  # "calibrated" | "roofline" | "mixed" (a group of both): where time_s comes from
     extrapolated: bool = False  # calibrated outside the measured grid (clamped to its edge)
     tables: tuple[str, ...] = ()  # the measured tables time_s was read from
 
     def __post_init__(self) -> None:
+        if not self.bound:
+            object.__setattr__(self, "bound", _bound(self.compute_s, self.memory_s, self.overhead_s))
         if self.roofline_time_s is None:
             object.__setattr__(self, "roofline_time_s", self.time_s)
-
-    @property
-    def bound(self) -> str:
-        """What limits the kernel: the larger roof, or launch overhead when it exceeds both."""
-        roof = max(self.compute_s, self.memory_s)
-        if self.overhead_s > roof:
-            return "overhead"
-        return "compute" if self.compute_s >= self.memory_s else "memory"
 
     @property
     def compute_bound(self) -> bool:
@@ -55,19 +95,73 @@ class Prediction:
         return self.cost.intensity
 
 
-def predict(cost: OpCost, hw: HardwareSpec, roofline_only: bool = False) -> Prediction:
-    """The roofline, and (unless ``roofline_only``) the calibrated time when ``hw.measured`` covers the op."""
-    compute_s = cost.flops / hw.peak(cost.compute_dtype) if cost.flops else 0.0
+def predict(cost: OpCost, hw: HardwareSpec, launch: str = "eager", strict: bool = True,
+            roofline_only: bool = False) -> Prediction:
+    """Roofline time of one operator row (all its launches), and the calibrated time when the
+    profile's measured tables cover its kernel (unless ``roofline_only``).
+
+    ``strict=False``: a profile without a peak for the operator's dtype gives NaN compute
+    and total time with a ``note`` instead of raising (bench still reports the measurement).
+    """
+    if cost.group == "collective":  # priced by the interconnect, not the roofline
+        from gpt_batchprof.analytic.parallel import predict_collective
+
+        return predict_collective(cost, hw)
     memory_s = cost.bytes / hw.memory_bandwidth_bytes_per_s
-    overhead_s = cost.launches * hw.launch_overhead_s
+    overhead_s = cost.launches * kernel_overhead_s(hw, launch)
+    compute_s = 0.0
+    if cost.flops:
+        try:
+            compute_s = cost.flops / hw.peak(cost.compute_dtype)
+        except ProfileError as e:
+            if strict:
+                raise
+            return Prediction(cost, math.nan, memory_s, overhead_s, math.nan, bound="memory",
+                              note=f"no prediction: {e}")
     roofline_s = max(compute_s, memory_s) + overhead_s
-    cal = None if roofline_only or hw.measured is None else calibrated_time(cost, hw.measured)
+    cal = None if roofline_only or hw.measured is None else calibrated_time(cost, hw.measured, launch)
     if cal is None:
         return Prediction(cost, compute_s, memory_s, overhead_s, roofline_s)
-    return Prediction(cost, compute_s, memory_s, overhead_s, cal.time_s, roofline_s, "calibrated",
-                      cal.extrapolated, cal.tables)
+    return Prediction(cost, compute_s, memory_s, overhead_s, cal.time_s, roofline_time_s=roofline_s,
+                      prediction="calibrated", extrapolated=cal.extrapolated, tables=cal.tables)
 
 
-def step_time(costs: tuple[OpCost, ...], hw: HardwareSpec, roofline_only: bool = False) -> float:
-    """Predicted time of one forward step: its operators run one after another (best predictions)."""
-    return sum(predict(c, hw, roofline_only).time_s for c in costs)
+def prediction_of(preds: Sequence[Prediction]) -> str:
+    """Where a group's time comes from: "calibrated" or "roofline" when all members agree, else "mixed"."""
+    sources = {p.prediction for p in preds}
+    return sources.pop() if len(sources) == 1 else "mixed"
+
+
+def combine(preds: Sequence[Prediction], op: str, launches: int, shape: OpShape | None = None,
+            scale: Sequence[float] | None = None) -> Prediction:
+    """A group of kernels run one after another, as one row named ``op``.
+
+    FLOPs, bytes and every time (best and roofline) add up (``scale[i]`` multiplies member
+    i, e.g. 2 norms per layer of a block); the group's bound is that of the member taking
+    the most time.
+    """
+    if not preds:
+        raise BatchprofError(f"{op}: empty group of operators")
+    scale = scale or [1.0] * len(preds)
+    c0 = preds[0].cost
+
+    def total(get) -> float:
+        return sum(get(p) * s for p, s in zip(preds, scale))
+
+    cost = OpCost(op, c0.phase, c0.batch, c0.seq_len, c0.kv_len,
+                  flops=total(lambda p: p.cost.flops), bytes=total(lambda p: p.cost.bytes),
+                  weight_bytes=total(lambda p: p.cost.weight_bytes), launches=launches,
+                  compute_dtype=c0.compute_dtype, shape=shape or c0.shape)
+    dominant = max(zip(preds, scale), key=lambda ps: ps[0].time_s * ps[1] if not math.isnan(ps[0].time_s) else -1)[0]
+    notes = "; ".join(dict.fromkeys(p.note for p in preds if p.note))
+    return Prediction(cost, total(lambda p: p.compute_s), total(lambda p: p.memory_s),
+                      total(lambda p: p.overhead_s), total(lambda p: p.time_s), bound=dominant.bound, note=notes,
+                      roofline_time_s=total(lambda p: p.roofline_time_s), prediction=prediction_of(preds),
+                      extrapolated=any(p.extrapolated for p in preds),
+                      tables=tuple(dict.fromkeys(t for p in preds for t in p.tables)))
+
+
+def step_time(costs: Sequence[OpCost], hw: HardwareSpec, launch: str = "eager", roofline_only: bool = False) -> float:
+    """Predicted time of one forward step: its operators run one after another (best
+    predictions, or the roofline's with ``roofline_only``)."""
+    return sum(predict(c, hw, launch, roofline_only=roofline_only).time_s for c in costs)

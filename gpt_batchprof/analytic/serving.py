@@ -2,8 +2,13 @@
 
 A request is ``prompt_len`` tokens in and ``gen_len`` tokens out. The first output token
 comes from prefill (TTFT); each of the other ``gen_len - 1`` comes from one decode step,
-evaluated at its own cache length (prompt_len, prompt_len + 1, ...). ITL is one decode
-step at ``context_len`` cached tokens (default: the mean cache length of the generation).
+evaluated at its own cache length (prompt_len, prompt_len + 1, ..., prompt_len + gen_len - 2).
+So prompt_len + gen_len - 1 positions are ever embedded or cached: the last token generated
+is never fed back. ITL is one decode step at ``context_len`` cached tokens (default: the mean
+cache length of the decode steps, prompt_len + gen_len // 2 - 1).
+
+tokens/s = batch x gen_len / e2e, where e2e (TTFT included) is the time from the start of
+the prefill to the last token of the batch.
 """
 
 from __future__ import annotations
@@ -11,22 +16,40 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from gpt_batchprof.analytic.gpt import Dtypes, attention_ops, enumerate_ops
-from gpt_batchprof.analytic.ops import ATTENTION_OPS, BLOCK_DENSE_OPS
-from gpt_batchprof.analytic.roofline import predict, step_time
+from gpt_batchprof.analytic.gpt import PHASES, Dtypes, attention_ops, enumerate_ops
+from gpt_batchprof.analytic.ops import ATTENTION_OPS, BLOCK_DENSE_OPS, OpCost
+from gpt_batchprof.analytic.roofline import kernel_overhead_s, launch_mode, predict, step_time
+from gpt_batchprof.analytic.parallel import Parallelism
 from gpt_batchprof.errors import BatchprofError
 from gpt_batchprof.profiles import DTYPE_BYTES, HardwareSpec, ModelSpec
 
 CRITICAL_BATCH_LIMIT = 1 << 24  # search no further; beyond it the batch is called "never"
+EXACT_STEPS = 64  # decode runs up to this long are summed step by step, longer ones in closed form
+SAMPLED_SEGMENTS = 64  # calibrated decode sums: trapezoid segments beyond 4x this many steps
+
+
+def check_length(model: ModelSpec, positions: int, what: str) -> None:
+    """The one length check of every command: ``positions`` token positions must fit the model."""
+    if positions > model.max_seq_len:
+        raise BatchprofError(
+            f"{what} = {positions} positions exceeds {model.name}'s max_seq_len {model.max_seq_len}")
 
 
 @dataclass(frozen=True, slots=True)
 class Scenario:
+    """What is analysed: request lengths, dtypes, attention kernel and launch mode.
+
+    Owns the phase -> step mapping: a prefill step feeds ``prompt_len`` new tokens to an empty
+    cache; a decode step feeds one token with ``itl_context`` tokens cached.
+    ``launch``: ``auto`` (CUDA graphs on a GPU, eager on a CPU), ``eager`` or ``graphs``.
+    """
+
     prompt_len: int = 512
     gen_len: int = 128
     context_len: int | None = None
     dtypes: Dtypes = Dtypes()
     attention: str = "unfused"
+    launch: str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("prompt_len", "gen_len"):
@@ -37,20 +60,42 @@ class Scenario:
 
     @property
     def itl_context(self) -> int:
-        """Cached tokens at which ITL is quoted."""
-        return self.context_len if self.context_len is not None else self.prompt_len + self.gen_len // 2
+        """Cached tokens at which ITL is quoted: the mean over the decode steps
+        (prompt_len .. prompt_len + gen_len - 2), rounded down, unless given."""
+        if self.context_len is not None:
+            return self.context_len
+        return self.prompt_len + self.gen_len // 2 - 1
 
     @property
-    def total_len(self) -> int:
-        return self.prompt_len + self.gen_len
+    def positions(self) -> int:
+        """Token positions any analysed step embeds or caches: the generation's
+        prompt_len + gen_len - 1, or the ITL step's context + 1 when that is longer."""
+        return max(self.prompt_len + self.gen_len - 1, self.itl_context + 1)
+
+    def step(self, phase: str) -> tuple[int, int]:
+        """(new tokens per sequence, cached tokens) of the step analysed for ``phase``."""
+        if phase == "prefill":
+            return self.prompt_len, 0
+        if phase == "decode":
+            return 1, self.itl_context
+        raise BatchprofError(f"unknown phase '{phase}' (choose from {', '.join(PHASES)})")
+
+    def ops(self, model: ModelSpec, phase: str, batch: int,
+            parallel: Parallelism = Parallelism()) -> tuple[OpCost, ...]:
+        """The operators `analyze` predicts and `bench` times for one phase and batch
+        (across several GPUs: one GPU's, collectives included)."""
+        q, kv = self.step(phase)
+        return enumerate_ops(model, phase, batch, seq_len=q, kv_len=kv, dtypes=self.dtypes,
+                             attention=self.attention, parallel=parallel)
+
+    def launch_for(self, hw: HardwareSpec) -> str:
+        return launch_mode(self.launch, hw)
 
     def check_fits_model(self, model: ModelSpec) -> None:
-        longest = max(self.total_len, self.itl_context + 1)
-        if longest > model.max_seq_len:
-            raise BatchprofError(
-                f"prompt + generation = {longest} tokens exceeds {model.name}'s max_seq_len "
-                f"{model.max_seq_len}; lower --prompt-len / --gen-len / --context-len"
-            )
+        gen = self.prompt_len + self.gen_len - 1
+        if self.context_len is not None and self.context_len + 1 > gen:
+            check_length(model, self.context_len + 1, "--context-len + 1")
+        check_length(model, gen, "--prompt-len + --gen-len - 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +115,7 @@ class ServingPoint:
     ttft_s: float
     itl_s: float
     e2e_s: float
-    tokens_per_s: float
+    tokens_per_s: float  # batch x gen_len / e2e (TTFT included)
     speedup: float  # tokens/s against batch 1
     latency_growth: float  # end-to-end latency against batch 1
     memory: MemoryUse
@@ -88,43 +133,70 @@ class ServingReport:
     points: tuple[ServingPoint, ...]
     critical_batch: int | None
     max_batch: int
+    launch: str = "eager"  # the resolved launch mode
+
+    @property
+    def critical_batch_reachable(self) -> bool:
+        """Whether the critical batch fits in memory (False when there is none)."""
+        return self.critical_batch is not None and self.critical_batch <= self.max_batch
 
 
-def memory_use(model: ModelSpec, scenario: Scenario, batch: int) -> MemoryUse:
-    """Weights, the KV cache at the end of generation, and the peak transient activations.
+def step_activation_bytes(model: ModelSpec, dtypes: Dtypes, attention: str, batch: int, q: int, keys: int) -> float:
+    """Peak transient activations of one layer in a step of ``q`` new tokens over ``keys`` keys.
 
-    Activations: the largest live set of one layer during prefill: the residual stream and
-    its normalised copy, plus the wider of the FFN's inner tensors (gate and up for gated
-    FFNs, times the active experts) and, for unfused attention, the score and probability
-    matrices; plus fp32 logits of the last position.
+    The residual stream and its normalised copy, plus the widest of: the FFN's inner tensors
+    (gate and up for gated FFNs, times the active experts, plus the shared expert's), the QKV
+    output and, for unfused attention, the score and probability matrices; plus the fp32
+    logits of the last position of each sequence.
     """
-    dt = scenario.dtypes
-    a = DTYPE_BYTES[dt.act]
-    s = scenario.prompt_len
-    tokens = batch * s
-    inner = tokens * model.d_ff * (model.n_ffn_matrices - 1) * model.n_expert_active
+    a = DTYPE_BYTES[dtypes.act]
+    tokens = batch * q
+    inner = tokens * (model.n_ffn_matrices - 1) * (model.d_ff * model.n_expert_active + model.d_ff_shared)
     qkv = tokens * (model.q_dim + 2 * model.kv_dim)
-    scores = 2 * batch * model.n_head * s * s if scenario.attention == "unfused" else 0
-    activations = (2 * tokens * model.d_model + max(inner, qkv, scores)) * a + batch * model.vocab_size * 4.0
+    scores = 2 * batch * model.n_head * q * keys if attention == "unfused" else 0
+    return (2 * tokens * model.d_model + max(inner, qkv, scores)) * a + batch * model.vocab_size * 4.0
+
+
+def memory_use(model: ModelSpec, scenario: Scenario, batch: int, parallel: Parallelism = Parallelism()) -> MemoryUse:
+    """Weights, the KV cache at the longest context any analysed step uses, and the peak
+    transient activations over the analysed steps (prefill, and decode at the ITL context).
+
+    Across several GPUs (``parallel``): those of the fullest GPU (see ``analytic.parallel``).
+    """
+    if not parallel.is_single:
+        from gpt_batchprof.analytic.parallel import parallel_memory_use
+
+        return parallel_memory_use(model, scenario, batch, parallel)
+    dt, attn = scenario.dtypes, scenario.attention
+    acts = max(
+        step_activation_bytes(model, dt, attn, batch, scenario.prompt_len, scenario.prompt_len),
+        step_activation_bytes(model, dt, attn, batch, 1, model.kv_tokens(scenario.itl_context + 1)),
+    )
     return MemoryUse(
-        weights_bytes=model.n_params * DTYPE_BYTES[dt.weight],
-        kv_cache_bytes=batch * scenario.total_len * model.kv_bytes_per_token(dt.kv),
-        activation_bytes=activations,
+        weights_bytes=model.weight_bytes(dt.weight, dt.act),
+        kv_cache_bytes=batch * model.kv_tokens(scenario.positions) * model.kv_bytes_per_token(dt.kv),
+        activation_bytes=acts,
     )
 
 
-def max_batch(model: ModelSpec, hw: HardwareSpec, scenario: Scenario) -> int:
+def max_batch(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, parallel: Parallelism = Parallelism()) -> int:
     """Largest batch whose weights, KV cache and activations fit in device memory.
 
-    Everything but the weights grows in proportion to the batch.
+    Everything but the weights grows in proportion to the batch. Across several GPUs: what
+    fits on the fullest one, over all expert-parallel groups.
     """
+    if not parallel.is_single:
+        from gpt_batchprof.analytic.parallel import parallel_max_batch
+
+        return parallel_max_batch(model, hw, scenario, parallel)
     one = memory_use(model, scenario, 1)
     per_sequence = one.kv_cache_bytes + one.activation_bytes
     free = hw.memory_bytes - one.weights_bytes
     return max(0, math.floor(free / per_sequence)) if free > 0 else 0
 
 
-def critical_batch(model: ModelSpec, hw: HardwareSpec, scenario: Scenario) -> int | None:
+def critical_batch(model: ModelSpec, hw: HardwareSpec, scenario: Scenario,
+                   parallel: Parallelism = Parallelism()) -> int | None:
     """Smallest batch at which every dense layer of a block is compute-bound in decode.
 
     Below it, adding sequences to a decode step costs almost no time ("free" batching);
@@ -132,8 +204,7 @@ def critical_batch(model: ModelSpec, hw: HardwareSpec, scenario: Scenario) -> in
     """
 
     def all_compute_bound(b: int) -> bool:
-        ops = enumerate_ops(model, "decode", b, kv_len=scenario.itl_context, dtypes=scenario.dtypes,
-                            attention=scenario.attention)
+        ops = scenario.ops(model, "decode", b, parallel)
         return all(predict(o, hw).compute_bound for o in ops if o.op in BLOCK_DENSE_OPS)
 
     if not all_compute_bound(CRITICAL_BATCH_LIMIT):
@@ -148,40 +219,132 @@ def critical_batch(model: ModelSpec, hw: HardwareSpec, scenario: Scenario) -> in
     return lo
 
 
-def latencies(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batch: int,
-              roofline_only: bool = False) -> tuple[float, float, float]:
-    """(TTFT, ITL, end-to-end) in seconds for one batch (best predictions, or the roofline's)."""
+def _sum_linear(c0: float, c1: float, lo: float, hi: float) -> float:
+    """sum of c0 + c1 * L over the integers L = lo .. hi (empty when hi < lo)."""
+    n = hi - lo + 1
+    return 0.0 if n <= 0 else n * c0 + c1 * (lo + hi) * n / 2
+
+
+def _sum_roofline(flops: tuple[float, float], nbytes: tuple[float, float], peak: float, bw: float,
+                  lo: int, hi: int) -> float:
+    """sum over the integers L = lo .. hi of max(flops(L) / peak, bytes(L) / bw), both linear in L.
+
+    Two lines cross at most once: split the range there and sum each part as an arithmetic series.
+    """
+    u = (flops[0] / peak, flops[1] / peak)  # compute time = u0 + u1 L
+    v = (nbytes[0] / bw, nbytes[1] / bw)  # memory time = v0 + v1 L
+    if hi < lo:
+        return 0.0
+
+    def bigger(L: float) -> tuple[float, float]:
+        return u if u[0] + u[1] * L >= v[0] + v[1] * L else v
+
+    if u[1] == v[1]:
+        return _sum_linear(*bigger(lo), lo, hi)
+    cross = (v[0] - u[0]) / (u[1] - v[1])  # compute == memory
+    split = min(hi, max(lo - 1, math.floor(cross)))  # lo..split on one side, split+1..hi on the other
+    return _sum_linear(*bigger(lo), lo, split) + _sum_linear(*bigger(hi), split + 1, hi)
+
+
+def _sum_sampled(f, lo: int, hi: int, kinks: tuple[int, ...] = ()) -> float:
+    """sum of f(x) over the integers x = lo .. hi, for f smooth between ``kinks``.
+
+    Up to 4 x SAMPLED_SEGMENTS terms: term by term. Longer: the trapezoid rule over
+    SAMPLED_SEGMENTS equal segments (the kinks added as segment ends), plus the end correction
+    (f(lo) + f(hi)) / 2 that turns the integral into the sum (Euler-Maclaurin's first term).
+    """
+    n = hi - lo + 1
+    if n <= 0:
+        return 0.0
+    if n <= 4 * SAMPLED_SEGMENTS:
+        return sum(f(x) for x in range(lo, hi + 1))
+    xs = sorted({lo + round(j * (hi - lo) / SAMPLED_SEGMENTS) for j in range(SAMPLED_SEGMENTS + 1)}
+                | {k for k in kinks if lo < k < hi})
+    ys = [f(x) for x in xs]
+    integral = sum((b - a) * (ya + yb) / 2 for a, b, ya, yb in zip(xs, xs[1:], ys, ys[1:]))
+    return integral + (ys[0] + ys[-1]) / 2
+
+
+def decode_attention_time(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batch: int, launch: str,
+                          roofline_only: bool = False) -> float:
+    """Attention time summed over the decode steps, cached tokens prompt_len .. prompt_len + gen_len - 2.
+
+    O(1) in gen_len. Roofline: each attention operator's FLOPs and bytes are linear in the keys
+    it reads (L = cached + 1, capped by a sliding window), so its time is the max of two lines,
+    summed in closed form; short generations (<= EXACT_STEPS steps) are summed step by step.
+    Calibrated (the profile has measured tables): the tables' time is smooth but not linear in
+    L, so it is summed by :func:`_sum_sampled` (term by term up to 256 steps; beyond, 64
+    trapezoid segments: 4e-6 off the step-by-step sum on a test model, held under 1e-4 by a test).
+    """
     dt, attn = scenario.dtypes, scenario.attention
-    prefill = enumerate_ops(model, "prefill", batch, seq_len=scenario.prompt_len, dtypes=dt, attention=attn)
-    ttft = step_time(prefill, hw, roofline_only)
-    decode = enumerate_ops(model, "decode", batch, kv_len=scenario.itl_context, dtypes=dt, attention=attn)
-    itl = step_time(decode, hw, roofline_only)
+    first, steps = scenario.prompt_len, scenario.gen_len - 1
+    if hw.measured is not None and not roofline_only:
+        window = model.sliding_window
+        return _sum_sampled(lambda kv: step_time(attention_ops(model, "decode", batch, 1, kv, dt, attn), hw, launch),
+                            first, first + steps - 1, kinks=(window - 1,) if window else ())
+    if steps <= EXACT_STEPS:
+        return sum(step_time(attention_ops(model, "decode", batch, 1, first + i, dt, attn), hw, launch, True)
+                   for i in range(steps))
+    # keys read by the step with kv cached tokens: L = min(kv + 1, window)
+    lo, hi = first + 1, first + steps
+    window = model.sliding_window
+    flat = 0
+    if window is not None and hi > window:
+        flat = hi - max(lo - 1, window)  # steps that read exactly `window` keys
+        hi = max(lo - 1, window)
+    ops1 = attention_ops(model, "decode", batch, 1, 0, dt, attn)  # L = 1
+    ops2 = attention_ops(model, "decode", batch, 1, 1, dt, attn)  # L = 2
+    total = 0.0
+    for o1, o2 in zip(ops1, ops2):
+        per_key_flops, per_key_bytes = o2.flops - o1.flops, o2.bytes - o1.bytes
+        flops = (o1.flops - per_key_flops, per_key_flops)  # value at L = 0, slope
+        nbytes = (o1.bytes - per_key_bytes, per_key_bytes)
+        peak = hw.peak(o1.compute_dtype) if o1.flops else 1.0
+        total += _sum_roofline(flops, nbytes, peak, hw.memory_bandwidth_bytes_per_s, lo, hi)
+        total += (steps - flat) * o1.launches * kernel_overhead_s(hw, launch)
+    if flat:
+        total += flat * step_time(attention_ops(model, "decode", batch, 1, window - 1, dt, attn), hw, launch, True)
+    return total
+
+
+def latencies(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batch: int,
+              parallel: Parallelism = Parallelism(), roofline_only: bool = False) -> tuple[float, float, float]:
+    """(TTFT, ITL, end-to-end) in seconds for one batch (best predictions, or the roofline's)."""
+    if not parallel.is_single:
+        from gpt_batchprof.analytic.parallel import parallel_latencies
+
+        return parallel_latencies(model, hw, scenario, batch, parallel, roofline_only)
+    launch, ro = scenario.launch_for(hw), roofline_only
+    ttft = step_time(scenario.ops(model, "prefill", batch), hw, launch, ro)
+    decode = scenario.ops(model, "decode", batch)
+    itl = step_time(decode, hw, launch, ro)
     # Only attention depends on the cache length: the rest of a decode step is the same every step.
-    fixed = step_time(tuple(o for o in decode if o.op not in ATTENTION_OPS), hw, roofline_only)
-    e2e = ttft
-    for i in range(scenario.gen_len - 1):
-        kv = scenario.prompt_len + i
-        e2e += fixed + step_time(tuple(attention_ops(model, "decode", batch, 1, kv, dt, attn)), hw, roofline_only)
+    fixed = step_time(tuple(o for o in decode if o.op not in ATTENTION_OPS), hw, launch, ro)
+    e2e = ttft + (scenario.gen_len - 1) * fixed + decode_attention_time(model, hw, scenario, batch, launch, ro)
     return ttft, itl, e2e
 
 
 def serving_report(
-    model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batches: tuple[int, ...]
+    model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batches: tuple[int, ...],
+    parallel: Parallelism = Parallelism(),
 ) -> ServingReport:
+    """Per batch: latencies, throughput, memory (per GPU) and cost (of all ``parallel.world`` GPUs)."""
     if not batches or min(batches) < 1:
         raise BatchprofError(f"--batch sizes must be >= 1, got {list(batches)}")
     scenario.check_fits_model(model)
-    base_ttft, base_itl, base_e2e = latencies(model, hw, scenario, 1)
+    parallel.check(model, hw)
+    base_ttft, base_itl, base_e2e = latencies(model, hw, scenario, 1, parallel)
     base_tps = scenario.gen_len / base_e2e
     points = []
     for b in batches:
-        ttft, itl, e2e = (base_ttft, base_itl, base_e2e) if b == 1 else latencies(model, hw, scenario, b)
+        ttft, itl, e2e = (base_ttft, base_itl, base_e2e) if b == 1 else latencies(model, hw, scenario, b, parallel)
         tps = b * scenario.gen_len / e2e
-        roof = latencies(model, hw, scenario, b, roofline_only=True) if hw.measured is not None else (ttft, itl, e2e)
-        mem = memory_use(model, scenario, b)
+        roof = (latencies(model, hw, scenario, b, parallel, roofline_only=True) if hw.measured is not None
+                else (ttft, itl, e2e))
+        mem = memory_use(model, scenario, b, parallel)
         cost = None
         if hw.price_per_hour_usd is not None:
-            cost = hw.price_per_hour_usd / 3600.0 / tps * 1e6
+            cost = parallel.world * hw.price_per_hour_usd / 3600.0 / tps * 1e6
         points.append(
             ServingPoint(
                 batch=b, ttft_s=ttft, itl_s=itl, e2e_s=e2e, tokens_per_s=tps,
@@ -191,4 +354,5 @@ def serving_report(
                 roofline_tokens_per_s=b * scenario.gen_len / roof[2],
             )
         )
-    return ServingReport(tuple(points), critical_batch(model, hw, scenario), max_batch(model, hw, scenario))
+    return ServingReport(tuple(points), critical_batch(model, hw, scenario, parallel),
+                         max_batch(model, hw, scenario, parallel), scenario.launch_for(hw))

@@ -6,11 +6,56 @@ inside the commands so that start-up stays fast.
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 import typer
+from typer.core import TyperGroup
+
+try:  # typer >= 0.24 carries its own copy of click
+    from typer._click.exceptions import ClickException, UsageError
+except ImportError:  # pragma: no cover - older typer on plain click
+    from click.exceptions import ClickException, UsageError
 
 from gpt_batchprof import __version__
 
+
+class OneLineErrors(TyperGroup):
+    """Typer's own usage errors (a bad option value, an unknown option, a missing value) as one
+    line plus the help hint, exit 2, instead of Rich's six-line box: the same shape as every
+    other bad input. Runs the app non-standalone and does the exiting here."""
+
+    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        try:
+            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                              standalone_mode=False, **extra)
+        except ClickException as e:
+            if not standalone_mode:
+                raise
+            ctx = getattr(e, "ctx", None)
+            hint = (f" Try '{ctx.command_path} {ctx.help_option_names[0]}' for help."
+                    if ctx is not None and isinstance(e, UsageError) else "")
+            from gpt_batchprof.cli.common import err_console
+            from rich.text import Text
+
+            msg = e.format_message().strip().replace("\n", " ")
+            if hint and not msg.endswith((".", "?")):
+                msg += "."
+            err_console.print(Text.assemble(("error:", "bold red"), f" {msg}{hint}"),
+                              highlight=False, soft_wrap=True)
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            if not standalone_mode:
+                raise
+            sys.exit(130)
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
 app = typer.Typer(
+    cls=OneLineErrors,
     name="gpt-batchprof",
     help="How batching changes latency and throughput of GPT inference, operator by operator: "
     "an analytic roofline model next to live kernels.",
@@ -38,8 +83,8 @@ def _register() -> None:
 
     app.command("analyze")(analyze.analyze_cmd)
     app.add_typer(profiles_cmd.profiles_app, name="profiles")
-    # Optional command modules (bench / calibrate, sweep / plot) register themselves here.
-    for mod in ("bench", "sweep"):
+    # Optional command modules (bench / calibrate, generate, sweep / plot, simulate) register themselves here.
+    for mod in ("bench", "generate", "sweep", "simulate"):
         try:
             module = __import__(f"gpt_batchprof.cli.{mod}", fromlist=["register"])
         except ModuleNotFoundError as e:

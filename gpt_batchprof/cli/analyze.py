@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from gpt_batchprof.cli.common import (
-    DEFAULT_BATCHES, AttentionOpt, BatchOpt, ContextLenOpt, DtypeOpt, FormatOpt,
-    GenLenOpt, HardwareOpt, KvDtypeOpt, ModelOpt, OutputOpt, PhaseOpt, PromptLenOpt,
-    WeightDtypeOpt, choice, console, emit, guarded, parse_int_list, phases_of,
+    DEFAULT_BATCHES, AttentionOpt, BatchOpt, ContextLenOpt, DtypeOpt, EpOpt, FormatOpt,
+    GenLenOpt, HardwareOpt, KvDtypeOpt, LaunchOpt, MicroBatchesOpt, ModelOpt, OutputOpt, PhaseOpt, PpOpt,
+    PromptLenOpt, TpOpt, WeightDtypeOpt, choice, guarded, parallel_of, parse_int_list, phases_of, render,
 )
 from typing import Annotated
 
@@ -14,12 +14,13 @@ import typer
 from gpt_batchprof.report.export import FORMATS
 
 
-def scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention):
-    from gpt_batchprof.analytic import ATTENTION_MODES, Dtypes, Scenario
+def scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention, launch="auto"):
+    from gpt_batchprof.analytic import ATTENTION_MODES, LAUNCH_MODES, Dtypes, Scenario
 
     choice(attention, ATTENTION_MODES, "--attention")
+    choice(launch, ("auto",) + LAUNCH_MODES, "--launch")
     return Scenario(prompt_len=prompt_len, gen_len=gen_len, context_len=context_len,
-                    dtypes=Dtypes.of(dtype, weight_dtype, kv_dtype), attention=attention)
+                    dtypes=Dtypes.of(dtype, weight_dtype, kv_dtype), attention=attention, launch=launch)
 
 
 @guarded
@@ -35,6 +36,11 @@ def analyze_cmd(
     weight_dtype: WeightDtypeOpt = None,
     kv_dtype: KvDtypeOpt = None,
     attention: AttentionOpt = "unfused",
+    launch: LaunchOpt = "auto",
+    tp: TpOpt = 1,
+    pp: PpOpt = 1,
+    ep: EpOpt = 1,
+    micro_batches: MicroBatchesOpt = 1,
     per_op: Annotated[bool, typer.Option("--per-op", help="Add the operator breakdown (FLOPs, bytes, intensity, bound).")] = False,
     fmt: FormatOpt = "table",
     output: OutputOpt = None,
@@ -43,13 +49,18 @@ def analyze_cmd(
 
     Every operator gets FLOPs (2 per multiply-add), minimum bytes moved, arithmetic intensity, roofline time max(FLOPs/peak, bytes/bandwidth) + launch overhead, and its bound. Machine-readable output (--format json|csv|markdown) is in SI units.
 
+    TTFT is the prefill of --prompt-len tokens; ITL one decode step at --context-len cached tokens (default: the mean cache length of the decode steps, prompt-len + gen-len/2 - 1); e2e is TTFT plus gen-len - 1 decode steps, each at its own cache length; tokens/s = batch x gen-len / e2e (TTFT included). Memory covers the longest context any analysed step uses.
+
     Causal prefill attention is counted as each kernel computes it: unfused QK^T and x V compute the full square (the mask comes after); fused attention skips masked tiles, so it counts only the visible query-key pairs (about half).
+
+    With --tp/--pp/--ep the figures are per GPU (of the slowest pipeline stage, the fullest GPU for memory); all-reduce, all-to-all and send/recv are operator rows priced by the profile's interconnect; see docs/parallel.md.
     """
-    from gpt_batchprof.analysis import analyze
+    from gpt_batchprof.analytic import analyze
     from gpt_batchprof.profiles import load_hardware, load_model
 
     choice(fmt, FORMATS, "--format")
-    scenario = scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention)
+    scenario = scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention,
+                                     launch)
     if hardware == "auto":  # calibrate this machine once (cached), predict from its measured tables
         from gpt_batchprof.cli.common import err_console
         from gpt_batchprof.measure.calibrate import cached_hardware
@@ -60,45 +71,42 @@ def analyze_cmd(
             hw = cached_hardware(dev)
     else:
         hw = load_hardware(hardware)
-    result = analyze(load_model(model), hw, scenario, phases_of(phase), parse_int_list(batch))
+    result = analyze(load_model(model), hw, scenario, phases_of(phase),
+                     parse_int_list(batch), parallel_of(tp, pp, ep, micro_batches))
     render_analyze(result, fmt, per_op, output)
 
 
 def render_analyze(result, fmt: str, per_op: bool, output) -> None:
-    from gpt_batchprof.report import export
-    from gpt_batchprof.report.rows import op_row, summary_row
+    from gpt_batchprof.report import export, tables
+    from gpt_batchprof.report.rows import analyze_dict, op_row, report_fields, summary_row
 
-    if fmt == "json":
-        emit(export.to_json(result.to_dict()), output)
-        return
-    summary = [summary_row(p) for p in result.report.points]
-    ops = [op_row(p) for p in result.predictions]
-    if fmt == "csv":
-        emit(export.to_csv(ops if per_op else summary), output)
-        return
-    if fmt == "markdown":
-        sections = [("Serving figures per batch", summary)] + ([("Operators", ops)] if per_op else [])
-        extra = f"\ncritical_batch: {result.report.critical_batch}\nmax_batch: {result.report.max_batch}\n"
-        emit(export.markdown_sections(sections) + extra, output)
-        return
+    def markdown() -> str:
+        summary = [summary_row(p) for p in result.report.points]
+        sections = [("Serving figures per batch", summary)] + ([("Operators", ops())] if per_op else [])
+        extra = "\n" + "".join(f"{k}: {v}\n" for k, v in report_fields(result.report).items())
+        if not result.parallel.is_single:
+            extra += f"parallel: {result.parallel.label()} (figures per GPU)\n"
+        return export.markdown_sections(sections) + extra
 
-    from gpt_batchprof.report import tables
+    def ops() -> list:
+        return [op_row(p) for p in result.predictions]
 
-    if output is None:
-        _print_tables(console, result, per_op, tables)
-        return
-    from rich.console import Console
-
-    with open(output, "w", encoding="utf-8") as fh:
-        _print_tables(Console(file=fh, width=120, color_system=None), result, per_op, tables)
+    render(fmt, output, doc=lambda: analyze_dict(result),
+           rows=lambda: ops() if per_op else [summary_row(p) for p in result.report.points],
+           markdown=markdown, table=lambda out: _print_tables(out, result, per_op, tables))
 
 
 def _print_tables(out, result, per_op: bool, tables) -> None:
     tables.header(out, result.model, result.hardware, result.scenario)
+    if not result.parallel.is_single:
+        tables.parallel_header(out, result.parallel, result.hardware, result.weights)
     out.print()
     out.print(tables.summary_table(result.report, result.hardware))
+    if result.hardware.measured is not None:
+        out.print()
+        out.print(tables.roofline_table(result.report))
     out.print()
-    out.print(tables.memory_table(result.report, result.hardware))
+    out.print(tables.memory_table(result.report, result.hardware, result.parallel))
     tables.summary_footer(out, result.report)
     if per_op:
         for phase in result.phases:
@@ -106,4 +114,5 @@ def _print_tables(out, result, per_op: bool, tables) -> None:
             c = preds[0].cost
             what = f"prompt {c.seq_len}" if phase == "prefill" else f"{c.kv_len} cached tokens"
             out.print()
-            out.print(tables.ops_table(preds, f"{phase} operators ({what}; all layers)"))
+            per = "" if result.parallel.is_single else "; per GPU of the slowest stage"
+            out.print(tables.ops_table(preds, f"{phase} operators ({what}; all layers{per})"))

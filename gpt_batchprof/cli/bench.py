@@ -8,9 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from gpt_batchprof.cli.common import (
-    AttentionOpt, BatchOpt, ContextLenOpt, FormatOpt, GenLenOpt, KvDtypeOpt, ModelOpt, OutputOpt,
-    PhaseOpt, PromptLenOpt, WeightDtypeOpt, choice, console, emit, err_console, guarded, parse_int_list,
-    phases_of,
+    AttentionOpt, BatchOpt, ContextLenOpt, EpOpt, FormatOpt, GenLenOpt, KvDtypeOpt, MicroBatchesOpt, ModelOpt,
+    OutputOpt, PhaseOpt, PpOpt, PromptLenOpt, TpOpt, WeightDtypeOpt, check_live_options, choice, console, emit, err_console, guarded,
+    parallel_of, parse_int_list, phases_of, progress_bar, render, run_keeping_partial,
 )
 from gpt_batchprof.errors import BatchprofError
 
@@ -33,6 +33,25 @@ ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU thread
 
 def _op_list(text: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+def live_device(device: str, dtype: str) -> tuple[str, str]:
+    """The device to run on (torch installed, CUDA when asked for) and --dtype auto resolved for it."""
+    from gpt_batchprof.measure.device import resolve_device
+
+    dev = resolve_device(device)
+    if dtype == "auto":
+        dtype = "fp16" if dev == "cuda" else "fp32"
+    return dev, dtype
+
+
+def live_hardware(ref: str, dev: str, threads: int | None):
+    """Fix the thread count for the whole run, then load (or calibrate) the --hardware profile."""
+    import torch
+
+    n_threads = threads or torch.get_num_threads()
+    torch.set_num_threads(n_threads)
+    return n_threads, _hardware(ref, dev, n_threads)
 
 
 def _hardware(ref: str, device: str, threads: int | None):
@@ -63,6 +82,10 @@ def bench_cmd(
     kv_dtype: KvDtypeOpt = None,
     attention: AttentionOpt = "unfused",
     device: DeviceOpt = "auto",
+    tp: TpOpt = 1,
+    pp: PpOpt = 1,
+    ep: EpOpt = 1,
+    micro_batches: MicroBatchesOpt = 1,
     op: Annotated[str, typer.Option("--op", help="Operators to time, comma-separated: any operator name (qkv_proj, attn_score, ...), 'block' (one whole transformer block, all its kernels back to back; decode reads a KV cache of context-len), or 'mlp' (a plain MLP of --depth x --width at each batch: seed 002's experiment). Default: every operator of the model.")] = "",
     depth: Annotated[int, typer.Option("--depth", help="Layers of the --op mlp network.")] = 8,
     width: Annotated[int, typer.Option("--width", help="Width of the --op mlp network.")] = 1024,
@@ -78,38 +101,42 @@ def bench_cmd(
 
     Each row shows the measured median (totalled over layers) and its IQR next to the roofline prediction, measured/predicted, the share of the roofline reached (predicted/measured), and the achieved FLOP/s and bytes/s. Timing: CUDA events with the L2 flushed before each call (or a monotonic clock on the CPU, threads fixed), warm-up and repetitions as time budgets, input copies rotated so caches do not flatter small shapes. Noisy rows (IQR/median > 10%) carry a warning. Rows that run out of memory or use a dtype the device cannot run are reported, not fatal.
 
+    With --tp/--pp/--ep: one GPU's sharded operators are timed here, and the collectives (all-reduce, all-to-all, send/recv) at the model's exact message sizes across N processes through torch.distributed (gloo on the CPU, NCCL on CUDA, which needs N GPUs); see docs/parallel.md.
+
     Exit codes: 0 when the run completed, 1 with --min-efficiency and an operator below it, 2 for bad input (or --device cuda without CUDA), 130 when interrupted (finished rows are still printed).
     """
     from gpt_batchprof.cli.analyze import scenario_from_options
     from gpt_batchprof.measure.bench import BenchSettings, check_ops, run_bench
-    from gpt_batchprof.measure.device import device_name, resolve_device, torch_version
+    from gpt_batchprof.measure.device import device_name, torch_version
     from gpt_batchprof.profiles import load_model
     from gpt_batchprof.report.export import FORMATS
 
     choice(fmt, FORMATS, "--format")
     if min_efficiency is not None and not 0 < min_efficiency <= 1:
         raise BatchprofError(f"--min-efficiency: must be in (0, 1], got {min_efficiency}")
-    if warmup_ms < 0 or rep_ms <= 0:
-        raise BatchprofError(f"--warmup-ms must be >= 0 and --rep-ms > 0 (got {warmup_ms}, {rep_ms})")
-    if threads is not None and threads < 1:
-        raise BatchprofError(f"--threads: must be >= 1, got {threads}")
+    check_live_options(warmup_ms, rep_ms, threads)
     if depth < 1 or width < 1:
         raise BatchprofError(f"--depth and --width must be >= 1 (got {depth}, {width})")
     ops = check_ops(_op_list(op))
     phases, batches = phases_of(phase), parse_int_list(batch)
+    parallel = parallel_of(tp, pp, ep, micro_batches)
     spec = load_model(model)
-    dev = resolve_device(device)  # checks torch is installed, and CUDA when asked for
-    if dtype == "auto":
-        dtype = "fp16" if dev == "cuda" else "fp32"
-    scenario = scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention)
-    import torch
+    parallel.check(spec)
+    dev, dtype = live_device(device, dtype)
+    from gpt_batchprof.analytic.ops import COLLECTIVE_OPS
 
-    n_threads = threads or torch.get_num_threads()
-    torch.set_num_threads(n_threads)
-    hw = _hardware(hardware, dev, n_threads)
+    if not parallel.is_single and (not ops or set(ops) & set(COLLECTIVE_OPS)):
+        from gpt_batchprof.measure.distributed import check_world
+
+        check_world(dev, max(parallel.tp, parallel.ep, 2 if parallel.pp > 1 else 1))
+    scenario = scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention,
+                                     "graphs" if cuda_graphs else "eager")
+    scenario.check_fits_model(spec)
+    n_threads, hw = live_hardware(hardware, dev, threads)
     settings = BenchSettings(dev, device_name(dev), torch_version(), n_threads, cuda_graphs,
                              warmup_ms * 1e-3, rep_ms * 1e-3, ops, depth, width)
-    result = _run_with_progress(run_bench, spec, hw, scenario, phases, batches, settings)
+    parallel.check(spec, hw)
+    result = _run_with_progress(run_bench, spec, hw, scenario, phases, batches, settings, parallel)
     _render(result, fmt, output)
     if not result.complete:
         raise typer.Exit(130)
@@ -122,45 +149,27 @@ def bench_cmd(
             raise typer.Exit(1)
 
 
-def _run_with_progress(run_bench, spec, hw, scenario, phases, batches, settings):
+def _run_with_progress(run_bench, spec, hw, scenario, phases, batches, settings, parallel):
     """Run with a transient progress bar on stderr; Ctrl-C returns the rows finished so far."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=err_console, transient=True)
+    progress = progress_bar()
     task = progress.add_task("bench", total=None)
 
     def on_row(row, done: int, total: int) -> None:
         c = row.cost
         progress.update(task, completed=done, total=total, description=f"{c.phase} b={c.batch} {c.op}")
 
-    try:
-        with progress:
-            return run_bench(spec, hw, scenario, phases, batches, settings, on_row=on_row)
-    except KeyboardInterrupt as e:
-        partial = getattr(e, "partial", None)
-        if partial is None:
-            raise
-        err_console.print(f"interrupted after {len(partial.rows)} rows", style="yellow")
-        return partial
+    return run_keeping_partial(
+        progress, lambda: run_bench(spec, hw, scenario, phases, batches, settings, on_row=on_row, parallel=parallel),
+        "rows")
 
 
 def _render(result, fmt: str, output: Path | None) -> None:
-    from gpt_batchprof.report import bench_tables, export
+    from gpt_batchprof.report import bench_tables
+    from gpt_batchprof.report.rows import bench_dict, bench_row_dict
 
-    if fmt == "json":
-        emit(export.to_json(result.to_dict()), output)
-    elif fmt == "csv":
-        emit(export.to_csv([r.to_dict() for r in result.rows]), output)
-    elif fmt == "markdown":
-        emit(bench_tables.bench_markdown(result), output)
-    elif output is None:
-        bench_tables.print_bench(console, result)
-    else:
-        from rich.console import Console
-
-        with open(output, "w", encoding="utf-8") as fh:
-            bench_tables.print_bench(Console(file=fh, width=160, color_system=None), result)
+    render(fmt, output, doc=lambda: bench_dict(result), rows=lambda: [bench_row_dict(r) for r in result.rows],
+           markdown=lambda: bench_tables.bench_markdown(result),
+           table=lambda out: bench_tables.print_bench(out, result))
 
 
 @guarded
@@ -171,6 +180,7 @@ def calibrate_cmd(
     tables: Annotated[bool, typer.Option("--tables/--no-tables", help="Also measure the efficiency tables (the `measured:` section: achieved FLOP/s and bandwidth over log-spaced grids of shapes) that predictions interpolate. --no-tables: the three ceilings only.")] = True,
     force: Annotated[bool, typer.Option("--force", help="Write the tables even when the machine looks busy (the same reference kernels differ by > 20% between start and end); the profile then carries a warning.")] = False,
     threads: ThreadsOpt = None,
+    tp: Annotated[int, typer.Option("--tp", help="Also measure the interconnect: all-reduce across this many processes (gloo on the CPU, NCCL over this many GPUs) from 4 KiB up; the written profile gets an interconnect section (best bus bandwidth, per-step latency).")] = 1,
     name: Annotated[Optional[str], typer.Option("--name", help="Profile name in the written YAML (default: calibrated-<device>).")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json (to stdout).")] = "table",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write a hardware profile YAML here (accepted by analyze, bench and sweep as --hardware FILE).")] = None,
@@ -186,10 +196,15 @@ def calibrate_cmd(
     from gpt_batchprof.profiles import load_hardware
 
     choice(fmt, ("table", "json"), "--format")
-    if threads is not None and threads < 1:
-        raise BatchprofError(f"--threads: must be >= 1, got {threads}")
+    check_live_options(0.0, 1.0, threads)
+    if tp < 1:
+        raise BatchprofError(f"--tp: must be >= 1, got {tp}")
     sheet = load_hardware(hardware) if hardware else None
     dev = resolve_device(device)
+    if tp > 1:
+        from gpt_batchprof.measure.distributed import calibrate_interconnect, check_world
+
+        check_world(dev, tp)
     measured = None
     with err_console.status(f"calibrating {dev}") as status:
         say = lambda s: status.update(f"calibrating {dev}: {s}")  # noqa: E731
@@ -197,6 +212,11 @@ def calibrate_cmd(
             cal, measured = calibrate_with_tables(dev, quick=quick, threads=threads, force=force, progress=say)
         else:
             cal = calibrate(dev, quick=quick, threads=threads, progress=say)
+        if tp > 1:
+            import dataclasses
+
+            status.update(f"calibrating the interconnect: all-reduce over {tp} processes")
+            cal = dataclasses.replace(cal, link=calibrate_interconnect(dev, tp, quick=quick))
     if fmt == "json":
         from gpt_batchprof.report import export
 

@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import errno
 import functools
+import math
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from gpt_batchprof.errors import BatchprofError
-from gpt_batchprof.lists import parse_int_list  # noqa: F401  (re-exported for the commands)
+from gpt_batchprof.files import write_atomic
+from gpt_batchprof.lists import MAX_INT, parse_int_list  # noqa: F401  (re-exported for the commands)
 
-console = Console()
+class _StdoutConsole(Console):
+    def on_broken_pipe(self) -> None:
+        """Rich exits 1 silently on a closed stdout; make it the one-line exit 2 of any bad output."""
+        self.quiet = True
+        raise BrokenPipeError(errno.EPIPE, "broken pipe")
+
+
+console = _StdoutConsole()
 err_console = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -23,6 +35,9 @@ CAUSAL_HELP = (
     "compute the full square (the mask comes after); fused attention skips masked tiles, "
     "so it counts only the visible query-key pairs (about half)."
 )
+
+MAX_BUDGET_MS = 60_000.0  # a minute of warm-up or timing per kernel is surely a typo
+MAX_THREADS = 4096
 
 DEFAULT_BATCHES = "1,2,4,8,16,32,64,128,256"
 
@@ -37,8 +52,20 @@ DtypeOpt = Annotated[str, typer.Option("--dtype", help="Dtype of activations (an
 WeightDtypeOpt = Annotated[Optional[str], typer.Option("--weight-dtype", help="Weight dtype override (also int4).")]
 KvDtypeOpt = Annotated[Optional[str], typer.Option("--kv-dtype", help="KV-cache dtype override.")]
 AttentionOpt = Annotated[str, typer.Option("--attention", help="unfused (QK^T, softmax, x V) or fused (FlashAttention-style). " + CAUSAL_HELP)]
+TpOpt = Annotated[int, typer.Option("--tp", help="Tensor-parallel GPUs: heads, FFN columns and vocabulary split Megatron-style; two all-reduces per layer.")]
+PpOpt = Annotated[int, typer.Option("--pp", help="Pipeline-parallel stages (layers split; activations sent between stages).")]
+EpOpt = Annotated[int, typer.Option("--ep", help="Expert-parallel groups (MoE only): experts split, attention data-parallel, all-to-all dispatch and combine.")]
+MicroBatchesOpt = Annotated[int, typer.Option("--micro-batches", help="Pipeline micro-batches per step (with --pp): step = (m + pp - 1) stage-times, bubble (pp - 1)/(m + pp - 1).")]
+LaunchOpt = Annotated[str, typer.Option("--launch", help="How kernels are launched, hence the per-kernel overhead charged: eager (every launch's overhead in series, as a plain PyTorch loop or a CPU runs), graphs (a step replayed from a CUDA graph: only the small gap between kernels; GPUs only), or auto (default: graphs on a GPU, as serving engines run decode steps; eager on a CPU).")]
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table, json, csv or markdown.")]
 OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the --format output to this file instead of stdout.")]
+
+
+def parallel_of(tp: int, pp: int, ep: int, micro_batches: int = 1):
+    """The --tp/--pp/--ep/--micro-batches layout (validated against a model later)."""
+    from gpt_batchprof.analytic.parallel import Parallelism
+
+    return Parallelism(tp=tp, pp=pp, ep=ep, micro_batches=micro_batches)
 
 
 def choice(value: str, allowed: tuple[str, ...], option: str) -> str:
@@ -53,35 +80,142 @@ def phases_of(phase: str) -> tuple[str, ...]:
 
 
 def fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """One line on stderr, printed as typed (user text is never read as Rich markup)."""
+    err_console.print(Text.assemble(("error:", "bold red"), " ", message.replace("\n", " ")),
+                      highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
+def note(message: str, style: str = "dim") -> None:
+    """A status line on stderr ("wrote FILE"), user text printed as typed."""
+    err_console.print(Text(message, style=style), highlight=False, soft_wrap=True)
+
+
+def _silence_stdout() -> None:
+    """After a closed pipe or a full disk on stdout: point it at /dev/null so the interpreter's
+    final flush does not print a second error (what Python's docs advise for SIGPIPE)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass  # not a real file descriptor (tests)
+
+
 def guarded(fn: F) -> F:
-    """Domain errors become one line on stderr and exit code 2; Ctrl-C exits 130."""
+    """Domain errors become one line on stderr and exit code 2; Ctrl-C exits 130; a closed
+    stdout or a full disk is one line and exit 2, never a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            check_numbers(kwargs)
             return fn(*args, **kwargs)
         except BatchprofError as e:
             fail(str(e))
         except KeyboardInterrupt:
             err_console.print("interrupted", style="yellow")
             raise typer.Exit(130)
+        except BrokenPipeError:
+            _silence_stdout()
+            fail("stdout: closed before all output was written (broken pipe)")
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG):
+                _silence_stdout()
+                fail(f"{e.filename or 'stdout'}: cannot write ({e.strerror or e})")
+            raise
 
     return wrapper  # type: ignore[return-value]
 
 
+def check_numbers(options: dict[str, Any]) -> None:
+    """Every numeric option of every command: floats finite (no nan / inf), integers within
+    2^31 - 1 (no batch, length, width or thread count beyond that is meant). Option names are
+    the parameter names (prompt_len -> --prompt-len)."""
+    for name, v in options.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        opt = "--" + name.replace("_", "-")
+        if isinstance(v, float):
+            check_finite(v, opt)
+        elif abs(v) > MAX_INT:
+            shown = str(v) if abs(v) < 10**30 else f"a {len(str(abs(v)))}-digit number"
+            raise BatchprofError(f"{opt}: must be <= {MAX_INT} (2^31 - 1), got {shown}")
+
+
+def check_finite(value: float | None, option: str) -> None:
+    if value is not None and not math.isfinite(value):
+        raise BatchprofError(f"{option}: must be a finite number, got {value}")
+
+
+def check_live_options(warmup_ms: float, rep_ms: float, threads: int | None) -> None:
+    """The timing options of live runs, checked the same way for bench and sweep --mode live."""
+    check_finite(warmup_ms, "--warmup-ms")
+    check_finite(rep_ms, "--rep-ms")
+    if warmup_ms < 0:
+        raise BatchprofError(f"--warmup-ms: must be >= 0, got {warmup_ms:g}")
+    if rep_ms <= 0:
+        raise BatchprofError(f"--rep-ms: must be > 0, got {rep_ms:g}")
+    if warmup_ms > MAX_BUDGET_MS or rep_ms > MAX_BUDGET_MS:
+        raise BatchprofError(f"--warmup-ms and --rep-ms: at most {MAX_BUDGET_MS:g} ms per kernel "
+                             f"(got {warmup_ms:g}, {rep_ms:g})")
+    if threads is not None and not 1 <= threads <= MAX_THREADS:
+        raise BatchprofError(f"--threads: must be between 1 and {MAX_THREADS}, got {threads}")
+
+
+def write_stdout(text: str) -> None:
+    """Machine-readable text to stdout, plain (no Rich markup or wrapping)."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
 def emit(text: str, output: Path | None) -> None:
-    """Machine-readable output to a file, or plain to stdout (no Rich markup or wrapping)."""
+    """Machine-readable output to a file (written whole or not at all), or plain to stdout."""
     if output is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        write_stdout(text)
         return
+    write_atomic(output, text)
+    note(f"wrote {output}")
+
+
+def show(views: Any, fmt: str, output: Path | None, width: int = 120) -> None:
+    """Render a result (report.render.Views) in ``fmt``: Rich tables straight to the terminal,
+    everything else (and tables into a file) through :func:`emit`."""
+    from gpt_batchprof.report.render import render
+
+    if fmt == "table" and output is None:
+        views.table(console)
+        return
+    emit(render(views, fmt, width), output)
+
+
+def progress_bar():
+    """The transient progress bar on stderr that long commands share."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=err_console, transient=True)
+
+
+def run_keeping_partial(progress, run: Callable[[], Any], what: str) -> Any:
+    """``run()`` under ``progress``; on Ctrl-C, the partial result the core attached to the
+    KeyboardInterrupt (``.partial``, with ``.rows``), so finished rows are still reported."""
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text, encoding="utf-8")
-    except OSError as e:
-        raise BatchprofError(f"{output}: cannot write ({e.strerror or e})") from None
-    err_console.print(f"wrote {output}", style="dim", highlight=False)
+        with progress:
+            return run()
+    except KeyboardInterrupt as e:
+        partial = getattr(e, "partial", None)
+        if partial is None:
+            raise
+        err_console.print(f"interrupted after {len(partial.rows)} {what}", style="yellow")
+        return partial
+
+
+def render(fmt: str, output: Path | None, *, doc: Callable[[], Any], rows: Callable[[], list],
+           markdown: Callable[[], str], table: Callable[[Console], None]) -> None:
+    """One result in the chosen --format: JSON document, CSV rows, Markdown, or Rich tables
+    (to the terminal, or as plain text to --output), through the one renderer and writer."""
+    from gpt_batchprof.report import export
+    from gpt_batchprof.report.render import Views
+
+    show(Views(json=doc, csv=lambda: export.to_csv(rows()), markdown=markdown, table=table), fmt, output,
+         width=160)

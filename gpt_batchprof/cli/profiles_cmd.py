@@ -6,7 +6,10 @@ from typing import Annotated
 
 import typer
 
-from gpt_batchprof.cli.common import FormatOpt, OutputOpt, choice, console, emit, guarded
+from rich.markup import escape
+
+from gpt_batchprof.cli.common import FormatOpt, OutputOpt, choice, guarded, show
+from gpt_batchprof.report.export import FORMATS
 
 profiles_app = typer.Typer(help="List and show model and hardware profiles.", no_args_is_help=True)
 
@@ -16,34 +19,37 @@ profiles_app = typer.Typer(help="List and show model and hardware profiles.", no
 def list_cmd(fmt: FormatOpt = "table", output: OutputOpt = None) -> None:
     """All built-in models and hardware with their headline numbers."""
     from gpt_batchprof.profiles import all_hardware, all_models
-    from gpt_batchprof.report.tables import compact_table
     from gpt_batchprof.report import export
+    from gpt_batchprof.report.render import Views
 
-    choice(fmt, ("table", "json", "csv", "markdown"), "--format")
+    choice(fmt, FORMATS, "--format")
     models, hws = all_models(), all_hardware()
-    if fmt != "table":
-        rows = [{"kind": "model"} | m.to_dict() for m in models] + [{"kind": "hardware"} | h.to_dict() for h in hws]
-        text = {"json": lambda: export.to_json({"models": [m.to_dict() for m in models],
-                                                  "hardware": [h.to_dict() for h in hws]}),
-                "csv": lambda: export.to_csv(rows),
-                "markdown": lambda: export.to_markdown(rows)}[fmt]()
-        emit(text, output)
-        return
+    rows = [{"kind": "model"} | m.to_dict() for m in models] + [{"kind": "hardware"} | h.to_dict() for h in hws]
+    show(Views(json=lambda: {"models": [m.to_dict() for m in models], "hardware": [h.to_dict() for h in hws]},
+               csv=lambda: export.to_csv(rows), markdown=lambda: export.to_markdown(rows),
+               table=lambda out: _list_tables(out, models, hws)), fmt, output)
+
+
+def _list_tables(out, models, hws) -> None:
+    from gpt_batchprof.report.tables import compact_table
+    from gpt_batchprof.report.units import fmt_bytes
+
     t = compact_table("Models", [(c, "left" if c in ("name", "ffn") else "right") for c in
                                  ("name", "params", "layers", "d_model", "heads", "d_ff", "ffn", "experts", "ctx")])
     for m in models:
-        t.add_row(m.name, f"{m.n_params / 1e9:.2f}B", str(m.n_layer), str(m.d_model), f"{m.n_head}/{m.n_kv_head}",
+        t.add_row(escape(m.name), f"{m.n_params / 1e9:.2f}B", str(m.n_layer), str(m.d_model), f"{m.n_head}/{m.n_kv_head}",
                   str(m.d_ff), m.ffn, f"{m.n_expert_active}/{m.n_expert}" if m.is_moe else "-", str(m.max_seq_len))
-    console.print(t)
+    out.print(t)
     t = compact_table("Hardware (datasheet, dense)", [(c, "left" if c in ("name", "kind") else "right") for c in
-                      ("name", "kind", "GB", "GB/s", "fp16 TF/s", "fp8 TF/s", "ridge", "$/h")])
+                      ("name", "kind", "memory", "GB/s", "fp16 TF/s", "fp8 TF/s", "ridge", "link GB/s", "$/h")])
     for h in hws:
         pk = h.peak_flops_per_s
-        t.add_row(h.name, h.kind, f"{h.memory_bytes / 1e9:g}", f"{h.memory_bandwidth_bytes_per_s / 1e9:g}",
+        t.add_row(escape(h.name), h.kind, fmt_bytes(h.memory_bytes), f"{h.memory_bandwidth_bytes_per_s / 1e9:g}",
                   f"{pk['fp16'] / 1e12:g}" if "fp16" in pk else "-", f"{pk['fp8'] / 1e12:g}" if "fp8" in pk else "-",
-                  f"{pk['fp16'] / h.memory_bandwidth_bytes_per_s:.0f}" if "fp16" in pk else "-",
+                  f"{h.ridge_point('fp16'):.0f}" if "fp16" in pk else "-",
+                  f"{h.interconnect.bandwidth_bytes_per_s / 1e9:g}" if h.interconnect else "-",
                   "-" if h.price_per_hour_usd is None else f"{h.price_per_hour_usd:.2f}")
-    console.print(t)
+    out.print(t)
 
 
 @profiles_app.command("show")
@@ -56,12 +62,12 @@ def show_cmd(
     from gpt_batchprof.errors import ProfileError
     from gpt_batchprof.profiles import builtin_names, load_hardware, load_model
     from gpt_batchprof.report import export
-    from gpt_batchprof.report.units import fmt_bytes
+    from gpt_batchprof.report.render import Views
 
-    choice(fmt, ("table", "json"), "--format")
+    choice(fmt, FORMATS, "--format")
     if name in builtin_names("hardware"):
         spec, derived = load_hardware(name), {}
-        derived = {"ridge_flop_per_byte": spec.ridge_intensity}
+        derived = {"ridge_flop_per_byte": spec.ridge_point()}
     else:
         try:
             spec = load_model(name)
@@ -70,7 +76,7 @@ def show_cmd(
                 spec = load_hardware(name)
             except ProfileError:
                 raise model_error from None
-            derived = {"ridge_flop_per_byte": spec.ridge_intensity}
+            derived = {"ridge_flop_per_byte": spec.ridge_point()}
         else:
             derived = {
                 "n_params": spec.n_params,
@@ -78,12 +84,17 @@ def show_cmd(
                 "kv_cache_bytes_per_token_fp16": spec.kv_bytes_per_token("fp16"),
             }
     data = spec.to_dict() | derived
-    if fmt == "json":
-        emit(export.to_json(data), None)
-        return
+    show(Views(json=lambda: data, csv=lambda: export.to_csv([data]),
+               markdown=lambda: export.to_markdown([data], title=spec.name),
+               table=lambda out: out.print(_show_table(spec.name, data))), fmt, None)
+
+
+def _show_table(title: str, data: dict):
     from rich.table import Table
 
-    t = Table(title=spec.name, title_justify="left", show_header=False)
+    from gpt_batchprof.report.units import fmt_bytes
+
+    t = Table(title=escape(title), title_justify="left", show_header=False)
     t.add_column("field")
     t.add_column("value", justify="right")
     for k, v in data.items():
@@ -91,9 +102,11 @@ def show_cmd(
             v = f"{v:,.0f} B ({fmt_bytes(v)})"
         elif k in ("n_params", "n_params_non_embedding"):
             v = f"{v:,} ({v / 1e9:.3f} B)"
+        elif k == "interconnect" and v:
+            v = f"{v['name']}: {v['bandwidth_bytes_per_s'] / 1e9:g} GB/s per direction, {v['latency_s'] * 1e6:g} us"
         elif isinstance(v, dict):
             v = ", ".join(f"{kk}: {vv / 1e12:g} T" for kk, vv in v.items())
         elif isinstance(v, float):
             v = f"{v:.6g}"
-        t.add_row(k, str(v))
-    console.print(t)
+        t.add_row(k, escape(str(v)))
+    return t

@@ -7,7 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from gpt_batchprof.cli.common import choice, console, emit, err_console, guarded
+from gpt_batchprof.cli.common import (
+    check_live_options, choice, console, emit, err_console, guarded, note, show,
+)
 
 ListOpt = Optional[str]
 Opt = typer.Option
@@ -18,7 +20,7 @@ def sweep_cmd(
     preset: Annotated[Optional[str], Opt("--preset", "-p", help="An article's experiment (see --list-presets).")] = None,
     list_presets: Annotated[bool, Opt("--list-presets", help="Show the presets and exit.")] = False,
     quick: Annotated[bool, Opt("--quick", help="Shrink the preset to CI size (seconds on a small CPU).")] = False,
-    config: Annotated[Optional[Path], Opt("--config", "-c", help="A YAML sweep file (fields: workload, models, d_model, hardware, phases, batches, seq_lens, ops, dtypes, attentions, layers, depth, gen_len, preset).")] = None,
+    config: Annotated[Optional[Path], Opt("--config", "-c", help="A YAML sweep file (fields: workload, models, d_model, hardware, phases, batches, seq_lens, ops, dtypes, attentions, layers, depth, gen_len, tp, pp, ep, micro_batches, preset).")] = None,
     workload: Annotated[Optional[str], Opt("--workload", help="gpt (operators of a GPT step), mlp (seed 002's MLP) or generation (end-to-end per batch).")] = None,
     model: Annotated[ListOpt, Opt("--model", "-m", help="Models, comma list: built-in names or profile files.")] = None,
     d_model: Annotated[ListOpt, Opt("--d-model", "--width", help="Synthetic GPTs given only d_model (n_head d/128, d_ff 4d, GELU); for --workload mlp the widths. Comma list or 256..8192.")] = None,
@@ -28,10 +30,15 @@ def sweep_cmd(
     batch: Annotated[ListOpt, Opt("--batch", "-b", help="Batch sizes: comma list and/or power-of-two ranges (1..128).")] = None,
     seq_len: Annotated[ListOpt, Opt("--seq-len", "-s", help="Prompt length (prefill) / cached context (decode), comma list or range.")] = None,
     phase: Annotated[ListOpt, Opt("--phase", help="prefill, decode or both (comma list).")] = None,
-    op: Annotated[ListOpt, Opt("--op", help="Operators or groups, comma list: block-dense, dense, attention, mlp, block, step, or names (qkv_proj, attn_score, ...).")] = None,
+    op: Annotated[ListOpt, Opt("--op", help="Operators or groups, comma list: block-dense, dense, attention, ffn, block, step, or names (qkv_proj, attn_score, ...).")] = None,
     dtype: Annotated[ListOpt, Opt("--dtype", help="Dtypes, comma list (fp32, fp16, bf16, fp8, int8).")] = None,
     attention: Annotated[ListOpt, Opt("--attention", help="unfused and/or fused (comma list).")] = None,
     gen_len: Annotated[Optional[int], Opt("--gen-len", help="generation workload: tokens generated per sequence.")] = None,
+    launch: Annotated[Optional[str], Opt("--launch", help="Launch overhead the predictions charge: eager, graphs (CUDA graph replay, GPUs) or auto (graphs on a GPU for analytic sweeps; eager when kernels are timed, since live kernels launch eagerly).")] = None,
+    tp: Annotated[Optional[int], Opt("--tp", help="Tensor-parallel GPUs: every point per GPU, collectives included (analytic only).")] = None,
+    pp: Annotated[Optional[int], Opt("--pp", help="Pipeline-parallel stages (analytic only).")] = None,
+    ep: Annotated[Optional[int], Opt("--ep", help="Expert-parallel groups, MoE models (analytic only).")] = None,
+    micro_batches: Annotated[Optional[int], Opt("--micro-batches", help="Pipeline micro-batches per step (with --pp).")] = None,
     mode: Annotated[str, Opt("--mode", help="analytic (roofline), live (time kernels) or both (measured next to predicted).")] = "analytic",
     device: Annotated[str, Opt("--device", help="Where live kernels run: auto, cuda or cpu.")] = "auto",
     warmup_ms: Annotated[float, Opt("--warmup-ms", help="Live: warm-up budget per kernel.")] = 10.0,
@@ -39,6 +46,7 @@ def sweep_cmd(
     threads: Annotated[Optional[int], Opt("--threads", help="Live on CPU: torch threads (default: torch's choice).")] = None,
     output: Annotated[Optional[Path], Opt("--output", "-o", help="Stream every finished point to this .csv or .jsonl file (fsync'd as it goes).")] = None,
     resume: Annotated[bool, Opt("--resume", help="Keep the points already in --output and run only the missing ones.")] = False,
+    overwrite: Annotated[bool, Opt("--overwrite", help="Start --output again when it already holds results (without it, or --resume, such a file is refused).")] = False,
     fmt: Annotated[str, Opt("--format", "-f", help="table (summary), csv, json or markdown (every point).")] = "table",
     export: Annotated[Optional[Path], Opt("--export", help="Write the --format output to this file instead of stdout.")] = None,
     plot: Annotated[Optional[Path], Opt("--plot", help="Write PNG plots (time, throughput vs batch; roofline) to this folder.")] = None,
@@ -59,12 +67,21 @@ def sweep_cmd(
         return
     choice(fmt, FORMATS, "--format")
     choice(mode, g.MODES, "--mode")
+    check_live_options(warmup_ms, rep_ms, threads)
     if resume and output is None:
         raise g.BatchprofError("--resume needs --output FILE (the file to resume)")
     if output is not None:
         from gpt_batchprof.sweep.store import stream_format
 
         stream_format(output)
+        if export is not None and _same_file(export, output):
+            raise g.BatchprofError(f"--export {export}: is the --output stream file; choose another file")
+    elif overwrite:
+        raise g.BatchprofError("--overwrite needs --output FILE (the file to start again)")
+    if export is not None and export.is_dir():
+        raise g.BatchprofError(f"--export {export}: is a directory, not a file")
+    if plot is not None and plot.exists() and not plot.is_dir():
+        raise g.BatchprofError(f"--plot {plot}: is a file, not a folder")
 
     file_data = g.load_sweep_file(config) if config is not None else {}
     preset = preset or file_data.get("preset")
@@ -75,34 +92,49 @@ def sweep_cmd(
         spec = g.spec_from_mapping(file_data, str(config), spec)
     spec = _apply_flags(spec, g, workload=workload, model=model, d_model=d_model, layers=layers, depth=depth,
                         hardware=hardware, batch=batch, seq_len=seq_len, phase=phase, op=op, dtype=dtype,
-                        attention=attention, gen_len=gen_len)
+                        attention=attention, gen_len=gen_len, launch=launch, tp=tp, pp=pp, ep=ep,
+                        micro_batches=micro_batches)
+    if mode != "analytic" and not spec.parallel.is_single:
+        raise g.BatchprofError(f"sweep --mode {mode} with --tp/--pp/--ep: live collectives are timed by "
+                               "`gpt-batchprof bench --tp N`; use --mode analytic here")
 
-    timer = None
-    if mode != "analytic":
-        from gpt_batchprof.sweep.live import LiveTimer
+    # analytic: every name and shape checked before the results file is touched
+    grid = g.resolve(spec) if mode == "analytic" else None
+    writer = None
+    if output is not None:
+        from gpt_batchprof.sweep.store import StreamWriter
 
-        timer = LiveTimer(device, warmup_s=warmup_ms / 1e3, rep_s=rep_ms / 1e3, threads=threads)
-        spec = _match_device(spec, timer, hardware_given=bool(hardware) or "hardware" in file_data,
-                             dtype_given=bool(dtype) or "dtypes" in file_data or "dtype" in file_data)
-    grid = g.resolve(spec)
+        writer = StreamWriter(output, resume=resume, overwrite=overwrite)
+    try:
+        timer = None
+        if mode != "analytic":
+            from gpt_batchprof.sweep.live import LiveTimer
 
-    from gpt_batchprof.sweep.evaluate import Evaluator
+            timer = LiveTimer(device, warmup_s=warmup_ms / 1e3, rep_s=rep_ms / 1e3, threads=threads)
+            spec = _match_device(spec, timer, hardware_given=bool(hardware) or "hardware" in file_data,
+                                 dtype_given=bool(dtype) or "dtypes" in file_data or "dtype" in file_data)
+            grid = g.resolve(spec)
 
-    evaluator = Evaluator(grid, mode, timer)
-    outcome = _run(grid, evaluator, output, resume, progress)
+        from gpt_batchprof.sweep.evaluate import Evaluator
+
+        evaluator = Evaluator(grid, mode, timer)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        raise
+    outcome = _run(grid, evaluator, writer, progress)
     if timer is not None:
         for op_name, why in timer.unsupported.items():
-            err_console.print(f"[yellow]not timed:[/] {op_name}: {why}", highlight=False)
+            note(f"not timed: {op_name}: {why}", style="yellow")
 
     _render(outcome.rows, spec, fmt, export)
     if output is not None:
-        err_console.print(f"{outcome.new} new point(s), {outcome.skipped} kept from {output}; "
-                          f"{outcome.elapsed_s:.2f} s", style="dim", highlight=False)
+        note(f"{outcome.new} new point(s), {outcome.skipped} kept from {output}; {outcome.elapsed_s:.2f} s")
     if plot is not None and outcome.rows:
         _plot(outcome.rows, plot, grid.hardware)
     if outcome.interrupted:
-        err_console.print(f"interrupted: {len(outcome.rows)} of {len(grid)} points done"
-                          + (f", kept in {output} (--resume to finish)" if output else ""), style="yellow")
+        note(f"interrupted: {len(outcome.rows)} of {len(grid)} points done"
+             + (f", kept in {output} (--resume to finish)" if output else ""), style="yellow")
         raise typer.Exit(130)
 
 
@@ -129,7 +161,7 @@ def _apply_flags(spec, g, **flags):
         changes["batches"] = parse_int_list(flags["batch"], "--batch")
     if flags["seq_len"]:
         changes["seq_lens"] = parse_int_list(flags["seq_len"], "--seq-len")
-    for key in ("layers", "depth", "gen_len"):
+    for key in ("layers", "depth", "gen_len", "launch", "tp", "pp", "ep", "micro_batches"):
         if flags[key] is not None:
             changes[key] = flags[key]
     return spec.updated(**changes)
@@ -148,13 +180,19 @@ def _match_device(spec, timer, hardware_given: bool, dtype_given: bool):
     return spec.updated(**changes)
 
 
-def _run(grid, evaluator, output, resume, show_progress):
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
+
+
+def _run(grid, evaluator, writer, show_progress):
+    """Run the grid with a progress bar; closes ``writer`` (the open results file) at the end."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from gpt_batchprof.sweep.run import run_sweep
-    from gpt_batchprof.sweep.store import StreamWriter
 
-    writer = StreamWriter(output, resume=resume) if output is not None else None
     try:
         with Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("ETA"),
                       TimeRemainingColumn(), TimeElapsedColumn(), console=err_console, transient=False,
@@ -167,40 +205,27 @@ def _run(grid, evaluator, output, resume, show_progress):
 
 
 def _render(rows, spec, fmt: str, export: Optional[Path]) -> None:
-    from gpt_batchprof.report import export as ex
+    from gpt_batchprof.report.render import render, sweep_views
     from gpt_batchprof.report.sweep_tables import print_summary
+    from gpt_batchprof.sweep.results import summarise
     from gpt_batchprof.sweep.store import columns_present
 
-    if fmt == "table":
-        if export is None:
-            from rich.console import Console
-
-            # piped output: wide enough for every column instead of Rich's 80
-            print_summary(console if console.is_terminal else Console(width=160), rows)
-            return
-        from rich.console import Console
-
-        with open(export, "w", encoding="utf-8") as fh:
-            print_summary(Console(file=fh, width=160, color_system=None), rows)
+    summary = summarise(rows)
+    views = sweep_views(rows, spec, columns_present(rows), summary)
+    if fmt == "table" and export is None and not console.is_terminal:
+        # piped output: wide enough for every column instead of Rich's 80
+        emit(render(views, "table", width=160), None)
         return
-    print_summary(err_console, rows)
-    cols = columns_present(rows)
-    if fmt == "csv":
-        text = ex.to_csv(rows, cols)
-    elif fmt == "markdown":
-        text = ex.to_markdown(rows, cols, title=f"sweep {spec.name}")
-    else:
-        from dataclasses import asdict
-
-        text = ex.to_json({"sweep": asdict(spec), "rows": [{c: r.get(c) for c in cols} for r in rows]})
-    emit(text, export)
+    if fmt != "table":
+        print_summary(err_console, summary)
+    show(views, fmt, export, width=160)
 
 
-def _plot(rows, folder: Path, hardware=None) -> None:
+def _plot(data, folder: Path, hardware=None) -> None:
     from gpt_batchprof.report.plots import plot_all
 
-    for path in plot_all(rows, folder, hardware):
-        err_console.print(f"wrote {path}", style="dim", highlight=False)
+    for path in plot_all(data, folder, hardware):
+        note(f"wrote {path}")
 
 
 def _print_presets(presets) -> None:
@@ -223,20 +248,20 @@ def plot_cmd(
 ) -> None:
     """Redraw the plots of a saved sweep (time and throughput vs batch, roofline)."""
     from gpt_batchprof.errors import BatchprofError
-    from gpt_batchprof.sweep.store import read_rows
+    from gpt_batchprof.sweep.store import read_columns
 
-    rows = read_rows(results)
-    if not rows:
+    columns = read_columns(results)  # columns, not a dict per row: large files plot in seconds
+    if not columns.get("workload"):
         raise BatchprofError(f"{results}: no points in it")
-    _plot(rows, plot, _load_hw(rows, hardware))
+    _plot(columns, plot, _load_hw(columns["hardware"], hardware))
 
 
-def _load_hw(rows, names: Optional[str]):
+def _load_hw(row_hardware, names: Optional[str]):
     from gpt_batchprof.errors import BatchprofError
     from gpt_batchprof.profiles import load_hardware
     from gpt_batchprof.lists import parse_name_list
 
-    wanted = parse_name_list(names) if names else tuple(dict.fromkeys(r["hardware"] for r in rows))
+    wanted = parse_name_list(names) if names else tuple(dict.fromkeys(row_hardware))
     out = {}
     for n in wanted:
         try:
@@ -244,7 +269,7 @@ def _load_hw(rows, names: Optional[str]):
         except BatchprofError:
             if names:
                 raise
-            err_console.print(f"[yellow]note:[/] no profile '{n}'; its roofline has no ceilings", highlight=False)
+            note(f"note: no profile '{n}'; its roofline has no ceilings", style="yellow")
     return out
 
 

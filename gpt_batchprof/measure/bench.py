@@ -1,30 +1,29 @@
 """The `bench` core: time every operator `analyze` predicts, at its exact shape.
 
-``plan_bench`` lists what to time (the predictions of ``analysis.phase_ops``, plus the
-composite ``block`` and ``mlp`` rows on request); ``iter_bench`` times them one by one and
-yields a frozen ``BenchRow`` per operator as soon as it is done (so an interrupted run keeps
-what finished); ``run_bench`` collects them. Nothing here prints.
+``plan_bench`` lists what to time (the operators of ``Scenario.ops``, plus the composite
+``block`` and ``mlp`` rows on request); ``iter_bench`` times them one by one and yields a
+frozen ``BenchRow`` per operator as soon as it is done (so an interrupted run keeps what
+finished); ``run_bench`` collects them. ``time_costs`` is the one measuring path: `bench`
+and live sweeps both time through it. Nothing here prints; rows become dicts in
+``report.rows``.
 """
 
 from __future__ import annotations
 
 import gc
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
-from gpt_batchprof.analysis import phase_ops
-from gpt_batchprof.analytic.gpt import Dtypes
+from gpt_batchprof.analytic import Dtypes, OpCost, OpShape, Prediction, Scenario, combine, predict
 from gpt_batchprof.analytic.mlp import mlp_cost
-from gpt_batchprof.analytic.ops import OP_NAMES, OpCost, OpShape
-from gpt_batchprof.analytic.roofline import Prediction, predict
-from gpt_batchprof.analytic.serving import Scenario
+from gpt_batchprof.analytic.ops import OP_NAMES
+from gpt_batchprof.analytic.parallel import Parallelism, local_model, micro_batches
 from gpt_batchprof.errors import BatchprofError
 from gpt_batchprof.profiles import HardwareSpec, ModelSpec
-from gpt_batchprof.report.rows import op_row, prediction_source, settings_dict
 
 BENCH_OPS = OP_NAMES + ("block", "mlp")
-STATUSES = ("ok", "oom", "skipped")
 LAUNCH_BOUND_S = 20e-6  # CUDA kernels shorter than this are mostly launch overhead without graphs
 ROTATE_CAP_BYTES = 512 * 2**20  # never allocate more than this just to rotate input copies
 
@@ -42,11 +41,10 @@ class BenchSettings:
     mlp_depth: int = 8
     mlp_width: int = 1024
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"device": self.device, "device_name": self.device_name, "torch_version": self.torch_version,
-                "threads": self.threads, "cuda_graphs": self.cuda_graphs, "warmup_s": self.warmup_s,
-                "rep_s": self.rep_s, "ops": list(self.ops), "mlp_depth": self.mlp_depth,
-                "mlp_width": self.mlp_width}
+    @property
+    def launch(self) -> str:
+        """How the timed kernels are launched, hence which overhead the prediction charges."""
+        return "graphs" if self.cuda_graphs else "eager"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,19 +53,21 @@ class Planned:
 
     prediction: Prediction
     parts: tuple[tuple[OpCost, int], ...]
-    note: str = ""  # e.g. the profile has no peak for this dtype (prediction is NaN)
 
 
-def _predict(c: OpCost, hw: HardwareSpec) -> tuple[Prediction, str]:
-    """The roofline prediction; NaN compute time (and a note) when the profile lacks the dtype's peak."""
-    from gpt_batchprof.errors import ProfileError
+@dataclass(frozen=True, slots=True)
+class Timed:
+    """What timing one row gave: a status, and for ``ok`` the row's total time (median per
+    launch x launches) with its spread."""
 
-    try:
-        return predict(c, hw), ""
-    except ProfileError as e:
-        memory_s = c.bytes / hw.memory_bandwidth_bytes_per_s
-        overhead_s = c.launches * hw.launch_overhead_s
-        return Prediction(c, math.nan, memory_s, overhead_s, math.nan), f"no prediction: {e}"
+    status: str  # ok | oom | skipped
+    reason: str = ""
+    time_s: float | None = None
+    iqr_s: float | None = None
+    samples: int = 0
+    method: str = ""
+    warnings: tuple[str, ...] = ()
+    sets: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,26 +122,6 @@ class BenchRow:
     def achieved_bytes_per_s(self) -> float | None:
         return self.cost.bytes / self.measured_time_s if self.measured_time_s else None
 
-    def to_dict(self) -> dict[str, Any]:
-        return op_row(self.prediction) | {
-            "status": self.status,
-            "reason": self.reason,
-            "measured_time_s": self.measured_time_s,
-            "measured_iqr_s": self.measured_iqr_s,
-            "measured_over_predicted": self.measured_over_predicted,
-            "roofline_share": self.roofline_share,
-            "prediction_error": self.prediction_error,
-            "roofline_error": self.roofline_error,
-            "achieved_flops_per_s": self.achieved_flops_per_s,
-            "achieved_bytes_per_s": self.achieved_bytes_per_s,
-            "samples": self.samples,
-            "timing_method": self.method,
-            "input_sets": self.sets,
-            "device": self.device_name,
-            "torch_version": self.torch_version,
-            "warnings": list(self.warnings),
-        }
-
 
 @dataclass(frozen=True, slots=True)
 class BenchResult:
@@ -153,21 +133,16 @@ class BenchResult:
     settings: BenchSettings
     rows: tuple[BenchRow, ...]
     complete: bool = True  # False when interrupted
+    parallel: Parallelism = Parallelism()
+
+    @property
+    def launch(self) -> str:
+        return self.settings.launch
 
     def below(self, min_efficiency: float) -> tuple[BenchRow, ...]:
         """Timed rows whose roofline share is under ``min_efficiency``."""
         return tuple(r for r in self.rows if r.status == "ok" and r.roofline_share is not None
                      and r.roofline_share < min_efficiency)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model.to_dict(),
-            "hardware": self.hardware.to_dict(),
-            "settings": (settings_dict(self.scenario, self.phases, self.batches, prediction_source(self.hardware))
-                         | self.settings.to_dict()),
-            "complete": self.complete,
-            "rows": [r.to_dict() for r in self.rows],
-        }
 
 
 # --------------------------------------------------------------------------- planning
@@ -180,50 +155,36 @@ def check_ops(ops: tuple[str, ...]) -> tuple[str, ...]:
     return ops
 
 
-def block_plan(ops: tuple[OpCost, ...], hw: HardwareSpec, n_layer: int) -> Planned:
+def block_plan(ops: Sequence[OpCost], hw: HardwareSpec, n_layer: int, launch: str = "eager") -> Planned:
     """One transformer block (every operator but the LM head, norm twice), totalled over layers.
 
-    Its roofline is the sum of its kernels' rooflines (they run one after another).
+    Its roofline is the sum of its kernels' rooflines (they run one after another). Across
+    GPUs: one GPU's sharded kernels (collectives have rows of their own).
     """
-    parts: list[tuple[OpCost, int]] = []
-    flops = nbytes = wbytes = compute_s = memory_s = overhead_s = time_s = roofline_s = 0.0
-    sources: set[str] = set()
-    extrapolated = False
-    for c in ops:
-        if c.op == "lm_head":
-            continue
-        per_layer = 2 if c.op == "norm" else 1
-        scale = per_layer * n_layer / c.launches
-        p, _ = _predict(c, hw)
-        flops += c.flops * scale
-        nbytes += c.bytes * scale
-        wbytes += c.weight_bytes * scale
-        compute_s += p.compute_s * scale
-        memory_s += p.memory_s * scale
-        overhead_s += p.overhead_s * scale
-        time_s += p.time_s * scale
-        roofline_s += p.roofline_time_s * scale
-        sources.add(p.prediction)
-        extrapolated |= p.extrapolated
-        parts.append((c, per_layer))
-    c0 = ops[0]
-    cost = OpCost("block", c0.phase, c0.batch, c0.seq_len, c0.kv_len, flops, nbytes, wbytes, n_layer,
-                  c0.compute_dtype, OpShape(m=c0.shape.m, n=c0.shape.n, k=c0.shape.n))
-    source = "calibrated" if sources == {"calibrated"} else "roofline" if sources == {"roofline"} else "mixed"
-    return Planned(Prediction(cost, compute_s, memory_s, overhead_s, time_s, roofline_s, source, extrapolated),
-                   tuple(parts))
+    members = [c for c in ops if c.op != "lm_head" and c.group != "collective"]
+    per_layer = [2 if c.op == "norm" else 1 for c in members]
+    preds = [predict(c, hw, launch, strict=False) for c in members]
+    scale = [rep * n_layer / c.launches for c, rep in zip(members, per_layer)]
+    c0 = members[0]
+    pred = combine(preds, "block", launches=n_layer, scale=scale,
+                   shape=OpShape(m=c0.shape.m, n=c0.shape.n, k=c0.shape.n))
+    return Planned(pred, tuple(zip(members, per_layer)))
 
 
-def _with_parts(c: OpCost, hw: HardwareSpec) -> tuple[Prediction, tuple[tuple[OpCost, int], ...], str]:
-    pred, note = _predict(c, hw)
-    return pred, ((c, 1),), note
+def _single(c: OpCost, hw: HardwareSpec, launch: str) -> Planned:
+    return Planned(predict(c, hw, launch, strict=False), ((c, 1),))
 
 
 def plan_bench(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, phases: tuple[str, ...],
                batches: tuple[int, ...], ops: tuple[str, ...] = (), mlp_depth: int = 8,
-               mlp_width: int = 1024) -> tuple[Planned, ...]:
-    """What to time, in `analyze`'s order (phase, batch, operator); MLP rows last."""
+               mlp_width: int = 1024, launch: str = "eager",
+               parallel: Parallelism = Parallelism()) -> tuple[Planned, ...]:
+    """What to time, in `analyze`'s order (phase, batch, operator); MLP rows last.
+
+    Across GPUs (``parallel``): one GPU's sharded operators and the collectives between them.
+    """
     check_ops(ops)
+    scenario.check_fits_model(model)
     wanted = set(ops)
     model_ops = [o for o in ops if o in OP_NAMES]
     plan: list[Planned] = []
@@ -231,13 +192,14 @@ def plan_bench(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, phases: t
     if not ops or model_ops or "block" in wanted:
         for phase in phases:
             for b in batches:
-                costs = phase_ops(model, scenario, phase, b)
+                costs = scenario.ops(model, phase, b, parallel)
                 for c in costs:
                     seen.add(c.op)
                     if not ops or c.op in wanted:
-                        plan.append(Planned(*_with_parts(c, hw)))
+                        plan.append(_single(c, hw, launch))
                 if "block" in wanted:
-                    plan.append(block_plan(costs, hw, model.n_layer))
+                    layers = local_model(model, parallel).n_layer * micro_batches(b, parallel)
+                    plan.append(block_plan(costs, hw, layers, launch))
     missing = [o for o in model_ops if o not in seen]
     if missing:
         raise BatchprofError(
@@ -245,7 +207,7 @@ def plan_bench(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, phases: t
             f"(its operators: {', '.join(o for o in OP_NAMES if o in seen)})")
     if "mlp" in wanted:
         for b in batches:
-            plan.append(Planned(*_with_parts(mlp_cost(b, mlp_depth, mlp_width, scenario.dtypes), hw)))
+            plan.append(_single(mlp_cost(b, mlp_depth, mlp_width, scenario.dtypes), hw, launch))
     return tuple(plan)
 
 
@@ -286,40 +248,56 @@ def _label(c: OpCost) -> str:
     return f"{c.phase}/{c.batch}/{c.op}"
 
 
-def time_planned(item: Planned, model: ModelSpec, dtypes: Dtypes, settings: BenchSettings, timer,
-                 cache_bytes: float) -> BenchRow:
-    """Build the kernels of one row, time them, and turn the raw samples into a row."""
+@contextmanager
+def torch_threads(device: str, threads: int | None):
+    """Run with ``threads`` CPU threads (when given, on the CPU), then restore torch's setting."""
+    import torch
+
+    old = torch.get_num_threads()
+    if device == "cpu" and threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def time_costs(parts: Sequence[tuple[OpCost, int]], launches: int, label: str, model: ModelSpec, dtypes: Dtypes,
+               device: str, timer, warmup_s: float, rep_s: float, cache_bytes: float,
+               cuda_graphs: bool = False) -> Timed:
+    """Build the kernels of one row at their exact shapes, time one launch, scale to ``launches``.
+
+    The one measuring path of `bench` and live sweeps: input sets rotated past the cache (not
+    on CUDA without graphs, where the timer flushes L2 instead), noisy-sample warnings, and a
+    row (not a crash) for a kernel torch cannot run or that runs out of memory.
+    """
     from gpt_batchprof.measure import kernels as K
 
-    pred = item.prediction
-    cost = pred.cost
-    common = dict(device_name=settings.device_name, torch_version=settings.torch_version)
-    per_launch = sum(K.per_launch_bytes(c) * rep for c, rep in item.parts)
-    sets = 1 if (settings.device == "cuda" and not settings.cuda_graphs) else input_sets(per_launch, cache_bytes)
+    per_launch = sum(K.per_launch_bytes(c) * rep for c, rep in parts)
+    sets = 1 if (device == "cuda" and not cuda_graphs) else input_sets(per_launch, cache_bytes)
     kernel = None
     try:
-        built = [(K.build_kernel(c, model, dtypes, settings.device, sets), rep) for c, rep in item.parts]
-        kernel = built[0][0] if len(built) == 1 and built[0][1] == 1 else K.build_sequence(built, cost.op, per_launch)
-        m = timer.measure(kernel.fn, warmup_s=settings.warmup_s, rep_s=settings.rep_s, label=_label(cost))
+        built = [(K.build_kernel(c, model, dtypes, device, sets), rep) for c, rep in parts]
+        kernel = built[0][0] if len(built) == 1 and built[0][1] == 1 else K.build_sequence(built, parts[0][0].op,
+                                                                                           per_launch)
+        m = timer.measure(kernel.fn, warmup_s=warmup_s, rep_s=rep_s, label=label)
     except K.Unsupported as e:
-        return BenchRow(pred, "skipped", str(e), warnings=(item.note,) if item.note else (), **common)
+        return Timed("skipped", str(e))
     except Exception as e:  # noqa: BLE001 - torch raises RuntimeError/NotImplementedError for both cases
         if is_oom(e):
             kernel = None
-            free_memory(settings.device)
-            return BenchRow(pred, "oom", f"out of memory on {settings.device} ({_first_line(e)})", **common)
+            free_memory(device)
+            return Timed("oom", f"out of memory on {device} ({_first_line(e)})")
         if isinstance(e, (RuntimeError, NotImplementedError, TypeError)):
-            return BenchRow(pred, "skipped", f"torch cannot run it: {_first_line(e)}", **common)
+            return Timed("skipped", f"torch cannot run it: {_first_line(e)}")
         raise
     finally:
         del kernel
-    launches = cost.launches
-    warnings = ([item.note] if item.note else []) + list(m.warnings(settings.rep_s))
-    if settings.device == "cuda" and not settings.cuda_graphs and m.median_s < LAUNCH_BOUND_S:
+    warnings = list(m.warnings(rep_s))
+    if device == "cuda" and not cuda_graphs and m.median_s < LAUNCH_BOUND_S:
         warnings.append(f"launch-bound: {m.median_s * 1e6:.1f} us per kernel is close to CPU launch "
                         "overhead; consider --cuda-graphs")
-    return BenchRow(pred, "ok", "", m.median_s * launches, m.iqr_s * launches, len(m.times_s), m.method,
-                    tuple(warnings), sets=sets, **common)
+    return Timed("ok", "", m.median_s * launches, m.iqr_s * launches, len(m.times_s), m.method, tuple(warnings), sets)
 
 
 def iter_bench(plan: tuple[Planned, ...], model: ModelSpec, scenario: Scenario, hw: HardwareSpec,
@@ -327,45 +305,61 @@ def iter_bench(plan: tuple[Planned, ...], model: ModelSpec, scenario: Scenario, 
     """Time each planned row in turn, yielding it as soon as it is done."""
     from gpt_batchprof.measure.timing import default_timer
 
+    import torch
+
     timer = timer or default_timer(settings.device, l2_cache_bytes=hw.l2_cache_bytes,
                                    cuda_graphs=settings.cuda_graphs)
     cache = hw.l2_cache_bytes or 32e6
-    if getattr(timer, "method", "") == "fake":  # tests: no torch needed
-        for item in plan:
-            yield _fake_row(item, settings, timer)
-        return
-    import torch
-
-    old_threads = torch.get_num_threads()
-    if settings.device == "cpu":
-        torch.set_num_threads(settings.threads)
+    collectives = collective_rows(plan, settings)  # one launch of N processes for all of them
+    common = dict(device_name=settings.device_name, torch_version=settings.torch_version)
     torch.manual_seed(0)
-    try:
-        with torch.inference_mode():
-            for item in plan:
-                yield time_planned(item, model, scenario.dtypes, settings, timer, cache)
-    finally:
-        torch.set_num_threads(old_threads)
+    with torch_threads(settings.device, settings.threads), torch.inference_mode():
+        for i, item in enumerate(plan):
+            if i in collectives:
+                yield collectives[i]
+                continue
+            cost = item.prediction.cost
+            t = time_costs(item.parts, cost.launches, _label(cost), model, scenario.dtypes, settings.device, timer,
+                           settings.warmup_s, settings.rep_s, cache, settings.cuda_graphs)
+            notes = (item.prediction.note,) if item.prediction.note else ()
+            yield BenchRow(item.prediction, t.status, t.reason, t.time_s, t.iqr_s, t.samples, t.method,
+                           notes + t.warnings, sets=t.sets, **common)
 
 
-def _fake_row(item: Planned, settings: BenchSettings, timer) -> BenchRow:
-    """Rows from a fake timer, for tests of orchestration and statistics without kernels."""
-    cost = item.prediction.cost
-    m = timer.measure(lambda i: None, warmup_s=settings.warmup_s, rep_s=settings.rep_s, label=_label(cost))
-    return BenchRow(item.prediction, "ok", "", m.median_s * cost.launches, m.iqr_s * cost.launches,
-                    len(m.times_s), m.method, m.warnings(settings.rep_s), settings.device_name,
-                    settings.torch_version)
+def collective_rows(plan: tuple[Planned, ...], settings: BenchSettings) -> dict[int, BenchRow]:
+    """The collective rows of ``plan`` (by index), timed across real processes at their message sizes."""
+    from gpt_batchprof.measure.distributed import CollectiveCall, time_collectives
+
+    where = [i for i, item in enumerate(plan) if item.prediction.cost.group == "collective"]
+    if not where:
+        return {}
+    calls = {}
+    for i in where:
+        c = plan[i].prediction.cost
+        calls[i] = CollectiveCall(c.op, round(c.bytes / c.launches), c.shape.ranks)
+    unique = list(dict.fromkeys(calls.values()))
+    measured = dict(zip(unique, time_collectives(unique, settings.device, settings.warmup_s, settings.rep_s)))
+    rows = {}
+    for i, call in calls.items():
+        m, pred = measured[call], plan[i].prediction
+        n = pred.cost.launches
+        rows[i] = BenchRow(pred, "ok", "", m.median_s * n, m.iqr_s * n, len(m.times_s), m.method,
+                           m.warnings(settings.rep_s), settings.device_name, settings.torch_version)
+    return rows
 
 
 def run_bench(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, phases: tuple[str, ...],
               batches: tuple[int, ...], settings: BenchSettings, timer=None,
-              on_row: Callable[[BenchRow, int, int], None] | None = None) -> BenchResult:
+              on_row: Callable[[BenchRow, int, int], None] | None = None,
+              parallel: Parallelism = Parallelism()) -> BenchResult:
     """Time everything; ``on_row(row, done, total)`` after each row.
 
     A KeyboardInterrupt propagates with the rows finished so far attached as ``.partial``
     (a BenchResult with ``complete=False``), so the caller can still report them.
     """
-    plan = plan_bench(model, hw, scenario, phases, batches, settings.ops, settings.mlp_depth, settings.mlp_width)
+    parallel.check(model, hw)
+    plan = plan_bench(model, hw, scenario, phases, batches, settings.ops, settings.mlp_depth, settings.mlp_width,
+                      settings.launch, parallel)
     rows: list[BenchRow] = []
     try:
         for row in iter_bench(plan, model, scenario, hw, settings, timer):
@@ -373,7 +367,7 @@ def run_bench(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, phases: tu
             if on_row:
                 on_row(row, len(rows), len(plan))
     except KeyboardInterrupt as e:
-        e.partial = BenchResult(model, hw, scenario, phases, batches, settings, tuple(rows), complete=False)  # type: ignore[attr-defined]
+        e.partial = BenchResult(model, hw, scenario, phases, batches, settings, tuple(rows), complete=False,  # type: ignore[attr-defined]
+                                parallel=parallel)
         raise
-    return BenchResult(model, hw, scenario, phases, batches, settings, tuple(rows))
-
+    return BenchResult(model, hw, scenario, phases, batches, settings, tuple(rows), parallel=parallel)

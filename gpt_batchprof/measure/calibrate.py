@@ -34,6 +34,7 @@ class Calibration:
     l2_cache_bytes: float
     skipped: Mapping[str, str] = field(default_factory=dict)  # dtype -> why not measured
     date: str = ""
+    link: Any = None  # measure.distributed.LinkCalibration when asked for (calibrate --tp N)
 
     def to_hardware(self, name: str | None = None, measured: MeasuredTables | None = None) -> HardwareSpec:
         return HardwareSpec(
@@ -46,6 +47,7 @@ class Calibration:
             l2_cache_bytes=self.l2_cache_bytes,
             source=f"gpt-batchprof calibrate on {self.device_name}, torch {self.torch_version}, {self.date}",
             measured=measured,
+            interconnect=self.link.interconnect() if self.link is not None else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -56,6 +58,7 @@ class Calibration:
             "memory_bandwidth_bytes_per_s": self.memory_bandwidth_bytes_per_s,
             "launch_overhead_s": self.launch_overhead_s, "memory_bytes": self.memory_bytes,
             "l2_cache_bytes": self.l2_cache_bytes, "skipped": dict(self.skipped), "date": self.date,
+            "interconnect": self.link.to_dict() if self.link is not None else None,
         }
 
 
@@ -72,6 +75,9 @@ def hardware_yaml(cal: Calibration, name: str | None = None, measured: MeasuredT
               f"# torch {cal.torch_version}, {cal.threads} threads, {cal.date}\n"
               "# peak_tflops: best dense matmul over a few square shapes; bandwidth: large copy "
               "(read + write); launch_overhead_us: median of a tiny kernel.\n")
+    if cal.link is not None:
+        header += (f"# interconnect: all-reduce over {cal.link.ranks} processes ({cal.link.backend}), 4 KiB and up: "
+                   "best bus bandwidth (algbw x 2(N-1)/N) and per-step latency from the smallest message.\n")
     if measured is not None:
         header += ("# measured: efficiency tables (achieved GFLOP/s or GB/s per shape, net of overhead_us per call;\n"
                    "# null = not measured); predictions interpolate them (see docs/bench.md).\n")
@@ -308,11 +314,18 @@ def cached_hardware(device: str, threads: int | None = None, refresh: bool = Fal
         torch.set_num_threads(old)
     path = cache_dir() / f"{key}.yaml"
     if path.is_file() and not refresh:
-        return load_hardware(str(path))
+        from gpt_batchprof.errors import ProfileError
+
+        try:
+            return load_hardware(str(path))
+        except ProfileError as e:
+            raise ProfileError(f"{e} (the calibration cache; delete the file to calibrate again)") from None
     cal, tables = calibrate_with_tables(device, threads=threads, progress=progress)
+    from gpt_batchprof.errors import BatchprofError
+    from gpt_batchprof.files import write_atomic
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(hardware_yaml(cal, f"calibrated-{key}", tables), encoding="utf-8")
-    except OSError:
+        write_atomic(path, hardware_yaml(cal, f"calibrated-{key}", tables))
+    except BatchprofError:  # an unwritable cache costs a re-calibration next time, nothing else
         return cal.to_hardware(f"calibrated-{key}", tables)
     return load_hardware(str(path))

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 from gpt_batchprof.analytic.gpt import Dtypes
-from gpt_batchprof.analytic.ops import OpCost
+from gpt_batchprof.analytic.ops import DENSE_OPS, OpCost
 from gpt_batchprof.profiles import ModelSpec
 
-DENSE = ("qkv_proj", "out_proj", "moe_router", "ffn_gate", "ffn_up", "ffn_down", "lm_head", "mlp")
+DENSE = DENSE_OPS + ("mlp",)
 FLOAT_DTYPES = ("fp32", "fp16", "bf16")
 
 
@@ -41,6 +41,8 @@ def torch_dtype(name: str):
 
 def _operand_dtypes(op: str, dtypes: Dtypes) -> tuple[str, str]:
     """(left operand / activations, right operand) dtypes of an operator."""
+    if op in ("lm_head", "moe_router"):  # left unquantised by quantised checkpoints
+        return dtypes.act, dtypes.unquantised
     if op in DENSE:
         return dtypes.act, dtypes.weight
     if op in ("attn_score", "attn_context", "attn_fused"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from gpt_batchprof.report.tables import compact_table
@@ -22,14 +23,21 @@ def bench_header(out: Console, result) -> None:
     s, hw, sc = result.settings, result.hardware, result.scenario
     dt = sc.dtypes
     out.print(
-        f"[bold]{result.model.name}[/] measured on [bold]{s.device_name}[/] (torch {s.torch_version}"
+        f"[bold]{escape(result.model.name)}[/] measured on [bold]{escape(s.device_name)}[/] (torch {s.torch_version}"
         f"{f', {s.threads} threads' if s.device == 'cpu' else ''}{', CUDA graphs' if s.cuda_graphs else ''}); "
-        f"predicted with [bold]{hw.name}[/] ({fmt_count(hw.peak_flops_per_s.get(dt.act), 'FLOP/s')} {dt.act}, "
+        f"predicted with [bold]{escape(hw.name)}[/] ({fmt_count(hw.peak_flops_per_s.get(dt.act), 'FLOP/s')} {dt.act}, "
         f"{fmt_count(hw.memory_bandwidth_bytes_per_s, 'B/s')})"
-        + (f"; calibrated from its measured tables ({hw.measured.device_name}, {hw.measured.date})"
+        + (f"; calibrated from its measured tables ({escape(hw.measured.device_name)}, {hw.measured.date})"
            if hw.measured is not None else ""),
         highlight=False,
     )
+    par = getattr(result, "parallel", None)
+    if par is not None and not par.is_single:
+        ic = hw.interconnect
+        out.print(f"{par.label()}: one GPU's sharded operators timed here; collectives across {par.tp if par.tp > 1 else max(par.ep, 2)} "
+                  f"processes ({'NCCL' if s.device == 'cuda' else 'gloo'}), predicted with "
+                  f"{ic.name + ' ' + fmt_count(ic.bandwidth_bytes_per_s, 'B/s') if ic else 'no interconnect'}",
+                  highlight=False)
     out.print(f"prompt {sc.prompt_len}, decode at {sc.itl_context} cached tokens; weights {dt.weight}, "
               f"activations {dt.act}, KV {dt.kv}; {sc.attention} attention. Times are totals over all "
               "layers (median x launches); IQR relative to the median; roof = share of the roofline reached "
@@ -124,8 +132,11 @@ def bench_markdown(result) -> str:
     from gpt_batchprof.report import export
 
     keep = ("phase", "batch", "op", "time_s", "bound", "status", "measured_time_s", "measured_iqr_s",
-            "measured_over_predicted", "prediction_error", "roofline_time_s", "roofline_error", "roofline_share", "achieved_flops_per_s", "achieved_bytes_per_s", "reason")
-    rows = [r.to_dict() for r in result.rows]
+            "measured_over_predicted", "prediction_error", "roofline_time_s", "roofline_error", "roofline_share",
+            "achieved_flops_per_s", "achieved_bytes_per_s", "reason")
+    from gpt_batchprof.report.rows import bench_row_dict
+
+    rows = [bench_row_dict(r) for r in result.rows]
     return export.to_markdown(rows, columns=keep, title=f"bench: {result.model.name} on {result.settings.device_name}")
 
 
@@ -133,8 +144,8 @@ def calibration_table(cal, datasheet=None) -> Table:
     """Measured ceilings, next to a datasheet profile when one is given."""
     cols = [("ceiling", "left"), ("measured", "right")]
     if datasheet is not None:
-        cols += [(datasheet.name, "right"), ("measured/datasheet", "right")]
-    t = compact_table(f"calibrated: {cal.device_name} (torch {cal.torch_version}, {cal.threads} threads)", cols)
+        cols += [(escape(datasheet.name), "right"), ("measured/datasheet", "right")]
+    t = compact_table(f"calibrated: {escape(cal.device_name)} (torch {cal.torch_version}, {cal.threads} threads)", cols)
 
     def add(label: str, measured: float | None, sheet: float | None, fmt) -> None:
         cells = [label, fmt(measured) if measured is not None else "-"]
@@ -175,3 +186,21 @@ def print_calibration(out: Console, cal, datasheet=None, measured=None) -> None:
         out.print(f"  {dt}: not measured ({why})", style="dim", highlight=False)
     if measured is not None:
         out.print(measured_table(measured))
+    if cal.link is not None:
+        out.print()
+        out.print(link_table(cal.link))
+        link = cal.link
+        ic = datasheet.interconnect if datasheet is not None else None
+        sheet = f"; {datasheet.name}: {ic.name}, {fmt_count(ic.bandwidth_bytes_per_s, 'B/s')}, {fmt_time(ic.latency_s)}" if ic else ""
+        out.print(f"interconnect: bus bandwidth {fmt_count(link.bandwidth_bytes_per_s, 'B/s')} (best), "
+                  f"latency {fmt_time(link.latency_s)} per ring step{sheet}", highlight=False)
+
+
+def link_table(link) -> Table:
+    """All-reduce time and bandwidth against message size."""
+    t = compact_table(f"All-reduce over {link.ranks} processes ({link.backend})",
+                      [("message", "right"), ("time", "right"), ("algbw", "right"), ("busbw", "right")])
+    for p in link.points:
+        t.add_row(fmt_bytes(p.message_bytes), fmt_time(p.time_s), fmt_count(p.algbw_bytes_per_s, "B/s"),
+                  fmt_count(p.busbw_bytes_per_s, "B/s"))
+    return t

@@ -10,6 +10,11 @@
 - ``generation.png``: end-to-end latency and throughput vs batch, and the trade-off
   (throughput gain against latency growth, relative to batch 1).
 Rows are dicts of SI values; units are scaled here (ms, TFLOP/s).
+
+Large sweeps (hundreds of thousands of rows): the rows are grouped in one pass, and each
+panel gets one LineCollection (one polyline per series) and one scatter per marker kind,
+never an artist per point or per series, so drawing stays linear in the rows and cheap
+per artist. Legends list at most ``MAX_LEGEND`` series, then "+N more".
 """
 
 from __future__ import annotations
@@ -20,8 +25,12 @@ from typing import Any, Mapping, Sequence
 from gpt_batchprof.errors import BatchprofError
 
 LABEL_FIELDS = ("model", "hardware", "seq_len", "dtype", "attention")
+ROW_FIELDS = LABEL_FIELDS + ("workload", "phase", "op", "d_model", "device", "gen_len", "launches")
 MAX_PANELS = 9
+MAX_LEGEND = 12  # series named in a legend; the rest are counted ("+N more series")
+MAX_ANNOTATED = 60  # batch labels on the trade-off panel beyond this many points would be a smear
 PHASE_MARKERS = {"prefill": "o", "decode": "s", "forward": "^", "generation": "D"}
+KINDS = (("predicted", "--"), ("measured", "-"))
 
 
 def _pyplot():
@@ -35,29 +44,150 @@ def _pyplot():
     return plt
 
 
-def _varying(rows: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> list[str]:
-    return [f for f in fields if len({r.get(f) for r in rows}) > 1]
+def _get(row: Any, name: str) -> Any:
+    """A field of a row: a dict (read back from a file), another mapping, or an object with attributes."""
+    if type(row) is dict:
+        return row.get(name)
+    return row.get(name) if isinstance(row, Mapping) else getattr(row, name, None)
 
 
-def _label(row: Mapping[str, Any], fields: Sequence[str]) -> str:
+def _label(row: Any, fields: Sequence[str]) -> str:
     parts = []
     for f in fields:
-        v = row.get(f)
+        v = _get(row, f)
         if f == "seq_len":
-            parts.append(f"{'ctx' if row.get('phase') == 'decode' else 'seq'} {v}")
-        elif f == "model" and row.get("workload") == "mlp":
-            parts.append(f"width {row.get('d_model')}")
+            parts.append(f"{'ctx' if _get(row, 'phase') == 'decode' else 'seq'} {v}")
+        elif f == "model" and _get(row, "workload") == "mlp":
+            parts.append(f"width {_get(row, 'd_model')}")
         else:
             parts.append(str(v))
-    return ", ".join(parts) or str(row.get("model"))
+    return ", ".join(parts) or str(_get(row, "model"))
 
 
-def _series(rows, fields):
-    """{label: rows sorted by batch}, labels in first-seen order."""
-    out: dict[str, list] = {}
-    for r in rows:
-        out.setdefault(_label(r, fields), []).append(r)
-    return {k: sorted(v, key=lambda r: r["batch"]) for k, v in out.items()}
+class _Table:
+    """Rows as columns, each extracted (or parsed) once: grouping, sorting and filtering are
+    then numpy operations, not Python work per row. Built from rows (dicts or objects) or
+    from columns ({name: values}, text cells as a .csv holds them); ``idx`` selects rows."""
+
+    def __init__(self, rows: Sequence[Any] | None = None, columns: Mapping[str, Sequence] | None = None,
+                 idx: Any = None, _shared: dict | None = None):
+        self.rows = rows
+        self.columns = columns
+        self.idx = idx
+        self._full: dict[str, list] = _shared if _shared is not None else {}  # whole columns, shared by subsets
+        self._raw: dict[str, list] = {}
+        self._codes: dict[tuple[str, ...], tuple[Any, list[int]]] = {}
+
+    def __len__(self) -> int:
+        if self.idx is not None:
+            return len(self.idx)
+        return len(self.rows) if self.rows is not None else len(next(iter(self.columns.values()), ()))
+
+    def _whole(self, name: str) -> list:
+        col = self._full.get(name)
+        if col is None:
+            if self.columns is not None:
+                col = list(self.columns.get(name) or [None] * len(next(iter(self.columns.values()))))
+            elif self.rows and type(self.rows[0]) is dict:
+                col = [r.get(name) for r in self.rows]
+            else:
+                col = [_get(r, name) for r in self.rows]
+            self._full[name] = col
+        return col
+
+    def raw(self, name: str) -> list:
+        col = self._raw.get(name)
+        if col is None:
+            import numpy as np
+
+            col = self._whole(name)
+            if self.idx is not None:
+                col = [col[i] for i in self.idx.tolist()]
+            self._raw[name] = col
+        return col
+
+    def num(self, name: str):
+        """Float column; a missing value (None or an empty cell) is NaN."""
+        import numpy as np
+
+        col = self.raw(name)
+        try:
+            return np.array(col, dtype=float)
+        except (TypeError, ValueError):
+            pass
+        clean = [np.nan if v is None or v == "" else v for v in col]
+        try:
+            return np.array(clean, dtype=float)
+        except (TypeError, ValueError):
+            for i, v in enumerate(clean):
+                try:
+                    float(v)
+                except (TypeError, ValueError):
+                    raise BatchprofError(f"point {i + 1}: {name} is {v!r}, not a number") from None
+            raise
+
+    def row(self, i: int) -> dict[str, Any]:
+        """Row ``i`` of this table (the fields labels and titles use)."""
+        j = int(self.idx[i]) if self.idx is not None else i
+        return {n: self._whole(n)[j] for n in ROW_FIELDS}
+
+    def where(self, name: str) -> dict[Any, "_Table"]:
+        """{value: the rows with that value of ``name``}, in first-seen order."""
+        import numpy as np
+
+        codes, first = self.codes((name,))
+        base = self.idx if self.idx is not None else np.arange(len(self))
+        return {self.raw(name)[f]: _Table(self.rows, self.columns, base[codes == c], self._full)
+                for c, f in enumerate(first)}
+
+    def varying(self, fields: Sequence[str]) -> list[str]:
+        return [f for f in fields if len(set(self.raw(f))) > 1]
+
+    def codes(self, names: Sequence[str]):
+        """(code per row, index of the first row of each code): codes number the distinct
+        combinations of ``names`` in first-seen order."""
+        import numpy as np
+
+        key = tuple(names)
+        if key not in self._codes:
+            combined = np.zeros(len(self), dtype=np.int64)
+            for n in names:
+                col = self.raw(n)
+                index = {v: i for i, v in enumerate(dict.fromkeys(col))}
+                c = np.fromiter(map(index.__getitem__, col), np.int64, len(self))
+                _, combined = np.unique(combined * len(index) + c, return_inverse=True)
+            _, first, inverse = np.unique(combined, return_index=True, return_inverse=True)
+            rank = np.empty(len(first), dtype=np.int64)
+            rank[np.argsort(first)] = np.arange(len(first))
+            self._codes[key] = (rank[inverse.reshape(-1)], sorted(first.tolist()))
+        return self._codes[key]
+
+    def series(self, fields: Sequence[str]):
+        """(series number per row, labels): rows with the same label are one series, numbered
+        in first-seen order (a series keeps its colour in every panel)."""
+        import numpy as np
+
+        codes, first = self.codes(tuple(fields) + ("phase", "workload", "d_model"))
+        labels: dict[str, int] = {}
+        of_code = np.array([labels.setdefault(_label(self.row(i), fields), len(labels)) for i in first],
+                           dtype=np.int64)
+        return of_code[codes], list(labels)
+
+
+def _split(order, *keys):
+    """Cut ``order`` (row indices sorted by keys) into runs of equal keys: [(key values, indices)]."""
+    import numpy as np
+
+    if not len(order):
+        return []
+    ks = [k[order] for k in keys]
+    change = np.zeros(len(order), dtype=bool)
+    change[0] = True
+    for k in ks:
+        change[1:] |= k[1:] != k[:-1]
+    starts = np.flatnonzero(change)
+    heads = zip(*(k[starts].tolist() for k in ks))
+    return list(zip(heads, np.split(order, starts[1:])))
 
 
 def _log_batch_axis(ax) -> None:
@@ -90,77 +220,117 @@ def _panels(plt, n: int, width: float = 5.2, height: float = 3.9):
     return fig, flat[:n]
 
 
-def _facets(rows):
-    facets: dict[tuple[str, str], list] = {}
-    for r in rows:
-        facets.setdefault((r["phase"], r["op"]), []).append(r)
-    return list(facets.items())[:MAX_PANELS]
+def _draw_lines(ax, lines: Sequence[tuple[Any, Any, Any]], style: str, marker: str | None, markersize: float,
+                linewidth: float = 1.6) -> None:
+    """Polylines (xs, ys, colour) as one LineCollection, their markers as one scatter."""
+    import numpy as np
+    from matplotlib.collections import LineCollection
+
+    lines = [(x, y, c) for x, y, c in lines if len(x)]
+    if not lines:
+        return
+    ax.add_collection(LineCollection([np.column_stack((x, y)) for x, y, _ in lines],
+                                     colors=[c for *_, c in lines], linestyles=style, linewidths=linewidth))
+    if marker:
+        xs = np.concatenate([x for x, _, _ in lines])
+        ys = np.concatenate([y for _, y, _ in lines])
+        cs = np.concatenate([np.repeat([c], len(x), axis=0) for x, _, c in lines])
+        # s is the marker's area in pt^2: a Line2D marker of size m is m pt across
+        ax.scatter(xs, ys, s=markersize ** 2, c=cs, marker=marker, linewidths=1.0, edgecolors="face", zorder=2.5)
+    ax.autoscale_view()
 
 
-def _line_plot(plt, rows, value, title: str, ylabel: str, path: Path, scale: float = 1.0) -> Path:
-    """One panel per (phase, op); predicted dashed, measured solid; one colour per series."""
-    fields = _varying(rows, LABEL_FIELDS)
-    facets = _facets(rows)
-    fig, axes = _panels(plt, len(facets))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    handles: dict[str, Any] = {}
-    for ax, ((phase, op), frows) in zip(axes, facets):
-        for i, (label, srows) in enumerate(_series(frows, fields).items()):
-            c = colours[list(_series(rows, fields)).index(label) % len(colours)]
-            for kind, style, marker in (("predicted", "--", None), ("measured", "-", "o")):
-                pts = [(r["batch"], value(r, kind)) for r in srows if value(r, kind) is not None]
-                if pts:
-                    xs, ys = zip(*pts)
-                    (h,) = ax.plot(xs, [y * scale for y in ys], style, color=c, marker=marker, markersize=3.5,
-                                   linewidth=1.6)
-                    handles.setdefault(label, h)
+def _capped(handles: list, labels: list[str], what: str = "series") -> tuple[list, list[str]]:
+    """At most MAX_LEGEND entries; the rest summed up in one last line."""
+    if len(labels) <= MAX_LEGEND:
+        return handles, labels
+    from matplotlib.lines import Line2D
+
+    extra = len(labels) - MAX_LEGEND
+    return (handles[:MAX_LEGEND] + [Line2D([], [], linestyle="none")],
+            labels[:MAX_LEGEND] + [f"+{extra} more {what} (colours repeat)"])
+
+
+def _palette(plt):
+    from matplotlib.colors import to_rgba_array
+
+    return to_rgba_array(plt.rcParams["axes.prop_cycle"].by_key()["color"])
+
+
+def _line_plot(plt, tab: _Table, column: str, title: str, ylabel: str, path: Path, scale: float = 1.0) -> Path:
+    """One panel per (phase, op); predicted dashed, measured solid; one colour per series.
+
+    ``column`` names the value with a ``{kind}`` slot: predicted or measured."""
+    import numpy as np
+    from matplotlib.lines import Line2D
+
+    fields = tab.varying(LABEL_FIELDS)
+    series, labels = tab.series(fields)
+    facet, first = tab.codes(("phase", "op"))
+    names = [(tab.row(i).get("phase"), tab.row(i).get("op")) for i in first[:MAX_PANELS]]
+    batch = tab.num("batch")
+    fig, axes = _panels(plt, len(names))
+    palette = _palette(plt)
+    shown: set[int] = set()  # series drawn in some panel
+    has = {}
+    for kind, style in KINDS:
+        y = tab.num(column.format(kind=kind)) * scale
+        ok = np.isfinite(y) & (facet < MAX_PANELS)
+        has[kind] = bool(ok.any())
+        idx = np.flatnonzero(ok)
+        order = idx[np.lexsort((batch[idx], series[idx], facet[idx]))]
+        by_facet: dict[int, list] = {}
+        for (f, s), rows in _split(order, facet, series):
+            by_facet.setdefault(f, []).append((batch[rows], y[rows], palette[s % len(palette)]))
+            shown.add(s)
+        for f, lines in by_facet.items():
+            _draw_lines(axes[f], lines, style, "o" if kind == "measured" else None, 3.5)
+    for ax, (phase, op) in zip(axes, names):
         _log_batch_axis(ax)
         _log_value_axis(ax)
+        ax.autoscale_view()
         ax.set_ylabel(ylabel)
         what = "MLP (all layers)" if op == "mlp" and phase == "forward" else op
         ax.set_title(f"{phase}: {what}" if phase != "forward" else what, fontsize=11)
-    from matplotlib.lines import Line2D
-
-    legend = [Line2D([], [], color=h.get_color(), linewidth=2) for h in handles.values()]
-    labels = list(handles)
-    if any(value(r, "predicted") is not None for r in rows):
+    drawn = sorted(shown)
+    legend, texts = _capped([Line2D([], [], color=palette[s % len(palette)], linewidth=2) for s in drawn[:MAX_LEGEND]],
+                            [labels[s] for s in drawn])
+    if has["predicted"]:
         legend.append(Line2D([], [], color="0.3", linestyle="--"))
-        labels.append("predicted (roofline)")
-    if any(value(r, "measured") is not None for r in rows):
+        texts.append("predicted (roofline)")
+    if has["measured"]:
         legend.append(Line2D([], [], color="0.3", marker="o"))
-        labels.append("measured" + (f" on {rows[0].get('device')}" if rows[0].get("device") else ""))
-    fig.legend(legend, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=9,
+        device = tab.row(0).get("device")
+        texts.append("measured" + (f" on {device}" if device else ""))
+    fig.legend(legend, texts, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=9,
                title=", ".join(fields) if fields else None)
-    hws = sorted({str(r["hardware"]) for r in rows})
+    hws = sorted({str(h) for h in tab.raw("hardware")})
     fig.suptitle(f"{title} (roofline: {', '.join(hws)})", fontsize=13)
     fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    _save(plt, fig, path)
     return path
 
 
-def _time(r, kind):
-    return r.get(f"{kind}_time_s")
+def _roofline(plt, tab: _Table, hw, hw_name: str, path: Path) -> Path:
+    import numpy as np
 
-
-def _rate(r, kind):
-    return r.get(f"{kind}_items_per_s")
-
-
-def _roofline(plt, rows, hw, hw_name: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(8.6, 5.6))
-    pts = [r for r in rows if r.get("intensity")]
+    intensity = tab.num("intensity")
+    pts = np.isfinite(intensity) & (intensity != 0)
     # colour by operator; with a single operator (the MLP), by whatever else varies (width, ...)
-    fields = _varying(pts, LABEL_FIELDS)
-    colour_of = (lambda r: r["op"]) if len({r["op"] for r in pts}) > 1 else (lambda r: _label(r, fields))
-    ops = list(dict.fromkeys(colour_of(r) for r in pts))
-    phases = list(dict.fromkeys(r["phase"] for r in pts))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    xs_all = [r["intensity"] for r in pts]
-    lo, hi = min(xs_all) / 2, max(xs_all) * 2
+    by_op = len(set(tab.raw("op"))) > 1
+    if by_op:
+        colour, first = tab.codes(("op",))
+        keys = [str(tab.row(i).get("op")) for i in first]
+    else:
+        colour, keys = tab.series(tab.varying(LABEL_FIELDS))
+    phase, pfirst = tab.codes(("phase",))
+    phases = [tab.row(i).get("phase") for i in pfirst]
+    palette = _palette(plt)
+    lo, hi = intensity[pts].min() / 2, intensity[pts].max() * 2
     if hw is not None:
         bw = hw.memory_bandwidth_bytes_per_s
-        dts = list(dict.fromkeys(r["dtype"] for r in pts))
+        dts = list(dict.fromkeys(d for d, ok in zip(tab.raw("dtype"), pts) if ok))
         for j, dt in enumerate(dts):
             peak = hw.peak_flops_per_s.get(dt)
             if not peak:
@@ -171,23 +341,37 @@ def _roofline(plt, rows, hw, hw_name: str, path: Path) -> Path:
             ax.plot(xs, [min(peak, bw * x) / 1e12 for x in xs], color="black", linewidth=2.0 - 0.5 * j,
                     linestyle=("-", ":", "-.")[j % 3], zorder=1,
                     label=f"ceiling {dt}: {peak / 1e12:g} TFLOP/s, {bw / 1e9:g} GB/s (ridge {ridge:.0f} FLOP/B)")
-    for i, op in enumerate(ops):
-        c = colours[i % len(colours)]
-        for r in (r for r in pts if colour_of(r) == op):
-            m = PHASE_MARKERS.get(r["phase"], "o")
-            pred = r.get("predicted_flops_per_s")
-            meas = r.get("measured_flops_per_s")
-            if pred:
-                ax.scatter(r["intensity"], pred / 1e12, s=28, facecolors="none", edgecolors=c, marker=m, zorder=3)
-            if meas:
-                ax.scatter(r["intensity"], meas / 1e12, s=28, color=c, marker=m, zorder=4)
-        ax.scatter([], [], color=c, marker=PHASE_MARKERS.get(phases[0], "o") if len(phases) == 1 else "o",
-                   label=op)
+    # one scatter per (phase, kind): hollow predicted, filled measured
+    used = set()
+    for p, ph in enumerate(phases):
+        m = PHASE_MARKERS.get(ph, "o")
+        for kind, z in (("predicted", 3), ("measured", 4)):
+            y = tab.num(f"{kind}_flops_per_s")
+            sel = np.flatnonzero(pts & (phase == p) & np.isfinite(y) & (y != 0))
+            if not len(sel):
+                continue
+            c = palette[colour[sel] % len(palette)]
+            used.update(np.unique(colour[sel]).tolist())
+            if kind == "predicted":
+                ax.scatter(intensity[sel], y[sel] / 1e12, s=28, facecolors="none", edgecolors=c, marker=m, zorder=z)
+            else:
+                ax.scatter(intensity[sel], y[sel] / 1e12, s=28, color=c, marker=m, zorder=z)
+    handles, labels = ax.get_legend_handles_labels()  # the ceilings
+    drawn = sorted(used)
+    marker = PHASE_MARKERS.get(phases[0], "o") if len(phases) == 1 else "o"
+    entries, names = _capped([ax.scatter([], [], color=palette[i % len(palette)], marker=marker)
+                              for i in drawn[:MAX_LEGEND]], [keys[i] for i in drawn],
+                             "operators" if by_op else "series")
+    handles += entries
+    labels += names
     for ph in phases if len(phases) > 1 else ():
-        ax.scatter([], [], color="0.4", marker=PHASE_MARKERS.get(ph, "o"), label=f"{ph}")
-    ax.scatter([], [], facecolors="none", edgecolors="0.4", label="predicted (hollow)")  # noqa
-    if any(r.get("measured_flops_per_s") for r in pts):
-        ax.scatter([], [], color="0.4", label="measured (filled)")
+        handles.append(ax.scatter([], [], color="0.4", marker=PHASE_MARKERS.get(ph, "o")))
+        labels.append(f"{ph}")
+    handles.append(ax.scatter([], [], facecolors="none", edgecolors="0.4"))
+    labels.append("predicted (hollow)")
+    if np.any(pts & (np.nan_to_num(tab.num("measured_flops_per_s")) != 0)):
+        handles.append(ax.scatter([], [], color="0.4"))
+        labels.append("measured (filled)")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlim(lo, hi)
@@ -195,61 +379,82 @@ def _roofline(plt, rows, hw, hw_name: str, path: Path) -> Path:
     ax.set_ylabel("achieved TFLOP/s")
     ax.grid(True, which="major", alpha=0.3)
     ax.set_title(f"Roofline on {hw_name}: one marker per operator x batch x size", fontsize=11)
-    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize=8.5)
+    ax.legend(handles, labels, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize=8.5)
     fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    _save(plt, fig, path)
     return path
 
 
-def _generation(plt, rows, path: Path) -> Path:
-    fields = _varying(rows, LABEL_FIELDS)
-    series = _series(rows, fields)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+def _generation(plt, tab: _Table, path: Path) -> Path:
+    import numpy as np
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter
+
+    series, labels = tab.series(tab.varying(LABEL_FIELDS))
+    batch = tab.num("batch")
+    palette = _palette(plt)
     fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(16, 4.8))
-    for i, (label, srows) in enumerate(series.items()):
-        c = colours[i % len(colours)]
-        for kind, style, marker in (("predicted", "--", "o"), ("measured", "-", "s")):
-            pts = [(r["batch"], r.get(f"{kind}_time_s"), r.get(f"{kind}_items_per_s")) for r in srows
-                   if r.get(f"{kind}_time_s")]
-            if not pts:
-                continue
-            b, t, tps = zip(*pts)
-            name = f"{label} {kind}" if label else kind
-            a1.plot(b, [x * 1e3 for x in t], style, color=c, marker=marker, markersize=4, label=name)
-            a2.plot(b, tps, style, color=c, marker=marker, markersize=4, label=name)
-            gain = [x / tps[0] for x in tps]
-            growth = [x / t[0] for x in t]
-            a3.plot(gain, growth, style, color=c, marker=marker, markersize=4, label=name)
-            for bb, gx, gy in zip(b, gain, growth):
-                a3.annotate(f"b{bb}", (gx, gy), textcoords="offset points", xytext=(4, -10), fontsize=7.5, color=c)
     for ax in (a1, a2):
         _log_batch_axis(ax)
         _log_value_axis(ax)
+    a3.set_xscale("log", base=2)
+    legend: dict[tuple[int, int], tuple[Any, str]] = {}  # (series, kind) -> entry: series-major order
+    annotate = len(tab) <= MAX_ANNOTATED
+    for k, (kind, style, marker) in enumerate((("predicted", "--", "o"), ("measured", "-", "s"))):
+        t = tab.num(f"{kind}_time_s")
+        tps = tab.num(f"{kind}_items_per_s")
+        idx = np.flatnonzero(np.isfinite(t) & (t != 0))
+        order = idx[np.lexsort((batch[idx], series[idx]))]
+        lat, thr, trade = [], [], []
+        for (s,), rows in _split(order, series):
+            c = palette[s % len(palette)]
+            b = batch[rows]
+            gain, growth = tps[rows] / tps[rows[0]], t[rows] / t[rows[0]]
+            lat.append((b, t[rows] * 1e3, c))
+            thr.append((b, tps[rows], c))
+            trade.append((gain, growth, c))
+            legend[s, k] = (Line2D([], [], linestyle=style, color=c, marker=marker, markersize=4),
+                            f"{labels[s]} {kind}" if labels[s] else kind)
+            if annotate:
+                for bb, gx, gy in zip(b, gain, growth):
+                    a3.annotate(f"b{bb:g}", (gx, gy), textcoords="offset points", xytext=(4, -10), fontsize=7.5,
+                                color=c)
+        for ax, lines in ((a1, lat), (a2, thr), (a3, trade)):
+            _draw_lines(ax, lines, style, marker, 4, linewidth=1.5)
     a1.set_ylabel("end-to-end latency per request (ms)")
     a1.set_title("Latency vs batch", fontsize=11)
     a2.set_ylabel("throughput (generated tokens/s)")
     a2.set_title("Throughput vs batch", fontsize=11)
-    a3.set_xscale("log", base=2)
-    from matplotlib.ticker import FuncFormatter
-
     a3.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}x"))
     a3.set_xlabel("throughput gain vs batch 1 (x)")
     a3.set_ylabel("latency growth vs batch 1 (x)")
     a3.set_title("The trade-off (each marker is a batch)", fontsize=11)
     a3.grid(True, alpha=0.3)
-    a3.legend(fontsize=8, frameon=False)
-    r0 = rows[0]
-    fig.suptitle(f"Generation: prompt {r0['seq_len']}, {r0.get('gen_len')} tokens generated "
+    entries = [legend[k] for k in sorted(legend)]
+    a3.legend(*_capped([h for h, _ in entries], [n for _, n in entries], "lines"), fontsize=8, frameon=False)
+    r0 = tab.row(0)
+    fig.suptitle(f"Generation: prompt {_get(r0, 'seq_len')}, {_get(r0, 'gen_len')} tokens generated "
                  "(predicted dashed, measured solid)", fontsize=13)
     fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    _save(plt, fig, path)
     return path
 
 
-def plot_all(rows: Sequence[Mapping[str, Any]], folder: Path, hardware: Mapping[str, Any] | None = None) -> list[Path]:
-    """Every plot the rows support; returns the files written."""
+def _save(plt, fig, path: Path) -> None:
+    """A whole PNG or none: written beside the target, then renamed (no 0-byte file left)."""
+    from gpt_batchprof.files import write_atomic
+
+    try:
+        write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
+
+
+def plot_all(data: Sequence[Any] | Mapping[str, Sequence], folder: Path,
+             hardware: Mapping[str, Any] | None = None) -> list[Path]:
+    """Every plot the rows support; returns the files written. ``data``: the rows (dicts or
+    objects with the sweep's fields), or the columns of a results file ({name: values},
+    :func:`gpt_batchprof.sweep.store.read_columns`)."""
     plt = _pyplot()
     folder = Path(folder)
     try:
@@ -258,23 +463,21 @@ def plot_all(rows: Sequence[Mapping[str, Any]], folder: Path, hardware: Mapping[
         raise BatchprofError(f"{folder}: cannot create ({e.strerror or e})") from None
     hardware = hardware or {}
     written: list[Path] = []
-    by_workload: dict[str, list] = {}
-    for r in rows:
-        by_workload.setdefault(r["workload"], []).append(r)
-    for wl, wrows in by_workload.items():
+    table = _Table(columns=data) if isinstance(data, Mapping) else _Table(rows=data)
+    for wl, tab in table.where("workload").items():
         if wl == "generation":
-            written.append(_generation(plt, wrows, folder / "generation.png"))
+            written.append(_generation(plt, tab, folder / "generation.png"))
             continue
         unit = "tokens/s" if wl == "gpt" else "items/s (input rows)"
-        what = "GPT operators" if wl == "gpt" else f"MLP of depth {wrows[0].get('launches')}"
-        written.append(_line_plot(plt, wrows, _time, f"{what}: time per call vs batch", "time (ms)",
+        what = "GPT operators" if wl == "gpt" else f"MLP of depth {tab.row(0).get('launches')}"
+        written.append(_line_plot(plt, tab, "{kind}_time_s", f"{what}: time per call vs batch", "time (ms)",
                                   folder / f"{wl}-time.png", scale=1e3))
-        written.append(_line_plot(plt, wrows, _rate, f"{what}: throughput vs batch", f"throughput ({unit})",
-                                  folder / f"{wl}-throughput.png"))
-        for hw_name in dict.fromkeys(r["hardware"] for r in wrows):
-            hrows = [r for r in wrows if r["hardware"] == hw_name]
-            if any(r.get("intensity") for r in hrows):
-                safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in hw_name)
-                written.append(_roofline(plt, hrows, hardware.get(hw_name), hw_name,
+        written.append(_line_plot(plt, tab, "{kind}_items_per_s", f"{what}: throughput vs batch",
+                                  f"throughput ({unit})", folder / f"{wl}-throughput.png"))
+        for hw_name, htab in tab.where("hardware").items():
+            intensity = htab.num("intensity")
+            if (intensity[intensity == intensity] != 0).any():
+                safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(hw_name))
+                written.append(_roofline(plt, htab, hardware.get(hw_name), str(hw_name),
                                          folder / f"{wl}-roofline-{safe}.png"))
     return written

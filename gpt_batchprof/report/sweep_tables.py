@@ -5,12 +5,10 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 
 from gpt_batchprof.report.tables import compact_table
 from gpt_batchprof.report.units import fmt_rate, fmt_ratio, fmt_time
-from gpt_batchprof.sweep.results import (
-    FREE_TOLERANCE, SeriesSummary, has_measured, has_predicted, ratio_by_op, series,
-)
 
 MAX_SERIES_ROWS = 60
 
@@ -26,10 +24,10 @@ ID_COLUMNS = (("model", "model", "left"), ("hardware", "hw", "left"), ("phase", 
               ("attention", "attn", "left"))
 
 
-def free_batching_table(summaries: Sequence[SeriesSummary], measured: bool, predicted: bool = True):
+def free_batching_table(summaries: Sequence[Any], measured: bool, predicted: bool = True, tolerance: float = 0.15):
     """One row per series; identity columns only where they vary (the title names the rest)."""
     ids = [c for c in ID_COLUMNS if c[0] in ("model", "op") or len({s.field(c[0]) for s in summaries}) > 1]
-    fixed = [f"{c[1]} {summaries[0].field(c[0])}" for c in ID_COLUMNS if c not in ids] if summaries else []
+    fixed = [f"{c[1]} {escape(str(summaries[0].field(c[0])))}" for c in ID_COLUMNS if c not in ids] if summaries else []
     cols = [(head, just) for _, head, just in ids]
     if predicted:
         cols += [("b1 pred", "right"), ("free to", "right"), ("bmax/b1", "right")]
@@ -37,11 +35,11 @@ def free_batching_table(summaries: Sequence[SeriesSummary], measured: bool, pred
         cols += [("b1 meas", "right"), ("free to", "right"), ("bmax/b1", "right")]
     if measured and predicted:
         cols.append(("meas/pred", "right"))
-    pct = round(100 * FREE_TOLERANCE)
+    pct = round(100 * tolerance)
     t = compact_table(f"Free batching: largest batch within {pct}% of batch 1's time"
                       + (f" ({', '.join(fixed)})" if fixed else ""), cols)
     for s in summaries[:MAX_SERIES_ROWS]:
-        cells = [str(s.field(c[0])) for c in ids]
+        cells = [escape(str(s.field(c[0]))) for c in ids]
         if predicted:
             cells += [fmt_time(s.predicted_s[0]), _b(s.free_batch_predicted, s.batches), _slowdown(s.predicted_s)]
         if measured:
@@ -60,34 +58,48 @@ def _b(free: int | None, batches: Sequence[int]) -> str:
     return f"{free}+" if free == batches[-1] and len(batches) > 1 else str(free)
 
 
-def ratio_table(rows: Sequence[dict[str, Any]]):
+def ratio_table(ratios: dict[str, tuple[float, int]]):
     t = compact_table("Measured / predicted time (median; 1.00x = roofline)",
                       [("op", "left"), ("points", "right"), ("median", "right")])
-    for op, (med, n) in sorted(ratio_by_op(rows).items(), key=lambda kv: (kv[0] == "all", kv[0])):
-        t.add_row(op, str(n), fmt_ratio(med))
+    for op, (med, n) in sorted(ratios.items(), key=lambda kv: (kv[0] == "all", kv[0])):
+        t.add_row(escape(op), str(n), fmt_ratio(med))
     return t
 
 
-def generation_table(rows: Sequence[dict[str, Any]], measured: bool):
+GEN_PREDICTED = ("ttft_s", "itl_s", "predicted_time_s", "predicted_items_per_s")
+GEN_MEASURED = ("measured_ttft_s", "measured_itl_s", "measured_time_s", "measured_items_per_s")
+
+
+def generation_table(rows: Sequence[dict[str, Any]], measured: bool, predicted: bool = True):
+    """Seed 000's table: per batch, what batching buys (x tput: tokens/s against the first batch)
+    and costs (x lat: end-to-end latency against it); measured next to predicted when both exist."""
     rows = sorted(rows, key=lambda r: (r["model"], r["hardware"], r["seq_len"], r["batch"]))
-    cols = [("model", "left"), ("hw", "left"), ("prompt", "right"), ("batch", "right"), ("TTFT", "right"),
-            ("ITL", "right"), ("e2e", "right"), ("tok/s", "right"), ("x tput", "right"), ("x lat", "right")]
-    if measured:
-        cols += [("e2e meas", "right"), ("tok/s meas", "right"), ("x tput meas", "right"), ("x lat meas", "right")]
-    t = compact_table("Generation: end-to-end latency and throughput per batch", cols)
+    cols = [("model", "left"), ("hw", "left"), ("prompt", "right"), ("batch", "right")]
+    both = measured and predicted
+    if both:
+        cols += [(h, "right") for name in ("TTFT", "e2e", "tok/s") for h in (name, "meas")]
+        cols += [("x tput", "right"), ("meas", "right"), ("x lat", "right"), ("meas", "right")]
+        title = "Generation per batch: predicted, then measured (a real generation loop)"
+    else:
+        cols += [(h, "right") for h in ("TTFT", "ITL", "e2e", "tok/s", "x tput", "x lat")]
+        title = "Generation: end-to-end latency and throughput per batch" + (" (measured)" if measured else "")
+    t = compact_table(title, cols)
     base: dict[tuple, dict[str, Any]] = {}
     for r in rows:
         k = (r["model"], r["hardware"], r["seq_len"], r["dtype"], r["attention"])
         b0 = base.setdefault(k, r)
-        cells = [r["model"], r["hardware"], str(r["seq_len"]), str(r["batch"]), fmt_time(r.get("ttft_s")),
-                 fmt_time(r.get("itl_s")), fmt_time(r.get("predicted_time_s")),
-                 fmt_rate(r.get("predicted_items_per_s")),
-                 _rel(r.get("predicted_items_per_s"), b0.get("predicted_items_per_s")),
-                 _rel(r.get("predicted_time_s"), b0.get("predicted_time_s"))]
-        if measured:
-            cells += [fmt_time(r.get("measured_time_s")), fmt_rate(r.get("measured_items_per_s")),
-                      _rel(r.get("measured_items_per_s"), b0.get("measured_items_per_s")),
-                      _rel(r.get("measured_time_s"), b0.get("measured_time_s"))]
+        cells = [escape(str(r["model"])), escape(str(r["hardware"])), str(r["seq_len"]), str(r["batch"])]
+        sources = (GEN_PREDICTED, GEN_MEASURED) if both else (GEN_MEASURED if measured else GEN_PREDICTED,)
+        tput = [_rel(r.get(src[3]), b0.get(src[3])) for src in sources]
+        lat = [_rel(r.get(src[2]), b0.get(src[2])) for src in sources]
+        if both:
+            for i, fmt in ((0, fmt_time), (2, fmt_time), (3, fmt_rate)):
+                cells += [fmt(r.get(GEN_PREDICTED[i])), fmt(r.get(GEN_MEASURED[i]))]
+            cells += tput + lat
+        else:
+            ttft, itl, e2e, tps = sources[0]
+            cells += [fmt_time(r.get(ttft)), fmt_time(r.get(itl)), fmt_time(r.get(e2e)), fmt_rate(r.get(tps)),
+                      tput[0], lat[0]]
         t.add_row(*cells)
     return t
 
@@ -96,17 +108,14 @@ def _rel(x: float | None, base: float | None) -> str:
     return "-" if x is None or not base else fmt_ratio(x / base)
 
 
-def print_summary(out: Console, rows: Sequence[dict[str, Any]]) -> None:
-    if not rows:
+def print_summary(out: Console, summary) -> None:
+    """The closing tables of a sweep, from ``sweep.results.summarise(rows)``."""
+    if summary.empty:
         out.print("no points", style="dim")
         return
-    measured = has_measured(rows)
-    predicted = has_predicted(rows)
-    gen = [r for r in rows if r["workload"] == "generation"]
-    ops = [r for r in rows if r["workload"] != "generation"]
-    if ops:
-        out.print(free_batching_table(series(ops), measured, predicted))
-    if gen:
-        out.print(generation_table(gen, measured))
-    if measured and any(r.get("measured_over_predicted") is not None for r in rows):
-        out.print(ratio_table(rows))
+    if summary.series:
+        out.print(free_batching_table(summary.series, summary.measured, summary.predicted, summary.tolerance))
+    if summary.generation:
+        out.print(generation_table(summary.generation, summary.measured, summary.predicted))
+    if summary.measured and summary.ratios:
+        out.print(ratio_table(summary.ratios))

@@ -7,6 +7,7 @@ from typing import Sequence
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from gpt_batchprof.analytic.roofline import Prediction
@@ -20,12 +21,12 @@ from gpt_batchprof.report.units import (
 def header(console: Console, model: ModelSpec, hw: HardwareSpec, scenario: Scenario) -> None:
     dt = scenario.dtypes
     peak = hw.peak_flops_per_s.get(dt.act)
-    ridge = f", ridge {peak / hw.memory_bandwidth_bytes_per_s:.0f} FLOP/B" if peak else ""
+    ridge = f", ridge {hw.ridge_point(dt.act):.0f} FLOP/B" if peak else ""
     console.print(
-        f"[bold]{model.name}[/] ({model.n_params / 1e9:.2f} B params, {model.n_layer} layers, "
+        f"[bold]{escape(model.name)}[/] ({model.n_params / 1e9:.2f} B params, {model.n_layer} layers, "
         f"d_model {model.d_model}, {model.n_head}/{model.n_kv_head} heads"
         f"{f', {model.n_expert_active} of {model.n_expert} experts' if model.is_moe else ''}) on "
-        f"[bold]{hw.name}[/] ({fmt_count(peak, 'FLOP/s')} {dt.act}, "
+        f"[bold]{escape(hw.name)}[/] ({fmt_count(peak, 'FLOP/s')} {dt.act}, "
         f"{fmt_count(hw.memory_bandwidth_bytes_per_s, 'B/s')}{ridge}, {fmt_bytes(hw.memory_bytes)})",
         highlight=False,
     )
@@ -34,6 +35,20 @@ def header(console: Console, model: ModelSpec, hw: HardwareSpec, scenario: Scena
         f"weights {dt.weight}, activations {dt.act}, KV {dt.kv}; {scenario.attention} attention",
         style="dim", highlight=False,
     )
+
+
+def parallel_header(console: Console, parallel, hw: HardwareSpec, weights) -> None:
+    """How the model is spread over GPUs, the link that joins them, and what each GPU holds."""
+    ic = hw.interconnect
+    link = f"{ic.name}, {fmt_count(ic.bandwidth_bytes_per_s, 'B/s')} per direction, {fmt_time(ic.latency_s)} per hop" if ic else "no interconnect"
+    pipe = ""
+    if parallel.pp > 1:
+        pipe = (f"; {parallel.micro_batches} micro-batch{'es' if parallel.micro_batches > 1 else ''}, "
+                f"pipeline bubble {fmt_pct(parallel.bubble_fraction)}")
+    console.print(f"{parallel.label()} over {link}{pipe}", highlight=False)
+    console.print(f"figures per GPU; weights on the fullest GPU: {fmt_bytes(weights.sharded_bytes)} sharded + "
+                  f"{fmt_bytes(weights.replicated_bytes)} replicated (norms, row-parallel biases, router, K/V heads "
+                  "when n_kv_head < tp)", style="dim", highlight=False)
 
 
 def compact_table(title: str, columns: Sequence[tuple[str, str]]) -> Table:
@@ -49,17 +64,12 @@ def summary_table(report: ServingReport, hw: HardwareSpec) -> Table:
     has_cost = any(p.cost_per_million_tokens_usd is not None for p in report.points)
     cols = [("batch", "right"), ("TTFT", "right"), ("ITL", "right"), ("e2e", "right"),
             ("tok/s", "right"), ("x tput", "right"), ("x lat", "right")]
-    calibrated = hw.measured is not None
-    if calibrated:
-        cols += [("TTFT roofline", "right"), ("ITL roofline", "right"), ("tok/s roofline", "right")]
-    title = ("Latency and throughput per batch (calibrated from measured tables; roofline alongside)" if calibrated
+    title = ("Latency and throughput per batch (calibrated from the measured tables)" if hw.measured is not None
              else "Latency and throughput per batch (roofline)")
     t = compact_table(title, cols + ([("$/M tok", "right")] if has_cost else []))
     for p in report.points:
         cells = [str(p.batch), fmt_time(p.ttft_s), fmt_time(p.itl_s), fmt_time(p.e2e_s), fmt_rate(p.tokens_per_s),
                  fmt_ratio(p.speedup), fmt_ratio(p.latency_growth)]
-        if calibrated:
-            cells += [fmt_time(p.roofline_ttft_s), fmt_time(p.roofline_itl_s), fmt_rate(p.roofline_tokens_per_s)]
         if has_cost:
             c = p.cost_per_million_tokens_usd
             cells.append("-" if c is None else f"{c:.2f}")
@@ -67,8 +77,21 @@ def summary_table(report: ServingReport, hw: HardwareSpec) -> Table:
     return t
 
 
-def memory_table(report: ServingReport, hw: HardwareSpec) -> Table:
-    t = compact_table(f"Memory per batch (device: {fmt_bytes(hw.memory_bytes)})",
+def roofline_table(report: ServingReport) -> Table:
+    """The roofline's figures (the ceiling) beside a calibrated prediction, and how far below it
+    the calibrated one lands (roofline tokens/s / calibrated tokens/s)."""
+    t = compact_table("The roofline (ceiling) per batch",
+                      [("batch", "right"), ("TTFT", "right"), ("ITL", "right"), ("e2e", "right"),
+                       ("tok/s", "right"), ("roofline / calibrated tok/s", "right")])
+    for p in report.points:
+        t.add_row(str(p.batch), fmt_time(p.roofline_ttft_s), fmt_time(p.roofline_itl_s), fmt_time(p.roofline_e2e_s),
+                  fmt_rate(p.roofline_tokens_per_s), fmt_ratio(p.roofline_tokens_per_s / p.tokens_per_s))
+    return t
+
+
+def memory_table(report: ServingReport, hw: HardwareSpec, parallel=None) -> Table:
+    where = "" if parallel is None or parallel.is_single else f", per GPU of {parallel.world}"
+    t = compact_table(f"Memory per batch (device: {fmt_bytes(hw.memory_bytes)}{where})",
                [("batch", "right"), ("weights", "right"), ("KV cache", "right"), ("activations", "right"),
                 ("total", "right"), ("fits", "left")])
     for p in report.points:
@@ -81,12 +104,16 @@ def memory_table(report: ServingReport, hw: HardwareSpec) -> Table:
 
 def summary_footer(console: Console, report: ServingReport) -> None:
     cb = report.critical_batch
+    unreachable = "" if report.critical_batch_reachable or cb is None else \
+        f" [yellow]- not reachable: only {report.max_batch} sequences fit in memory[/]"
     console.print(
         f"critical batch: [bold]{cb if cb is not None else 'never'}[/] "
-        "(decode dense layers turn compute-bound; below it batching is nearly free)",
+        f"(decode dense layers turn compute-bound; below it batching is nearly free){unreachable}",
         highlight=False,
     )
     console.print(f"largest batch that fits: [bold]{report.max_batch}[/]", highlight=False)
+    console.print(f"tokens/s = batch x gen-len / e2e (TTFT included); launch overhead: {report.launch}",
+                  style="dim", highlight=False)
 
 
 def ops_table(preds: Sequence[Prediction], title: str) -> Table:

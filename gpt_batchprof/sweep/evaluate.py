@@ -10,14 +10,14 @@ does not change what the device does.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from gpt_batchprof import __version__
-from gpt_batchprof.analytic.gpt import Dtypes, enumerate_ops
+from gpt_batchprof.analytic import (
+    Dtypes, OpCost, Prediction, Scenario, combine, enumerate_ops, launch_mode, predict,
+)
 from gpt_batchprof.analytic.mlp import mlp_cost as analytic_mlp_cost
-from gpt_batchprof.analytic.ops import OpCost
-from gpt_batchprof.analytic.roofline import Prediction, predict
-from gpt_batchprof.analytic.serving import Scenario, latencies
+from gpt_batchprof.analytic.serving import latencies
 from gpt_batchprof.sweep.grid import IDENTITY, Grid, Point
 
 COLUMNS = IDENTITY + (
@@ -29,7 +29,7 @@ COLUMNS = IDENTITY + (
     # issue 8: predicted_time_s / ttft_s / itl_s are the best prediction; the roofline's alongside
     "prediction", "roofline_time_s", "roofline_ttft_s", "roofline_itl_s",
 )
-INT_COLUMNS = ("batch", "seq_len", "d_model", "items", "launches", "gen_len")
+INT_COLUMNS = ("batch", "seq_len", "d_model", "items", "launches", "gen_len", "tp", "pp", "ep")
 FLOAT_COLUMNS = tuple(c for c in COLUMNS if c.endswith("_s") or c in (
     "flops", "bytes", "weight_bytes", "intensity", "predicted_flops_per_s", "predicted_items_per_s",
     "measured_flops_per_s", "measured_items_per_s", "measured_over_predicted"))
@@ -67,14 +67,24 @@ class Evaluator:
         dt = Dtypes.of(dtype)
         if phase == "forward":
             return (mlp_cost(m.d_model, m.n_layer, batch, dtype),)
+        par = self.grid.spec.parallel
         if phase == "prefill":
-            return enumerate_ops(m, "prefill", batch, seq_len=seq_len, dtypes=dt, attention=attention)
-        return enumerate_ops(m, "decode", batch, kv_len=seq_len, dtypes=dt, attention=attention)
+            return enumerate_ops(m, "prefill", batch, seq_len=seq_len, dtypes=dt, attention=attention, parallel=par)
+        return enumerate_ops(m, "decode", batch, kv_len=seq_len, dtypes=dt, attention=attention, parallel=par)
 
     def _preds_uncached(self, hardware: str, model: str, phase: str, batch: int, seq_len: int, dtype: str,
                         attention: str) -> dict[str, Prediction]:
         hw = self.grid.hardware[hardware]
-        return {c.op: predict(c, hw) for c in self._ops(model, phase, batch, seq_len, dtype, attention)}
+        launch = self.launch(hw)
+        return {c.op: predict(c, hw, launch) for c in self._ops(model, phase, batch, seq_len, dtype, attention)}
+
+    def launch(self, hw) -> str:
+        """The launch mode predictions charge: the spec's, where ``auto`` means graphs on a GPU
+        for analytic sweeps but eager when kernels are timed (live kernels launch eagerly)."""
+        wanted = self.grid.spec.launch
+        if wanted == "auto" and self.mode != "analytic":
+            wanted = "eager"
+        return launch_mode(wanted, hw)
 
     def costs(self, p: Point) -> tuple[OpCost, ...]:
         ops = self._ops(p.model, p.phase, p.batch, p.seq_len, p.dtype, p.attention)
@@ -93,27 +103,25 @@ class Evaluator:
             chosen = [pr for op, pr in preds.items() if op in names]
         else:
             chosen = list(preds.values())
-        flops = sum(pr.cost.flops for pr in chosen)
-        nbytes = sum(pr.cost.bytes for pr in chosen)
-        t = sum(pr.time_s for pr in chosen)
-        c0 = chosen[0].cost
-        items = p.batch * c0.seq_len  # tokens through the operator (mlp: rows of the input)
+        group = combine(chosen, p.op, launches=sum(pr.cost.launches for pr in chosen))
+        flops, nbytes, t = group.cost.flops, group.cost.bytes, group.time_s
+        items = p.batch * group.cost.seq_len  # tokens through the operator (mlp: rows of the input)
         row = self._base(p) | {
             "items": items,
             "flops": flops,
             "bytes": nbytes,
-            "weight_bytes": sum(pr.cost.weight_bytes for pr in chosen),
-            "intensity": flops / nbytes if nbytes else 0.0,
-            "launches": sum(pr.cost.launches for pr in chosen),
+            "weight_bytes": group.cost.weight_bytes,
+            "intensity": group.cost.intensity,
+            "launches": group.cost.launches,
         }
         if self.predicted:
             row |= {
                 "predicted_time_s": t,
-                "roofline_time_s": sum(pr.roofline_time_s for pr in chosen),
-                "prediction": "calibrated" if all(pr.prediction == "calibrated" for pr in chosen) else "roofline",
+                "roofline_time_s": group.roofline_time_s,
+                "prediction": group.prediction,
                 "predicted_flops_per_s": flops / t if t else None,
                 "predicted_items_per_s": items / t if t else None,
-                "bound": max(chosen, key=lambda pr: pr.time_s).bound,
+                "bound": group.bound,
             }
         if self.timer is not None:
             ms, iqr = self._measure(p, tuple(pr.cost for pr in chosen))
@@ -131,7 +139,7 @@ class Evaluator:
     def _base(self, p: Point) -> dict[str, Any]:
         row = dict.fromkeys(COLUMNS)
         row.update(workload=p.workload, model=p.model, hardware=p.hardware, phase=p.phase, batch=p.batch,
-                   seq_len=p.seq_len, op=p.op, dtype=p.dtype, attention=p.attention,
+                   seq_len=p.seq_len, op=p.op, dtype=p.dtype, attention=p.attention, tp=p.tp, pp=p.pp, ep=p.ep,
                    d_model=self.grid.models[p.model].d_model)
         row.update(self._provenance)
         return row
@@ -155,28 +163,24 @@ class Evaluator:
         m = self.grid.models[p.model]
         hw = self.grid.hardware[p.hardware]
         gen = self.grid.spec.gen_len
-        sc = Scenario(prompt_len=p.seq_len, gen_len=gen, dtypes=Dtypes.of(p.dtype), attention=p.attention)
+        sc = Scenario(prompt_len=p.seq_len, gen_len=gen, dtypes=Dtypes.of(p.dtype), attention=p.attention,
+                      launch=self.launch(hw))
         items = p.batch * gen
         row = self._base(p) | {"items": items, "gen_len": gen}
         if self.predicted:
-            ttft, itl, e2e = latencies(m, hw, sc, p.batch)
-            rl = latencies(m, hw, sc, p.batch, roofline_only=True) if hw.measured is not None else (ttft, itl, e2e)
+            par = self.grid.spec.parallel
+            ttft, itl, e2e = latencies(m, hw, sc, p.batch, par)
+            rl = latencies(m, hw, sc, p.batch, par, roofline_only=True) if hw.measured is not None else (ttft, itl, e2e)
             row |= {"predicted_time_s": e2e, "predicted_items_per_s": items / e2e, "ttft_s": ttft, "itl_s": itl,
                     "prediction": "calibrated" if hw.measured is not None else "roofline",
                     "roofline_time_s": rl[2], "roofline_ttft_s": rl[0], "roofline_itl_s": rl[1]}
-        if self.timer is not None:
-            prefill = self._ops(p.model, "prefill", p.batch, p.seq_len, p.dtype, p.attention)
-            decode = self._ops(p.model, "decode", p.batch, sc.itl_context, p.dtype, p.attention)
-            ttft_m, iq1 = self._measure(p, prefill)
-            itl_m, iq2 = self._measure(p, decode)
-            if ttft_m is None or itl_m is None:
+        if self.timer is not None:  # a real generation loop (measure.generate), prefill + gen_len - 1 steps
+            run = self.timer.time_generation(m, p.batch, p.seq_len, gen, p.dtype, p.attention)
+            if run is None:
                 return row
-            e2e_m = ttft_m + (gen - 1) * itl_m  # decode steps at the mean context length
-            row |= {"measured_time_s": e2e_m, "measured_iqr_s": iq1 + (gen - 1) * iq2,
-                    "measured_items_per_s": items / e2e_m, "measured_ttft_s": ttft_m, "measured_itl_s": itl_m}
+            row |= {"measured_time_s": run.e2e_s, "measured_items_per_s": run.tokens_per_s,
+                    "measured_ttft_s": run.ttft_s, "measured_itl_s": run.itl_s}
             if self.predicted:
-                row["measured_over_predicted"] = e2e_m / row["predicted_time_s"]
+                row["measured_over_predicted"] = run.e2e_s / row["predicted_time_s"]
         return row
 
-
-RowFn = Callable[[Point], dict[str, Any]]

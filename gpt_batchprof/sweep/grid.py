@@ -22,6 +22,10 @@ from typing import Any, Iterator, Mapping
 
 from gpt_batchprof.analytic.gpt import ATTENTION_MODES, PHASES
 from gpt_batchprof.analytic.ops import BLOCK_DENSE_OPS, OP_GROUPS, OP_NAMES
+from gpt_batchprof.analytic.parallel import Parallelism
+from gpt_batchprof.analytic.roofline import LAUNCH_MODES
+from gpt_batchprof.analytic.serving import check_length
+from gpt_batchprof.analytic.ops import BLOCK_DENSE_OPS, OP_GROUPS, OP_NAMES, SHARED_EXPERT_OPS
 from gpt_batchprof.errors import BatchprofError
 from gpt_batchprof.profiles import ACT_DTYPES, HardwareSpec, ModelSpec, load_hardware, load_model, model_from_mapping
 
@@ -34,11 +38,11 @@ OP_SELECTORS: dict[str, tuple[str, ...]] = {
     "dense": OP_GROUPS["dense"],  # every weight matmul, LM head included
     "block-dense": BLOCK_DENSE_OPS + ("moe_router",),  # a block's weight matmuls (seed 000's "dense layers")
     "attention": OP_GROUPS["attention"],  # QK^T, softmax, x V (or the fused kernel)
-    "mlp": ("ffn_gate", "ffn_up", "ffn_down"),  # the feed-forward network
+    "ffn": ("ffn_gate", "ffn_up", "ffn_down") + SHARED_EXPERT_OPS,  # the feed-forward network
     "block": tuple(o for o in OP_NAMES if o != "lm_head"),  # every operator of the blocks
     "step": OP_NAMES,  # the whole forward step
 }
-IDENTITY = ("workload", "model", "hardware", "phase", "batch", "seq_len", "op", "dtype", "attention")
+IDENTITY = ("workload", "model", "hardware", "phase", "batch", "seq_len", "op", "dtype", "attention", "tp", "pp", "ep")
 SYNTHETIC_VOCAB = 50257  # GPT-2's, for the LM head of synthetic models
 
 
@@ -62,7 +66,16 @@ class SweepSpec:
     layers: int = 1  # layers of synthetic GPTs
     depth: int = 8  # layers of the mlp workload
     gen_len: int = 128  # generation workload: tokens generated per sequence
+    launch: str = "auto"  # launch overhead charged by predictions: auto | eager | graphs
     name: str = "custom"
+    tp: int = 1  # tensor / pipeline / expert parallelism: figures per GPU (analytic.parallel)
+    pp: int = 1
+    ep: int = 1
+    micro_batches: int = 1
+
+    @property
+    def parallel(self) -> Parallelism:
+        return Parallelism(self.tp, self.pp, self.ep, self.micro_batches)
 
     @property
     def n_points(self) -> int:
@@ -90,6 +103,9 @@ class Point:
     op: str
     dtype: str
     attention: str
+    tp: int = 1
+    pp: int = 1
+    ep: int = 1
 
     def key(self) -> tuple[str, ...]:
         return tuple(str(getattr(self, f)) for f in IDENTITY)
@@ -111,18 +127,19 @@ class Grid:
         """Model-major, then hardware, dtype, attention, phase, seq_len, batch; op innermost
         (consecutive points share one operator list)."""
         s = self.spec
+        par = (s.tp, s.pp, s.ep)
         if s.workload == "gpt":
             combos = itertools.product(self.models, s.hardware, s.dtypes, s.attentions, s.phases, s.seq_lens,
                                        s.batches, s.ops)
             for m, hw, dt, at, ph, sl, b, op in combos:
-                yield Point("gpt", m, hw, ph, b, sl, op, dt, at)
+                yield Point("gpt", m, hw, ph, b, sl, op, dt, at, *par)
         elif s.workload == "mlp":
             for m, hw, dt, b in itertools.product(self.models, s.hardware, s.dtypes, s.batches):
-                yield Point("mlp", m, hw, "forward", b, 1, "mlp", dt, "-")
+                yield Point("mlp", m, hw, "forward", b, 1, "mlp", dt, "-", *par)
         else:
             for m, hw, dt, at, sl, b in itertools.product(self.models, s.hardware, s.dtypes, s.attentions,
                                                           s.seq_lens, s.batches):
-                yield Point("generation", m, hw, "generation", b, sl, "e2e", dt, at)
+                yield Point("generation", m, hw, "generation", b, sl, "e2e", dt, at, *par)
 
 
 # --------------------------------------------------------------------------- models
@@ -178,17 +195,27 @@ def resolve(spec: SweepSpec) -> Grid:
         for dt in spec.dtypes:
             hw.peak(dt)  # a missing peak is an error now, not after half the sweep
         hardware[ref] = hw
+    par = spec.parallel
+    if not par.is_single:
+        if spec.workload == "mlp":
+            raise BatchprofError("--tp/--pp/--ep shard a GPT; the mlp workload has nothing to shard")
+        for m in models.values():
+            for hw in hardware.values():
+                par.check(m, hw)
     members = {}
     if spec.workload == "gpt":
         for sel in spec.ops:
             members[sel] = OP_SELECTORS.get(sel, (sel,))
         _check_ops_exist(models, spec, members)
     if spec.workload in ("gpt", "generation"):
+        s = max(spec.seq_lens)
         for label, m in models.items():
-            longest = max(spec.seq_lens) + (spec.gen_len if spec.workload == "generation" else 1)
-            if longest > m.max_seq_len:
-                raise BatchprofError(
-                    f"impossible shape: seq_len {max(spec.seq_lens)} exceeds {label}'s max_seq_len {m.max_seq_len}")
+            if spec.workload == "generation":  # prompt s, then gen_len - 1 decode steps
+                check_length(m, s + spec.gen_len - 1, f"--seq-len {s} + --gen-len {spec.gen_len} - 1 ({label})")
+            elif "decode" in spec.phases:  # decode at s cached tokens embeds position s
+                check_length(m, s + 1, f"--seq-len {s} cached + 1 decoded ({label})")
+            else:  # prefill of s tokens
+                check_length(m, s, f"--seq-len {s} ({label})")
     return Grid(spec, models, hardware, members)
 
 
@@ -197,7 +224,8 @@ def _check_ops_exist(models: Mapping[str, ModelSpec], spec: SweepSpec, members: 
 
     for label, m in models.items():
         for at in spec.attentions:
-            present = {o.op for o in enumerate_ops(m, "decode", 1, kv_len=1, dtypes=Dtypes(), attention=at)}
+            present = {o.op for o in enumerate_ops(m, "decode", 1, kv_len=1, dtypes=Dtypes(), attention=at,
+                                                   parallel=spec.parallel)}
             for sel, names in members.items():
                 if not present.intersection(names):
                     raise BatchprofError(f"--op {sel}: model {label} has no such operator with {at} attention "
@@ -218,9 +246,12 @@ def _check(spec: SweepSpec) -> None:
         bad = [v for v in getattr(spec, name) if not isinstance(v, int) or isinstance(v, bool) or v < 1]
         if bad:
             raise BatchprofError(f"impossible shape: {name} must be integers >= 1, got {bad[0]!r}")
+    spec.parallel  # noqa: B018 - validates tp/pp/ep/micro_batches (one clear line each)
     for name, value in (("layers", spec.layers), ("depth", spec.depth), ("gen_len", spec.gen_len)):
         if not isinstance(value, int) or value < 1:
             raise BatchprofError(f"sweep: {name} must be an integer >= 1, got {value!r}")
+    if spec.launch not in ("auto",) + LAUNCH_MODES:
+        raise BatchprofError(f"--launch: unknown mode '{spec.launch}' (choose from auto, {', '.join(LAUNCH_MODES)})")
     for dt in spec.dtypes:
         if dt not in ACT_DTYPES:
             raise BatchprofError(f"unknown dtype '{dt}' (choose from {', '.join(ACT_DTYPES)})")
@@ -285,14 +316,16 @@ def spec_from_mapping(data: Any, where: str, base: SweepSpec | None = None) -> S
     for raw_key, v in data.items():
         key = _ALIASES.get(raw_key, raw_key)
         if key not in known:
-            raise BatchprofError(f"{where}: unknown field '{raw_key}' (known: {', '.join(sorted(known))})")
+            from gpt_batchprof.files import unknown_key_error
+
+            raise unknown_key_error(where, raw_key, known)
         if key == "preset":
             continue
         if key == "d_models":
             d_models = _as_tuple(key, v)
         elif key in _LIST_FIELDS:
             changes[key] = _as_tuple(key, v)
-        elif key in ("layers", "depth", "gen_len"):
+        elif key in ("layers", "depth", "gen_len", "tp", "pp", "ep", "micro_batches"):
             if not isinstance(v, int) or isinstance(v, bool):
                 raise BatchprofError(f"{where}: field '{key}': expected an integer, got {v!r}")
             changes[key] = v
@@ -306,16 +339,9 @@ def spec_from_mapping(data: Any, where: str, base: SweepSpec | None = None) -> S
 
 
 def load_sweep_file(path: Path) -> Mapping[str, Any]:
-    import yaml
+    from gpt_batchprof.files import load_yaml
 
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as e:
-        raise BatchprofError(f"{path}: cannot read ({e.strerror or e})") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise BatchprofError(f"{path}: malformed YAML{at}: {getattr(e, 'problem', None) or e}") from None
+    data = load_yaml(path)
     if not isinstance(data, Mapping):
         raise BatchprofError(f"{path}: expected a mapping of sweep fields, got {type(data).__name__}")
     return data

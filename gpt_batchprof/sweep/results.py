@@ -85,3 +85,26 @@ def has_measured(rows: Sequence[dict[str, Any]]) -> bool:
 
 def has_predicted(rows: Sequence[dict[str, Any]]) -> bool:
     return any(r.get("predicted_time_s") is not None for r in rows)
+
+
+@dataclass(frozen=True, slots=True)
+class SweepSummary:
+    """Everything the closing tables of a sweep show, computed once from its rows."""
+
+    series: tuple[SeriesSummary, ...]  # operator points, one line per series over batch sizes
+    generation: tuple[dict[str, Any], ...]  # generation points (end-to-end per batch)
+    ratios: dict[str, tuple[float, int]]  # median measured / predicted per operator, and 'all'
+    measured: bool
+    predicted: bool
+    tolerance: float = FREE_TOLERANCE
+
+    @property
+    def empty(self) -> bool:
+        return not self.series and not self.generation
+
+
+def summarise(rows: Sequence[dict[str, Any]], tolerance: float = FREE_TOLERANCE) -> SweepSummary:
+    gen = tuple(r for r in rows if r["workload"] == "generation")
+    ops = [r for r in rows if r["workload"] != "generation"]
+    return SweepSummary(tuple(series(ops, tolerance)) if ops else (), gen, ratio_by_op(rows), has_measured(rows),
+                        has_predicted(rows), tolerance)

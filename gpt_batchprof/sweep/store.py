@@ -11,6 +11,7 @@ runner which points to skip, so none is written twice.
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import json
 import math
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from gpt_batchprof.errors import BatchprofError
+from gpt_batchprof.files import parse_json, read_text
 from gpt_batchprof.sweep.evaluate import COLUMNS, FLOAT_COLUMNS, INT_COLUMNS
 from gpt_batchprof.sweep.grid import IDENTITY
 
@@ -32,6 +34,49 @@ def stream_format(path: Path) -> str:
     if suffix not in STREAM_FORMATS:
         raise BatchprofError(f"{path}: streaming results must be .csv or .jsonl (got '{suffix or 'no extension'}')")
     return suffix[1:]
+
+
+def pid_file(path: Path) -> Path:
+    """Sidecar naming the sweep that holds ``path`` (for the refusal message only; the lock
+    itself is the flock on the results file)."""
+    return path.with_name(f".{path.name}.pid")
+
+
+def _claim(fd: int, path: Path) -> bool:
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            holder = f"pid {int(pid_file(path).read_text().strip())}"
+        except (OSError, ValueError):
+            holder = "another process"
+        raise BatchprofError(f"{path}: in use by another sweep ({holder}); wait for it to finish "
+                             "or choose another -o") from None
+    try:
+        pid_file(path).write_text(f"{os.getpid()}\n", encoding="utf-8")
+    except OSError:
+        pass  # the lock still holds; only the message would lack the pid
+    return True
+
+
+def _remove_pid_file(path: Path) -> None:
+    try:
+        p = pid_file(path)
+        if p.read_text().strip() == str(os.getpid()):
+            p.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def _release(fd: int, path: Path) -> None:
+    if fd >= 0:
+        _remove_pid_file(path)
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def row_key(row: dict[str, Any]) -> tuple[str, ...]:
@@ -61,62 +106,128 @@ def _cut_torn_tail(path: Path) -> None:
         fh.truncate(0)
 
 
-def _typed(row: dict[str, Any]) -> dict[str, Any]:
-    """CSV cells back to values: '' -> None, ints and floats parsed."""
+def _typed(row: dict[str, Any], where: str) -> dict[str, Any]:
+    """One row back to values ('' -> None, ints and floats parsed), refused with its line
+    (``where``) when a cell does not read as its column's type."""
     out: dict[str, Any] = {}
     for k, v in row.items():
         if v == "" or v is None:
             out[k] = None
-        elif k in INT_COLUMNS:
-            out[k] = int(float(v))
-        elif k in FLOAT_COLUMNS:
-            out[k] = float(v)
-        else:
-            out[k] = v
+            continue
+        try:
+            if k in INT_COLUMNS:
+                if isinstance(v, bool):
+                    raise ValueError
+                f = float(v)
+                if not math.isfinite(f) or f != int(f):
+                    raise ValueError
+                out[k] = int(f)
+            elif k in FLOAT_COLUMNS:
+                if isinstance(v, bool):
+                    raise ValueError
+                f = float(v)
+                out[k] = f if math.isfinite(f) else None
+            else:
+                out[k] = v if isinstance(v, str) else str(v)
+        except (TypeError, ValueError, OverflowError):
+            raise BatchprofError(f"{where}: column '{k}': cannot read {v!r} as "
+                                 f"{'an integer' if k in INT_COLUMNS else 'a number'}") from None
+    for k in ("workload", "phase", "op", "hardware"):
+        if not isinstance(out.get(k), str):
+            raise BatchprofError(f"{where}: not a sweep result row (no '{k}')")
+    if not isinstance(out.get("batch"), int) or out["batch"] < 1:
+        raise BatchprofError(f"{where}: not a sweep result row (no batch >= 1)")
     return out
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
     """Rows of a saved result (.csv, .jsonl, or the .json that ``--format json`` writes).
 
-    A torn last line is ignored (the file may come from a killed sweep).
+    A torn last line is ignored (the file may come from a killed sweep); any other row that
+    does not read back is refused with its line number.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise BatchprofError(f"{path}: cannot read ({e.strerror or e})") from None
+    text = read_text(path)
     suffix = path.suffix.lower()
     if suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise BatchprofError(f"{path}: malformed JSON at line {e.lineno}: {e.msg}") from None
+        data = parse_json(text, str(path))
         rows = data.get("rows") if isinstance(data, dict) else data
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise BatchprofError(f"{path}: expected a list of rows or an object with 'rows'")
-        return rows
+        return [_typed(r, f"{path}: row {i}") for i, r in enumerate(rows, 1)]
     if not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]  # torn last line
     if suffix == ".jsonl":
-        rows = []
+        out = []
         for i, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise BatchprofError(f"{path}: line {i} is not JSON") from None
-        return rows
+            row = parse_json(line, f"{path}: line {i}")
+            if not isinstance(row, dict):
+                raise BatchprofError(f"{path}: line {i}: expected a JSON object, got {type(row).__name__}")
+            out.append(_typed(row, f"{path}: line {i}"))
+        return out
     if suffix == ".csv":
-        reader = csv.DictReader(io.StringIO(text))
-        if reader.fieldnames and "workload" not in reader.fieldnames:
-            raise BatchprofError(f"{path}: not a sweep result (no 'workload' column)")
+        reader = csv.reader(io.StringIO(text))
         try:
-            return [_typed(r) for r in reader]
-        except ValueError as e:
-            raise BatchprofError(f"{path}: unreadable value ({e})") from None
+            header = next(reader, None)
+            if header is None:
+                return []
+            if "workload" not in header:
+                raise BatchprofError(f"{path}: not a sweep result (no 'workload' column)")
+            out = []
+            for cells in reader:
+                where = f"{path}: line {reader.line_num}"
+                if not cells:
+                    continue
+                if len(cells) != len(header):
+                    raise BatchprofError(f"{where}: {len(cells)} fields, the header has {len(header)}")
+                out.append(_typed(dict(zip(header, cells)), where))
+            return out
+        except csv.Error as e:
+            raise BatchprofError(f"{path}: line {reader.line_num}: malformed CSV ({e})") from None
     raise BatchprofError(f"{path}: unknown results format '{suffix}' (expected .csv, .jsonl or .json)")
+
+
+def read_columns(path: Path) -> dict[str, list]:
+    """A saved result as columns ({name: values}), for readers of every row such as ``plot``.
+
+    A .csv is transposed as read, with no dict per row (hundreds of thousands of points read
+    in about a second); cells stay text ('' for a missing value) and the reader parses the
+    columns it uses (refusing a cell that is not a number with its point). A row with the
+    wrong number of cells is refused with its line; a torn last line is ignored. Other
+    formats go through :func:`read_rows`.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".csv":
+        rows = read_rows(path)
+        names = list(dict.fromkeys(k for r in rows[:1] for k in r)) or list(COLUMNS)
+        return {n: [r.get(n) for r in rows] for n in names}
+    text = read_text(path)  # one line for a binary, non-UTF-8 or unreadable file
+    if not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]  # torn last line
+    reader = csv.reader(io.StringIO(text))
+    try:
+        header = next(reader, None)
+        if header is None:
+            return {}
+        if "workload" not in header:
+            raise BatchprofError(f"{path}: not a sweep result (no 'workload' column)")
+        # millions of short-lived lists: the cyclic GC would rescan them over and over (4x slower)
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            cells = list(reader)
+        finally:
+            if was_enabled:
+                gc.enable()
+    except csv.Error as e:
+        raise BatchprofError(f"{path}: line {reader.line_num}: malformed CSV ({e})") from None
+    width = len(header)
+    for i, row in enumerate(cells):
+        if len(row) != width:
+            raise BatchprofError(f"{path}: line {i + 2}: {len(row)} fields, the header has {width}")
+    return dict(zip(header, map(list, zip(*cells)))) if cells else {n: [] for n in header}
 
 
 def _clean(v: Any) -> Any:
@@ -124,26 +235,57 @@ def _clean(v: Any) -> Any:
 
 
 class StreamWriter:
-    """Appends rows to a .csv (header once) or .jsonl file as points finish."""
+    """Appends rows to a .csv (header once) or .jsonl file as points finish.
 
-    def __init__(self, path: Path, resume: bool = False):
+    The file is locked (``fcntl.flock``, non-blocking) while the writer is open, so a second
+    sweep on the same file stops at once naming the first one's pid instead of interleaving
+    rows. A file that already holds results is only appended to with ``resume=True`` and only
+    started again with ``overwrite=True``; otherwise it is refused, untouched.
+    """
+
+    def __init__(self, path: Path, resume: bool = False, overwrite: bool = False,
+                 columns: Sequence[str] = COLUMNS):
         self.path = Path(path)
+        self.columns = tuple(columns)
         self.fmt = stream_format(self.path)
         self.previous: list[dict[str, Any]] = []
+        if resume and overwrite:
+            raise BatchprofError("--resume and --overwrite: choose one")
+        if self.path.is_dir():
+            raise BatchprofError(f"{self.path}: is a directory, not a results file")
+        fd = -1
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            if resume and self.path.exists():
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
+            self._lock = _claim(fd, self.path)
+            size = os.fstat(fd).st_size
+            if size and not resume and not overwrite:
+                raise BatchprofError(f"{self.path}: already holds results; --resume to finish them, "
+                                     "--overwrite to start again, or choose another -o")
+            if overwrite:
+                os.ftruncate(fd, 0)
+            elif resume and size:
+                self.previous = read_rows(self.path)  # strict: text, every whole row valid
+                if b"\n" not in self.path.read_bytes():
+                    raise BatchprofError(f"{self.path}: not a results file (no complete line); "
+                                         "--overwrite to start again")
                 _cut_torn_tail(self.path)
-                self.previous = read_rows(self.path)
-                if self.fmt == "csv" and self.previous and list(self.previous[0]) != list(COLUMNS):
-                    raise BatchprofError(f"{self.path}: its columns differ from this version's; "
-                                         "resume into a new file")
-            self._fh = open(self.path, "a" if resume else "w", encoding="utf-8", newline="")
+                if self.fmt == "csv":
+                    with open(self.path, encoding="utf-8", newline="") as fh:
+                        header = next(csv.reader(fh), [])
+                    if header and header != list(self.columns):
+                        raise BatchprofError(f"{self.path}: its columns differ from this version's; "
+                                             "resume into a new file")
+            self._fh = os.fdopen(fd, "a", encoding="utf-8", newline="")
         except OSError as e:
+            _release(fd, self.path)
             raise BatchprofError(f"{self.path}: cannot write ({e.strerror or e})") from None
+        except BaseException:
+            _release(fd, self.path)
+            raise
         self._csv = csv.writer(self._fh, lineterminator="\n") if self.fmt == "csv" else None
-        if self._csv is not None and self._fh.tell() == 0:
-            self._csv.writerow(COLUMNS)
+        if self._csv is not None and os.fstat(fd).st_size == 0:
+            self._csv.writerow(self.columns)
             self.sync()
         self._last_sync = time.monotonic()
 
@@ -153,9 +295,9 @@ class StreamWriter:
 
     def write(self, row: dict[str, Any], sync: bool = False) -> None:
         if self._csv is not None:
-            self._csv.writerow(["" if (v := _clean(row.get(c))) is None else v for c in COLUMNS])
+            self._csv.writerow(["" if (v := _clean(row.get(c))) is None else v for c in self.columns])
         else:
-            self._fh.write(json.dumps({c: _clean(row.get(c)) for c in COLUMNS}) + "\n")
+            self._fh.write(json.dumps({c: _clean(row.get(c)) for c in self.columns}) + "\n")
         if sync or time.monotonic() - self._last_sync >= SYNC_EVERY_S:
             self.sync()
 
@@ -166,8 +308,11 @@ class StreamWriter:
 
     def close(self) -> None:
         if not self._fh.closed:
-            self.sync()
-            self._fh.close()
+            try:
+                self.sync()
+            finally:
+                _remove_pid_file(self.path)
+                self._fh.close()  # closing the descriptor releases the lock
 
     def __enter__(self) -> "StreamWriter":
         return self

@@ -1,0 +1,47 @@
+"""The `analyze` use case: predict every operator of the analysed steps, and the serving figures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gpt_batchprof.analytic.parallel import Parallelism, WeightSplit, weight_split
+from gpt_batchprof.analytic.roofline import Prediction, predict
+from gpt_batchprof.analytic.serving import Scenario, ServingReport, serving_report
+from gpt_batchprof.profiles import HardwareSpec, ModelSpec
+
+
+@dataclass(frozen=True, slots=True)
+class AnalyzeResult:
+    model: ModelSpec
+    hardware: HardwareSpec
+    scenario: Scenario
+    phases: tuple[str, ...]
+    batches: tuple[int, ...]
+    predictions: tuple[Prediction, ...]  # phase-major, then batch, then operator order
+    report: ServingReport
+    parallel: Parallelism = Parallelism()
+
+    @property
+    def weights(self) -> WeightSplit:
+        """Weights of the fullest GPU: sharded and replicated parts."""
+        return weight_split(self.model, self.parallel, self.scenario.dtypes)
+
+
+def analyze(
+    model: ModelSpec,
+    hardware: HardwareSpec,
+    scenario: Scenario,
+    phases: tuple[str, ...] = ("prefill", "decode"),
+    batches: tuple[int, ...] = (1,),
+    parallel: Parallelism = Parallelism(),
+) -> AnalyzeResult:
+    """``parallel``: figures per GPU across tp x pp x ep GPUs (see ``analytic.parallel``)."""
+    parallel.check(model, hardware)
+    report = serving_report(model, hardware, scenario, batches, parallel)
+    preds = tuple(
+        predict(op, hardware, report.launch)
+        for phase in phases
+        for b in batches
+        for op in scenario.ops(model, phase, b, parallel)
+    )
+    return AnalyzeResult(model, hardware, scenario, phases, batches, preds, report, parallel)

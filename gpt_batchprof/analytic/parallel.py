@@ -1,0 +1,402 @@
+"""Tensor, pipeline and expert parallelism: per-GPU operators, collectives, memory, pipeline time.
+
+Layout (Megatron-LM style; the same one vLLM and TensorRT-LLM use for inference):
+
+- **Tensor parallel (tp)**. QKV and the FFN's up / gate projections are column-parallel
+  (each GPU computes ``1/tp`` of the output features: ``n_head/tp`` query heads,
+  ``d_ff/tp`` FFN columns); the attention output projection and the FFN down projection are
+  row-parallel (each GPU multiplies its slice and the partial sums are all-reduced). That
+  is two all-reduces of the ``tokens x d_model`` activations per layer (after attention,
+  after the FFN), plus one after the vocabulary-parallel embedding lookup. K/V heads are
+  split like the query heads when ``tp`` divides ``n_kv_head``; when ``n_kv_head < tp``
+  each GPU keeps ``ceil(n_kv_head / tp) = 1`` K/V head, i.e. every K/V head is replicated on
+  ``tp / n_kv_head`` GPUs (vLLM's ``num_kv_head_replicas``), so K/V weights and the KV
+  cache do not shrink past one head per GPU. The LM head and the embedding are split over
+  the vocabulary, padded to a multiple of ``tp`` (``ceil(vocab / tp)`` rows per GPU, as
+  Megatron pads ``make_vocab_size_divisible_by``). Norm weights, biases of row-parallel
+  layers and the MoE router are replicated.
+- **Pipeline parallel (pp)**. Layers are cut into ``pp`` stages (the first
+  ``n_layer % pp`` stages take one layer more); the embedding sits on the first stage, the
+  final norm and the LM head on the last. The operators listed are those of the slowest
+  stage: ``ceil(n_layer / pp)`` layers and the LM head (exact when ``pp`` divides
+  ``n_layer``). A batch is cut into ``micro_batches`` micro-batches that flow through the
+  stages (GPipe's forward schedule; for inference there is no backward, so 1F1B is the
+  same schedule). Each stage hands its activations to the next (``pp_sendrecv``). One step
+  takes ``(m + pp - 1)`` stage-times of one micro-batch: the first micro-batch needs
+  ``pp`` stage-times to leave the pipeline, each later one a stage-time more. Stages are
+  idle for the bubble fraction ``(pp - 1) / (m + pp - 1)``.
+- **Expert parallel (ep)**, MoE only. ``n_expert / ep`` experts per GPU (each expert also
+  split over ``tp``). Attention and the other dense layers are data-parallel over the
+  ``ep`` groups (DeepSeek-V3 / vLLM "DP attention + EP"): each group serves
+  ``ceil(batch / ep)`` sequences (the busiest group sets the step time), and tokens are sent
+  to their experts' GPUs and back (``ep_alltoall``, dispatch and combine: two per layer).
+  Under uniform routing every GPU receives, on average, as many token-rows as its own
+  group routes: ``tokens x n_expert_active``. GPUs in all: ``tp x pp x ep``.
+
+Collectives are ordinary operator rows (FLOPs 0; ``bytes`` = the message each GPU
+contributes, totalled over launches; ``shape.ranks`` = devices in the group) priced by the
+hardware profile's ``interconnect`` (bandwidth ``B`` per direction, per-hop latency ``a``):
+
+- ring all-reduce of ``S`` bytes over ``N``: ``2 (N-1)/N * S / B + 2 (N-1) * a``
+  (reduce-scatter then all-gather, ``N - 1`` steps each, every step moving ``S/N``);
+- all-to-all: ``(N-1)/N * S / B + (N-1) * a`` (each GPU keeps ``1/N`` and sends the rest);
+- send/recv between neighbouring stages: ``S / B + a``.
+
+Pure Python, like the rest of ``analytic``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from gpt_batchprof.analytic.ops import OpCost, OpShape
+from gpt_batchprof.errors import BatchprofError, ProfileError
+from gpt_batchprof.profiles import DTYPE_BYTES, HardwareSpec, ModelSpec
+
+if TYPE_CHECKING:  # imported lazily at run time (gpt.py and serving.py import this module)
+    from gpt_batchprof.analytic.gpt import Dtypes
+    from gpt_batchprof.analytic.roofline import Prediction
+    from gpt_batchprof.analytic.serving import MemoryUse, Scenario
+
+
+@dataclass(frozen=True, slots=True)
+class Parallelism:
+    """How one model instance is spread over GPUs: ``tp x pp x ep`` of them."""
+
+    tp: int = 1
+    pp: int = 1
+    ep: int = 1
+    micro_batches: int = 1  # pipeline micro-batches per step (only with pp > 1)
+
+    def __post_init__(self) -> None:
+        for name in ("tp", "pp", "ep", "micro_batches"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise BatchprofError(f"--{name.replace('_', '-')} must be an integer >= 1, got {v!r}")
+        if self.micro_batches > 1 and self.pp == 1:
+            raise BatchprofError(f"--micro-batches {self.micro_batches} needs --pp > 1 (micro-batches fill a pipeline)")
+
+    @property
+    def world(self) -> int:
+        """GPUs that hold one copy of the model."""
+        return self.tp * self.pp * self.ep
+
+    @property
+    def is_single(self) -> bool:
+        return self.world == 1
+
+    @property
+    def bubble_fraction(self) -> float:
+        """Share of a step each stage sits idle: (pp - 1) / (m + pp - 1) (batches of at least m)."""
+        return (self.pp - 1) / (self.micro_batches + self.pp - 1)
+
+    def label(self) -> str:
+        return f"TP {self.tp} x PP {self.pp} x EP {self.ep} = {self.world} GPU{'s' if self.world > 1 else ''}"
+
+    def to_dict(self) -> dict[str, int]:
+        return {"tp": self.tp, "pp": self.pp, "ep": self.ep, "micro_batches": self.micro_batches,
+                "gpus": self.world}
+
+    def check(self, model: ModelSpec, hw: HardwareSpec | None = None) -> "Parallelism":
+        """Refuse layouts the model cannot be cut into (and, given ``hw``, multi-GPU without a link)."""
+        tp, m = self.tp, model
+        if m.n_head % tp:
+            raise BatchprofError(f"--tp {tp} does not divide {m.name}'s {m.n_head} query heads")
+        if m.n_kv_head % tp and tp % m.n_kv_head:
+            raise BatchprofError(
+                f"--tp {tp}: {m.name}'s {m.n_kv_head} K/V heads can be neither split evenly over {tp} GPUs "
+                f"nor replicated evenly (tp must divide n_kv_head, or n_kv_head divide tp)")
+        if m.d_ff % tp:
+            raise BatchprofError(f"--tp {tp} does not divide {m.name}'s d_ff {m.d_ff} (FFN columns per GPU)")
+        if m.d_ff_shared % tp:
+            raise BatchprofError(f"--tp {tp} does not divide {m.name}'s shared expert width {m.d_ff_shared}")
+        if self.pp > m.n_layer:
+            raise BatchprofError(f"--pp {self.pp} is more stages than {m.name}'s {m.n_layer} layers")
+        if self.ep > 1 and not m.is_moe:
+            raise BatchprofError(f"--ep {self.ep}: {m.name} is a dense model (no experts to split)")
+        if m.n_expert % self.ep:
+            raise BatchprofError(f"--ep {self.ep} does not divide {m.name}'s {m.n_expert} experts")
+        if hw is not None and not self.is_single and hw.interconnect is None:
+            raise BatchprofError(
+                f"hardware '{hw.name}' has no interconnect section, needed for {self.label()}; add one "
+                "(interconnect: name, bandwidth_gb_s, latency_us) or measure it with `gpt-batchprof calibrate --tp N`")
+        return self
+
+
+# --------------------------------------------------------------------------- per-GPU sizes
+
+
+def stage_layers(n_layer: int, pp: int) -> tuple[int, ...]:
+    """Layers on each pipeline stage: as even as possible, the first stages take the extra ones."""
+    base, extra = divmod(n_layer, pp)
+    return tuple(base + (1 if i < extra else 0) for i in range(pp))
+
+
+def kv_heads_per_gpu(model: ModelSpec, tp: int) -> int:
+    """n_kv_head / tp when tp divides it; else ceil(n_kv_head / tp) = 1 head, replicated."""
+    return max(1, model.n_kv_head // tp)
+
+
+def padded_vocab_per_gpu(model: ModelSpec, tp: int) -> int:
+    """Vocabulary rows of the embedding / LM head on each GPU (vocab padded to a multiple of tp)."""
+    return math.ceil(model.vocab_size / tp)
+
+
+def local_model(model: ModelSpec, par: Parallelism) -> ModelSpec:
+    """The slice of the model one GPU of the slowest stage computes, as a model of its own.
+
+    Its operators are those of the sharded model; experts keep their count (expert
+    parallelism is applied to the MoE rows separately).
+    """
+    return replace(
+        model,
+        name=f"{model.name}/{par.label()}",
+        n_layer=max(stage_layers(model.n_layer, par.pp)),
+        n_head=model.n_head // par.tp,
+        n_kv_head=kv_heads_per_gpu(model, par.tp),
+        d_ff=model.d_ff // par.tp,
+        d_ff_shared=model.d_ff_shared // par.tp,
+        vocab_size=padded_vocab_per_gpu(model, par.tp),
+    )
+
+
+def replica_batch(batch: int, par: Parallelism) -> int:
+    """Sequences one data-parallel attention group serves (the busiest one, with ep groups)."""
+    return math.ceil(batch / par.ep)
+
+
+def micro_batches(batch: int, par: Parallelism) -> int:
+    """Micro-batches a step really has: no more than the group's sequences (a sequence is not split)."""
+    return min(par.micro_batches, replica_batch(batch, par))
+
+
+def micro_batch(batch: int, par: Parallelism) -> int:
+    """Sequences in one pipeline micro-batch of the busiest group."""
+    return math.ceil(replica_batch(batch, par) / micro_batches(batch, par))
+
+
+@dataclass(frozen=True, slots=True)
+class WeightSplit:
+    """Weight bytes on the fullest GPU: the part split over GPUs and the part every GPU keeps whole."""
+
+    sharded_bytes: float  # 1/tp of the matrices, embedding and head; experts also 1/ep
+    replicated_bytes: float  # norms, row-parallel biases, the router, K/V heads when n_kv_head < tp
+
+    @property
+    def total_bytes(self) -> float:
+        return self.sharded_bytes + self.replicated_bytes
+
+
+def weight_split(model: ModelSpec, par: Parallelism, dtypes: "Dtypes") -> WeightSplit:
+    """Weights of the fullest GPU (first or last pipeline stage), split into sharded and replicated.
+
+    As ``ModelSpec.weight_bytes``: the blocks' linear layers at the weight dtype, everything else
+    (embeddings, LM head, norms, router, biases) at the activation dtype when the weights are a
+    quantised format.
+    """
+    from gpt_batchprof.profiles import QUANTISED_DTYPES
+
+    m, tp = model, par.tp
+    w = DTYPE_BYTES[dtypes.weight]
+    wo = DTYPE_BYTES[dtypes.act if dtypes.weight in QUANTISED_DTYPES else dtypes.weight]
+    d, hd, n_mat = m.d_model, m.head_dim, m.n_ffn_matrices
+    q_local = m.n_head // tp * hd
+    kv_local = kv_heads_per_gpu(m, tp) * hd
+    f, fs, experts = m.d_ff // tp, m.d_ff_shared // tp, m.n_expert // par.ep
+    norm = (2 if m.norm == "layernorm" else 1) * d
+    kv_replicated = m.n_kv_head < tp
+    # bytes per layer on one GPU, (sharded, replicated)
+    kv_mat, kv_bias = 2 * d * kv_local * w, (2 * kv_local * wo if m.bias else 0)
+    sharded = (2 * d * q_local + n_mat * d * (experts * f + fs)) * w + (0 if kv_replicated else kv_mat + kv_bias)
+    replicated = 2 * norm * wo + (kv_mat + kv_bias if kv_replicated else 0)
+    if m.bias:  # column-parallel biases are split, row-parallel ones (added after the all-reduce) are whole
+        sharded += (q_local + experts * (n_mat - 1) * f) * wo
+        replicated += (d + experts * d) * wo
+    if m.is_moe:
+        replicated += d * m.n_expert * wo  # router
+    if m.d_ff_shared:
+        replicated += d * wo  # the shared expert's gate
+    vocab = padded_vocab_per_gpu(m, tp) * d * wo
+    positions = m.max_seq_len * d * wo if m.positional == "learned" else 0
+    layers = stage_layers(m.n_layer, par.pp)
+    best: tuple[float, float] = (0.0, 0.0)
+    for i, n in enumerate(layers):
+        first, last = i == 0, i == len(layers) - 1
+        s, r = n * sharded, n * replicated
+        if first:
+            s += vocab
+            r += positions
+        if last:
+            r += norm * wo
+            if not m.tied_embeddings or not first:  # a tied head is the embedding itself on a 1-stage model
+                s += vocab
+        if s + r > sum(best):
+            best = (s, r)
+    return WeightSplit(*best)
+
+
+# --------------------------------------------------------------------------- operators
+
+
+def _repeat(cost: OpCost, times: int, batch: int) -> OpCost:
+    """``cost`` run ``times`` times (once per micro-batch), labelled with the whole step's batch."""
+    return replace(cost, batch=batch, flops=cost.flops * times, bytes=cost.bytes * times,
+                   weight_bytes=cost.weight_bytes * times, launches=cost.launches * times)
+
+
+def collective_cost(op: str, *, message_bytes: float, launches: int, ranks: int, rows: int, width: int,
+                    compute_dtype: str, ctx: tuple[str, int, int, int]) -> OpCost:
+    """A collective row: ``launches`` calls, each moving a ``message_bytes`` message per GPU."""
+    phase, batch, seq_len, kv_len = ctx
+    return OpCost(op, phase, batch, seq_len, kv_len, flops=0.0, bytes=launches * message_bytes,
+                  weight_bytes=0.0, launches=launches, compute_dtype=compute_dtype,
+                  shape=OpShape(m=rows, n=width, k=0, ranks=ranks))
+
+
+def sharded_ops(model: ModelSpec, phase: str, batch: int, seq_len: int, kv_len: int, dtypes: "Dtypes",
+                attention: str, par: Parallelism) -> tuple[OpCost, ...]:
+    """Per-GPU operators of the slowest stage for one step of ``batch`` sequences, collectives included.
+
+    Every row totals the stage's ``micro_batches`` micro-batches; the step time follows
+    from them with :func:`pipelined`.
+    """
+    from gpt_batchprof.analytic.gpt import enumerate_ops, expected_experts_touched
+    from gpt_batchprof.analytic.ops import matmul_cost
+
+    par.check(model)
+    loc = local_model(model, par)
+    b = micro_batch(batch, par)
+    q = 1 if phase == "decode" else seq_len
+    ops = list(enumerate_ops(loc, phase, b, seq_len=seq_len, kv_len=kv_len, dtypes=dtypes, attention=attention))
+    a, nl, d, cd = DTYPE_BYTES[dtypes.act], loc.n_layer, model.d_model, dtypes.act
+    ctx = (phase, b, q, kv_len)
+    tokens = b * q
+    if model.is_moe and par.ep > 1:
+        # Every GPU holds n_expert/ep experts and receives (uniform routing) as many token-rows as
+        # its own group routes, tokens x k; the experts it touches are hit by all ep groups' tokens.
+        k = model.n_expert_active
+        touched = expected_experts_touched(model.n_expert, k, tokens * par.ep) / par.ep
+        mm = dict(tokens=tokens, w_bytes=DTYPE_BYTES[dtypes.weight], a_bytes=a, launches=nl, compute_dtype=cd,
+                  ctx=ctx, experts_touched=touched, routes=k)
+        for i, c in enumerate(ops):
+            if c.op in ("ffn_gate", "ffn_up"):
+                ops[i] = matmul_cost(c.op, k=d, n=loc.d_ff, **mm)
+            elif c.op == "ffn_down":
+                ops[i] = matmul_cost(c.op, k=loc.d_ff, n=d, **mm)
+    row = dict(rows=tokens, width=d, compute_dtype=cd, ctx=ctx)
+    if par.tp > 1:  # two per layer; one more after the vocabulary-parallel embedding (first stage)
+        ops.append(collective_cost("tp_allreduce", message_bytes=tokens * d * a,
+                                   launches=2 * nl + (1 if par.pp == 1 else 0), ranks=par.tp, **row))
+    if par.ep > 1:  # dispatch and combine: each token-row goes to k experts and comes back
+        ops.append(collective_cost("ep_alltoall", message_bytes=tokens * model.n_expert_active * d * a,
+                                   launches=2 * nl, ranks=par.ep, **row))
+    if par.pp > 1:  # the stage's output activations to the next stage
+        ops.append(collective_cost("pp_sendrecv", message_bytes=tokens * d * a, launches=1, ranks=2, **row))
+    return tuple(_repeat(c, micro_batches(batch, par), batch) for c in ops)
+
+
+# --------------------------------------------------------------------------- collective pricing
+
+
+def ring_allreduce_time(nbytes: float, ranks: int, bandwidth: float, latency: float) -> float:
+    """2 (N-1)/N * S / B + 2 (N-1) * latency: reduce-scatter then all-gather around a ring."""
+    if ranks <= 1:
+        return 0.0
+    return 2.0 * (ranks - 1) / ranks * nbytes / bandwidth + 2.0 * (ranks - 1) * latency
+
+
+def alltoall_time(nbytes: float, ranks: int, bandwidth: float, latency: float) -> float:
+    """(N-1)/N * S / B + (N-1) * latency: each GPU keeps 1/N of its message and sends the rest."""
+    if ranks <= 1:
+        return 0.0
+    return (ranks - 1) / ranks * nbytes / bandwidth + (ranks - 1) * latency
+
+
+def sendrecv_time(nbytes: float, bandwidth: float, latency: float) -> float:
+    """S / B + latency: one message to the neighbouring stage."""
+    return nbytes / bandwidth + latency
+
+
+def collective_terms(op: str, nbytes: float, ranks: int, bandwidth: float, latency: float) -> tuple[float, float]:
+    """(bandwidth term, latency term) of one collective call, seconds."""
+    if op == "tp_allreduce":
+        t, lat = ring_allreduce_time(nbytes, ranks, bandwidth, latency), ring_allreduce_time(0.0, ranks, 1.0, latency)
+    elif op == "ep_alltoall":
+        t, lat = alltoall_time(nbytes, ranks, bandwidth, latency), alltoall_time(0.0, ranks, 1.0, latency)
+    elif op == "pp_sendrecv":
+        t, lat = sendrecv_time(nbytes, bandwidth, latency), latency
+    else:
+        raise KeyError(op)
+    return t - lat, lat
+
+
+def predict_collective(cost: OpCost, hw: HardwareSpec) -> "Prediction":
+    """A collective row priced by the interconnect: memory_s holds the bandwidth term, overhead_s the latency."""
+    from gpt_batchprof.analytic.roofline import Prediction
+
+    ic = hw.interconnect
+    if ic is None:
+        raise ProfileError(f"hardware '{hw.name}': no interconnect section to price {cost.op} "
+                           "(add interconnect: name, bandwidth_gb_s, latency_us)")
+    per_call = cost.bytes / cost.launches if cost.launches else 0.0
+    link, lat = collective_terms(cost.op, per_call, cost.shape.ranks, ic.bandwidth_bytes_per_s, ic.latency_s)
+    n = cost.launches
+    return Prediction(cost, 0.0, n * link, n * lat, n * (link + lat), bound="link" if link >= lat else "latency")
+
+
+# --------------------------------------------------------------------------- time and memory
+
+
+def pipelined(stage_s: float, par: Parallelism, batch: int) -> float:
+    """One step of the pipeline: ``stage_s`` covers the stage's m micro-batches; the step
+    takes (m + pp - 1) micro-batch stage-times."""
+    m = micro_batches(batch, par)
+    return stage_s * (m + par.pp - 1) / m
+
+
+def parallel_latencies(model: ModelSpec, hw: HardwareSpec, scenario: "Scenario", batch: int,
+                       par: Parallelism, roofline_only: bool = False) -> tuple[float, float, float]:
+    """(TTFT, ITL, end-to-end) of a sharded model; as ``serving.latencies``, each step pipelined.
+
+    Only attention depends on the cache length; a pipelined step is linear in its stage time and
+    each micro-batch repeats the same kernels, so the decode sum reuses
+    ``serving.decode_attention_time`` (closed form, or sampled when calibrated) on one GPU's
+    slice of the model.
+    """
+    from gpt_batchprof.analytic.ops import ATTENTION_OPS
+    from gpt_batchprof.analytic.roofline import step_time
+    from gpt_batchprof.analytic.serving import decode_attention_time
+
+    launch, ro = scenario.launch_for(hw), roofline_only
+    prefill = scenario.ops(model, "prefill", batch, par)
+    decode = scenario.ops(model, "decode", batch, par)
+    ttft = pipelined(step_time(prefill, hw, launch, ro), par, batch)
+    itl = pipelined(step_time(decode, hw, launch, ro), par, batch)
+    fixed = step_time(tuple(o for o in decode if o.op not in ATTENTION_OPS), hw, launch, ro)
+    loc, b, m = local_model(model, par), micro_batch(batch, par), micro_batches(batch, par)
+    attention = m * decode_attention_time(loc, hw, scenario, b, launch, ro)
+    return ttft, itl, ttft + pipelined((scenario.gen_len - 1) * fixed + attention, par, batch)
+
+
+def parallel_memory_use(model: ModelSpec, scenario: "Scenario", batch: int, par: Parallelism) -> "MemoryUse":
+    """Memory of the fullest GPU: its weights, the KV cache of its group's sequences for its
+    layers and K/V heads, and the transient activations of one micro-batch at its shapes."""
+    from gpt_batchprof.analytic.serving import MemoryUse, memory_use
+
+    par.check(model)
+    loc = local_model(model, par)
+    kv = memory_use(loc, scenario, replica_batch(batch, par)).kv_cache_bytes
+    act = memory_use(loc, scenario, micro_batch(batch, par)).activation_bytes
+    return MemoryUse(weight_split(model, par, scenario.dtypes).total_bytes, kv, act)
+
+
+def parallel_max_batch(model: ModelSpec, hw: HardwareSpec, scenario: "Scenario", par: Parallelism) -> int:
+    """Largest batch (over all ep groups) whose per-GPU weights, KV cache and activations fit."""
+    one = parallel_memory_use(model, scenario, 1, par)
+    free = hw.memory_bytes - one.weights_bytes
+    if free <= 0:
+        return 0
+    per_sequence = one.kv_cache_bytes + one.activation_bytes
+    return max(0, math.floor(free / per_sequence)) * par.ep

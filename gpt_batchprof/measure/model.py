@@ -1,0 +1,301 @@
+"""A compact reference GPT in torch, built from any ModelSpec (gpt-fast / nanoGPT style).
+
+Everything `analyze` predicts runs here under the same operator names and shapes
+(``gpt_batchprof.analytic.enumerate_ops``): ``norm``, one fused ``qkv_proj``, attention as
+``attn_score`` -> ``attn_softmax`` -> ``attn_context`` (unfused) or one ``attn_fused`` (torch
+SDPA), ``out_proj``, ``moe_router``, ``ffn_gate`` / ``ffn_up`` / ``ffn_down`` and the
+``lm_head`` on the last position of each sequence. The KV cache is static and
+preallocated for the whole generation; a step writes its new keys and values at
+``pos .. pos + T`` and attends over the ``pos + T`` cached ones (exactly analyze's
+``kv_len + q`` keys, so FLOPs agree operator by operator).
+
+Weights are random (normal, std 0.02; no downloads) in one float dtype. This module
+imports torch at the top: the rest of the package imports it only inside functions
+(``measure/generate.py``), so ``gpt-batchprof analyze`` never loads torch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gpt_batchprof.profiles import ModelSpec
+
+ROPE_BASE = 10000.0
+INIT_STD = 0.02
+
+
+class KVCache(nn.Module):
+    """Keys and values of every layer for ``batch`` sequences of up to ``max_len`` tokens.
+
+    Preallocated once; ``length`` counts the tokens written so far (the cache "grows" by
+    filling, never by reallocating, so CUDA graphs can keep pointers into it).
+    """
+
+    def __init__(self, n_layer: int, batch: int, n_kv_head: int, max_len: int, head_dim: int, dtype, device):
+        super().__init__()
+        shape = (n_layer, batch, n_kv_head, max_len, head_dim)  # (nl, B, nkv, S, hs)
+        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.length = 0
+        self.max_len = max_len
+
+    @property
+    def nbytes(self) -> int:
+        return self.k.numel() * self.k.element_size() * 2
+
+
+def _norm(spec: ModelSpec) -> nn.Module:
+    # LayerNorm keeps weight and bias (2 x d_model), RMSNorm a weight only: as ModelSpec counts them.
+    return nn.LayerNorm(spec.d_model) if spec.norm == "layernorm" else nn.RMSNorm(spec.d_model, eps=1e-5)
+
+
+def rope_tables(max_len: int, head_dim: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of the rotary angles, (max_len, head_dim), halves repeated (GPT-NeoX / Llama layout)."""
+    inv = 1.0 / (ROPE_BASE ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
+    angles = torch.outer(torch.arange(max_len, device=device, dtype=torch.float32), inv)  # (S, hs/2)
+    angles = torch.cat((angles, angles), dim=-1)  # (S, hs)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: (B, h, T, hs); cos, sin: (T, hs)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat((-x2, x1), dim=-1)
+    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
+
+
+def alibi_slopes(n_head: int) -> torch.Tensor:
+    """ALiBi head slopes 2^(-8 i / n) for i = 1..n (Press et al., for powers of two; used as is otherwise)."""
+    return torch.tensor([2.0 ** (-8.0 * (i + 1) / n_head) for i in range(n_head)])
+
+
+class Attention(nn.Module):
+    def __init__(self, spec: ModelSpec, attention: str):
+        super().__init__()
+        self.nh, self.nkv, self.hs = spec.n_head, spec.n_kv_head, spec.head_dim
+        self.q_dim, self.kv_dim = spec.q_dim, spec.kv_dim
+        self.fused = attention == "fused"
+        self.alibi = spec.positional == "alibi"
+        self.window = spec.sliding_window
+        self.qkv_proj = nn.Linear(spec.d_model, spec.q_dim + 2 * spec.kv_dim, bias=spec.bias)
+        self.out_proj = nn.Linear(spec.q_dim, spec.d_model, bias=spec.bias)
+
+    def forward(self, x, k_cache, v_cache, pos: int, rope, slopes):
+        B, T, _ = x.shape
+        nh, nkv, hs = self.nh, self.nkv, self.hs
+        g = nh // nkv  # query heads per K/V head
+        q, k, v = self.qkv_proj(x).split([self.q_dim, self.kv_dim, self.kv_dim], dim=-1)
+        q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, nkv, hs).transpose(1, 2)  # (B, nkv, T, hs)
+        v = v.view(B, T, nkv, hs).transpose(1, 2)  # (B, nkv, T, hs)
+        if rope is not None:
+            cos, sin = rope[0][pos:pos + T], rope[1][pos:pos + T]  # (T, hs)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        end = pos + T
+        k_cache[:, :, pos:end] = k
+        v_cache[:, :, pos:end] = v
+        # keys in view: every cached one, or (sliding window) those within the window of the first query
+        start = pos - min(pos, self.window - 1) if self.window else 0
+        L = end - start
+        keys, values = k_cache[:, :, start:end], v_cache[:, :, start:end]  # (B, nkv, L, hs)
+
+        # query t (position pos + t) sees keys up to pos + t (and, with a window, newer than pos + t - window)
+        visible = None
+        if T > 1 or (self.window and L > self.window):
+            qpos = torch.arange(pos, end, device=x.device).view(T, 1)
+            kpos = torch.arange(start, end, device=x.device).view(1, L)
+            visible = kpos <= qpos
+            if self.window:
+                visible &= kpos > qpos - self.window
+        bias = None
+        if self.alibi:  # -slope x distance to the key, (nh, T, L)
+            qpos = torch.arange(pos, end, device=x.device).view(T, 1)
+            dist = (qpos - torch.arange(start, end, device=x.device).view(1, L)).clamp(min=0)
+            bias = (-slopes.view(nh, 1, 1) * dist).to(q.dtype)
+        if self.fused:
+            mask = None
+            if bias is not None:
+                mask = bias if visible is None else bias.masked_fill(~visible, float("-inf"))
+            elif visible is not None and (pos or self.window):
+                mask = visible
+            y = F.scaled_dot_product_attention(  # attn_fused
+                q, keys, values, attn_mask=mask, is_causal=mask is None and T > 1, enable_gqa=g > 1,
+            )  # (B, nh, T, hs)
+        else:
+            qg = (q * (1.0 / math.sqrt(hs))).reshape(B, nkv, g * T, hs)  # (B, nkv, g*T, hs): g heads stacked
+            scores = qg @ keys.transpose(-2, -1)  # attn_score: (B, nkv, g*T, L)
+            if bias is not None or visible is not None:
+                scores = scores.view(B, nkv, g, T, L)
+                if bias is not None:
+                    scores = scores + bias.view(nkv, g, T, L)
+                if visible is not None:
+                    scores = scores.masked_fill(~visible, float("-inf"))
+                scores = scores.view(B, nkv, g * T, L)
+            probs = torch.softmax(scores, dim=-1)  # attn_softmax
+            y = (probs @ values).view(B, nh, T, hs)  # attn_context: (B, nkv, g*T, hs) -> (B, nh, T, hs)
+        y = y.transpose(1, 2).reshape(B, T, self.q_dim)  # (B, T, nh*hs)
+        return self.out_proj(y)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        d, f = spec.d_model, spec.d_ff
+        self.gated = spec.ffn == "swiglu"
+        if self.gated:
+            self.ffn_gate = nn.Linear(d, f, bias=spec.bias)
+        self.ffn_up = nn.Linear(d, f, bias=spec.bias)
+        self.ffn_down = nn.Linear(f, d, bias=spec.bias)
+
+    def forward(self, x):  # (N, d) or (B, T, d)
+        if self.gated:
+            return self.ffn_down(F.silu(self.ffn_gate(x)) * self.ffn_up(x))
+        return self.ffn_down(F.gelu(self.ffn_up(x), approximate="tanh"))
+
+
+class SharedExpert(nn.Module):
+    """qwen2_moe's always-active gated FFN next to the routed experts, scaled by sigmoid(x . w).
+
+    The gate is a dot product per token (d_model multiply-adds), written as one: analyze does
+    not list it as a matmul (it is millions of times smaller than the experts), and neither
+    does the FLOP counter for an elementwise product and a sum.
+    """
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        d, f = spec.d_model, spec.d_ff_shared
+        self.ffn_shared_gate = nn.Linear(d, f, bias=False)
+        self.ffn_shared_up = nn.Linear(d, f, bias=False)
+        self.ffn_shared_down = nn.Linear(f, d, bias=False)
+        self.gate_weight = nn.Parameter(torch.empty(d))
+
+    def forward(self, x):  # (N, d)
+        y = self.ffn_shared_down(F.silu(self.ffn_shared_gate(x)) * self.ffn_shared_up(x))
+        return y * torch.sigmoid((x * self.gate_weight).sum(-1, keepdim=True))
+
+
+class MoE(nn.Module):
+    """Top-k routing over ``n_expert`` FeedForwards; each expert runs on the tokens routed to it.
+
+    FLOPs do not depend on the routing: every token goes to exactly ``n_expert_active``
+    experts, so the expert matmuls see ``tokens x n_expert_active`` rows in total whichever
+    experts they are (analyze's count). Which and how many distinct experts are touched
+    (the weight bytes read) does depend on it; random weights route about uniformly, which
+    is what analyze assumes. Per-expert token counts go to the host (``tolist``), so a step
+    of an MoE model cannot be captured in a CUDA graph.
+    """
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.top_k = spec.n_expert_active
+        self.moe_router = nn.Linear(spec.d_model, spec.n_expert, bias=False)
+        self.experts = nn.ModuleList(FeedForward(spec) for _ in range(spec.n_expert))
+        self.shared = SharedExpert(spec) if spec.d_ff_shared else None
+
+    def forward(self, x):
+        B, T, d = x.shape
+        xt = x.reshape(B * T, d)  # (N, d)
+        logits = self.moe_router(xt)  # (N, E)
+        weights, chosen = torch.topk(logits, self.top_k, dim=-1)  # (N, k)
+        weights = torch.softmax(weights.float(), dim=-1).to(x.dtype)
+        flat = chosen.reshape(-1)  # (N*k,) expert of each (token, slot)
+        order = flat.argsort(stable=True)
+        counts = torch.bincount(flat, minlength=len(self.experts)).tolist()
+        out = torch.zeros_like(xt)
+        start = 0
+        for expert, n in zip(self.experts, counts):
+            if n:
+                slots = order[start:start + n]  # (n,) routed (token, slot) pairs
+                tokens = slots // self.top_k
+                y = expert(xt[tokens]) * weights.reshape(-1)[slots].unsqueeze(-1)  # (n, d)
+                out.index_add_(0, tokens, y)
+                start += n
+        if self.shared is not None:
+            out = out + self.shared(xt)
+        return out.view(B, T, d)
+
+
+class Block(nn.Module):
+    def __init__(self, spec: ModelSpec, attention: str):
+        super().__init__()
+        self.norm_attn, self.norm_ffn = _norm(spec), _norm(spec)
+        self.attn = Attention(spec, attention)
+        self.ffn = MoE(spec) if spec.is_moe else FeedForward(spec)
+
+    def forward(self, x, k_cache, v_cache, pos: int, rope, slopes):
+        x = x + self.attn(self.norm_attn(x), k_cache, v_cache, pos, rope, slopes)
+        return x + self.ffn(self.norm_ffn(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, spec: ModelSpec, attention: str = "unfused"):
+        super().__init__()
+        self.spec = spec
+        self.tok_emb = nn.Embedding(spec.vocab_size, spec.d_model)
+        self.pos_emb = nn.Embedding(spec.max_seq_len, spec.d_model) if spec.positional == "learned" else None
+        self.layers = nn.ModuleList(Block(spec, attention) for _ in range(spec.n_layer))
+        self.norm_final = _norm(spec)
+        self.lm_head = nn.Linear(spec.d_model, spec.vocab_size, bias=False)
+        if spec.tied_embeddings:
+            self.lm_head.weight = self.tok_emb.weight
+        self.rope = None
+        self.slopes = None
+
+    def setup(self, max_len: int) -> None:
+        """Position tables for sequences up to ``max_len`` (after the weights are on their device)."""
+        dev = self.tok_emb.weight.device
+        if self.spec.positional == "rope":
+            self.rope = rope_tables(max_len, self.spec.head_dim, dev)
+        elif self.spec.positional == "alibi":
+            self.slopes = alibi_slopes(self.spec.n_head).to(dev)
+
+    def new_cache(self, batch: int, max_len: int) -> KVCache:
+        s, w = self.spec, self.tok_emb.weight
+        return KVCache(s.n_layer, batch, s.n_kv_head, max_len, s.head_dim, w.dtype, w.device)
+
+    def forward(self, idx: torch.Tensor, cache: KVCache, pos: int) -> torch.Tensor:
+        """idx: (B, T) token ids at positions pos .. pos + T - 1. Returns the last position's logits (B, V)."""
+        B, T = idx.shape
+        if pos + T > cache.max_len:
+            raise ValueError(f"cache holds {cache.max_len} tokens; step needs {pos + T}")
+        x = self.tok_emb(idx)  # (B, T, d)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(torch.arange(pos, pos + T, device=idx.device))
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cache.k[i], cache.v[i], pos, self.rope, self.slopes)
+        x = self.norm_final(x)  # (B, T, d)
+        cache.length = pos + T
+        return self.lm_head(x[:, -1, :])  # (B, V): generation needs the last position only
+
+
+@torch.no_grad()
+def init_random(model: GPT, seed: int = 0) -> None:
+    """Normal(0, 0.02) weights, zero biases, unit norms; residual outputs scaled by 1/sqrt(2 n_layer) (GPT-2)."""
+    gen = torch.Generator(device=model.tok_emb.weight.device).manual_seed(seed)
+    scaled = INIT_STD / math.sqrt(2 * model.spec.n_layer)
+    for name, p in model.named_parameters():
+        if "norm" in name:
+            p.fill_(1.0 if name.endswith("weight") else 0.0)
+        elif name.endswith("bias"):
+            p.zero_()
+        else:
+            std = scaled if name.endswith(("out_proj.weight", "ffn_down.weight")) else INIT_STD
+            p.normal_(0.0, std, generator=gen)
+
+
+def build_model(spec: ModelSpec, dtype, device: str, attention: str = "unfused", max_len: int | None = None,
+                seed: int = 0) -> GPT:
+    """The reference GPT of ``spec`` with random weights in ``dtype`` on ``device`` (built without
+    touching memory twice: modules are made on the meta device, then materialised in place)."""
+    with torch.device("meta"):
+        model = GPT(spec, attention).to(dtype)
+    model = model.to_empty(device=device)
+    if spec.tied_embeddings:  # to_empty re-creates parameters: tie them again
+        model.lm_head.weight = model.tok_emb.weight
+    init_random(model, seed)
+    model.setup(max_len or spec.max_seq_len)
+    return model.eval()
