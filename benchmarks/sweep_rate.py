@@ -32,7 +32,7 @@ def grid_of(points: int):
     spec = SweepSpec(models=tuple(f"d{128 * i}" for i in range(1, 26)),
                      hardware=("a100-80gb", "h100-sxm", "t4", "l4"), phases=("prefill", "decode"),
                      batches=batches, seq_lens=(128, 512, 2048),
-                     ops=("block-dense", "attention", "mlp", "qkv_proj", "norm"))
+                     ops=("block-dense", "attention", "ffn", "qkv_proj", "norm"))
     return resolve(spec)
 
 

@@ -58,9 +58,9 @@ def test_live_generation_e2e_is_ttft_plus_gen_len_minus_one_decode_steps():
     row = Evaluator(grid, "both", timer).evaluate(point)
     (run,) = runs
     assert len(run.step_times_s) == 4 and run.cache_lengths == (16, 17, 18, 19, 20)
-    assert row["measured_time_s"] == pytest.approx(run.ttft_s + sum(run.step_times_s))
+    assert row.measured_time_s == pytest.approx(run.ttft_s + sum(run.step_times_s))
     # tokens/s = batch x gen_len / e2e = 2 x 5 / e2e
-    assert row["measured_items_per_s"] == pytest.approx(10 / row["measured_time_s"])
+    assert row.measured_items_per_s == pytest.approx(10 / row.measured_time_s)
 
 
 # 3 ------------------------------------------------------------------ activation memory
@@ -87,14 +87,15 @@ def test_fmt_time_units():
 # 8 ------------------------------------------------------------------ free-batch tolerance
 def test_batching_stays_free_up_to_exactly_15_percent():
     from gpt_batchprof.sweep.results import free_batch, series  # where the summary decides it
+    from gpt_batchprof.sweep.rows import SweepRow
 
     # batch 1 takes 20 s; "free" while within 15%: up to 20 x 1.15 = 23 s inclusive
     assert free_batch((1, 2, 4, 8), (20.0, 22.0, 23.0, 23.01)) == 4
     assert free_batch((1, 2, 4, 8), (20.0, 22.0, 22.99, 24.0)) == 4
     assert free_batch((1, 2, 4, 8), (20.0, 23.01, 23.0, 23.0)) == 1  # the first step already costs > 15%
     # a whole sweep's summary uses the same rule: 2.0 -> 2.3 ms is +15% (free), 2.31 ms is not
-    rows = [{"workload": "gpt", "model": "m", "hardware": "h", "phase": "decode", "seq_len": 8, "op": "ffn",
-             "dtype": "fp16", "attention": "unfused", "batch": b, "predicted_time_s": t}
+    rows = [SweepRow(workload="gpt", model="m", hardware="h", phase="decode", seq_len=8, op="ffn",
+                     dtype="fp16", attention="unfused", batch=b, predicted_time_s=t)
             for b, t in ((1, 2.0e-3), (2, 2.3e-3), (4, 2.31e-3))]
     (s,) = series(rows)
     assert s.free_batch_predicted == 2

@@ -418,8 +418,8 @@ def test_live_generation_sweep_runs_the_loop(monkeypatch):
     timer = LiveTimer("cpu", threads=1)
     real = [row for row in map(Evaluator(grid, "both", timer).evaluate, grid.points())]
     for row in real:  # a real run: 1 prefill + 3 steps on a tiny model
-        assert 0 < row["measured_ttft_s"] < row["measured_time_s"]
-        assert row["measured_items_per_s"] == pytest.approx(row["batch"] * 4 / row["measured_time_s"])
+        assert 0 < row.measured_ttft_s < row.measured_time_s
+        assert row.measured_items_per_s == pytest.approx(row.batch * 4 / row.measured_time_s)
     from rich.console import Console
 
     from gpt_batchprof.report.sweep_tables import print_summary
@@ -433,8 +433,8 @@ def test_live_generation_sweep_runs_the_loop(monkeypatch):
     fake = G.GenerationRun(2, 0.010, (0.001, 0.002, 0.006), 0.019, (8, 9, 10, 11))
     monkeypatch.setattr(G, "measure_batch", lambda *a, **kw: (fake, "x"))
     row = Evaluator(grid, "both", timer).evaluate(list(grid.points())[1])
-    assert row["measured_time_s"] == 0.019 and row["measured_itl_s"] == 0.002
-    assert row["measured_items_per_s"] == pytest.approx(2 * 4 / 0.019)  # gen_len 4 tokens x batch 2
+    assert row.measured_time_s == 0.019 and row.measured_itl_s == 0.002
+    assert row.measured_items_per_s == pytest.approx(2 * 4 / 0.019)  # gen_len 4 tokens x batch 2
 
 
 def test_roofline_fields_appear_only_when_a_second_profile_predicts():

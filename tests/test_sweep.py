@@ -10,12 +10,13 @@ import pytest
 from typer.testing import CliRunner
 
 from gpt_batchprof.cli import app
-from gpt_batchprof.sweep.evaluate import COLUMNS, Evaluator
+from gpt_batchprof.sweep.evaluate import Evaluator
 from gpt_batchprof.sweep.grid import SweepSpec, resolve, spec_from_mapping
 from gpt_batchprof.sweep.presets import PRESETS
 from gpt_batchprof.sweep.results import free_batch
 from gpt_batchprof.sweep.run import run_sweep
-from gpt_batchprof.sweep.store import StreamWriter, read_rows, row_key
+from gpt_batchprof.sweep.rows import SweepRow
+from gpt_batchprof.sweep.store import StreamWriter, read_rows
 
 runner = CliRunner()
 
@@ -46,7 +47,7 @@ def test_points_are_the_cartesian_product():
                      batches=(1, 2, 4), seq_lens=(64, 128), ops=("block-dense", "attention", "qkv_proj"))
     rows = rows_of(spec)
     assert len(rows) == 2 * 2 * 2 * 3 * 2 * 3 == spec.n_points == 144
-    assert len({row_key(r) for r in rows}) == 144
+    assert len({r.key() for r in rows}) == 144
 
 
 def test_mlp_width_1024_batch_1_fp16_hand_worked(t4):
@@ -54,11 +55,11 @@ def test_mlp_width_1024_batch_1_fp16_hand_worked(t4):
     # bytes: the 1024x1024 fp16 weight (2 MiB = 2,097,152) + input and output rows (2 * 1024 * 2 = 4096).
     # depth 8: eight of them. Memory-bound: 2,101,248 B / 300 GB/s = 7.004 us per layer.
     (row,) = rows_of(SweepSpec(workload="mlp", models=("d1024",), hardware=(t4,), batches=(1,), dtypes=("fp16",)))
-    assert row["flops"] == 8 * 2_097_152
-    assert row["bytes"] == 8 * (2_097_152 + 4096)
-    assert row["bound"] == "memory"
-    assert row["predicted_time_s"] == pytest.approx(8 * 7.00416e-6, rel=1e-5)
-    assert row["items"] == 1 and row["launches"] == 8
+    assert row.flops == 8 * 2_097_152
+    assert row.bytes == 8 * (2_097_152 + 4096)
+    assert row.bound == "memory"
+    assert row.predicted_time_s == pytest.approx(8 * 7.00416e-6, rel=1e-5)
+    assert row.items == 1 and row.launches == 8
 
 
 def test_mlp_width_4096_turns_compute_bound_past_the_magic_ratio(t4):
@@ -66,9 +67,9 @@ def test_mlp_width_4096_turns_compute_bound_past_the_magic_ratio(t4):
     # per layer FLOPs 2*b*4096^2 vs bytes 2*4096^2 + 4*b*4096 (fp16):
     # compute-bound when 2b*4096^2/65e12 >= (2*4096^2 + 16384 b)/300e9  <=>  b >= 242.3.
     rows = rows_of(SweepSpec(workload="mlp", models=("d4096",), hardware=(t4,), batches=(1, 128, 216, 242, 243, 512)))
-    bound = {r["batch"]: r["bound"] for r in rows}
+    bound = {r.batch: r.bound for r in rows}
     assert bound == {1: "memory", 128: "memory", 216: "memory", 242: "memory", 243: "compute", 512: "compute"}
-    t = {r["batch"]: r["predicted_time_s"] for r in rows}
+    t = {r.batch: r.predicted_time_s for r in rows}
     # memory-bound: 128x the batch costs only the activations more (2*4096^2 + 16384*128 vs + 16384 bytes): +12%
     assert t[128] / t[1] == pytest.approx((2 * 4096**2 + 16384 * 128) / (2 * 4096**2 + 16384), rel=1e-9)
     assert t[128] / t[1] < 1.13
@@ -80,23 +81,23 @@ def test_decode_dense_vs_attention_seed000():
     # activations in + out: qkv d+3d, out d+d, up d+4d, down 4d+d = 16d elements = 32,768 bytes.
     rows = rows_of(SweepSpec(models=("d1024",), hardware=("a100-80gb",), phases=("decode",), batches=(1, 128),
                              seq_lens=(512,), ops=("block-dense", "attention")))
-    r = {(x["op"], x["batch"]): x for x in rows}
-    assert r[("block-dense", 1)]["flops"] == 25_165_824
-    assert r[("block-dense", 1)]["bytes"] == 25_165_824 + 32_768
+    r = {(x.op, x.batch): x for x in rows}
+    assert r[("block-dense", 1)].flops == 25_165_824
+    assert r[("block-dense", 1)].bytes == 25_165_824 + 32_768
     # batching decode dense layers raises intensity ~ with the batch; attention's does not move
-    assert r[("block-dense", 128)]["intensity"] > 50 * r[("block-dense", 1)]["intensity"]
-    assert r[("attention", 128)]["intensity"] == pytest.approx(r[("attention", 1)]["intensity"], rel=1e-9)
+    assert r[("block-dense", 128)].intensity > 50 * r[("block-dense", 1)].intensity
+    assert r[("attention", 128)].intensity == pytest.approx(r[("attention", 1)].intensity, rel=1e-9)
     # attention bytes grow in proportion to the batch: 128x
-    assert r[("attention", 128)]["bytes"] == pytest.approx(128 * r[("attention", 1)]["bytes"], rel=1e-9)
+    assert r[("attention", 128)].bytes == pytest.approx(128 * r[("attention", 1)].bytes, rel=1e-9)
 
 
 def test_generation_batch_2_nearly_doubles_throughput():
     rows = rows_of(PRESETS["generation"].full)
-    by = {r["batch"]: r for r in rows}
-    gain2 = by[2]["predicted_items_per_s"] / by[1]["predicted_items_per_s"]
-    lat2 = by[2]["predicted_time_s"] / by[1]["predicted_time_s"]
+    by = {r.batch: r for r in rows}
+    gain2 = by[2].predicted_items_per_s / by[1].predicted_items_per_s
+    lat2 = by[2].predicted_time_s / by[1].predicted_time_s
     assert 1.9 < gain2 <= 2.0 and lat2 < 1.05  # decode is weight-bound: batch 2 is almost free
-    assert all(r["ttft_s"] < r["predicted_time_s"] for r in rows)
+    assert all(r.ttft_s < r.predicted_time_s for r in rows)
 
 
 def test_free_batch_hand_worked():
@@ -112,8 +113,8 @@ def test_every_preset_quick_runs_and_fits_ci(tmp_path):
         assert r.exit_code == 0, r.output
         rows = read_rows(out)
         assert len(rows) == p.quick.n_points
-        assert list(rows[0]) == list(COLUMNS)
-        assert all(x["predicted_time_s"] > 0 and x["gpt_batchprof_version"] for x in rows)
+        assert all(type(x) is SweepRow for x in rows)
+        assert all(x.predicted_time_s > 0 and x.gpt_batchprof_version for x in rows)
 
 
 def test_csv_header_once_and_resume_skips_done_points_after_a_torn_line(tmp_path):
@@ -128,7 +129,7 @@ def test_csv_header_once_and_resume_skips_done_points_after_a_torn_line(tmp_path
     assert r.exit_code == 0, r.output
     text = out.read_text()
     assert text.count("workload,model") == 1
-    keys = [row_key(x) for x in read_rows(out)]
+    keys = [x.key() for x in read_rows(out)]
     assert len(keys) == len(set(keys)) == 32
     assert "27 new point(s), 5 kept" in r.output
 

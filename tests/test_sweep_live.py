@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gpt_batchprof.sweep.store import read_rows, row_key
+from gpt_batchprof.sweep.store import read_rows
 
 pytest.importorskip("torch")
 
@@ -45,18 +45,18 @@ def test_sigkill_then_resume_gives_every_point_exactly_once(tmp_path):
     assert proc.returncode == -signal.SIGKILL
     before = read_rows(out)  # readable after kill -9 (a torn last line is ignored)
     assert 4 <= len(before) < N_POINTS
-    assert all(r["measured_time_s"] > 0 for r in before)
+    assert all(r.measured_time_s > 0 for r in before)
 
     done = subprocess.run([sys.executable, "-m", "gpt_batchprof", *ARGS, "-o", str(out), "--resume"], cwd=ROOT,
                           capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=60)
     assert done.returncode == 0, done.stderr
     rows = read_rows(out)
-    keys = [row_key(r) for r in rows]
+    keys = [r.key() for r in rows]
     assert len(keys) == len(set(keys)) == N_POINTS
-    assert {r["batch"] for r in rows} == {1, 2, 4, 8, 16, 32, 64, 128}
+    assert {r.batch for r in rows} == {1, 2, 4, 8, 16, 32, 64, 128}
     assert out.read_text().count("workload,model") == 1
     assert f"{N_POINTS - len(before)} new point(s), {len(before)} kept" in done.stderr
-    assert all(r["torch_version"] and r["device"] != "analytic" for r in rows)
+    assert all(r.torch_version and r.device != "analytic" for r in rows)
 
 
 def test_sigint_stops_cleanly_with_exit_130(tmp_path):

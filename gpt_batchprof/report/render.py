@@ -43,15 +43,17 @@ def render(views: Views, fmt: str, width: int = 120) -> str:
 # --------------------------------------------------------------------------- sweep
 
 
-def sweep_views(rows: Sequence[dict[str, Any]], spec: Any, columns: Sequence[str], summary: Any) -> Views:
-    """``columns``: the row fields to export (those holding a value in some row); ``summary``:
-    what sweep.results.summarise says about the rows (the tables show it)."""
+def sweep_views(rows: Sequence[Any], spec: Any, columns: Sequence[str], summary: Any) -> Views:
+    """``rows``: the sweep's rows (``sweep.rows.SweepRow``); ``columns``: the fields to export
+    (those holding a value in some row); ``summary``: what sweep.results.summarise says about
+    the rows (the tables show it)."""
     from gpt_batchprof.report.sweep_tables import print_summary
 
     cols = list(columns)
+    records = lambda: [{c: getattr(r, c) for c in cols} for r in rows]  # noqa: E731
     return Views(
-        json=lambda: {"sweep": asdict(spec), "rows": [{c: r.get(c) for c in cols} for r in rows]},
-        csv=lambda: export.to_csv(rows, cols),
-        markdown=lambda: export.to_markdown(rows, cols, title=f"sweep {spec.name}"),
+        json=lambda: {"sweep": asdict(spec), "rows": records()},
+        csv=lambda: export.to_csv(records(), cols),
+        markdown=lambda: export.to_markdown(records(), cols, title=f"sweep {spec.name}"),
         table=lambda out: print_summary(out, summary),
     )

@@ -70,10 +70,10 @@ GEN_PREDICTED = ("ttft_s", "itl_s", "predicted_time_s", "predicted_items_per_s")
 GEN_MEASURED = ("measured_ttft_s", "measured_itl_s", "measured_time_s", "measured_items_per_s")
 
 
-def generation_table(rows: Sequence[dict[str, Any]], measured: bool, predicted: bool = True):
+def generation_table(rows: Sequence[Any], measured: bool, predicted: bool = True):
     """Seed 000's table: per batch, what batching buys (x tput: tokens/s against the first batch)
     and costs (x lat: end-to-end latency against it); measured next to predicted when both exist."""
-    rows = sorted(rows, key=lambda r: (r["model"], r["hardware"], r["seq_len"], r["batch"]))
+    rows = sorted(rows, key=lambda r: (r.model, r.hardware, r.seq_len, r.batch))
     cols = [("model", "left"), ("hw", "left"), ("prompt", "right"), ("batch", "right")]
     both = measured and predicted
     if both:
@@ -84,22 +84,22 @@ def generation_table(rows: Sequence[dict[str, Any]], measured: bool, predicted: 
         cols += [(h, "right") for h in ("TTFT", "ITL", "e2e", "tok/s", "x tput", "x lat")]
         title = "Generation: end-to-end latency and throughput per batch" + (" (measured)" if measured else "")
     t = compact_table(title, cols)
-    base: dict[tuple, dict[str, Any]] = {}
+    base: dict[tuple, Any] = {}
     for r in rows:
-        k = (r["model"], r["hardware"], r["seq_len"], r["dtype"], r["attention"])
+        k = (r.model, r.hardware, r.seq_len, r.dtype, r.attention)
         b0 = base.setdefault(k, r)
-        cells = [escape(str(r["model"])), escape(str(r["hardware"])), str(r["seq_len"]), str(r["batch"])]
+        cells = [escape(str(r.model)), escape(str(r.hardware)), str(r.seq_len), str(r.batch)]
         sources = (GEN_PREDICTED, GEN_MEASURED) if both else (GEN_MEASURED if measured else GEN_PREDICTED,)
-        tput = [_rel(r.get(src[3]), b0.get(src[3])) for src in sources]
-        lat = [_rel(r.get(src[2]), b0.get(src[2])) for src in sources]
+        tput = [_rel(getattr(r, src[3]), getattr(b0, src[3])) for src in sources]
+        lat = [_rel(getattr(r, src[2]), getattr(b0, src[2])) for src in sources]
         if both:
             for i, fmt in ((0, fmt_time), (2, fmt_time), (3, fmt_rate)):
-                cells += [fmt(r.get(GEN_PREDICTED[i])), fmt(r.get(GEN_MEASURED[i]))]
+                cells += [fmt(getattr(r, GEN_PREDICTED[i])), fmt(getattr(r, GEN_MEASURED[i]))]
             cells += tput + lat
         else:
             ttft, itl, e2e, tps = sources[0]
-            cells += [fmt_time(r.get(ttft)), fmt_time(r.get(itl)), fmt_time(r.get(e2e)), fmt_rate(r.get(tps)),
-                      tput[0], lat[0]]
+            cells += [fmt_time(getattr(r, ttft)), fmt_time(getattr(r, itl)), fmt_time(getattr(r, e2e)),
+                      fmt_rate(getattr(r, tps)), tput[0], lat[0]]
         t.add_row(*cells)
     return t
 

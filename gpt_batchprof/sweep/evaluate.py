@@ -1,4 +1,4 @@
-"""One grid point -> one row (a flat dict of SI values with its provenance).
+"""One grid point -> one row (a :class:`~gpt_batchprof.sweep.rows.SweepRow` of SI values with its provenance).
 
 Prediction comes from the analytic core (one ``enumerate_ops`` call yields every operator
 of a step, so it is cached per (model, phase, batch, seq_len, dtype, attention) and the
@@ -18,21 +18,8 @@ from gpt_batchprof.analytic import (
 )
 from gpt_batchprof.analytic.mlp import mlp_cost as analytic_mlp_cost
 from gpt_batchprof.analytic.serving import latencies
-from gpt_batchprof.sweep.grid import IDENTITY, Grid, Point
-
-COLUMNS = IDENTITY + (
-    "d_model", "mode", "items", "flops", "bytes", "weight_bytes", "intensity", "launches",
-    "predicted_time_s", "predicted_flops_per_s", "predicted_items_per_s", "bound",
-    "measured_time_s", "measured_iqr_s", "measured_flops_per_s", "measured_items_per_s",
-    "measured_over_predicted", "gen_len", "ttft_s", "itl_s", "measured_ttft_s", "measured_itl_s",
-    "device", "torch_version", "gpt_batchprof_version",
-    # issue 8: predicted_time_s / ttft_s / itl_s are the best prediction; the roofline's alongside
-    "prediction", "roofline_time_s", "roofline_ttft_s", "roofline_itl_s",
-)
-INT_COLUMNS = ("batch", "seq_len", "d_model", "items", "launches", "gen_len", "tp", "pp", "ep")
-FLOAT_COLUMNS = tuple(c for c in COLUMNS if c.endswith("_s") or c in (
-    "flops", "bytes", "weight_bytes", "intensity", "predicted_flops_per_s", "predicted_items_per_s",
-    "measured_flops_per_s", "measured_items_per_s", "measured_over_predicted"))
+from gpt_batchprof.sweep.grid import Grid, Point
+from gpt_batchprof.sweep.rows import SweepRow
 
 
 def mlp_cost(width: int, depth: int, batch: int, dtype: str) -> OpCost:
@@ -94,7 +81,7 @@ class Evaluator:
         return tuple(c for c in ops if c.op in names)
 
     # -- one point
-    def evaluate(self, p: Point) -> dict[str, Any]:
+    def evaluate(self, p: Point) -> SweepRow:
         if p.workload == "generation":
             return self._generation(p)
         preds = self._preds(p.hardware, p.model, p.phase, p.batch, p.seq_len, p.dtype, p.attention)
@@ -134,15 +121,13 @@ class Evaluator:
             }
             if self.predicted and t:
                 row["measured_over_predicted"] = ms / t
-        return row
+        return SweepRow(**row)
 
     def _base(self, p: Point) -> dict[str, Any]:
-        row = dict.fromkeys(COLUMNS)
-        row.update(workload=p.workload, model=p.model, hardware=p.hardware, phase=p.phase, batch=p.batch,
-                   seq_len=p.seq_len, op=p.op, dtype=p.dtype, attention=p.attention, tp=p.tp, pp=p.pp, ep=p.ep,
-                   d_model=self.grid.models[p.model].d_model)
-        row.update(self._provenance)
-        return row
+        """The fields every row has (the point, its width, the provenance), as SweepRow keywords."""
+        return dict(workload=p.workload, model=p.model, hardware=p.hardware, phase=p.phase, batch=p.batch,
+                    seq_len=p.seq_len, op=p.op, dtype=p.dtype, attention=p.attention, tp=p.tp, pp=p.pp, ep=p.ep,
+                    d_model=self.grid.models[p.model].d_model, **self._provenance)
 
     def _measure(self, p: Point, costs: Sequence[OpCost]) -> tuple[float | None, float | None]:
         """Sum of per-operator medians (and IQRs); one measurement per operator shape.
@@ -159,7 +144,7 @@ class Evaluator:
             iqr += q
         return total, iqr
 
-    def _generation(self, p: Point) -> dict[str, Any]:
+    def _generation(self, p: Point) -> SweepRow:
         m = self.grid.models[p.model]
         hw = self.grid.hardware[p.hardware]
         gen = self.grid.spec.gen_len
@@ -177,10 +162,10 @@ class Evaluator:
         if self.timer is not None:  # a real generation loop (measure.generate), prefill + gen_len - 1 steps
             run = self.timer.time_generation(m, p.batch, p.seq_len, gen, p.dtype, p.attention)
             if run is None:
-                return row
+                return SweepRow(**row)
             row |= {"measured_time_s": run.e2e_s, "measured_items_per_s": run.tokens_per_s,
                     "measured_ttft_s": run.ttft_s, "measured_itl_s": run.itl_s}
             if self.predicted:
                 row["measured_over_predicted"] = run.e2e_s / row["predicted_time_s"]
-        return row
+        return SweepRow(**row)
 

@@ -1,7 +1,7 @@
 """What a finished sweep says: where batching stops being free, and measured vs predicted.
 
-Pure functions of the rows (dicts of SI values), so they work the same on a fresh run and
-on a results file read back by ``gpt-batchprof plot``.
+Pure functions of the rows (:class:`~gpt_batchprof.sweep.rows.SweepRow`), so they work the
+same on a fresh run and on a results file read back (``--resume``).
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
+
+from gpt_batchprof.sweep.rows import SweepRow
 
 FREE_TOLERANCE = 0.15  # batching is "free" while time stays within 15% of the smallest batch's
 SERIES = ("workload", "model", "hardware", "phase", "seq_len", "op", "dtype", "attention")
@@ -51,40 +53,40 @@ def _median(xs: Iterable[float | None]) -> float | None:
     return statistics.median(vals) if vals else None
 
 
-def series(rows: Sequence[dict[str, Any]], tolerance: float = FREE_TOLERANCE) -> list[SeriesSummary]:
-    groups: dict[tuple, list[dict[str, Any]]] = {}
+def series(rows: Sequence[SweepRow], tolerance: float = FREE_TOLERANCE) -> list[SeriesSummary]:
+    groups: dict[tuple, list[SweepRow]] = {}
     for r in rows:
-        groups.setdefault(tuple(r.get(k) for k in SERIES), []).append(r)
+        groups.setdefault(tuple(getattr(r, k) for k in SERIES), []).append(r)
     out = []
     for key, rs in groups.items():
-        rs = sorted(rs, key=lambda r: r["batch"])
-        batches = tuple(r["batch"] for r in rs)
-        pred = tuple(r.get("predicted_time_s") for r in rs)
-        meas = tuple(r.get("measured_time_s") for r in rs)
+        rs = sorted(rs, key=lambda r: r.batch)
+        batches = tuple(r.batch for r in rs)
+        pred = tuple(r.predicted_time_s for r in rs)
+        meas = tuple(r.measured_time_s for r in rs)
         out.append(SeriesSummary(key, batches, pred, meas, free_batch(batches, pred, tolerance),
                                  free_batch(batches, meas, tolerance),
-                                 _median(r.get("measured_over_predicted") for r in rs)))
+                                 _median(r.measured_over_predicted for r in rs)))
     return out
 
 
-def ratio_by_op(rows: Sequence[dict[str, Any]]) -> dict[str, tuple[float, int]]:
+def ratio_by_op(rows: Sequence[SweepRow]) -> dict[str, tuple[float, int]]:
     """Median measured / predicted per operator (or group), with the number of points;
     key 'all' for every row."""
     by: dict[str, list[float]] = {}
     for r in rows:
-        x = r.get("measured_over_predicted")
+        x = r.measured_over_predicted
         if x is not None:
-            by.setdefault(r["op"], []).append(x)
+            by.setdefault(r.op, []).append(x)
             by.setdefault("all", []).append(x)
     return {k: (statistics.median(v), len(v)) for k, v in by.items()}
 
 
-def has_measured(rows: Sequence[dict[str, Any]]) -> bool:
-    return any(r.get("measured_time_s") is not None for r in rows)
+def has_measured(rows: Sequence[SweepRow]) -> bool:
+    return any(r.measured_time_s is not None for r in rows)
 
 
-def has_predicted(rows: Sequence[dict[str, Any]]) -> bool:
-    return any(r.get("predicted_time_s") is not None for r in rows)
+def has_predicted(rows: Sequence[SweepRow]) -> bool:
+    return any(r.predicted_time_s is not None for r in rows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +94,7 @@ class SweepSummary:
     """Everything the closing tables of a sweep show, computed once from its rows."""
 
     series: tuple[SeriesSummary, ...]  # operator points, one line per series over batch sizes
-    generation: tuple[dict[str, Any], ...]  # generation points (end-to-end per batch)
+    generation: tuple[SweepRow, ...]  # generation points (end-to-end per batch)
     ratios: dict[str, tuple[float, int]]  # median measured / predicted per operator, and 'all'
     measured: bool
     predicted: bool
@@ -103,8 +105,8 @@ class SweepSummary:
         return not self.series and not self.generation
 
 
-def summarise(rows: Sequence[dict[str, Any]], tolerance: float = FREE_TOLERANCE) -> SweepSummary:
-    gen = tuple(r for r in rows if r["workload"] == "generation")
-    ops = [r for r in rows if r["workload"] != "generation"]
+def summarise(rows: Sequence[SweepRow], tolerance: float = FREE_TOLERANCE) -> SweepSummary:
+    gen = tuple(r for r in rows if r.workload == "generation")
+    ops = [r for r in rows if r.workload != "generation"]
     return SweepSummary(tuple(series(ops, tolerance)) if ops else (), gen, ratio_by_op(rows), has_measured(rows),
                         has_predicted(rows), tolerance)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 from gpt_batchprof.sweep.evaluate import Evaluator
 from gpt_batchprof.sweep.grid import Grid
+from gpt_batchprof.sweep.rows import SweepRow
 from gpt_batchprof.sweep.store import StreamWriter
 
 PROGRESS_EVERY_S = 0.1
@@ -22,7 +23,7 @@ SLOW_POINT_S = 0.01  # a point slower than this is synced to disk on its own
 
 @dataclass
 class SweepOutcome:
-    rows: list[dict[str, Any]] = field(default_factory=list)  # every row of the grid: resumed + new
+    rows: list[SweepRow] = field(default_factory=list)  # every row of the grid: resumed + new
     new: int = 0
     skipped: int = 0  # already in the file (--resume)
     interrupted: bool = False
@@ -39,7 +40,7 @@ def run_sweep(
     done = writer.done_keys if writer is not None else set()
     if done:
         grid_keys = {p.key() for p in grid.points()}
-        out.rows = [r for r in writer.previous if _key(r) in grid_keys]
+        out.rows = [r for r in writer.previous if r.key() in grid_keys]
     t0 = last = time.monotonic()
     pending = 0
     evaluate = evaluator.evaluate
@@ -71,8 +72,3 @@ def run_sweep(
         out.elapsed_s = time.monotonic() - t0
     return out
 
-
-def _key(row: dict[str, Any]) -> tuple[str, ...]:
-    from gpt_batchprof.sweep.store import row_key
-
-    return row_key(row)

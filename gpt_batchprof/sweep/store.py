@@ -17,13 +17,13 @@ import json
 import math
 import os
 import time
+from operator import attrgetter
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Mapping, Sequence
 
 from gpt_batchprof.errors import BatchprofError
 from gpt_batchprof.files import parse_json, read_text
-from gpt_batchprof.sweep.evaluate import COLUMNS, FLOAT_COLUMNS, INT_COLUMNS
-from gpt_batchprof.sweep.grid import IDENTITY
+from gpt_batchprof.sweep.rows import COLUMNS, SweepRow, parse_row
 
 STREAM_FORMATS = (".csv", ".jsonl")
 SYNC_EVERY_S = 0.25
@@ -79,10 +79,6 @@ def _release(fd: int, path: Path) -> None:
             pass
 
 
-def row_key(row: dict[str, Any]) -> tuple[str, ...]:
-    return tuple("" if row.get(k) is None else str(row[k]) for k in IDENTITY)
-
-
 def _cut_torn_tail(path: Path) -> None:
     """Drop a last line that has no newline (a write the process did not finish)."""
     with open(path, "rb+") as fh:
@@ -106,45 +102,11 @@ def _cut_torn_tail(path: Path) -> None:
         fh.truncate(0)
 
 
-def _typed(row: dict[str, Any], where: str) -> dict[str, Any]:
-    """One row back to values ('' -> None, ints and floats parsed), refused with its line
-    (``where``) when a cell does not read as its column's type."""
-    out: dict[str, Any] = {}
-    for k, v in row.items():
-        if v == "" or v is None:
-            out[k] = None
-            continue
-        try:
-            if k in INT_COLUMNS:
-                if isinstance(v, bool):
-                    raise ValueError
-                f = float(v)
-                if not math.isfinite(f) or f != int(f):
-                    raise ValueError
-                out[k] = int(f)
-            elif k in FLOAT_COLUMNS:
-                if isinstance(v, bool):
-                    raise ValueError
-                f = float(v)
-                out[k] = f if math.isfinite(f) else None
-            else:
-                out[k] = v if isinstance(v, str) else str(v)
-        except (TypeError, ValueError, OverflowError):
-            raise BatchprofError(f"{where}: column '{k}': cannot read {v!r} as "
-                                 f"{'an integer' if k in INT_COLUMNS else 'a number'}") from None
-    for k in ("workload", "phase", "op", "hardware"):
-        if not isinstance(out.get(k), str):
-            raise BatchprofError(f"{where}: not a sweep result row (no '{k}')")
-    if not isinstance(out.get("batch"), int) or out["batch"] < 1:
-        raise BatchprofError(f"{where}: not a sweep result row (no batch >= 1)")
-    return out
-
-
-def read_rows(path: Path) -> list[dict[str, Any]]:
+def read_rows(path: Path) -> list[SweepRow]:
     """Rows of a saved result (.csv, .jsonl, or the .json that ``--format json`` writes).
 
     A torn last line is ignored (the file may come from a killed sweep); any other row that
-    does not read back is refused with its line number.
+    does not read back as a :class:`SweepRow` is refused with its line number.
     """
     path = Path(path)
     text = read_text(path)
@@ -154,7 +116,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         rows = data.get("rows") if isinstance(data, dict) else data
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise BatchprofError(f"{path}: expected a list of rows or an object with 'rows'")
-        return [_typed(r, f"{path}: row {i}") for i, r in enumerate(rows, 1)]
+        return [parse_row(r, f"{path}: row {i}") for i, r in enumerate(rows, 1)]
     if not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]  # torn last line
     if suffix == ".jsonl":
@@ -165,7 +127,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
             row = parse_json(line, f"{path}: line {i}")
             if not isinstance(row, dict):
                 raise BatchprofError(f"{path}: line {i}: expected a JSON object, got {type(row).__name__}")
-            out.append(_typed(row, f"{path}: line {i}"))
+            out.append(parse_row(row, f"{path}: line {i}"))
         return out
     if suffix == ".csv":
         reader = csv.reader(io.StringIO(text))
@@ -182,7 +144,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
                     continue
                 if len(cells) != len(header):
                     raise BatchprofError(f"{where}: {len(cells)} fields, the header has {len(header)}")
-                out.append(_typed(dict(zip(header, cells)), where))
+                out.append(parse_row(dict(zip(header, cells)), where))
             return out
         except csv.Error as e:
             raise BatchprofError(f"{path}: line {reader.line_num}: malformed CSV ({e})") from None
@@ -201,8 +163,7 @@ def read_columns(path: Path) -> dict[str, list]:
     path = Path(path)
     if path.suffix.lower() != ".csv":
         rows = read_rows(path)
-        names = list(dict.fromkeys(k for r in rows[:1] for k in r)) or list(COLUMNS)
-        return {n: [r.get(n) for r in rows] for n in names}
+        return {n: [getattr(r, n) for r in rows] for n in COLUMNS}
     text = read_text(path)  # one line for a binary, non-UTF-8 or unreadable file
     if not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]  # torn last line
@@ -230,12 +191,26 @@ def read_columns(path: Path) -> dict[str, list]:
     return dict(zip(header, map(list, zip(*cells)))) if cells else {n: [] for n in header}
 
 
+def _csv_header(path: Path) -> list[str] | None:
+    """The column names on a .csv's first line; None when there is no whole first line or it
+    is not UTF-8 text (read_rows then says what is wrong)."""
+    with open(path, "rb") as fh:
+        first = fh.readline()
+    if not first.endswith(b"\n"):
+        return None
+    try:
+        return next(csv.reader([first.decode("utf-8")]), [])
+    except (UnicodeDecodeError, csv.Error):
+        return None
+
+
 def _clean(v: Any) -> Any:
     return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
 class StreamWriter:
-    """Appends rows to a .csv (header once) or .jsonl file as points finish.
+    """Appends rows to a .csv (header once) or .jsonl file as points finish: SweepRows (the
+    default ``columns`` are its fields), or mappings holding other ``columns``.
 
     The file is locked (``fcntl.flock``, non-blocking) while the writer is open, so a second
     sweep on the same file stops at once naming the first one's pid instead of interleaving
@@ -247,8 +222,9 @@ class StreamWriter:
                  columns: Sequence[str] = COLUMNS):
         self.path = Path(path)
         self.columns = tuple(columns)
+        self._fields = attrgetter(*self.columns)  # a SweepRow's values, in column order
         self.fmt = stream_format(self.path)
-        self.previous: list[dict[str, Any]] = []
+        self.previous: list[SweepRow] = []
         if resume and overwrite:
             raise BatchprofError("--resume and --overwrite: choose one")
         if self.path.is_dir():
@@ -265,17 +241,15 @@ class StreamWriter:
             if overwrite:
                 os.ftruncate(fd, 0)
             elif resume and size:
+                header = _csv_header(self.path) if self.fmt == "csv" else None
+                if header and header != list(self.columns):  # before the rows: a column this version lacks
+                    raise BatchprofError(f"{self.path}: its columns differ from this version's; "
+                                         "resume into a new file")
                 self.previous = read_rows(self.path)  # strict: text, every whole row valid
                 if b"\n" not in self.path.read_bytes():
                     raise BatchprofError(f"{self.path}: not a results file (no complete line); "
                                          "--overwrite to start again")
                 _cut_torn_tail(self.path)
-                if self.fmt == "csv":
-                    with open(self.path, encoding="utf-8", newline="") as fh:
-                        header = next(csv.reader(fh), [])
-                    if header and header != list(self.columns):
-                        raise BatchprofError(f"{self.path}: its columns differ from this version's; "
-                                             "resume into a new file")
             self._fh = os.fdopen(fd, "a", encoding="utf-8", newline="")
         except OSError as e:
             _release(fd, self.path)
@@ -291,13 +265,14 @@ class StreamWriter:
 
     @property
     def done_keys(self) -> set[tuple[str, ...]]:
-        return {row_key(r) for r in self.previous}
+        return {r.key() for r in self.previous}
 
-    def write(self, row: dict[str, Any], sync: bool = False) -> None:
+    def write(self, row: SweepRow | Mapping[str, Any], sync: bool = False) -> None:
+        values = [row.get(c) for c in self.columns] if isinstance(row, Mapping) else self._fields(row)
         if self._csv is not None:
-            self._csv.writerow(["" if (v := _clean(row.get(c))) is None else v for c in self.columns])
+            self._csv.writerow(["" if (v := _clean(x)) is None else v for x in values])
         else:
-            self._fh.write(json.dumps({c: _clean(row.get(c)) for c in self.columns}) + "\n")
+            self._fh.write(json.dumps({c: _clean(x) for c, x in zip(self.columns, values)}) + "\n")
         if sync or time.monotonic() - self._last_sync >= SYNC_EVERY_S:
             self.sync()
 
@@ -321,10 +296,6 @@ class StreamWriter:
         self.close()
 
 
-def rows_in_grid(rows: Iterable[dict[str, Any]], keys: set[tuple[str, ...]]) -> list[dict[str, Any]]:
-    return [r for r in rows if row_key(r) in keys]
-
-
-def columns_present(rows: Sequence[dict[str, Any]]) -> list[str]:
+def columns_present(rows: Sequence[SweepRow]) -> list[str]:
     """The columns that hold a value in at least one row (exports leave all-empty ones out)."""
-    return [c for c in COLUMNS if any(r.get(c) is not None for r in rows)]
+    return [c for c in COLUMNS if any(getattr(r, c) is not None for r in rows)]
