@@ -79,10 +79,10 @@ def test_decode_flops_per_token_are_two_per_weight_plus_attention_over_the_conte
 
 def test_prefill_attention_flops_grow_with_the_square_of_the_sequence():
     m = load_model("gpt3-6.7b")
-    a1 = by_op(enumerate_ops(m, "prefill", 1, seq_len=1024))["attn_score"].flops
-    a2 = by_op(enumerate_ops(m, "prefill", 1, seq_len=2048))["attn_score"].flops
-    d1 = by_op(enumerate_ops(m, "prefill", 1, seq_len=1024))["qkv_proj"].flops
-    d2 = by_op(enumerate_ops(m, "prefill", 1, seq_len=2048))["qkv_proj"].flops
+    a1 = by_op(enumerate_ops(m, "prefill", 1, new_tokens=1024))["attn_score"].flops
+    a2 = by_op(enumerate_ops(m, "prefill", 1, new_tokens=2048))["attn_score"].flops
+    d1 = by_op(enumerate_ops(m, "prefill", 1, new_tokens=1024))["qkv_proj"].flops
+    d2 = by_op(enumerate_ops(m, "prefill", 1, new_tokens=2048))["qkv_proj"].flops
     assert a2 == 4 * a1 and d2 == 2 * d1
 
 
@@ -111,8 +111,8 @@ def test_causal_pairs_and_fused_prefill_counts_only_visible_pairs(tiny_model):
     assert causal_pairs(4, 4) == 10  # 1 + 2 + 3 + 4
     assert causal_pairs(1, 100) == 100  # decode: one query sees every key
     assert causal_pairs(2, 6) == 5 + 6  # chunked prefill: 4 cached, then 2 new
-    fused = by_op(enumerate_ops(tiny_model, "prefill", 1, seq_len=4, attention="fused"))["attn_fused"]
-    unfused = by_op(enumerate_ops(tiny_model, "prefill", 1, seq_len=4, attention="unfused"))
+    fused = by_op(enumerate_ops(tiny_model, "prefill", 1, new_tokens=4, attention="fused"))["attn_fused"]
+    unfused = by_op(enumerate_ops(tiny_model, "prefill", 1, new_tokens=4, attention="unfused"))
     assert fused.flops == 2 * 4 * 32 * 8 * 10
     assert unfused["attn_score"].flops == unfused["attn_context"].flops == 2 * 2 * 32 * 8 * 16
 
@@ -121,7 +121,7 @@ def test_operator_names_per_model_kind():
     gpt2 = [o.op for o in enumerate_ops(load_model("gpt2"), "decode", 1, kv_len=10)]
     assert gpt2 == ["norm", "qkv_proj", "attn_score", "attn_softmax", "attn_context", "out_proj",
                     "ffn_up", "ffn_down", "lm_head"]
-    mixtral = [o.op for o in enumerate_ops(load_model("mixtral-8x7b"), "prefill", 1, seq_len=8, attention="fused")]
+    mixtral = [o.op for o in enumerate_ops(load_model("mixtral-8x7b"), "prefill", 1, new_tokens=8, attention="fused")]
     assert mixtral == ["norm", "qkv_proj", "attn_fused", "out_proj", "moe_router", "ffn_gate", "ffn_up",
                        "ffn_down", "lm_head"]
 
@@ -168,7 +168,7 @@ def test_critical_batch_near_the_magic_ratio_216(seed002_hw):
 def test_decode_dense_is_memory_bound_and_prefill_dense_compute_bound_on_a100():
     m, hw = load_model("llama-2-7b"), load_hardware("a100-80gb")
     dec = by_op(enumerate_ops(m, "decode", 1, kv_len=512))
-    pre = by_op(enumerate_ops(m, "prefill", 1, seq_len=2048))
+    pre = by_op(enumerate_ops(m, "prefill", 1, new_tokens=2048))
     assert predict(dec["ffn_up"], hw).bound == "memory"
     assert predict(pre["ffn_up"], hw).bound == "compute"
     # attention's intensity does not grow with batch in decode (each sequence has its own K/V)
@@ -226,7 +226,7 @@ def test_bad_shapes_and_dtypes_raise_domain_errors(tiny_model):
     with pytest.raises(BatchprofError, match="unknown activation dtype 'fp4'"):
         Dtypes.of("fp4")
     with pytest.raises(BatchprofError, match="impossible shape"):
-        enumerate_ops(tiny_model, "prefill", 0, seq_len=10)
+        enumerate_ops(tiny_model, "prefill", 0, new_tokens=10)
     with pytest.raises(BatchprofError, match="max_seq_len"):
         serving_report(tiny_model, load_hardware("a100-80gb"), Scenario(prompt_len=500, gen_len=100), (1,))
 

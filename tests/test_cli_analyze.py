@@ -40,7 +40,7 @@ def test_json_has_the_documented_fields():
     d = json.loads(r.stdout)
     assert set(d) >= {"model", "hardware", "settings", "ops", "summary", "critical_batch", "max_batch"}
     row = d["ops"][0]
-    assert set(row) >= {"phase", "batch", "seq_len", "kv_len", "op", "flops", "bytes", "intensity", "time_s", "bound"}
+    assert set(row) >= {"phase", "batch", "new_tokens", "kv_len", "op", "flops", "bytes", "intensity", "time_s", "bound"}
     assert {r["phase"] for r in d["ops"]} == {"prefill", "decode"}
     assert len(d["ops"]) == 2 * 2 * 9  # 2 phases x 2 batches x 9 gpt2 operators
     s = d["summary"][1]

@@ -80,7 +80,7 @@ def test_one_forward_does_exactly_analyzes_flops(family, attention):
             prompt = torch.randint(0, spec.vocab_size, (B, P), generator=torch.Generator().manual_seed(seed))
             pre, logits = _forward_flops(model, prompt, cache, 0)
             dec, _ = _forward_flops(model, logits.argmax(-1, keepdim=True), cache, P)
-        want_pre = sum(c.flops for c in enumerate_ops(spec, "prefill", B, seq_len=P, dtypes=FP32, attention=attention))
+        want_pre = sum(c.flops for c in enumerate_ops(spec, "prefill", B, new_tokens=P, dtypes=FP32, attention=attention))
         want_dec = sum(c.flops for c in enumerate_ops(spec, "decode", B, kv_len=P, dtypes=FP32, attention=attention))
         if attention == "fused":
             # FlopCounterMode charges SDPA the full P x P square whatever is_causal says; analyze (like a

@@ -131,7 +131,7 @@ def test_allreduce_bytes_per_layer_and_token_are_two_d_model_activations():
     assert (ar.bytes - 65_536) / (80 * 4) == 32_768
     # With 2 pipeline stages the last (slowest: LM head) stage has 40 layers and no embedding:
     # 80 calls; prefill of 2 x 16 tokens: 80 x 32 x 8192 x 2 B; 32 tokens x 40 layers x 32,768 B.
-    ar = ops_by_name(m, "prefill", 2, seq_len=16, parallel=Parallelism(tp=8, pp=2))["tp_allreduce"]
+    ar = ops_by_name(m, "prefill", 2, new_tokens=16, parallel=Parallelism(tp=8, pp=2))["tp_allreduce"]
     assert ar.launches == 80 and ar.bytes == 32 * 40 * 32_768
 
 

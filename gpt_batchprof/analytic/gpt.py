@@ -1,8 +1,8 @@
 """Every operator of a GPT forward step, with its cost.
 
 One code path for both phases: a step feeds ``q`` new tokens per sequence to the model
-while ``kv_len`` tokens per sequence sit in the KV cache. Prefill is ``q = seq_len`` with
-an empty cache; decode is ``q = 1`` with ``kv_len`` cached tokens. Attention then spans
+while ``kv_len`` tokens per sequence sit in the KV cache (``q`` is an operator's
+``new_tokens``). Prefill is ``q`` = the prompt length with an empty cache; decode is ``q = 1`` with ``kv_len`` cached tokens. Attention then spans
 ``kv_len + q`` keys.
 
 Causal attention in prefill is counted the way each kernel computes it:
@@ -70,7 +70,7 @@ def enumerate_ops(
     model: ModelSpec,
     phase: str,
     batch: int,
-    seq_len: int = 1,
+    new_tokens: int = 1,
     kv_len: int = 0,
     dtypes: Dtypes = Dtypes(),
     attention: str = "unfused",
@@ -78,8 +78,8 @@ def enumerate_ops(
 ) -> tuple[OpCost, ...]:
     """The operators of one forward step, each totalled over all layers.
 
-    prefill: ``seq_len`` prompt tokens per sequence, ``kv_len`` already cached (0 unless
-    chunked). decode: one new token per sequence, ``kv_len`` cached; ``seq_len`` is ignored.
+    prefill: ``new_tokens`` prompt tokens per sequence, ``kv_len`` already cached (0 unless
+    chunked). decode: one new token per sequence, ``kv_len`` cached; ``new_tokens`` is ignored.
     ``parallel``: across several GPUs, the operators of one GPU of the slowest pipeline
     stage, collectives included (see :mod:`gpt_batchprof.analytic.parallel`).
     """
@@ -87,13 +87,13 @@ def enumerate_ops(
         raise BatchprofError(f"unknown phase '{phase}' (choose from {', '.join(PHASES)})")
     if attention not in ATTENTION_MODES:
         raise BatchprofError(f"unknown attention mode '{attention}' (choose from {', '.join(ATTENTION_MODES)})")
-    q = 1 if phase == "decode" else seq_len
+    q = 1 if phase == "decode" else new_tokens
     if batch < 1 or q < 1 or kv_len < 0:
-        raise BatchprofError(f"impossible shape: batch={batch}, seq_len={q}, kv_len={kv_len}")
+        raise BatchprofError(f"impossible shape: batch={batch}, new_tokens={q}, kv_len={kv_len}")
     if not parallel.is_single:
         from gpt_batchprof.analytic.parallel import sharded_ops
 
-        return sharded_ops(model, phase, batch, seq_len, kv_len, dtypes, attention, parallel)
+        return sharded_ops(model, phase, batch, new_tokens, kv_len, dtypes, attention, parallel)
 
     T = batch * q  # tokens through the dense layers
     w, a = DTYPE_BYTES[dtypes.weight], DTYPE_BYTES[dtypes.act]
@@ -140,9 +140,10 @@ def enumerate_ops(
 
 
 def attention_ops(
-    model: ModelSpec, phase: str, batch: int, q: int, kv_len: int, dtypes: Dtypes, attention: str
+    model: ModelSpec, phase: str, batch: int, new_tokens: int, kv_len: int, dtypes: Dtypes, attention: str
 ) -> list[OpCost]:
-    """The attention operators of a step with ``q`` new and ``kv_len`` cached tokens per sequence.
+    """The attention operators of a step with ``new_tokens`` new (the queries, ``q`` below) and
+    ``kv_len`` cached tokens per sequence.
 
     The only operators whose cost depends on ``kv_len``; `serving` sums just these over the
     decode steps. With a sliding window the cache holds at most ``window`` tokens: decode
@@ -150,6 +151,7 @@ def attention_ops(
     ones within the window (the window is a mask applied afterwards), fused prefill only the
     pairs inside the window.
     """
+    q = new_tokens
     window = model.sliding_window
     # Keys in view: every cached one, or those within the window of the first new query.
     L = (min(kv_len, window - 1) if window else kv_len) + q

@@ -85,7 +85,7 @@ class OpCost:
     op: str
     phase: str  # "prefill" | "decode"
     batch: int  # sequences
-    seq_len: int  # new tokens per sequence (prompt length in prefill, 1 in decode)
+    new_tokens: int  # tokens per sequence this step feeds in (the prompt in prefill, 1 in decode)
     kv_len: int  # cached tokens per sequence before this step (0 in prefill)
     flops: float
     bytes: float
@@ -123,7 +123,7 @@ def matmul_cost(
     ``routes``: experts each token is sent to (MoE top-k); ``experts_touched``: distinct
     expert weight matrices read (1 for a dense layer).
     """
-    phase, batch, seq_len, kv_len = ctx
+    phase, batch, new_tokens, kv_len = ctx
     rows = tokens * routes
     weights = experts_touched * k * n * w_bytes
     per_launch = rows * k * a_bytes + weights + rows * n * a_bytes
@@ -136,7 +136,7 @@ def matmul_cost(
         op=op,
         phase=phase,
         batch=batch,
-        seq_len=seq_len,
+        new_tokens=new_tokens,
         kv_len=kv_len,
         flops=launches * 2.0 * rows * k * n,
         bytes=launches * per_launch,
@@ -160,13 +160,13 @@ def elementwise_cost(
     variant: str = "",
 ) -> OpCost:
     """Reads rows x width activations and writes as many (softmax, norm)."""
-    phase, batch, seq_len, kv_len = ctx
+    phase, batch, new_tokens, kv_len = ctx
     per_launch = 2.0 * rows * width * a_bytes + weight_bytes
     return OpCost(
         op=op,
         phase=phase,
         batch=batch,
-        seq_len=seq_len,
+        new_tokens=new_tokens,
         kv_len=kv_len,
         flops=0.0,
         bytes=launches * per_launch,

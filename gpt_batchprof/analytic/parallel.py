@@ -249,13 +249,13 @@ def _repeat(cost: OpCost, times: int, batch: int) -> OpCost:
 def collective_cost(op: str, *, message_bytes: float, launches: int, ranks: int, rows: int, width: int,
                     compute_dtype: str, ctx: tuple[str, int, int, int]) -> OpCost:
     """A collective row: ``launches`` calls, each moving a ``message_bytes`` message per GPU."""
-    phase, batch, seq_len, kv_len = ctx
-    return OpCost(op, phase, batch, seq_len, kv_len, flops=0.0, bytes=launches * message_bytes,
+    phase, batch, new_tokens, kv_len = ctx
+    return OpCost(op, phase, batch, new_tokens, kv_len, flops=0.0, bytes=launches * message_bytes,
                   weight_bytes=0.0, launches=launches, compute_dtype=compute_dtype,
                   shape=OpShape(m=rows, n=width, k=0, ranks=ranks))
 
 
-def sharded_ops(model: ModelSpec, phase: str, batch: int, seq_len: int, kv_len: int, dtypes: "Dtypes",
+def sharded_ops(model: ModelSpec, phase: str, batch: int, new_tokens: int, kv_len: int, dtypes: "Dtypes",
                 attention: str, par: Parallelism) -> tuple[OpCost, ...]:
     """Per-GPU operators of the slowest stage for one step of ``batch`` sequences, collectives included.
 
@@ -268,8 +268,8 @@ def sharded_ops(model: ModelSpec, phase: str, batch: int, seq_len: int, kv_len: 
     par.check(model)
     loc = local_model(model, par)
     b = micro_batch(batch, par)
-    q = 1 if phase == "decode" else seq_len
-    ops = list(enumerate_ops(loc, phase, b, seq_len=seq_len, kv_len=kv_len, dtypes=dtypes, attention=attention))
+    q = 1 if phase == "decode" else new_tokens
+    ops = list(enumerate_ops(loc, phase, b, new_tokens=new_tokens, kv_len=kv_len, dtypes=dtypes, attention=attention))
     a, nl, d, cd = DTYPE_BYTES[dtypes.act], loc.n_layer, model.d_model, dtypes.act
     ctx = (phase, b, q, kv_len)
     tokens = b * q

@@ -148,7 +148,7 @@ def combine(preds: Sequence[Prediction], op: str, launches: int, shape: OpShape 
     def total(get) -> float:
         return sum(get(p) * s for p, s in zip(preds, scale))
 
-    cost = OpCost(op, c0.phase, c0.batch, c0.seq_len, c0.kv_len,
+    cost = OpCost(op, c0.phase, c0.batch, c0.new_tokens, c0.kv_len,
                   flops=total(lambda p: p.cost.flops), bytes=total(lambda p: p.cost.bytes),
                   weight_bytes=total(lambda p: p.cost.weight_bytes), launches=launches,
                   compute_dtype=c0.compute_dtype, shape=shape or c0.shape)

@@ -85,7 +85,7 @@ class Scenario:
         """The operators `analyze` predicts and `bench` times for one phase and batch
         (across several GPUs: one GPU's, collectives included)."""
         q, kv = self.step(phase)
-        return enumerate_ops(model, phase, batch, seq_len=q, kv_len=kv, dtypes=self.dtypes,
+        return enumerate_ops(model, phase, batch, new_tokens=q, kv_len=kv, dtypes=self.dtypes,
                              attention=self.attention, parallel=parallel)
 
     def launch_for(self, hw: HardwareSpec) -> str:

@@ -112,7 +112,7 @@ def _print_tables(out, result, per_op: bool, tables) -> None:
         for phase in result.phases:
             preds = [p for p in result.predictions if p.cost.phase == phase]
             c = preds[0].cost
-            what = f"prompt {c.seq_len}" if phase == "prefill" else f"{c.kv_len} cached tokens"
+            what = f"prompt {c.new_tokens}" if phase == "prefill" else f"{c.kv_len} cached tokens"
             out.print()
             per = "" if result.parallel.is_single else "; per GPU of the slowest stage"
             out.print(tables.ops_table(preds, f"{phase} operators ({what}; all layers{per})"))

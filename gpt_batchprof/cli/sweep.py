@@ -28,7 +28,7 @@ def sweep_cmd(
     depth: Annotated[Optional[int], Opt("--depth", help="Layers of the mlp workload (default 8).")] = None,
     hardware: Annotated[ListOpt, Opt("--hardware", "-H", help="Hardware profiles, comma list (default: the preset's; with live timing, the one matching the device).")] = None,
     batch: Annotated[ListOpt, Opt("--batch", "-b", help="Batch sizes: comma list and/or power-of-two ranges (1..128).")] = None,
-    seq_len: Annotated[ListOpt, Opt("--seq-len", "-s", help="Prompt length (prefill) / cached context (decode), comma list or range.")] = None,
+    seq_len: Annotated[ListOpt, Opt("--seq-len", "-s", help="Tokens of context the step works at: the prompt for prefill and generation, the cache for decode. Comma list or range.")] = None,
     phase: Annotated[ListOpt, Opt("--phase", help="prefill, decode or both (comma list).")] = None,
     op: Annotated[ListOpt, Opt("--op", help="Operators or groups, comma list: block-dense, dense, attention, ffn, block, step, or names (qkv_proj, attn_score, ...).")] = None,
     dtype: Annotated[ListOpt, Opt("--dtype", help="Dtypes, comma list (fp32, fp16, bf16, fp8, int8).")] = None,

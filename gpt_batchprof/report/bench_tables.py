@@ -113,7 +113,7 @@ def print_bench(out: Console, result) -> None:
     for phase in phases:
         rows = [r for r in result.rows if r.cost.phase == phase and r.cost.op != "mlp"]
         c = rows[0].cost
-        what = f"prompt {c.seq_len}" if phase == "prefill" else f"{c.kv_len} cached tokens"
+        what = f"prompt {c.new_tokens}" if phase == "prefill" else f"{c.kv_len} cached tokens"
         out.print(bench_table(rows, f"{phase} ({what}; all layers)"))
     mlp = [r for r in result.rows if r.cost.op == "mlp"]
     if mlp:

@@ -19,7 +19,7 @@ def op_row(p: Prediction) -> dict[str, Any]:
     return {
         "phase": c.phase,
         "batch": c.batch,
-        "seq_len": c.seq_len,
+        "new_tokens": c.new_tokens,
         "kv_len": c.kv_len,
         "op": c.op,
         "group": c.group,

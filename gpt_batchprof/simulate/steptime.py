@@ -45,8 +45,8 @@ class StepModel:
         self._head: dict[int, float] = {}
         self._prefill_attn: dict[tuple[int, int, int], float] = {}
 
-    def _ops(self, phase: str, batch: int, seq_len: int = 1, kv_len: int = 0):
-        return enumerate_ops(self.model, phase, batch, seq_len=seq_len, kv_len=kv_len,
+    def _ops(self, phase: str, batch: int, new_tokens: int = 1, kv_len: int = 0):
+        return enumerate_ops(self.model, phase, batch, new_tokens=new_tokens, kv_len=kv_len,
                              dtypes=self.dtypes, attention=self.attention)
 
     def _attention(self, phase: str, batch: int, q: int, kv: int) -> float:
@@ -80,7 +80,7 @@ class StepModel:
         """Dense operators over ``tokens`` tokens, without the LM head."""
         t = self._dense.get(tokens)
         if t is None:
-            ops = self._ops("prefill", 1, seq_len=tokens)
+            ops = self._ops("prefill", 1, new_tokens=tokens)
             t = self._dense[tokens] = step_time(
                 tuple(o for o in ops if o.op not in _ATTENTION and o.op != "lm_head"), self.hw, self.launch)
         return t

@@ -56,7 +56,7 @@ class Evaluator:
             return (mlp_cost(m.d_model, m.n_layer, batch, dtype),)
         par = self.grid.spec.parallel
         if phase == "prefill":
-            return enumerate_ops(m, "prefill", batch, seq_len=seq_len, dtypes=dt, attention=attention, parallel=par)
+            return enumerate_ops(m, "prefill", batch, new_tokens=seq_len, dtypes=dt, attention=attention, parallel=par)
         return enumerate_ops(m, "decode", batch, kv_len=seq_len, dtypes=dt, attention=attention, parallel=par)
 
     def _preds_uncached(self, hardware: str, model: str, phase: str, batch: int, seq_len: int, dtype: str,
@@ -92,7 +92,7 @@ class Evaluator:
             chosen = list(preds.values())
         group = combine(chosen, p.op, launches=sum(pr.cost.launches for pr in chosen))
         flops, nbytes, t = group.cost.flops, group.cost.bytes, group.time_s
-        items = p.batch * group.cost.seq_len  # tokens through the operator (mlp: rows of the input)
+        items = p.batch * group.cost.new_tokens  # tokens through the operator (mlp: rows of the input)
         row = self._base(p) | {
             "items": items,
             "flops": flops,
@@ -134,7 +134,7 @@ class Evaluator:
         (None, None) when the device cannot run one of them."""
         total, iqr = 0.0, 0.0
         for c in costs:
-            key = (p.model, c.op, c.phase, c.batch, c.seq_len, c.kv_len, p.dtype, p.attention)
+            key = (p.model, c.op, c.phase, c.batch, c.new_tokens, c.kv_len, p.dtype, p.attention)
             if key not in self._measured:
                 self._measured[key] = self.timer.time_op(c, self.grid.models[p.model], p.dtype)
             m, q = self._measured[key]

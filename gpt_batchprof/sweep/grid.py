@@ -4,9 +4,12 @@ A sweep is plain data (as in triton's ``Benchmark``): lists of models, hardware,
 batch sizes, sequence lengths, operators, dtypes and attention modes. Its points are the
 cartesian product. No Rich, Typer or torch here; ``yaml`` is imported inside the loader.
 
+``seq_len`` has one meaning in every workload: the tokens of context the step works at,
+the prompt for prefill and generation, the cache for decode (an operator's own
+``new_tokens`` is then ``seq_len`` in prefill and 1 in decode).
+
 Workloads:
-- ``gpt``: operators of a GPT forward step (seed 000). ``seq_len`` is the prompt length in
-  prefill and the cached context length in decode. ``op`` is an operator name or a group.
+- ``gpt``: operators of a GPT forward step (seed 000). ``op`` is an operator name or a group.
 - ``mlp``: seed 002's MLP: ``depth`` square layers of ``width`` (the model's d_model),
   input ``batch x width``. Phase ``forward``, seq_len 1.
 - ``generation``: a whole request (prompt ``seq_len``, ``gen_len`` tokens generated):
@@ -59,7 +62,7 @@ class SweepSpec:
     hardware: tuple[str, ...] = ("a100-80gb",)
     phases: tuple[str, ...] = ("prefill", "decode")
     batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128)
-    seq_lens: tuple[int, ...] = (512,)
+    seq_lens: tuple[int, ...] = (512,)  # tokens of context: the prompt (prefill, generation), the cache (decode)
     ops: tuple[str, ...] = ("block-dense", "attention")
     dtypes: tuple[str, ...] = ("fp16",)
     attentions: tuple[str, ...] = ("unfused",)
