@@ -18,7 +18,7 @@ from gpt_batchprof.analytic import (
 )
 from gpt_batchprof.analytic.mlp import mlp_cost as analytic_mlp_cost
 from gpt_batchprof.analytic.serving import latencies
-from gpt_batchprof.sweep.grid import Grid, Point
+from gpt_batchprof.sweep.grid import IDENTITY, Grid, Point
 from gpt_batchprof.sweep.rows import SweepRow
 
 
@@ -125,9 +125,8 @@ class Evaluator:
 
     def _base(self, p: Point) -> dict[str, Any]:
         """The fields every row has (the point, its width, the provenance), as SweepRow keywords."""
-        return dict(workload=p.workload, model=p.model, hardware=p.hardware, phase=p.phase, batch=p.batch,
-                    seq_len=p.seq_len, op=p.op, dtype=p.dtype, attention=p.attention, tp=p.tp, pp=p.pp, ep=p.ep,
-                    d_model=self.grid.models[p.model].d_model, **self._provenance)
+        return {f: getattr(p, f) for f in IDENTITY} | {"d_model": self.grid.models[p.model].d_model,
+                                                       **self._provenance}
 
     def _measure(self, p: Point, costs: Sequence[OpCost]) -> tuple[float | None, float | None]:
         """Sum of per-operator medians (and IQRs); one measurement per operator shape.

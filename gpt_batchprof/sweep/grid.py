@@ -45,7 +45,6 @@ OP_SELECTORS: dict[str, tuple[str, ...]] = {
     "block": tuple(o for o in OP_NAMES if o != "lm_head"),  # every operator of the blocks
     "step": OP_NAMES,  # the whole forward step
 }
-IDENTITY = ("workload", "model", "hardware", "phase", "batch", "seq_len", "op", "dtype", "attention", "tp", "pp", "ep")
 SYNTHETIC_VOCAB = 50257  # GPT-2's, for the LM head of synthetic models
 
 
@@ -112,6 +111,9 @@ class Point:
 
     def key(self) -> tuple[str, ...]:
         return tuple(str(getattr(self, f)) for f in IDENTITY)
+
+
+IDENTITY = tuple(f.name for f in fields(Point))  # what --resume keys on; a results row's first columns
 
 
 @dataclass(frozen=True)

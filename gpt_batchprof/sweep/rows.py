@@ -14,30 +14,18 @@ from dataclasses import MISSING, dataclass, fields
 from typing import Any, Mapping, get_args, get_type_hints
 
 from gpt_batchprof.errors import BatchprofError
-from gpt_batchprof.sweep.grid import IDENTITY
+from gpt_batchprof.sweep.grid import Point
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SweepRow:
-    """SI values with their provenance; None where a point has no such value (a column left
-    empty). The first fields identify the point (``sweep.grid.IDENTITY``, in its order).
+class SweepRow(Point):
+    """A point of the grid (its fields come first: ``sweep.grid.IDENTITY``) and what was
+    predicted or measured there: SI values with their provenance; None where a point has no
+    such value (a column left empty).
 
     ``seq_len`` is the tokens of context the step works at: the prompt for prefill and
     generation, the cache for decode (1 for the mlp workload)."""
 
-    # identity (sweep.grid.IDENTITY)
-    workload: str
-    model: str
-    hardware: str
-    phase: str
-    batch: int
-    seq_len: int
-    op: str
-    dtype: str
-    attention: str
-    tp: int = 1
-    pp: int = 1
-    ep: int = 1
     # the operator group (or the whole generation)
     d_model: int | None = None
     mode: str | None = None  # analytic | live | both
@@ -70,10 +58,6 @@ class SweepRow:
     roofline_time_s: float | None = None
     roofline_ttft_s: float | None = None
     roofline_itl_s: float | None = None
-
-    def key(self) -> tuple[str, ...]:
-        """The point this row belongs to, as ``sweep.grid.Point.key`` spells it."""
-        return tuple(str(getattr(self, f)) for f in IDENTITY)
 
 
 def _kind(tp: Any) -> type:
