@@ -25,12 +25,15 @@ the collectives (``tp_allreduce``, ``ep_alltoall``, ``pp_sendrecv``) are the per
 ``enumerate_ops(..., parallel=)``; the LM head and attention are those of one GPU's slice
 (``local_model``). A step of ``S`` sequences is cut into ``m = micro_batches(S)``
 micro-batches; its tokens are shared evenly among the ``min(ep x m, S)`` (group,
-micro-batch) slots (as a prompt chunk can be split in a pipeline), each expert-parallel
-group attends to ``1/ep`` of the sequences (rounded up), the slowest stage runs its ``m``
-micro-batches, and the step takes ``pipelined(stage time)``: ``(m + pp - 1)`` micro-batch
-stage-times. A decode-only step of ``n`` sequences is exactly analyze's ``--tp/--pp/--ep``
+micro-batch) slots (as a prompt chunk can be split in a pipeline); each expert-parallel
+group attends to ``1/ep`` of the sequences (rounded up), spread over its micro-batches as
+analyze spreads a batch (rounded up, one kernel per micro-batch); the slowest stage runs
+its ``m`` micro-batches, and the step takes ``pipelined(stage time)``: ``(m + pp - 1)``
+micro-batch stage-times. A decode-only step of ``n`` sequences is exactly analyze's ``--tp/--pp/--ep``
 decode step at batch ``n`` (its rows, padding of uneven micro-batches included); a lone
-prompt is exactly its prefill at batch 1. On one GPU all of this reduces to the step above.
+prompt is exactly its prefill at batch 1, and so is a batch of equal prompts that the
+micro-batches and groups divide evenly at that batch. On one GPU all of this reduces to the
+step above.
 """
 
 from __future__ import annotations
@@ -150,5 +153,8 @@ class StepModel:
         for c in chunks:
             shapes[c] = shapes.get(c, 0) + 1
         for (q, kv), count in shapes.items():
-            t += self._prefill_attention_s(q, kv, -(-count // par.ep))
+            # the busiest group's chunks of this shape, spread over the micro-batches: one kernel in each
+            count = -(-count // par.ep)
+            k = min(m, count)
+            t += k * self._prefill_attention_s(q, kv, -(-count // k))
         return self._pipelined(t, seqs)
