@@ -235,7 +235,9 @@ def _render(fmt: str, m, hw, single=None, points=None, search=None) -> None:
 def _plot(points, folder: Path, m, hw) -> None:
     from gpt_batchprof.report.simulate_plots import plot_load
 
-    path = plot_load(points, folder, f"{m.name} on {hw.name}: latency and goodput against offered load")
+    par = points[0].result.config.parallel
+    where = hw.name if par.is_single else f"{hw.name} ({par.label()})"
+    path = plot_load(points, folder, f"{m.name} on {where}: latency and goodput against offered load")
     err_console.print(f"wrote {path}", style="dim", highlight=False)
 
 
