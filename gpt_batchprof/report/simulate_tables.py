@@ -88,8 +88,7 @@ def header(out: Console, model, hw, res: SimResult, sweep: bool = False) -> None
               f"({cap.kv_blocks * cap.block_size:,} tokens); SLO {_slo_text(res)} at p{res.slo.percentile:g}",
               style="dim", highlight=False)
     if not c.parallel.is_single:
-        link = hw.interconnect.name if hw.interconnect is not None else "no link"
-        out.print(f"one server over {c.parallel.label()} ({link}); {fmt_bytes(cap.weights_bytes)} of weights "
+        out.print(f"one server over {c.parallel.label()} ({hw.interconnect.name}); {fmt_bytes(cap.weights_bytes)} of weights "
                   f"on the fullest GPU", style="dim", highlight=False)
 
 
