@@ -182,9 +182,11 @@ def show(views: Any, fmt: str, output: Path | None, width: int = 120) -> None:
     everything else (and tables into a file) through :func:`emit`."""
     from gpt_batchprof.report.render import render
 
-    if fmt == "table" and output is None:
+    if fmt == "table" and output is None and console.is_terminal:
         views.table(console)
         return
+    # piped tables: plain text as wide as the widest table needs up to ``width`` (Rich would cut
+    # them at 80 columns, ellipsising numbers)
     emit(render(views, fmt, width), output)
 
 

@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from gpt_batchprof.cli.common import (
-    AttentionOpt, DtypeOpt, FormatOpt, HardwareOpt, KvDtypeOpt, LaunchOpt, ModelOpt, WeightDtypeOpt, choice, console,
-    emit, err_console, guarded,
+    AttentionOpt, DtypeOpt, EpOpt, FormatOpt, HardwareOpt, KvDtypeOpt, LaunchOpt, MicroBatchesOpt, ModelOpt, PpOpt,
+    TpOpt, WeightDtypeOpt, choice, console, emit, err_console, guarded, parallel_of,
 )
 
 Opt = typer.Option
@@ -45,6 +45,10 @@ def simulate_cmd(
     kv_dtype: KvDtypeOpt = None,
     attention: AttentionOpt = "unfused",
     launch: LaunchOpt = "auto",
+    tp: TpOpt = 1,
+    pp: PpOpt = 1,
+    ep: EpOpt = 1,
+    micro_batches: MicroBatchesOpt = 1,
     fmt: FormatOpt = "table",
     output: Annotated[Optional[Path], Opt("--output", "-o", help="Stream one row per finished request to this .csv or .jsonl file.")] = None,
     progress: Annotated[bool, Opt("--progress/--no-progress", help="Progress bar on stderr for long runs.")] = True,
@@ -52,6 +56,8 @@ def simulate_cmd(
     """Simulate one inference server under load: arrivals, continuous (or static) batching, a paged KV cache, and the latency users see.
 
     Every step's time comes from the same operator model as `analyze` (dense operators over all the step's tokens, attention per sequence at its own length). Reports TTFT, inter-token latency and end-to-end latency (mean, p50, p90, p99), throughput, goodput (requests/s meeting --slo-ttft and --slo-itl), mean batch, KV-cache use and preemptions. Machine-readable output is in SI units.
+
+    With --tp/--pp/--ep the server is one model instance over tp x pp x ep GPUs: steps are those of analyze --tp/--pp/--ep (sharded operators, collectives priced by the profile's interconnect, pipelined over --micro-batches), and the KV cache is what the fullest GPU holds after its sharded weights; see docs/parallel.md.
     """
     from gpt_batchprof.analytic import ATTENTION_MODES, LAUNCH_MODES, Dtypes
     from gpt_batchprof.errors import BatchprofError
@@ -71,7 +77,7 @@ def simulate_cmd(
     cfg = ServerConfig(scheduler=scheduler, max_batch=max_batch, max_tokens_per_step=max_tokens,
                        chunked_prefill=chunked, batch_timeout_s=parse_duration(batch_timeout, "--batch-timeout"),
                        block_size=block_size, dtypes=Dtypes.of(dtype, weight_dtype, kv_dtype), attention=attention,
-                       launch=launch)
+                       launch=launch, parallel=parallel_of(tp, pp, ep, micro_batches))
     rates = parse_float_list(rate, "--rate", rate_points) if rate is not None else None
     if find_max_rate and concurrency is not None:
         raise BatchprofError("--find-max-rate searches over Poisson rates; drop --concurrency")
@@ -229,7 +235,9 @@ def _render(fmt: str, m, hw, single=None, points=None, search=None) -> None:
 def _plot(points, folder: Path, m, hw) -> None:
     from gpt_batchprof.report.simulate_plots import plot_load
 
-    path = plot_load(points, folder, f"{m.name} on {hw.name}: latency and goodput against offered load")
+    par = points[0].result.config.parallel
+    where = hw.name if par.is_single else f"{hw.name} ({par.label()})"
+    path = plot_load(points, folder, f"{m.name} on {where}: latency and goodput against offered load")
     err_console.print(f"wrote {path}", style="dim", highlight=False)
 
 

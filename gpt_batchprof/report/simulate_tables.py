@@ -8,7 +8,7 @@ from typing import Any, Sequence
 from rich.console import Console
 
 from gpt_batchprof.report.tables import compact_table
-from gpt_batchprof.report.units import fmt_pct, fmt_rate, fmt_time
+from gpt_batchprof.report.units import fmt_bytes, fmt_pct, fmt_rate, fmt_time
 from gpt_batchprof.simulate import LoadPoint, RateSearch, SimResult
 
 
@@ -29,7 +29,7 @@ def settings_dict(model, hw, res: SimResult) -> dict[str, Any]:
         "prediction": "calibrated" if hw.measured is not None else "roofline",
         "slo_ttft_s": slo.ttft_s, "slo_itl_s": slo.itl_s, "slo_percentile": slo.percentile,
         "steps": res.steps, "interrupted": res.interrupted,
-    }
+    } | c.parallel.to_dict()
 
 
 def request_rows(res: SimResult) -> list[dict[str, Any]]:
@@ -88,6 +88,9 @@ def header(out: Console, model, hw, res: SimResult, sweep: bool = False) -> None
     out.print(f"{sched}; KV cache {cap.kv_blocks:,} blocks x {cap.block_size} tokens "
               f"({cap.kv_blocks * cap.block_size:,} tokens); SLO {_slo_text(res)} at p{res.slo.percentile:g}",
               style="dim", highlight=False)
+    if not c.parallel.is_single:
+        out.print(f"one server over {c.parallel.label()} ({hw.interconnect.name}); {fmt_bytes(cap.weights_bytes)} of weights "
+                  f"on the fullest GPU", style="dim", highlight=False)
 
 
 def latency_table(res: SimResult):

@@ -33,7 +33,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
-from gpt_batchprof.analytic import Dtypes, check_length
+from gpt_batchprof.analytic import Dtypes, Parallelism, Scenario, check_length, memory_use
 from gpt_batchprof.errors import BatchprofError
 from gpt_batchprof.profiles import HardwareSpec, ModelSpec
 from gpt_batchprof.simulate.metrics import RequestRecord, Slo, Summary, summarise
@@ -56,6 +56,7 @@ class ServerConfig:
     dtypes: Dtypes = Dtypes()
     attention: str = "unfused"
     launch: str = "auto"  # per-kernel overhead: eager, graphs, or auto (graphs on a GPU), as in analyze
+    parallel: Parallelism = Parallelism()  # the server is one model instance over tp x pp x ep GPUs
 
     def __post_init__(self) -> None:
         if self.scheduler not in SCHEDULERS:
@@ -85,10 +86,10 @@ class ServerConfig:
 
 @dataclass(frozen=True, slots=True)
 class Capacity:
-    kv_blocks: int
+    kv_blocks: int  # in all: with --ep, the caches of all ep attention groups
     block_size: int
-    weights_bytes: float
-    kv_bytes_per_token: float
+    weights_bytes: float  # on the fullest GPU
+    kv_bytes_per_token: float  # on the fullest GPU
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,18 +106,33 @@ class SimResult:
 
 
 def kv_capacity(model: ModelSpec, hw: HardwareSpec, cfg: ServerConfig, longest: int) -> Capacity:
-    """Blocks of KV cache in the device memory left after the weights."""
-    weights = model.weight_bytes(cfg.dtypes.weight, cfg.dtypes.act)
-    per_token = model.kv_bytes_per_token(cfg.dtypes.kv)
+    """Blocks of KV cache in the device memory left after the weights.
+
+    Across several GPUs, those of the fullest GPU, from analyze's ``memory_use``: its sharded
+    (and replicated) weights, and the KV bytes of its layers and K/V heads. With ``--ep`` each
+    of the ``ep`` data-parallel attention groups holds a cache of its own.
+    """
+    par = cfg.parallel
+    # analyze's memory of one sequence holding one cached token: the weights and the KV bytes per token
+    one = memory_use(model, Scenario(prompt_len=1, gen_len=1, dtypes=cfg.dtypes, attention=cfg.attention), 1, par)
+    weights, per_token = one.weights_bytes, one.kv_cache_bytes
+    where = hw.name if par.is_single else f"{hw.name} at {par.label()}"
     if weights >= hw.memory_bytes:
-        raise BatchprofError(f"{model.name} does not fit {hw.name}: its {cfg.dtypes.weight} weights take "
-                             f"{weights / 1e9:.1f} GB of {hw.memory_bytes / 1e9:.1f} GB")
+        hint = "" if par.is_single else " per GPU"
+        raise BatchprofError(f"{model.name} does not fit {where}: its {cfg.dtypes.weight} weights take "
+                             f"{weights / 1e9:.1f} GB{hint}, more than its {hw.memory_bytes / 1e9:.1f} GB of memory"
+                             + ("; shard it with --tp/--pp" if par.is_single else ""))
     blocks = int((hw.memory_bytes - weights) // (cfg.block_size * per_token))
     need = -(-max(1, longest - 1) // cfg.block_size)
     if blocks < need:
-        raise BatchprofError(f"{model.name} on {hw.name}: the KV cache left after the weights holds {blocks} blocks "
+        raise BatchprofError(f"{model.name} on {where}: the KV cache left after the weights holds {blocks} blocks "
                              f"of {cfg.block_size} tokens; one {longest}-token request needs {need}")
-    return Capacity(blocks, cfg.block_size, weights, per_token)
+    return Capacity(blocks * par.ep, cfg.block_size, weights, per_token)
+
+
+def server_steps(model: ModelSpec, hw: HardwareSpec, cfg: ServerConfig) -> StepModel:
+    """The step-time model of the server ``cfg`` describes (shared by the runs of a sweep)."""
+    return StepModel(model, hw, cfg.dtypes, cfg.attention, launch=cfg.launch, parallel=cfg.parallel)
 
 
 def check_lengths(model: ModelSpec, workload: Workload) -> None:
@@ -143,9 +159,10 @@ def simulate(model: ModelSpec, hw: HardwareSpec, workload: Workload, cfg: Server
              steps: StepModel | None = None) -> SimResult:
     """Run the workload through one server; ``on_request`` sees every request as it finishes."""
     check_lengths(model, workload)
+    cfg.parallel.check(model, hw)  # analyze's check: a layout the model can be cut into, a link to price
     cap = kv_capacity(model, hw, cfg, workload.longest)
     budget = cfg.tokens_per_step(workload.longest_prompt)
-    steps = steps or StepModel(model, hw, cfg.dtypes, cfg.attention, launch=cfg.launch)
+    steps = steps or server_steps(model, hw, cfg)
     run = _Continuous if cfg.scheduler == "continuous" else _Static
     sim = run(workload, cfg, cap, budget, steps, on_request)
     interrupted = False

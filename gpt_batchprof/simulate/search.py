@@ -12,7 +12,7 @@ from typing import Callable
 
 from gpt_batchprof.errors import BatchprofError
 from gpt_batchprof.profiles import HardwareSpec, ModelSpec
-from gpt_batchprof.simulate.engine import ServerConfig, SimResult, simulate
+from gpt_batchprof.simulate.engine import ServerConfig, SimResult, server_steps, simulate
 from gpt_batchprof.simulate.metrics import Slo, slo_percentiles
 from gpt_batchprof.simulate.steptime import StepModel
 from gpt_batchprof.simulate.workload import Workload
@@ -57,7 +57,7 @@ def run_at(model: ModelSpec, hw: HardwareSpec, workload: Workload, cfg: ServerCo
 def sweep_rates(model: ModelSpec, hw: HardwareSpec, workload: Workload, rates: tuple[float, ...],
                 cfg: ServerConfig = ServerConfig(), slo: Slo = Slo(),
                 on_point: Callable[[LoadPoint], None] | None = None, on_request=None) -> tuple[LoadPoint, ...]:
-    steps = StepModel(model, hw, cfg.dtypes, cfg.attention, launch=cfg.launch)
+    steps = server_steps(model, hw, cfg)
     points = []
     for r in rates:
         p = run_at(model, hw, workload, cfg, slo, r, steps, on_request)
@@ -71,7 +71,7 @@ def find_max_rate(model: ModelSpec, hw: HardwareSpec, workload: Workload, cfg: S
                   slo: Slo = Slo(), tolerance: float = TOLERANCE,
                   on_point: Callable[[LoadPoint], None] | None = None) -> RateSearch:
     """Bracket by doubling / halving from 1 request/s, then bisect."""
-    steps = StepModel(model, hw, cfg.dtypes, cfg.attention, launch=cfg.launch)
+    steps = server_steps(model, hw, cfg)
     points: list[LoadPoint] = []
 
     def at(rate: float) -> LoadPoint:

@@ -18,12 +18,30 @@ for the one grid cell where the bound flips; on the benchmark workloads it moves
 figures by ~1e-12 relative (``benchmarks/simulate_speed.py`` measures it; a test holds it
 under 0.5% on a compute-bound CPU profile too), and it makes a mixed-length run ~1.6x faster. ``kv_grid=1``: every
 length predicted.
+
+Across several GPUs (``parallel``: ``--tp/--pp/--ep``) a step is that of the sharded group,
+built from ``analytic.parallel`` as ``analyze --tp`` builds its own: the dense operators and
+the collectives (``tp_allreduce``, ``ep_alltoall``, ``pp_sendrecv``) are the per-GPU rows of
+``enumerate_ops(..., parallel=)``; the LM head and attention are those of one GPU's slice
+(``local_model``). A step of ``S`` sequences is cut into ``m = micro_batches(S)``
+micro-batches; its tokens are shared evenly among the ``min(ep x m, S)`` (group,
+micro-batch) slots (as a prompt chunk can be split in a pipeline); each expert-parallel
+group attends to ``1/ep`` of the sequences (rounded up), spread over its micro-batches as
+analyze spreads a batch (rounded up, one kernel per micro-batch); the slowest stage runs
+its ``m`` micro-batches, and the step takes ``pipelined(stage time)``: ``(m + pp - 1)``
+micro-batch stage-times. A decode-only step of ``n`` sequences is exactly analyze's ``--tp/--pp/--ep``
+decode step at batch ``n`` (its rows, padding of uneven micro-batches included); a lone
+prompt is exactly its prefill at batch 1, and so is a batch of equal prompts that the
+micro-batches and groups divide evenly at that batch. On one GPU all of this reduces to the
+step above.
 """
 
 from __future__ import annotations
 
-from gpt_batchprof.analytic import OP_GROUPS, Dtypes, enumerate_ops, launch_mode, step_time
+
+from gpt_batchprof.analytic import OP_GROUPS, Dtypes, Parallelism, enumerate_ops, launch_mode, step_time
 from gpt_batchprof.analytic.gpt import attention_ops
+from gpt_batchprof.analytic.parallel import local_model, micro_batch, micro_batches, pipelined
 from gpt_batchprof.profiles import HardwareSpec, ModelSpec
 
 _ATTENTION = frozenset(OP_GROUPS["attention"])
@@ -31,13 +49,16 @@ KV_GRID = 16
 
 
 class StepModel:
-    """Memoised step times for one model, device, dtype set and attention kind."""
+    """Memoised step times for one model, device, dtype set, attention kind and GPU layout."""
 
     def __init__(self, model: ModelSpec, hw: HardwareSpec, dtypes: Dtypes = Dtypes(), attention: str = "unfused",
-                 kv_grid: int = KV_GRID, launch: str = "auto"):
+                 kv_grid: int = KV_GRID, launch: str = "auto", parallel: Parallelism = Parallelism()):
         self.model, self.hw, self.dtypes, self.attention = model, hw, dtypes, attention
         self.launch = launch_mode(launch, hw)  # per-kernel overhead as analyze charges it
         self.kv_grid = max(1, kv_grid)
+        self.parallel = parallel.check(model, hw)
+        # one GPU's slice (the model itself on one GPU): its attention and LM head
+        self.local = model if parallel.is_single else local_model(model, parallel)
         self._decode_attn: dict[tuple[int, int], float] = {}
         self._decode: dict[tuple[int, int], float] = {}
         self._decode_dense: dict[int, float] = {}
@@ -47,11 +68,14 @@ class StepModel:
 
     def _ops(self, phase: str, batch: int, new_tokens: int = 1, kv_len: int = 0):
         return enumerate_ops(self.model, phase, batch, new_tokens=new_tokens, kv_len=kv_len,
-                             dtypes=self.dtypes, attention=self.attention)
+                             dtypes=self.dtypes, attention=self.attention, parallel=self.parallel)
 
     def _attention(self, phase: str, batch: int, q: int, kv: int) -> float:
-        ops = attention_ops(self.model, phase, batch, q, kv, self.dtypes, self.attention)
+        ops = attention_ops(self.local, phase, batch, q, kv, self.dtypes, self.attention)
         return step_time(tuple(ops), self.hw, self.launch)
+
+    def _pipelined(self, stage_s: float, sequences: int) -> float:
+        return stage_s if self.parallel.pp == 1 else pipelined(stage_s, self.parallel, sequences)
 
     def decode_step_s(self, n: int, kv: int) -> float:
         """A step of ``n`` decode tokens at ``kv`` cached tokens each: analyze's decode step."""
@@ -62,22 +86,33 @@ class StepModel:
                 ops = self._ops("decode", n)
                 dense = step_time(tuple(o for o in ops if o.op not in _ATTENTION), self.hw, self.launch)
                 self._decode_dense[n] = dense
-            g = self.kv_grid
-            lo = kv - kv % g
-            attn = self._decode_attention_at(n, lo)
-            if lo != kv:
-                attn += (self._decode_attention_at(n, lo + g) - attn) * (kv - lo) / g
-            t = self._decode[(n, kv)] = dense + attn
+            t = self._decode[(n, kv)] = self._pipelined(dense + self._decode_attention_s(n, kv), n)
         return t
+
+    def _decode_attention_s(self, n: int, kv: int) -> float:
+        """Decode attention of ``n`` sequences at ``kv`` cached tokens on the slowest stage,
+        interpolated between multiples of ``kv_grid``."""
+        g = self.kv_grid
+        lo = kv - kv % g
+        attn = self._decode_attention_at(n, lo)
+        if lo != kv:
+            attn += (self._decode_attention_at(n, lo + g) - attn) * (kv - lo) / g
+        return attn
 
     def _decode_attention_at(self, n: int, kv: int) -> float:
         t = self._decode_attn.get((n, kv))
         if t is None:
-            t = self._decode_attn[(n, kv)] = self._attention("decode", n, 1, kv)
+            if self.parallel.is_single:
+                t = self._attention("decode", n, 1, kv)
+            else:  # analyze's rows: the busiest group's micro-batches of micro_batch(n) sequences
+                par = self.parallel
+                t = micro_batches(n, par) * self._attention("decode", micro_batch(n, par), 1, kv)
+            self._decode_attn[(n, kv)] = t
         return t
 
     def _dense_s(self, tokens: int) -> float:
-        """Dense operators over ``tokens`` tokens, without the LM head."""
+        """Dense operators and collectives over ``tokens`` tokens of one micro-batch, without
+        the LM head."""
         t = self._dense.get(tokens)
         if t is None:
             ops = self._ops("prefill", 1, new_tokens=tokens)
@@ -86,9 +121,11 @@ class StepModel:
         return t
 
     def _head_s(self, n: int) -> float:
+        """The LM head (one GPU's vocabulary slice) over ``n`` sequences of one micro-batch."""
         t = self._head.get(n)
         if t is None:
-            head = tuple(o for o in self._ops("decode", n) if o.op == "lm_head")
+            head = tuple(o for o in enumerate_ops(self.local, "decode", n, dtypes=self.dtypes,
+                                                  attention=self.attention) if o.op == "lm_head")
             t = self._head[n] = step_time(head, self.hw, self.launch)
         return t
 
@@ -104,16 +141,20 @@ class StepModel:
         ``n_out - n_decode`` finish their prompt (and so need the LM head)."""
         if not chunks:
             return self.decode_step_s(n_decode, kv_mean)
+        par = self.parallel
+        seqs = n_decode + len(chunks)
         tokens = n_decode + sum(q for q, _ in chunks)
-        t = self._dense_s(tokens) + (self._head_s(n_out) if n_out else 0.0)
+        m = micro_batches(seqs, par)
+        slots = min(par.ep * m, seqs)  # (group, micro-batch) pairs sharing the tokens; 1 on one GPU
+        t = m * self._dense_s(-(-tokens // slots)) + (m * self._head_s(-(-n_out // slots)) if n_out else 0.0)
         if n_decode:
-            t += self._attention_decode_s(n_decode, kv_mean)
+            t += self._decode_attention_s(n_decode, kv_mean)
         shapes: dict[tuple[int, int], int] = {}
         for c in chunks:
             shapes[c] = shapes.get(c, 0) + 1
         for (q, kv), count in shapes.items():
-            t += self._prefill_attention_s(q, kv, count)
-        return t
-
-    def _attention_decode_s(self, n: int, kv: int) -> float:
-        return self.decode_step_s(n, kv) - self._decode_dense[n]
+            # the busiest group's chunks of this shape, spread over the micro-batches: one kernel in each
+            count = -(-count // par.ep)
+            k = min(m, count)
+            t += k * self._prefill_attention_s(q, kv, -(-count // k))
+        return self._pipelined(t, seqs)
