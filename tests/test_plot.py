@@ -131,3 +131,26 @@ def test_plot_reads_a_csv_with_a_torn_last_line(tmp_path):
     f.write_text("workload,hardware,batch\ngpt,a100-80gb\n")
     with pytest.raises(Exception, match="line 2: 2 fields, the header has 3"):
         read_columns(f)
+
+
+def test_read_columns_splits_plain_csv_as_the_csv_module_does(tmp_path):
+    """The fast path (no quotes: one split of the whole body) must give the csv module's cells,
+    and hand quoted or ragged files to the csv module."""
+    from gpt_batchprof.sweep.store import read_columns
+
+    f = tmp_path / "r.csv"
+    f.write_text("workload,model,batch,measured_time_s\ngpt,m1,1,\ngpt,m2,2,0.5\n")
+    assert read_columns(f) == {"workload": ["gpt", "gpt"], "model": ["m1", "m2"], "batch": ["1", "2"],
+                               "measured_time_s": ["", "0.5"]}
+    # a model name with a comma is quoted by the writer: the quotes are read, not split on
+    f.write_text('workload,model,batch\ngpt,"a,b",1\n')
+    assert read_columns(f) == {"workload": ["gpt"], "model": ["a,b"], "batch": ["1"]}
+    # one line short and one line long: the total number of cells is right, the lines are not
+    f.write_text("workload,model,batch\ngpt,m1\ngpt,m2,2,9\n")
+    with pytest.raises(Exception, match="line 2: 2 fields, the header has 3"):
+        read_columns(f)
+    f.write_text("workload,model,batch\n")
+    assert read_columns(f) == {"workload": [], "model": [], "batch": []}
+    f.write_text("model,batch\nm1,1\n")
+    with pytest.raises(Exception, match="no 'workload' column"):
+        read_columns(f)
