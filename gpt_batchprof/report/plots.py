@@ -175,10 +175,14 @@ class _Table:
 
         key = tuple(names)
         if key not in self._codes:
-            combined = np.zeros(len(self), dtype=np.int64)
+            combined, radix = np.zeros(len(self), dtype=np.int64), 1
             for n in names:
                 c, values = self.encoded(n)
-                _, combined = np.unique(combined * len(values) + c, return_inverse=True)
+                if radix * len(values) >= 2 ** 62:  # renumber densely (a sort) only before int64 overflows
+                    _, combined = np.unique(combined, return_inverse=True)
+                    radix = int(combined.max()) + 1
+                combined = combined * len(values) + c
+                radix *= len(values)
             _, first, inverse = np.unique(combined, return_index=True, return_inverse=True)
             rank = np.empty(len(first), dtype=np.int64)
             rank[np.argsort(first)] = np.arange(len(first))
