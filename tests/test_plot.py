@@ -74,20 +74,27 @@ def _synthetic_rows(widths, batches, hardware=("a100-80gb", "h100-sxm")):
     return rows
 
 
-def test_large_sweep_draws_one_line_per_series_and_a_capped_legend(tmp_path, monkeypatch):
-    from matplotlib.collections import LineCollection
+def _capture(monkeypatch) -> dict:
+    """{PNG name: its Figure}, filled as plot_all saves them."""
     from matplotlib.figure import Figure
 
-    from gpt_batchprof.report import plots
-
-    widths = range(256, 256 + 128 * 80, 128)  # 80 widths x 2 hardware = 160 series
-    batches = [2 ** i for i in range(12)]  # 1..2048
-    rows = _synthetic_rows(widths, batches)
-    assert len(rows) == 80 * 2 * 2 * 12 == 3840  # series x panels x batches
     figures = {}
     real_savefig = Figure.savefig
     monkeypatch.setattr(Figure, "savefig", lambda fig, path, **kw: (figures.__setitem__(_final_name(path), fig),
                                                                     real_savefig(fig, path, **kw)))
+    return figures
+
+
+def test_sweep_of_40_series_draws_one_line_per_series_and_a_capped_legend(tmp_path, monkeypatch):
+    from matplotlib.collections import LineCollection
+
+    from gpt_batchprof.report import plots
+
+    widths = range(256, 256 + 128 * 20, 128)  # 20 widths x 2 hardware = 40 series: the most not aggregated
+    batches = [2 ** i for i in range(12)]  # 1..2048
+    rows = _synthetic_rows(widths, batches)
+    assert len(rows) == 20 * 2 * 2 * 12 == 960  # series x panels x batches
+    figures = _capture(monkeypatch)
     plots.plot_all(rows, tmp_path)
     fig = figures["gpt-time.png"]
     panels = [ax for ax in fig.axes if ax.get_visible()]
@@ -96,30 +103,60 @@ def test_large_sweep_draws_one_line_per_series_and_a_capped_legend(tmp_path, mon
         # no artist per point or per series: one collection holding one 12-point polyline per series
         assert not ax.lines
         (lc,) = [c for c in ax.collections if isinstance(c, LineCollection)]
-        assert len(lc.get_paths()) == 160
+        assert len(lc.get_paths()) == 40
         assert all(len(p.vertices) == 12 for p in lc.get_paths())
     texts = [t.get_text() for t in fig.legends[0].get_texts()]
-    # 12 series named, the other 160 - 12 = 148 counted, then the line-style key
+    # 12 series named, the other 40 - 12 = 28 counted, then the line-style key
     assert texts[:2] == ["gpt-d256, a100-80gb", "gpt-d256, h100-sxm"]
-    assert texts[12:] == ["+148 more series (colours repeat)", "predicted (roofline)"]
+    assert texts[12:] == ["+28 more series (colours repeat)", "predicted (roofline)"]
     roof = figures["gpt-roofline-a100-80gb.png"]
-    # roofline: one scatter per (phase, kind), here decode/predicted, holding every point of that hardware
+    # roofline: one scatter per (phase, kind), here decode/predicted, coloured by op; markers of
+    # one colour at the same place are drawn once: these rows' (intensity, FLOP/s) depend on the
+    # batch only, so of 20 widths x 2 ops x 12 batches = 480 points, 2 ops x 12 batches = 24 show
     sizes = [len(c.get_offsets()) for c in roof.axes[0].collections if len(c.get_offsets())]
-    assert sizes == [80 * 2 * 12]  # widths x ops x batches
+    assert sizes == [2 * 12]
 
 
-def test_plot_of_few_series_keeps_the_full_legend(tmp_path, monkeypatch):
-    from matplotlib.figure import Figure
+def test_sweep_of_many_series_draws_their_median_and_10_90_band(tmp_path, monkeypatch):
+    """50 series whose time at every batch is 1, 2, ..., 50 ms: per batch the median is
+    (25 + 26) / 2 = 25.5 ms; numpy's linear percentiles sit at rank 0.10 x 49 = 4.9 -> 5 + 0.9 x
+    (6 - 5) = 5.9 ms and 0.90 x 49 = 44.1 -> 45 + 0.1 x (46 - 45) = 45.1 ms."""
+    from matplotlib.collections import LineCollection
 
     from gpt_batchprof.report import plots
 
-    figures = {}
-    real_savefig = Figure.savefig
-    monkeypatch.setattr(Figure, "savefig", lambda fig, path, **kw: (figures.__setitem__(_final_name(path), fig),
-                                                                    real_savefig(fig, path, **kw)))
+    batches = (1, 2, 4, 8)
+    rows = [{"workload": "gpt", "model": f"gpt-d{64 * k}", "hardware": "a100-80gb", "phase": "decode", "batch": b,
+             "seq_len": 512, "op": "ffn", "dtype": "fp16", "attention": "unfused", "d_model": 64 * k,
+             "intensity": float(b), "predicted_time_s": k * 1e-3, "predicted_items_per_s": b / (k * 1e-3),
+             "predicted_flops_per_s": 1e12, "device": "analytic"}
+            for k in range(50, 0, -1) for b in batches]  # written largest first: order must not matter
+    figures = _capture(monkeypatch)
+    plots.plot_all(rows, tmp_path)
+    fig = figures["gpt-time.png"]
+    (ax,) = [a for a in fig.axes if a.get_visible()]
+    assert ax.get_title() == "decode: ffn\n50 series: median and 10-90% band"
+    assert not [c for c in ax.collections if isinstance(c, LineCollection)]  # no line per series
+    (median,) = ax.lines
+    assert list(median.get_xdata()) == [1, 2, 4, 8]
+    assert median.get_ydata() == pytest.approx([25.5] * 4)
+    (band,) = [c for c in ax.collections if not isinstance(c, LineCollection)]
+    ys = band.get_paths()[0].vertices[:, 1]
+    assert ys.min() == pytest.approx(5.9) and ys.max() == pytest.approx(45.1)
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert texts == ["predicted (roofline): median of the series", "predicted (roofline): 10-90% of the series"]
+    assert fig.legends[0].get_title().get_text() == "50 series (model)"
+
+
+def test_plot_of_few_series_keeps_the_full_legend(tmp_path, monkeypatch):
+    from gpt_batchprof.report import plots
+
+    figures = _capture(monkeypatch)
     plots.plot_all(_synthetic_rows((256, 512), (1, 2, 4), hardware=("a100-80gb",)), tmp_path)
-    texts = [t.get_text() for t in figures["gpt-time.png"].legends[0].get_texts()]
+    fig = figures["gpt-time.png"]
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
     assert texts == ["gpt-d256", "gpt-d512", "predicted (roofline)"]
+    assert [a.get_title() for a in fig.axes if a.get_visible()] == ["decode: qkv_proj", "decode: ffn"]  # not aggregated
 
 
 def test_plot_reads_a_csv_with_a_torn_last_line(tmp_path):
@@ -131,3 +168,39 @@ def test_plot_reads_a_csv_with_a_torn_last_line(tmp_path):
     f.write_text("workload,hardware,batch\ngpt,a100-80gb\n")
     with pytest.raises(Exception, match="line 2: 2 fields, the header has 3"):
         read_columns(f)
+
+
+def test_read_columns_splits_plain_csv_as_the_csv_module_does(tmp_path):
+    """The fast path (no quotes: one split of the whole body) must give the csv module's cells,
+    and hand quoted or ragged files to the csv module."""
+    from gpt_batchprof.sweep.store import read_columns
+
+    f = tmp_path / "r.csv"
+    f.write_text("workload,model,batch,measured_time_s\ngpt,m1,1,\ngpt,m2,2,0.5\n")
+    assert read_columns(f) == {"workload": ["gpt", "gpt"], "model": ["m1", "m2"], "batch": ["1", "2"],
+                               "measured_time_s": ["", "0.5"]}
+    # a model name with a comma is quoted by the writer: the quotes are read, not split on
+    f.write_text('workload,model,batch\ngpt,"a,b",1\n')
+    assert read_columns(f) == {"workload": ["gpt"], "model": ["a,b"], "batch": ["1"]}
+    # one line short and one line long: the total number of cells is right, the lines are not
+    f.write_text("workload,model,batch\ngpt,m1\ngpt,m2,2,9\n")
+    with pytest.raises(Exception, match="line 2: 2 fields, the header has 3"):
+        read_columns(f)
+    f.write_text("workload,model,batch\n")
+    assert read_columns(f) == {"workload": [], "model": [], "batch": []}
+    f.write_text("model,batch\nm1,1\n")
+    with pytest.raises(Exception, match="no 'workload' column"):
+        read_columns(f)
+
+
+def test_roofline_draws_coinciding_markers_of_one_colour_once_keeping_the_top_one():
+    import numpy as np
+
+    from gpt_batchprof.report.plots import _topmost
+
+    # 0 red, 1 blue, 2 red at one place (2 is on top of 0: only 1 and 2 can show), 3 red a
+    # decade away; 4 red 1/1000 decade from 3 (under 1/400: the same place), drawn after it
+    x = np.array([10.0, 10.0, 10.0, 100.0, 100.0 * 10 ** 0.001])
+    y = np.array([1e12, 1e12, 1e12, 1e13, 1e13])
+    colour = np.array([0, 1, 0, 0, 0])
+    assert _topmost(x, y, colour).tolist() == [1, 2, 4]

@@ -28,6 +28,11 @@ LABEL_FIELDS = ("model", "hardware", "seq_len", "dtype", "attention")
 ROW_FIELDS = LABEL_FIELDS + ("workload", "phase", "op", "d_model", "device", "gen_len", "launches")
 MAX_PANELS = 9
 MAX_LEGEND = 12  # series named in a legend; the rest are counted ("+N more series")
+AGGREGATE_ABOVE = 40  # a panel with more series draws their median and 10-90% band, not every line
+BAND = (10.0, 50.0, 90.0)  # percentiles of the aggregate: band low, line, band high
+AGGREGATE_COLOURS = {"predicted": "C0", "measured": "C3"}
+MARKER_CELLS = 400  # roofline markers of one colour closer than 1/400 decade are drawn once
+WIDE_DECADES = 4  # a log axis spanning more decades is ticked at powers of ten only
 MAX_ANNOTATED = 60  # batch labels on the trade-off panel beyond this many points would be a smear
 PHASE_MARKERS = {"prefill": "o", "decode": "s", "forward": "^", "generation": "D"}
 KINDS = (("predicted", "--"), ("measured", "-"))
@@ -65,17 +70,18 @@ def _label(row: Any, fields: Sequence[str]) -> str:
 
 
 class _Table:
-    """Rows as columns, each extracted (or parsed) once: grouping, sorting and filtering are
-    then numpy operations, not Python work per row. Built from rows (dicts or objects) or
-    from columns ({name: values}, text cells as a .csv holds them); ``idx`` selects rows."""
+    """Rows as columns, each extracted, encoded and parsed once for the whole table and shared
+    by the subsets ``where`` makes: grouping, sorting and filtering are then numpy operations
+    on integer codes and floats, not Python work per row. Built from rows (dicts or objects)
+    or from columns ({name: values}, text cells as a .csv holds them); ``idx`` selects rows."""
 
     def __init__(self, rows: Sequence[Any] | None = None, columns: Mapping[str, Sequence] | None = None,
                  idx: Any = None, _shared: dict | None = None):
         self.rows = rows
         self.columns = columns
         self.idx = idx
-        self._full: dict[str, list] = _shared if _shared is not None else {}  # whole columns, shared by subsets
-        self._raw: dict[str, list] = {}
+        # whole-table caches, shared by subsets: raw columns, (codes, values) per column, floats
+        self._shared = _shared if _shared is not None else {"raw": {}, "enc": {}, "num": {}}
         self._codes: dict[tuple[str, ...], tuple[Any, list[int]]] = {}
 
     def __len__(self) -> int:
@@ -84,7 +90,8 @@ class _Table:
         return len(self.rows) if self.rows is not None else len(next(iter(self.columns.values()), ()))
 
     def _whole(self, name: str) -> list:
-        col = self._full.get(name)
+        cache = self._shared["raw"]
+        col = cache.get(name)
         if col is None:
             if self.columns is not None:
                 col = list(self.columns.get(name) or [None] * len(next(iter(self.columns.values()))))
@@ -92,29 +99,47 @@ class _Table:
                 col = [r.get(name) for r in self.rows]
             else:
                 col = [_get(r, name) for r in self.rows]
-            self._full[name] = col
+            cache[name] = col
         return col
 
-    def raw(self, name: str) -> list:
-        col = self._raw.get(name)
-        if col is None:
-            import numpy as np
+    def _sub(self, whole):
+        return whole if self.idx is None else whole[self.idx]
 
+    def encoded(self, name: str):
+        """(code per row of this table, values): ``values[code]`` is the row's value; codes
+        number the distinct values of the whole table in first-seen order."""
+        import numpy as np
+
+        cache = self._shared["enc"]
+        if name not in cache:
             col = self._whole(name)
-            if self.idx is not None:
-                col = [col[i] for i in self.idx.tolist()]
-            self._raw[name] = col
-        return col
+            index = {v: i for i, v in enumerate(dict.fromkeys(col))}
+            cache[name] = (np.fromiter(map(index.__getitem__, col), np.int64, len(col)), list(index))
+        codes, values = cache[name]
+        return self._sub(codes), values
+
+    def distinct(self, name: str) -> list:
+        """The values of ``name`` in this table, in first-seen order."""
+        codes, first = self.codes((name,))
+        return [self.encoded(name)[1][c] for c in self.encoded(name)[0][first]]
 
     def num(self, name: str):
         """Float column; a missing value (None or an empty cell) is NaN."""
+        cache = self._shared["num"]
+        if name not in cache:
+            cache[name] = self._parse(name)
+        return self._sub(cache[name])
+
+    def _parse(self, name: str):
         import numpy as np
 
-        col = self.raw(name)
+        col = self._whole(name)
         try:
             return np.array(col, dtype=float)
         except (TypeError, ValueError):
             pass
+        if col.count("") + col.count(None) == len(col):  # a column no row fills (measured, analytic sweep)
+            return np.full(len(col), np.nan)
         clean = [np.nan if v is None or v == "" else v for v in col]
         try:
             return np.array(clean, dtype=float)
@@ -137,25 +162,27 @@ class _Table:
 
         codes, first = self.codes((name,))
         base = self.idx if self.idx is not None else np.arange(len(self))
-        return {self.raw(name)[f]: _Table(self.rows, self.columns, base[codes == c], self._full)
-                for c, f in enumerate(first)}
+        return {v: _Table(self.rows, self.columns, base[codes == c], self._shared)
+                for c, v in enumerate(self.distinct(name))}
 
     def varying(self, fields: Sequence[str]) -> list[str]:
-        return [f for f in fields if len(set(self.raw(f))) > 1]
+        return [f for f in fields if len(self.codes((f,))[1]) > 1]
 
     def codes(self, names: Sequence[str]):
         """(code per row, index of the first row of each code): codes number the distinct
-        combinations of ``names`` in first-seen order."""
+        combinations of ``names`` in this table, in first-seen order."""
         import numpy as np
 
         key = tuple(names)
         if key not in self._codes:
-            combined = np.zeros(len(self), dtype=np.int64)
+            combined, radix = np.zeros(len(self), dtype=np.int64), 1
             for n in names:
-                col = self.raw(n)
-                index = {v: i for i, v in enumerate(dict.fromkeys(col))}
-                c = np.fromiter(map(index.__getitem__, col), np.int64, len(self))
-                _, combined = np.unique(combined * len(index) + c, return_inverse=True)
+                c, values = self.encoded(n)
+                if radix * len(values) >= 2 ** 62:  # renumber densely (a sort) only before int64 overflows
+                    _, combined = np.unique(combined, return_inverse=True)
+                    radix = int(combined.max()) + 1
+                combined = combined * len(values) + c
+                radix *= len(values)
             _, first, inverse = np.unique(combined, return_index=True, return_inverse=True)
             rank = np.empty(len(first), dtype=np.int64)
             rank[np.argsort(first)] = np.arange(len(first))
@@ -257,58 +284,116 @@ def _palette(plt):
     return to_rgba_array(plt.rcParams["axes.prop_cycle"].by_key()["color"])
 
 
+def _bands(rows, facet, x, y) -> dict[int, tuple]:
+    """{panel: (xs, low, median, high)}: per panel and x value, the BAND percentiles of ``y``
+    over ``rows`` there (numpy's linear interpolation between order statistics)."""
+    import numpy as np
+
+    order = rows[np.lexsort((x[rows], facet[rows]))]
+    points: dict[int, list] = {}
+    for (f, xv), r in _split(order, facet, x):
+        points.setdefault(f, []).append((xv, *np.percentile(y[r], BAND)))
+    return {f: tuple(np.array(c) for c in zip(*pts)) for f, pts in points.items()}
+
+
 def _line_plot(plt, tab: _Table, column: str, title: str, ylabel: str, path: Path, scale: float = 1.0) -> Path:
     """One panel per (phase, op); predicted dashed, measured solid; one colour per series.
 
+    A panel with more than AGGREGATE_ABOVE series (a sweep over many sizes) would be a smear
+    of lines that takes long to draw: it shows instead, per batch, the series' median (line)
+    and 10-90% range (band), one colour per kind, and its title says how many series that is.
     ``column`` names the value with a ``{kind}`` slot: predicted or measured."""
     import numpy as np
     from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     fields = tab.varying(LABEL_FIELDS)
     series, labels = tab.series(fields)
     facet, first = tab.codes(("phase", "op"))
     names = [(tab.row(i).get("phase"), tab.row(i).get("op")) for i in first[:MAX_PANELS]]
     batch = tab.num("batch")
+    ys = {kind: tab.num(column.format(kind=kind)) * scale for kind, _ in KINDS}
+    on_panel = facet < len(names)
+    # series per panel: distinct (panel, series) among the rows with a value of either kind
+    valued = on_panel & np.logical_or.reduce([np.isfinite(y) for y in ys.values()])
+    pairs = np.unique(facet[valued] * len(labels) + series[valued])
+    n_series = np.bincount(pairs // len(labels), minlength=len(names))
+    aggregate = np.zeros(int(facet.max()) + 1, dtype=bool)  # panels past MAX_PANELS: never drawn
+    aggregate[:len(names)] = n_series > AGGREGATE_ABOVE
     fig, axes = _panels(plt, len(names))
     palette = _palette(plt)
-    shown: set[int] = set()  # series drawn in some panel
-    has = {}
+    shown: set[int] = set()  # series drawn as lines in some panel
+    lined, banded = {}, {}  # kind -> drawn as lines / as a band in some panel
     for kind, style in KINDS:
-        y = tab.num(column.format(kind=kind)) * scale
-        ok = np.isfinite(y) & (facet < MAX_PANELS)
-        has[kind] = bool(ok.any())
-        idx = np.flatnonzero(ok)
+        y = ys[kind]
+        ok = np.isfinite(y) & on_panel
+        marker = "o" if kind == "measured" else None
+        idx = np.flatnonzero(ok & ~aggregate[facet])
+        lined[kind] = bool(len(idx))
         order = idx[np.lexsort((batch[idx], series[idx], facet[idx]))]
         by_facet: dict[int, list] = {}
         for (f, s), rows in _split(order, facet, series):
             by_facet.setdefault(f, []).append((batch[rows], y[rows], palette[s % len(palette)]))
             shown.add(s)
         for f, lines in by_facet.items():
-            _draw_lines(axes[f], lines, style, "o" if kind == "measured" else None, 3.5)
-    for ax, (phase, op) in zip(axes, names):
+            _draw_lines(axes[f], lines, style, marker, 3.5)
+        bands = _bands(np.flatnonzero(ok & aggregate[facet]), facet, batch, y)
+        banded[kind] = bool(bands)
+        colour = AGGREGATE_COLOURS[kind]
+        for f, (x, low, mid, high) in bands.items():
+            axes[f].fill_between(x, low, high, color=colour, alpha=0.2, linewidth=0)
+            axes[f].plot(x, mid, linestyle=style, color=colour, marker=marker, markersize=3.5, linewidth=1.8)
+    for f, (ax, (phase, op)) in enumerate(zip(axes, names)):
         _log_batch_axis(ax)
         _log_value_axis(ax)
         ax.autoscale_view()
         ax.set_ylabel(ylabel)
         what = "MLP (all layers)" if op == "mlp" and phase == "forward" else op
-        ax.set_title(f"{phase}: {what}" if phase != "forward" else what, fontsize=11)
+        head = f"{phase}: {what}" if phase != "forward" else what
+        if aggregate[f]:
+            head += f"\n{n_series[f]:,} series: median and 10-90% band"
+        ax.set_title(head, fontsize=11 if not aggregate[f] else 10)
     drawn = sorted(shown)
     legend, texts = _capped([Line2D([], [], color=palette[s % len(palette)], linewidth=2) for s in drawn[:MAX_LEGEND]],
                             [labels[s] for s in drawn])
-    if has["predicted"]:
-        legend.append(Line2D([], [], color="0.3", linestyle="--"))
-        texts.append("predicted (roofline)")
-    if has["measured"]:
-        legend.append(Line2D([], [], color="0.3", marker="o"))
-        device = tab.row(0).get("device")
-        texts.append("measured" + (f" on {device}" if device else ""))
+    device = tab.row(0).get("device")
+    kind_text = {"predicted": "predicted (roofline)", "measured": "measured" + (f" on {device}" if device else "")}
+    for kind, style in KINDS:
+        if lined[kind]:
+            legend.append(Line2D([], [], color="0.3", linestyle=style, marker="o" if kind == "measured" else None))
+            texts.append(kind_text[kind])
+    for kind, style in KINDS:
+        if banded[kind]:
+            colour = AGGREGATE_COLOURS[kind]
+            legend += [Line2D([], [], color=colour, linestyle=style, marker="o" if kind == "measured" else None),
+                       Patch(facecolor=colour, alpha=0.2)]
+            texts += [f"{kind_text[kind]}: median of the series", f"{kind_text[kind]}: 10-90% of the series"]
+    heading = ", ".join(fields) if fields else None
+    if any(banded.values()):
+        heading = f"{len(labels):,} series" + (f" ({heading})" if heading else "")
     fig.legend(legend, texts, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=9,
-               title=", ".join(fields) if fields else None)
-    hws = sorted({str(h) for h in tab.raw("hardware")})
+               title=heading)
+    hws = sorted(str(h) for h in tab.distinct("hardware"))
     fig.suptitle(f"{title} (roofline: {', '.join(hws)})", fontsize=13)
-    fig.tight_layout()
     _save(plt, fig, path)
     return path
+
+
+def _topmost(x, y, colour):
+    """Positions (ascending) of the markers that can show: of the markers of one colour within
+    1/MARKER_CELLS of a decade of each other on both log axes (under a quarter of a pixel
+    at the roofline's 110 dpi, ~75 px per decade), only the last drawn, the one on top. A
+    350k-point sweep puts ~117k markers on each roofline, ~19k of them distinct: the PNG is
+    the same, drawn in a sixth of the time."""
+    import numpy as np
+
+    kx = np.rint(np.log10(x) * MARKER_CELLS).astype(np.int64)
+    ky = np.rint(np.log10(y) * MARKER_CELLS).astype(np.int64)
+    kx -= kx.min()
+    ky -= ky.min()
+    key = (colour.astype(np.int64) * (kx.max() + 1) + kx) * (ky.max() + 1) + ky
+    _, last = np.unique(key[::-1], return_index=True)  # first from the end: the last drawn
+    return np.sort(len(key) - 1 - last)
 
 
 def _roofline(plt, tab: _Table, hw, hw_name: str, path: Path) -> Path:
@@ -318,7 +403,7 @@ def _roofline(plt, tab: _Table, hw, hw_name: str, path: Path) -> Path:
     intensity = tab.num("intensity")
     pts = np.isfinite(intensity) & (intensity != 0)
     # colour by operator; with a single operator (the MLP), by whatever else varies (width, ...)
-    by_op = len(set(tab.raw("op"))) > 1
+    by_op = len(tab.distinct("op")) > 1
     if by_op:
         colour, first = tab.codes(("op",))
         keys = [str(tab.row(i).get("op")) for i in first]
@@ -330,7 +415,8 @@ def _roofline(plt, tab: _Table, hw, hw_name: str, path: Path) -> Path:
     lo, hi = intensity[pts].min() / 2, intensity[pts].max() * 2
     if hw is not None:
         bw = hw.memory_bandwidth_bytes_per_s
-        dts = list(dict.fromkeys(d for d, ok in zip(tab.raw("dtype"), pts) if ok))
+        dcodes, dvalues = tab.encoded("dtype")
+        dts = [dvalues[c] for c in dict.fromkeys(dcodes[pts].tolist())]
         for j, dt in enumerate(dts):
             peak = hw.peak_flops_per_s.get(dt)
             if not peak:
@@ -350,8 +436,9 @@ def _roofline(plt, tab: _Table, hw, hw_name: str, path: Path) -> Path:
             sel = np.flatnonzero(pts & (phase == p) & np.isfinite(y) & (y != 0))
             if not len(sel):
                 continue
-            c = palette[colour[sel] % len(palette)]
             used.update(np.unique(colour[sel]).tolist())
+            sel = sel[_topmost(intensity[sel], y[sel], colour[sel] % len(palette))]
+            c = palette[colour[sel] % len(palette)]
             if kind == "predicted":
                 ax.scatter(intensity[sel], y[sel] / 1e12, s=28, facecolors="none", edgecolors=c, marker=m, zorder=z)
             else:
@@ -380,7 +467,6 @@ def _roofline(plt, tab: _Table, hw, hw_name: str, path: Path) -> Path:
     ax.grid(True, which="major", alpha=0.3)
     ax.set_title(f"Roofline on {hw_name}: one marker per operator x batch x size", fontsize=11)
     ax.legend(handles, labels, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize=8.5)
-    fig.tight_layout()
     _save(plt, fig, path)
     return path
 
@@ -435,15 +521,36 @@ def _generation(plt, tab: _Table, path: Path) -> Path:
     r0 = tab.row(0)
     fig.suptitle(f"Generation: prompt {_get(r0, 'seq_len')}, {_get(r0, 'gen_len')} tokens generated "
                  "(predicted dashed, measured solid)", fontsize=13)
-    fig.tight_layout()
     _save(plt, fig, path)
     return path
 
 
+def _thin_log_ticks(fig) -> None:
+    """A base-10 log axis that spans more than WIDE_DECADES decades gets a tick at each power
+    of ten only: 1-2-5 labels and 8 minor ticks per decade would sit a few pixels apart (a
+    smear, not a scale), and every tick is an artist laid out on each draw pass: on a 9-panel
+    figure over 8 decades they took over half its drawing time."""
+    import math
+
+    from matplotlib.ticker import LogLocator, NullLocator
+
+    for ax in fig.axes:
+        for axis, lim in ((ax.xaxis, ax.get_xlim), (ax.yaxis, ax.get_ylim)):
+            if axis.get_scale() != "log" or getattr(axis.get_transform(), "base", None) != 10:
+                continue
+            lo, hi = sorted(lim())
+            if lo > 0 and math.log10(hi / lo) > WIDE_DECADES:
+                axis.set_major_locator(LogLocator(base=10))
+                axis.set_minor_locator(NullLocator())
+
+
 def _save(plt, fig, path: Path) -> None:
-    """A whole PNG or none: written beside the target, then renamed (no 0-byte file left)."""
+    """Lay the figure out and write it: a whole PNG or none, written beside the target, then
+    renamed (no 0-byte file left)."""
     from gpt_batchprof.files import write_atomic
 
+    _thin_log_ticks(fig)  # before any layout pass lays the ticks out
+    fig.tight_layout()
     try:
         write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
     finally:
