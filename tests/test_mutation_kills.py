@@ -234,3 +234,144 @@ def test_mlp_cost_hand_worked():
     for bad in (dict(batch=0), dict(batch=1, depth=0), dict(batch=1, width=0)):
         with pytest.raises(BatchprofError, match=r"^impossible MLP: batch=\d+, depth=\d+, width=\d+ \(all must be >= 1\)$"):
             mlp_cost(**bad)
+
+
+# --------------------------------------------------------------------------- analytic/roofline.py
+from gpt_batchprof.analytic import Scenario, combine, predict  # noqa: E402
+from gpt_batchprof.analytic.roofline import Prediction, kernel_overhead_s, launch_mode  # noqa: E402
+
+
+def _hw(**extra):
+    # 1 TFLOP/s fp16, 100 GB/s, 2 us per launch (kind gpu unless given)
+    m = {"name": "toy", "kind": "gpu", "memory_gb": 1, "memory_bandwidth_gb_s": 100,
+         "peak_tflops": {"fp16": 1}, "launch_overhead_us": 2}
+    return hardware_from_mapping(m | extra, "test")
+
+
+def test_bound_ties_go_to_the_roofs():
+    c = matmul_cost("qkv_proj", tokens=1, k=4, n=4, w_bytes=2, a_bytes=2, launches=1, compute_dtype="fp16",
+                    ctx=("decode", 1, 1, 0))
+    assert Prediction(c, 1.0, 1.0, 1.0, 2.0).bound == "compute"  # overhead equal to the roof does not exceed it
+    assert Prediction(c, 1.0, 2.0, 0.0, 2.0).bound == "memory"
+    assert Prediction(c, 1.0, 1.0, 1.5, 2.5).bound == "overhead"
+
+
+def test_launch_modes_and_their_messages():
+    cpu = _hw(kind="cpu")
+    assert launch_mode("eager", cpu) == "eager"  # no graph gap is needed for eager
+    assert launch_mode("auto", cpu) == "eager"
+    with pytest.raises(BatchprofError, match=r"^--launch: unknown mode 'fast' \(choose from auto, eager, graphs\)$"):
+        launch_mode("fast", cpu)
+    with pytest.raises(BatchprofError, match=r"^--launch graphs: hardware 'toy' has no graph_launch_overhead_us "
+                                             r"\(the per-kernel gap inside a CUDA graph\); add it to the profile "
+                                             r"or use --launch eager$"):
+        launch_mode("graphs", _hw())
+    assert kernel_overhead_s(_hw(graph_launch_overhead_us=0), "graphs") == 0.0  # a zero gap stays zero
+    assert kernel_overhead_s(_hw(graph_launch_overhead_us=0.5), "graphs") == pytest.approx(0.5e-6)
+
+
+def test_predict_without_a_peak_raises_unless_told_not_to():
+    c = matmul_cost("qkv_proj", tokens=1, k=1000, n=1000, w_bytes=4, a_bytes=4, launches=1, compute_dtype="fp32",
+                    ctx=("decode", 1, 1, 0))
+    hw = _hw()  # fp16 peak only
+    with pytest.raises(ProfileError):
+        predict(c, hw)  # strict by default
+    p = predict(c, hw, strict=False)
+    # bytes 1000 x 4 + 1,000,000 x 4 + 1000 x 4 = 4,008,000 at 100 GB/s = 40.08 us; 1 launch x 2 us
+    assert p.cost is c and math.isnan(p.compute_s) and math.isnan(p.time_s)
+    assert p.memory_s == pytest.approx(40.08e-6) and p.overhead_s == pytest.approx(2e-6)
+    assert p.bound == "memory" and p.note.startswith("no prediction: ")
+
+
+def test_combine_totals_every_field_and_takes_the_scaled_slowest_bound():
+    ctx = ("prefill", 3, 5, 7)
+    kw = dict(w_bytes=2, a_bytes=2, launches=1, compute_dtype="fp16", ctx=ctx)
+    a = Prediction(matmul_cost("ffn_up", tokens=1, k=2, n=2, **kw), 1.0, 2.0, 0.5, 2.5, note="x")
+    b = Prediction(matmul_cost("ffn_down", tokens=1, k=2, n=2, **kw), 3.0, 1.0, 0.5, 3.5, note="y")
+    # ffn_up: 2 x 1 x 2 x 2 = 8 FLOPs, 4 in + 8 weights + 4 out = 16 B, 8 weight B; same for ffn_down
+    g = combine([a, b], "ffn", launches=3, shape=OpShape(9, 9, 9), scale=[2.0, 1.0])
+    assert (g.cost.op, g.cost.phase, g.cost.batch, g.cost.seq_len, g.cost.kv_len, g.cost.compute_dtype) == \
+        ("ffn", "prefill", 3, 5, 7, "fp16")
+    # 2 x a + b: FLOPs 24, bytes 48, weights 24; compute 2 + 3 = 5, memory 4 + 1 = 5, overhead 1.5, time 8.5
+    assert (g.cost.flops, g.cost.bytes, g.cost.weight_bytes, g.cost.launches) == (24, 48, 24, 3)
+    assert (g.compute_s, g.memory_s, g.overhead_s, g.time_s) == (5.0, 5.0, 1.5, 8.5)
+    assert g.cost.shape == OpShape(9, 9, 9) and g.note == "x; y"
+    assert g.bound == "memory"  # a takes 2 x 2.5 = 5 > b's 3.5: a's bound (memory 2 > compute 1)
+    g = combine([a, b], "ffn", launches=2)  # unscaled: b (3.5 s) dominates; shape from the first member
+    assert g.bound == "compute" and g.cost.shape == a.cost.shape and g.time_s == 6.0
+    with pytest.raises(BatchprofError, match=r"^ffn: empty group of operators$"):
+        combine([], "ffn", launches=0)
+
+
+# --------------------------------------------------------------------------- analytic/serving.py
+from gpt_batchprof.analytic.serving import (  # noqa: E402
+    _sum_linear,
+    _sum_roofline,
+    critical_batch,
+    step_activation_bytes,
+)
+
+
+def test_sum_linear_hand_sums():
+    assert _sum_linear(1, 2, 3, 5) == 27  # (1 + 6) + (1 + 8) + (1 + 10)
+    assert _sum_linear(1, 2, 4, 4) == 9  # one term: 1 + 8
+    assert _sum_linear(1, 2, 5, 3) == 0.0  # empty range
+
+
+def test_sum_roofline_splits_where_the_lines_cross():
+    # flops 20 + 2 L at 2 FLOP/s -> compute 10 + L; bytes 16 + 12 L at 4 B/s -> memory 4 + 3 L; equal at L = 3
+    # L = 1..5: max(11, 7), max(12, 10), 13 (tie), max(14, 16), max(15, 19) = 11 + 12 + 13 + 16 + 19 = 71
+    assert _sum_roofline((20, 2), (16, 12), 2.0, 4.0, 1, 5) == 71
+    assert _sum_roofline((20, 2), (16, 12), 2.0, 4.0, 3, 5) == 13 + 16 + 19
+    assert _sum_roofline((20, 2), (16, 12), 2.0, 4.0, 2, 2) == 12
+    assert _sum_roofline((20, 2), (16, 12), 2.0, 4.0, 3, 2) == 0.0
+    # memory first: compute 1 + 3 L, memory 10 + L; cross at 4.5: 11, 12, 13, 14, then compute 16 -> 66
+    assert _sum_roofline((2, 6), (40, 4), 2.0, 4.0, 1, 5) == 66
+    # parallel lines (same slope): compute 10 + L always above memory 1 + L: 11 + 12 + 13 = 36
+    assert _sum_roofline((20, 2), (4, 4), 2.0, 4.0, 1, 3) == 36
+
+
+def _gelu_model():
+    return model_from_mapping(
+        {"name": "g", "n_layer": 1, "d_model": 64, "n_head": 4, "n_kv_head": 4, "d_ff": 32, "ffn": "gelu",
+         "vocab_size": 10, "max_seq_len": 512, "norm": "layernorm"}, "test")
+
+
+def test_step_activation_bytes_takes_the_widest_tensor():
+    d16 = Dtypes.of("fp16")
+    # d 64, 4 heads, d_ff 32 (GELU: one inner tensor); batch 1, 1 token; logits 10 x 4 B = 40
+    # QKV 64 + 2 x 64 = 192 beats FFN 32 and scores 2 x 4 x 1 key = 8: (2 x 64 + 192) x 2 + 40 = 680
+    assert step_activation_bytes(_gelu_model(), d16, "unfused", 1, 1, 1) == 680
+    # 100 keys: scores + probabilities 2 x 4 x 100 = 800 win: (128 + 800) x 2 + 40 = 1896; fused keeps none
+    assert step_activation_bytes(_gelu_model(), d16, "unfused", 1, 1, 100) == 1896
+    assert step_activation_bytes(_gelu_model(), d16, "fused", 1, 1, 100) == 680
+    # MoE (d 8, d_ff 16 SwiGLU, 2 active + shared 8): inner 2 x (16 x 2 + 8) = 80 beats QKV 24:
+    # (2 x 8 + 80) x 2 + 10 x 4 = 232
+    assert step_activation_bytes(_moe_model(), d16, "unfused", 1, 1, 1) == 232
+
+
+def test_scenario_steps_and_messages(tiny_model):
+    s = Scenario(prompt_len=10, gen_len=6, context_len=0)  # a context of 0 cached tokens is allowed
+    assert s.step("prefill") == (10, 0) and s.step("decode") == (1, 0)
+    with pytest.raises(BatchprofError, match=r"^unknown phase 'x' \(choose from prefill, decode\)$"):
+        s.step("x")
+    with pytest.raises(BatchprofError, match=r"^--prompt-len must be >= 1, got 0$"):
+        Scenario(prompt_len=0)
+    with pytest.raises(BatchprofError, match=r"^--gen-len must be >= 1, got 0$"):
+        Scenario(gen_len=0)
+    with pytest.raises(BatchprofError, match=r"^--context-len must be >= 0, got -1$"):
+        Scenario(context_len=-1)
+    # tiny holds 512 positions; 500 + 20 - 1 = 519 generated positions
+    with pytest.raises(BatchprofError, match=r"^--prompt-len \+ --gen-len - 1 = 519 positions"):
+        Scenario(prompt_len=500, gen_len=20, context_len=518).check_fits_model(tiny_model)  # 518 + 1 = 519, not more
+    with pytest.raises(BatchprofError, match=r"^--context-len \+ 1 = 520 positions"):
+        Scenario(prompt_len=500, gen_len=20, context_len=519).check_fits_model(tiny_model)
+    # prefill ops feed the whole prompt
+    qkv = {o.op: o for o in s.ops(tiny_model, "prefill", 1)}["qkv_proj"]
+    assert qkv.shape.m == 10
+
+
+def test_critical_batch_is_one_when_batch_one_is_already_compute_bound(tiny_model):
+    # 1 TFLOP/s against 1,000,000 GB/s: the ridge is 0.001 FLOP/B, below any matmul's intensity at batch 1
+    hw = _hw(memory_bandwidth_gb_s=1_000_000)
+    assert critical_batch(tiny_model, hw, Scenario(prompt_len=8, gen_len=2, launch="eager")) == 1
