@@ -375,3 +375,99 @@ def test_critical_batch_is_one_when_batch_one_is_already_compute_bound(tiny_mode
     # 1 TFLOP/s against 1,000,000 GB/s: the ridge is 0.001 FLOP/B, below any matmul's intensity at batch 1
     hw = _hw(memory_bandwidth_gb_s=1_000_000)
     assert critical_batch(tiny_model, hw, Scenario(prompt_len=8, gen_len=2, launch="eager")) == 1
+
+
+# --------------------------------------------------------------------------- analytic/parallel.py
+from gpt_batchprof.analytic import Parallelism  # noqa: E402
+from gpt_batchprof.analytic.parallel import (  # noqa: E402
+    alltoall_time,
+    collective_cost,
+    predict_collective,
+    ring_allreduce_time,
+    stage_layers,
+)
+
+
+def _linked_hw():
+    # 100 GB/s per direction, 5 us per hop
+    return _hw(interconnect={"name": "toy link", "bandwidth_gb_s": 100, "latency_us": 5})
+
+
+def test_collective_formulas_at_two_ranks_and_one():
+    # ring all-reduce of 1000 B over 2 at 100 B/s, 1 s per hop: 2 x 1/2 x 1000 / 100 + 2 x 1 x 1 = 12
+    assert ring_allreduce_time(1000, 2, 100, 1) == 12
+    assert ring_allreduce_time(1000, 1, 100, 1) == 0.0  # nothing to reduce on one GPU
+    # all-to-all: 1/2 x 1000 / 100 + 1 x 1 = 6
+    assert alltoall_time(1000, 2, 100, 1) == 6
+    assert alltoall_time(1000, 1, 100, 1) == 0.0
+
+
+def test_collective_rows_are_priced_by_the_link():
+    ctx = ("decode", 8, 1, 3)
+    kw = dict(launches=2, ranks=4, rows=8, width=256, compute_dtype="fp16", ctx=ctx)
+    # 4,000,000 B per call over 4 GPUs at 1e11 B/s, 5 us per hop:
+    # all-reduce: link 2 x 3/4 x 4e6 / 1e11 = 60 us, latency 2 x 3 x 5 = 30 us; 2 calls -> 120 + 60 = 180 us
+    ar = collective_cost("tp_allreduce", message_bytes=4e6, **kw)
+    assert (ar.op, ar.phase, ar.batch, ar.seq_len, ar.kv_len, ar.compute_dtype) == ("tp_allreduce", *ctx, "fp16")
+    assert (ar.flops, ar.bytes, ar.weight_bytes, ar.launches) == (0.0, 8e6, 0.0, 2)
+    assert ar.shape == OpShape(m=8, n=256, k=0, ranks=4)
+    p = predict_collective(ar, _linked_hw())
+    assert p.compute_s == 0.0 and p.bound == "link"
+    assert (p.memory_s, p.overhead_s, p.time_s) == pytest.approx((120e-6, 60e-6, 180e-6))
+    # all-to-all: link 3/4 x 4e-5 s = 30 us, latency 3 x 5 = 15 us; x 2 calls
+    p = predict_collective(collective_cost("ep_alltoall", message_bytes=4e6, **kw), _linked_hw())
+    assert (p.memory_s, p.overhead_s, p.time_s) == pytest.approx((60e-6, 30e-6, 90e-6))
+    # send/recv: 4e6 / 1e11 = 40 us + 5 us; x 2
+    p = predict_collective(collective_cost("pp_sendrecv", message_bytes=4e6, **kw), _linked_hw())
+    assert (p.memory_s, p.overhead_s) == pytest.approx((80e-6, 10e-6))
+    # a tiny message: 1000 B all-to-all, link 3/4 x 1e-8 s = 7.5 ns under 15 us of hops: latency-bound
+    p = predict_collective(collective_cost("ep_alltoall", message_bytes=1000, **kw), _linked_hw())
+    assert p.bound == "latency" and p.memory_s == pytest.approx(2 * 7.5e-9)
+    with pytest.raises(ProfileError, match=r"^hardware 'toy': no interconnect section to price tp_allreduce "
+                                           r"\(add interconnect: name, bandwidth_gb_s, latency_us\)$"):
+        predict_collective(ar, _hw())
+
+
+def test_layout_validation_and_labels():
+    assert Parallelism().label() == "TP 1 x PP 1 x EP 1 = 1 GPU"
+    assert Parallelism(tp=2, pp=3).label() == "TP 2 x PP 3 x EP 1 = 6 GPUs"
+    for bad, shown in ((dict(tp=0), "--tp must be an integer >= 1, got 0"),
+                       (dict(pp=1.5), "--pp must be an integer >= 1, got 1.5"),
+                       (dict(ep=True), "--ep must be an integer >= 1, got True"),
+                       (dict(micro_batches=0), "--micro-batches must be an integer >= 1, got 0")):
+        with pytest.raises(BatchprofError) as e:
+            Parallelism(**bad)
+        assert str(e.value) == shown
+    with pytest.raises(BatchprofError, match=r"^--micro-batches 2 needs --pp > 1"):
+        Parallelism(micro_batches=2)
+    assert stage_layers(5, 2) == (3, 2)  # the first stage takes the extra layer
+    assert stage_layers(4, 2) == (2, 2)
+
+
+def test_sharded_rows_of_a_pipelined_tensor_parallel_decode_step(tiny_model):
+    """tiny over TP 2 x PP 2 with 2 micro-batches, decode of batch 4 at 5 cached tokens.
+
+    One GPU of a stage: 1 layer, 4 query heads, max(1, 2 // 2) = 1 K/V head, d_ff 256, 500 vocabulary rows;
+    2 micro-batches of 2 sequences (1 token each): every row is 2 micro-batches' worth.
+    """
+    par = Parallelism(tp=2, pp=2, micro_batches=2)
+    ops = {o.op: o for o in enumerate_ops(tiny_model, "decode", 4, kv_len=5, parallel=par)}
+    for o in ops.values():
+        assert (o.phase, o.batch, o.seq_len, o.kv_len, o.compute_dtype) == ("decode", 4, 1, 5, "fp16"), o.op
+    # QKV: n = 128 + 2 x 32 = 192; per micro-batch 2 x 2 x 256 x 192 = 196,608 FLOPs,
+    # 256 x 192 x 2 = 98,304 B weights + 2 x 256 x 2 = 1024 in + 2 x 192 x 2 = 768 out = 100,096 B
+    q = ops["qkv_proj"]
+    assert (q.flops, q.bytes, q.weight_bytes, q.launches) == (2 * 196_608, 2 * 100_096, 2 * 98_304, 2)
+    assert q.shape == OpShape(2, 192, 256)
+    # all-reduce of 2 tokens x 256 x 2 B = 1024 B, twice per layer (no embedding all-reduce on a pipeline)
+    ar = ops["tp_allreduce"]
+    assert (ar.flops, ar.bytes, ar.weight_bytes, ar.launches) == (0.0, 2 * 2 * 1024, 0.0, 2 * 2)
+    assert ar.shape == OpShape(m=2, n=256, k=0, ranks=2)
+    sr = ops["pp_sendrecv"]  # one 1024 B hand-over per micro-batch
+    assert (sr.bytes, sr.launches, sr.shape) == (2 * 1024, 2, OpShape(m=2, n=256, k=0, ranks=2))
+    assert "ep_alltoall" not in ops
+    # TP only: 2 layers x 2 + 1 after the embedding = 5 all-reduces, and no hand-over between stages
+    tp = {o.op: o for o in enumerate_ops(tiny_model, "decode", 4, kv_len=5, parallel=Parallelism(tp=2))}
+    assert tp["tp_allreduce"].launches == 5 and "pp_sendrecv" not in tp and "ep_alltoall" not in tp
+    pp = {o.op: o for o in enumerate_ops(tiny_model, "decode", 4, kv_len=5, parallel=Parallelism(pp=2))}
+    assert "tp_allreduce" not in pp and "pp_sendrecv" in pp
