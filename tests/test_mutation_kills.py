@@ -471,3 +471,93 @@ def test_sharded_rows_of_a_pipelined_tensor_parallel_decode_step(tiny_model):
     assert tp["tp_allreduce"].launches == 5 and "pp_sendrecv" not in tp and "ep_alltoall" not in tp
     pp = {o.op: o for o in enumerate_ops(tiny_model, "decode", 4, kv_len=5, parallel=Parallelism(pp=2))}
     assert "tp_allreduce" not in pp and "pp_sendrecv" in pp
+
+
+# --------------------------------------------------------------------------- second round (mutmut run on the survivors)
+from gpt_batchprof.analytic import serving_report  # noqa: E402
+from gpt_batchprof.analytic.ops import op_group  # noqa: E402
+from gpt_batchprof.analytic.roofline import step_time  # noqa: E402
+from gpt_batchprof.analytic.serving import decode_attention_time  # noqa: E402
+from gpt_batchprof.analytic.gpt import attention_ops  # noqa: E402
+from gpt_batchprof.profiles import WEIGHT_DTYPES  # noqa: E402
+
+
+def test_fused_prefill_skips_the_pairs_outside_the_window(tiny_model):
+    from dataclasses import replace
+
+    m = replace(tiny_model, sliding_window=4)
+    (f,) = [o for o in enumerate_ops(m, "prefill", 2, seq_len=6, attention="fused") if o.op == "attn_fused"]
+    # positions 1..6 see 1, 2, 3, 4, 4, 4 keys = 18 pairs (21 without the window); x 2 sequences x 8 heads = 288;
+    # FLOPs 2 layers x 4 x 32 x 288 = 73,728
+    assert f.flops == 73_728
+    assert f.shape == OpShape(m=6, n=6, k=32, batch=2, heads=8, kv_heads=2, causal=True)
+    # two new tokens are already causal; the score kernel's m is an int (4 query heads per K/V head x 2)
+    (s,) = [o for o in enumerate_ops(tiny_model, "prefill", 1, seq_len=2) if o.op == "attn_score"]
+    assert s.shape.causal is True and s.shape.m == 8 and type(s.shape.m) is int
+
+
+def test_small_leftovers_of_ops_gpt_mlp_and_units():
+    from gpt_batchprof.analytic.mlp import mlp_cost
+
+    with pytest.raises(KeyError, match="nope"):
+        op_group("nope")
+    with pytest.raises(BatchprofError) as e:
+        Dtypes(weight="fp7")
+    assert str(e.value) == f"unknown weight dtype 'fp7' (choose from {', '.join(WEIGHT_DTYPES)})"
+    # one layer of 1 x 1 at batch 1 is a valid MLP: 2 FLOPs, 2 B weight + 2 B in + 2 B out
+    c = mlp_cost(1, depth=1, width=1)
+    assert (c.flops, c.bytes) == (2, 6)
+    assert fmt_count(1, "B") == "1 B"
+    assert [fmt_count(x, "F") for x in (1e12, 1e9, 1e6, 1e3)] == ["1 TF", "1 GF", "1 MF", "1 kF"]  # exact steps
+    assert fmt_pct(1.0) == "100%"
+
+
+def test_combine_skips_a_member_without_a_prediction_when_picking_the_bound():
+    c = matmul_cost("ffn_up", tokens=1, k=2, n=2, w_bytes=2, a_bytes=2, launches=1, compute_dtype="fp16",
+                    ctx=("decode", 1, 1, 0))
+    nan = Prediction(c, math.nan, 1.0, 0.0, math.nan, bound="memory", note="no peak")
+    ok = Prediction(c, 0.5, 0.1, 0.0, 0.5)  # compute-bound, half a second
+    assert combine([nan, ok], "ffn", launches=2).bound == "compute"
+
+
+def _overhead_hw(**extra):
+    # roofs so high that a kernel's time is its launch: 1e18 FLOP/s and 1e18 B/s; 2 s per eager launch,
+    # 1 s per kernel inside a CUDA graph; 3.60 USD an hour
+    m = {"name": "slow-launch", "kind": "gpu", "memory_gb": 1, "memory_bandwidth_gb_s": 1e9,
+         "peak_tflops": {"fp16": 1e6}, "launch_overhead_us": 2e6, "graph_launch_overhead_us": 1e6,
+         "price_per_hour_usd": 3.6}
+    return hardware_from_mapping(m | extra, "test")
+
+
+def test_serving_report_on_a_launch_bound_device(tiny_model):
+    """tiny runs 5 norms + 2 x (qkv, score, softmax, context, out, gate, up, down) + 1 LM head = 22 kernels
+    per step, prefill or decode. Graphs on a GPU: 22 x 1 s = 22 s per step (compute and memory ~1e-12 s).
+    gen_len 3: TTFT 22 s, 2 decode steps of 22 s: e2e 66 s at every batch; tokens/s = 3 x b / 66 = b / 22;
+    cost = 1 GPU x 3.6 USD/h / 3600 s/h / (b / 22 tokens/s) x 1e6 = 22,000 / b USD per million tokens."""
+    rep = serving_report(tiny_model, _overhead_hw(), Scenario(prompt_len=4, gen_len=3), (1, 2))
+    assert rep.launch == "graphs"
+    one, two = rep.points
+    for p, b in ((one, 1), (two, 2)):
+        assert p.batch == b and p.fits
+        assert (p.ttft_s, p.itl_s, p.e2e_s) == pytest.approx((22.0, 22.0, 66.0), rel=1e-6)
+        assert p.tokens_per_s == pytest.approx(b / 22, rel=1e-6)
+        assert p.cost_per_million_tokens_usd == pytest.approx(22_000 / b, rel=1e-6)
+        assert (p.speedup, p.latency_growth) == pytest.approx((b, 1.0), rel=1e-6)
+    with pytest.raises(BatchprofError, match=r"^--batch sizes must be >= 1, got \[\]$"):
+        serving_report(tiny_model, _overhead_hw(), Scenario(), ())
+    with pytest.raises(BatchprofError, match=r"^--batch sizes must be >= 1, got \[0, 2\]$"):
+        serving_report(tiny_model, _overhead_hw(), Scenario(), (0, 2))
+    with pytest.raises(BatchprofError, match=r"has no interconnect section"):
+        serving_report(tiny_model, _overhead_hw(), Scenario(prompt_len=4, gen_len=3), (1,), Parallelism(tp=2))
+
+
+def test_closed_form_decode_sum_across_a_sliding_window(tiny_model, seed002_hw):
+    """Window 8, prompt 4, 80 tokens: the 79 decode steps (more than the 64 summed one by one) read 5, 6, 7, 8
+    keys and then 8 for the remaining 75: the closed form must equal the plain sum of the steps' roofline times."""
+    from dataclasses import replace
+
+    m = replace(tiny_model, sliding_window=8)
+    s = Scenario(prompt_len=4, gen_len=80, launch="eager")
+    steps = [step_time(attention_ops(m, "decode", 3, 1, 4 + i, s.dtypes, s.attention), seed002_hw, "eager")
+             for i in range(79)]
+    assert decode_attention_time(m, seed002_hw, s, 3, "eager") == pytest.approx(sum(steps), rel=1e-12)
