@@ -551,13 +551,18 @@ def test_serving_report_on_a_launch_bound_device(tiny_model):
         serving_report(tiny_model, _overhead_hw(), Scenario(prompt_len=4, gen_len=3), (1,), Parallelism(tp=2))
 
 
-def test_closed_form_decode_sum_across_a_sliding_window(tiny_model, seed002_hw):
-    """Window 8, prompt 4, 80 tokens: the 79 decode steps (more than the 64 summed one by one) read 5, 6, 7, 8
-    keys and then 8 for the remaining 75: the closed form must equal the plain sum of the steps' roofline times."""
+@pytest.mark.parametrize("prompt", [4, 8, 10])
+@pytest.mark.parametrize("peak_tflops", [65, 1e-3])  # seed 002's T4 (memory-bound attention), or compute-bound
+def test_closed_form_decode_sum_across_a_sliding_window(tiny_model, prompt, peak_tflops):
+    """Window 8, 80 tokens: the 79 decode steps (more than the 64 summed one by one) read min(cached + 1, 8)
+    keys: a prompt of 4 starts below the window, 8 at it, 10 past it. The closed form must equal the plain
+    sum of the steps' roofline times, whichever roof the attention kernels hit."""
     from dataclasses import replace
 
+    hw = hardware_from_mapping({"name": "t4", "kind": "gpu", "memory_gb": 16, "memory_bandwidth_gb_s": 300,
+                                "peak_tflops": {"fp16": peak_tflops}, "launch_overhead_us": 0}, "test")
     m = replace(tiny_model, sliding_window=8)
-    s = Scenario(prompt_len=4, gen_len=80, launch="eager")
-    steps = [step_time(attention_ops(m, "decode", 3, 1, 4 + i, s.dtypes, s.attention), seed002_hw, "eager")
+    s = Scenario(prompt_len=prompt, gen_len=80, launch="eager")
+    steps = [step_time(attention_ops(m, "decode", 3, 1, prompt + i, s.dtypes, s.attention), hw, "eager")
              for i in range(79)]
-    assert decode_attention_time(m, seed002_hw, s, 3, "eager") == pytest.approx(sum(steps), rel=1e-12)
+    assert decode_attention_time(m, hw, s, 3, "eager") == pytest.approx(sum(steps), rel=1e-12)
