@@ -345,6 +345,9 @@ def test_step_activation_bytes_takes_the_widest_tensor():
     # 100 keys: scores + probabilities 2 x 4 x 100 = 800 win: (128 + 800) x 2 + 40 = 1896; fused keeps none
     assert step_activation_bytes(_gelu_model(), d16, "unfused", 1, 1, 100) == 1896
     assert step_activation_bytes(_gelu_model(), d16, "fused", 1, 1, 100) == 680
+    # batch 2 (one token each), 100 keys: residual 2 x 2 x 64 = 256; scores 2 x 2 x 4 x 100 = 1600 beat QKV 384:
+    # (256 + 1600) x 2 + 2 x 10 x 4 = 3792
+    assert step_activation_bytes(_gelu_model(), d16, "unfused", 2, 1, 100) == 3792
     # MoE (d 8, d_ff 16 SwiGLU, 2 active + shared 8): inner 2 x (16 x 2 + 8) = 80 beats QKV 24:
     # (2 x 8 + 80) x 2 + 10 x 4 = 232
     assert step_activation_bytes(_moe_model(), d16, "unfused", 1, 1, 1) == 232
