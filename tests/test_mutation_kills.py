@@ -4,9 +4,39 @@ Every expected number is worked by hand in the comment next to it.
 """
 
 import math
+from dataclasses import replace
 
 import pytest
 
+from gpt_batchprof.analytic import (
+    Dtypes,
+    Parallelism,
+    Scenario,
+    combine,
+    enumerate_ops,
+    predict,
+    serving_report,
+)
+from gpt_batchprof.analytic.gpt import attention_ops
+from gpt_batchprof.analytic.mlp import mlp_cost
+from gpt_batchprof.analytic.ops import OpShape, causal_pairs, matmul_cost, op_group
+from gpt_batchprof.analytic.parallel import (
+    alltoall_time,
+    collective_cost,
+    predict_collective,
+    ring_allreduce_time,
+    stage_layers,
+)
+from gpt_batchprof.analytic.roofline import Prediction, kernel_overhead_s, launch_mode, step_time
+from gpt_batchprof.analytic.serving import (
+    _sum_linear,
+    _sum_roofline,
+    critical_batch,
+    decode_attention_time,
+    step_activation_bytes,
+)
+from gpt_batchprof.errors import BatchprofError, ProfileError
+from gpt_batchprof.profiles import WEIGHT_DTYPES, hardware_from_mapping, model_from_mapping
 from gpt_batchprof.report.units import (
     bound_markup,
     fmt_bytes,
@@ -85,10 +115,6 @@ def test_bound_markup_styles_and_short_names():
 
 
 # --------------------------------------------------------------------------- analytic/ops.py, gpt.py
-from gpt_batchprof.analytic import Dtypes, enumerate_ops  # noqa: E402
-from gpt_batchprof.analytic.ops import OpShape, causal_pairs, matmul_cost  # noqa: E402
-from gpt_batchprof.errors import BatchprofError, ProfileError  # noqa: E402
-from gpt_batchprof.profiles import hardware_from_mapping, model_from_mapping  # noqa: E402
 
 
 def test_every_field_of_a_chunked_prefill_step(tiny_model):
@@ -127,8 +153,6 @@ def test_every_field_of_a_chunked_prefill_step(tiny_model):
 
 
 def test_fused_decode_with_a_sliding_window(tiny_model):
-    from dataclasses import replace
-
     # window 4: a decode step with 10 cached tokens reads min(10, 4 - 1) + 1 = 4 keys; batch 1
     m = replace(tiny_model, sliding_window=4)
     (fused,) = [o for o in enumerate_ops(m, "decode", 1, kv_len=10, attention="fused") if o.op == "attn_fused"]
@@ -218,8 +242,6 @@ def test_enumerate_ops_and_dtypes_refuse_with_the_whole_message(tiny_model):
 
 # --------------------------------------------------------------------------- analytic/mlp.py
 def test_mlp_cost_hand_worked():
-    from gpt_batchprof.analytic.mlp import mlp_cost
-
     # seed 002: 8 layers of 1024 x 1024 fp16 at batch 4: FLOPs 8 x 2 x 4 x 1024 x 1024 = 67,108,864;
     # per layer weights 1024 x 1024 x 2 = 2,097,152 B + 4 x 1024 x 2 in + 4 x 1024 x 2 out = 2,113,536
     c = mlp_cost(4)
@@ -237,8 +259,6 @@ def test_mlp_cost_hand_worked():
 
 
 # --------------------------------------------------------------------------- analytic/roofline.py
-from gpt_batchprof.analytic import Scenario, combine, predict  # noqa: E402
-from gpt_batchprof.analytic.roofline import Prediction, kernel_overhead_s, launch_mode  # noqa: E402
 
 
 def _hw(**extra):
@@ -304,12 +324,6 @@ def test_combine_totals_every_field_and_takes_the_scaled_slowest_bound():
 
 
 # --------------------------------------------------------------------------- analytic/serving.py
-from gpt_batchprof.analytic.serving import (  # noqa: E402
-    _sum_linear,
-    _sum_roofline,
-    critical_batch,
-    step_activation_bytes,
-)
 
 
 def test_sum_linear_hand_sums():
@@ -381,14 +395,6 @@ def test_critical_batch_is_one_when_batch_one_is_already_compute_bound(tiny_mode
 
 
 # --------------------------------------------------------------------------- analytic/parallel.py
-from gpt_batchprof.analytic import Parallelism  # noqa: E402
-from gpt_batchprof.analytic.parallel import (  # noqa: E402
-    alltoall_time,
-    collective_cost,
-    predict_collective,
-    ring_allreduce_time,
-    stage_layers,
-)
 
 
 def _linked_hw():
@@ -477,17 +483,9 @@ def test_sharded_rows_of_a_pipelined_tensor_parallel_decode_step(tiny_model):
 
 
 # --------------------------------------------------------------------------- second round (mutmut run on the survivors)
-from gpt_batchprof.analytic import serving_report  # noqa: E402
-from gpt_batchprof.analytic.ops import op_group  # noqa: E402
-from gpt_batchprof.analytic.roofline import step_time  # noqa: E402
-from gpt_batchprof.analytic.serving import decode_attention_time  # noqa: E402
-from gpt_batchprof.analytic.gpt import attention_ops  # noqa: E402
-from gpt_batchprof.profiles import WEIGHT_DTYPES  # noqa: E402
 
 
 def test_fused_prefill_skips_the_pairs_outside_the_window(tiny_model):
-    from dataclasses import replace
-
     m = replace(tiny_model, sliding_window=4)
     (f,) = [o for o in enumerate_ops(m, "prefill", 2, seq_len=6, attention="fused") if o.op == "attn_fused"]
     # positions 1..6 see 1, 2, 3, 4, 4, 4 keys = 18 pairs (21 without the window); x 2 sequences x 8 heads = 288;
@@ -500,8 +498,6 @@ def test_fused_prefill_skips_the_pairs_outside_the_window(tiny_model):
 
 
 def test_small_leftovers_of_ops_gpt_mlp_and_units():
-    from gpt_batchprof.analytic.mlp import mlp_cost
-
     with pytest.raises(KeyError, match="nope"):
         op_group("nope")
     with pytest.raises(BatchprofError) as e:
@@ -560,8 +556,6 @@ def test_closed_form_decode_sum_across_a_sliding_window(tiny_model, prompt, peak
     """Window 8, 80 tokens: the 79 decode steps (more than the 64 summed one by one) read min(cached + 1, 8)
     keys: a prompt of 4 starts below the window, 8 at it, 10 past it. The closed form must equal the plain
     sum of the steps' roofline times, whichever roof the attention kernels hit."""
-    from dataclasses import replace
-
     hw = hardware_from_mapping({"name": "t4", "kind": "gpu", "memory_gb": 16, "memory_bandwidth_gb_s": 300,
                                 "peak_tflops": {"fp16": peak_tflops}, "launch_overhead_us": 0}, "test")
     m = replace(tiny_model, sliding_window=8)
