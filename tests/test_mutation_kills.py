@@ -563,3 +563,22 @@ def test_closed_form_decode_sum_across_a_sliding_window(tiny_model, prompt, peak
     steps = [step_time(attention_ops(m, "decode", 3, 1, prompt + i, s.dtypes, s.attention), hw, "eager")
              for i in range(79)]
     assert decode_attention_time(m, hw, s, 3, "eager") == pytest.approx(sum(steps), rel=1e-12)
+
+
+def test_expert_parallel_decode_rows():
+    """The small MoE (1 layer, d 8, 4 experts of d_ff 16, 2 active, shared expert 8) over EP 2, decode of
+    batch 2: each group serves ceil(2 / 2) = 1 sequence, 1 token routed to 2 experts."""
+    ops = {o.op: o for o in enumerate_ops(_moe_model(), "decode", 2, kv_len=0, parallel=Parallelism(ep=2))}
+    # experts a GPU touches: both groups' 2 tokens pick 2 of 4: 4 x (1 - (1/2)^2) = 3 experts in all, 3 / 2 = 1.5
+    # per GPU. gate/up: rows 1 x 2 = 2; FLOPs 2 x 2 x 8 x 16 = 512; weights 1.5 x 8 x 16 x 2 B = 384;
+    # 2 x 8 x 2 = 32 B in + 384 + 2 x 16 x 2 = 64 B out = 480; round(1.5) = 2 groups of round(2 / 1.5) = 1 row
+    for name, shape in (("ffn_gate", OpShape(1, 16, 8, batch=2)), ("ffn_up", OpShape(1, 16, 8, batch=2)),
+                        ("ffn_down", OpShape(1, 8, 16, batch=2))):
+        o = ops[name]
+        assert (o.flops, o.bytes, o.weight_bytes, o.shape) == (512, 480, 384, shape), name
+        assert (o.batch, o.seq_len, o.launches) == (2, 1, 1)
+    assert ops["ffn_shared_up"].flops == 128  # the shared expert is not split over the groups
+    # dispatch and combine, each 1 token x 2 experts x 8 x 2 B = 32 B: 2 calls, 64 B, over 2 GPUs
+    a2a = ops["ep_alltoall"]
+    assert (a2a.bytes, a2a.launches, a2a.shape) == (64, 2, OpShape(m=1, n=8, k=0, ranks=2))
+    assert "tp_allreduce" not in ops and "pp_sendrecv" not in ops
