@@ -120,11 +120,11 @@ def test_bound_markup_styles_and_short_names():
 def test_every_field_of_a_chunked_prefill_step(tiny_model):
     """tiny (2 layers, d 256, 8 heads of 32, 2 K/V heads, SwiGLU d_ff 512, vocab 1000, RMSNorm), fp16,
     unfused prefill of 3 new tokens per sequence onto 4 cached ones, batch 2: T = 6 tokens, L = 4 + 3 = 7 keys."""
-    ops = enumerate_ops(tiny_model, "prefill", 2, seq_len=3, kv_len=4, dtypes=Dtypes.of("fp16"))
+    ops = enumerate_ops(tiny_model, "prefill", 2, new_tokens=3, kv_len=4, dtypes=Dtypes.of("fp16"))
     # (op, flops, bytes, weight_bytes, launches, shape), each worked by hand:
     want = [
         # 2 x 2 layers + 1 = 5 norms; per launch 2 x 6 x 256 x 2 B = 6144 read+written + 256 x 2 B weights = 6656
-        ("norm", 0.0, 5 * 6656, 5 * 512, 5, OpShape(6, 256, 0)),
+        ("norm", 0.0, 5 * 6656, 5 * 512, 5, OpShape(6, 256, 0, variant="rmsnorm")),
         # n = 256 + 2 x 64 = 384; 2 layers x 2 x 6 x 256 x 384 = 2,359,296 FLOPs;
         # per layer 256 x 384 x 2 = 196,608 B weights + 6 x 256 x 2 = 3072 in + 6 x 384 x 2 = 4608 out = 204,288
         ("qkv_proj", 2_359_296.0, 2 * 204_288, 2 * 196_608, 2, OpShape(6, 384, 256)),
@@ -149,7 +149,7 @@ def test_every_field_of_a_chunked_prefill_step(tiny_model):
     got = [(o.op, o.flops, o.bytes, o.weight_bytes, o.launches, o.shape) for o in ops]
     assert got == want
     for o in ops:
-        assert (o.phase, o.batch, o.seq_len, o.kv_len, o.compute_dtype) == ("prefill", 2, 3, 4, "fp16"), o.op
+        assert (o.phase, o.batch, o.new_tokens, o.kv_len, o.compute_dtype) == ("prefill", 2, 3, 4, "fp16"), o.op
 
 
 def test_fused_decode_with_a_sliding_window(tiny_model):
@@ -161,7 +161,7 @@ def test_fused_decode_with_a_sliding_window(tiny_model):
     # per layer: Q in and O out 2 x (8 x 32 x 2 B = 512) + K and V 2 x (2 x 4 x 32 x 2 B = 512) = 2048
     assert fused.bytes == 2 * 2048 and fused.weight_bytes == 0.0
     assert fused.shape == OpShape(m=1, n=4, k=32, batch=1, heads=8, kv_heads=2, causal=False)
-    assert (fused.phase, fused.batch, fused.seq_len, fused.kv_len) == ("decode", 1, 1, 10)
+    assert (fused.phase, fused.batch, fused.new_tokens, fused.kv_len) == ("decode", 1, 1, 10)
 
 
 def test_causal_pairs_past_the_window_and_integer_results():
@@ -184,7 +184,7 @@ def test_moe_matmul_shape_is_the_mean_rows_per_touched_expert():
     assert c.shape == OpShape(m=1, n=8, k=4, batch=1)
     # FLOPs 2 x 1 x 4 x 8 = 64; bytes 1 x 4 x 2 in + 1.4 x 4 x 8 x 2 = 89.6 weights + 1 x 8 x 2 out = 113.6
     assert c.flops == 64 and c.bytes == pytest.approx(113.6) and c.weight_bytes == pytest.approx(89.6)
-    assert (c.phase, c.batch, c.seq_len, c.kv_len) == ctx
+    assert (c.phase, c.batch, c.new_tokens, c.kv_len) == ctx
 
 
 def _moe_model(norm="layernorm"):
@@ -218,11 +218,11 @@ def test_moe_with_a_shared_expert_and_layernorm_rows():
     assert rms["norm"].bytes == 144
 
 
-def test_decode_ignores_seq_len_and_prefill_defaults_to_one_token(tiny_model):
-    qkv = {o.op: o for o in enumerate_ops(tiny_model, "decode", 1, seq_len=5, kv_len=3)}["qkv_proj"]
-    assert qkv.shape.m == 1 and qkv.seq_len == 1  # decode feeds one token whatever seq_len says
+def test_decode_ignores_new_tokens_and_prefill_defaults_to_one_token(tiny_model):
+    qkv = {o.op: o for o in enumerate_ops(tiny_model, "decode", 1, new_tokens=5, kv_len=3)}["qkv_proj"]
+    assert qkv.shape.m == 1 and qkv.new_tokens == 1  # decode feeds one token whatever new_tokens says
     qkv = {o.op: o for o in enumerate_ops(tiny_model, "prefill", 1)}["qkv_proj"]
-    assert qkv.shape.m == 1  # seq_len defaults to 1
+    assert qkv.shape.m == 1  # new_tokens defaults to 1
 
 
 def test_enumerate_ops_and_dtypes_refuse_with_the_whole_message(tiny_model):
@@ -230,7 +230,7 @@ def test_enumerate_ops_and_dtypes_refuse_with_the_whole_message(tiny_model):
         enumerate_ops(tiny_model, "warmup", 1)
     with pytest.raises(BatchprofError, match=r"^unknown attention mode 'flash' \(choose from unfused, fused\)$"):
         enumerate_ops(tiny_model, "decode", 1, attention="flash")
-    with pytest.raises(BatchprofError, match=r"^impossible shape: batch=1, seq_len=1, kv_len=-1$"):
+    with pytest.raises(BatchprofError, match=r"^impossible shape: batch=1, new_tokens=1, kv_len=-1$"):
         enumerate_ops(tiny_model, "decode", 1, kv_len=-1)
     with pytest.raises(BatchprofError, match=r"^unknown weight dtype 'fp7' \(choose from "):
         Dtypes(weight="fp7")
@@ -247,7 +247,7 @@ def test_mlp_cost_hand_worked():
     c = mlp_cost(4)
     assert (c.op, c.flops, c.bytes, c.weight_bytes, c.launches) == ("mlp", 67_108_864, 8 * 2_113_536,
                                                                      8 * 2_097_152, 8)
-    assert (c.phase, c.batch, c.seq_len, c.kv_len, c.compute_dtype) == ("decode", 4, 1, 0, "fp16")
+    assert (c.phase, c.batch, c.new_tokens, c.kv_len, c.compute_dtype) == ("decode", 4, 1, 0, "fp16")
     assert c.shape == OpShape(4, 1024, 1024)
     # fp32 activations, int8 weights, 2 layers of 16 at batch 1: 2 x 2 x 16 x 16 = 1024 FLOPs;
     # per layer 256 x 1 B + 16 x 4 in + 16 x 4 out = 384
@@ -310,7 +310,7 @@ def test_combine_totals_every_field_and_takes_the_scaled_slowest_bound():
     b = Prediction(matmul_cost("ffn_down", tokens=1, k=2, n=2, **kw), 3.0, 1.0, 0.5, 3.5, note="y")
     # ffn_up: 2 x 1 x 2 x 2 = 8 FLOPs, 4 in + 8 weights + 4 out = 16 B, 8 weight B; same for ffn_down
     g = combine([a, b], "ffn", launches=3, shape=OpShape(9, 9, 9), scale=[2.0, 1.0])
-    assert (g.cost.op, g.cost.phase, g.cost.batch, g.cost.seq_len, g.cost.kv_len, g.cost.compute_dtype) == \
+    assert (g.cost.op, g.cost.phase, g.cost.batch, g.cost.new_tokens, g.cost.kv_len, g.cost.compute_dtype) == \
         ("ffn", "prefill", 3, 5, 7, "fp16")
     # 2 x a + b: FLOPs 24, bytes 48, weights 24; compute 2 + 3 = 5, memory 4 + 1 = 5, overhead 1.5, time 8.5
     assert (g.cost.flops, g.cost.bytes, g.cost.weight_bytes, g.cost.launches) == (24, 48, 24, 3)
@@ -417,7 +417,7 @@ def test_collective_rows_are_priced_by_the_link():
     # 4,000,000 B per call over 4 GPUs at 1e11 B/s, 5 us per hop:
     # all-reduce: link 2 x 3/4 x 4e6 / 1e11 = 60 us, latency 2 x 3 x 5 = 30 us; 2 calls -> 120 + 60 = 180 us
     ar = collective_cost("tp_allreduce", message_bytes=4e6, **kw)
-    assert (ar.op, ar.phase, ar.batch, ar.seq_len, ar.kv_len, ar.compute_dtype) == ("tp_allreduce", *ctx, "fp16")
+    assert (ar.op, ar.phase, ar.batch, ar.new_tokens, ar.kv_len, ar.compute_dtype) == ("tp_allreduce", *ctx, "fp16")
     assert (ar.flops, ar.bytes, ar.weight_bytes, ar.launches) == (0.0, 8e6, 0.0, 2)
     assert ar.shape == OpShape(m=8, n=256, k=0, ranks=4)
     p = predict_collective(ar, _linked_hw())
@@ -462,7 +462,7 @@ def test_sharded_rows_of_a_pipelined_tensor_parallel_decode_step(tiny_model):
     par = Parallelism(tp=2, pp=2, micro_batches=2)
     ops = {o.op: o for o in enumerate_ops(tiny_model, "decode", 4, kv_len=5, parallel=par)}
     for o in ops.values():
-        assert (o.phase, o.batch, o.seq_len, o.kv_len, o.compute_dtype) == ("decode", 4, 1, 5, "fp16"), o.op
+        assert (o.phase, o.batch, o.new_tokens, o.kv_len, o.compute_dtype) == ("decode", 4, 1, 5, "fp16"), o.op
     # QKV: n = 128 + 2 x 32 = 192; per micro-batch 2 x 2 x 256 x 192 = 196,608 FLOPs,
     # 256 x 192 x 2 = 98,304 B weights + 2 x 256 x 2 = 1024 in + 2 x 192 x 2 = 768 out = 100,096 B
     q = ops["qkv_proj"]
@@ -487,13 +487,13 @@ def test_sharded_rows_of_a_pipelined_tensor_parallel_decode_step(tiny_model):
 
 def test_fused_prefill_skips_the_pairs_outside_the_window(tiny_model):
     m = replace(tiny_model, sliding_window=4)
-    (f,) = [o for o in enumerate_ops(m, "prefill", 2, seq_len=6, attention="fused") if o.op == "attn_fused"]
+    (f,) = [o for o in enumerate_ops(m, "prefill", 2, new_tokens=6, attention="fused") if o.op == "attn_fused"]
     # positions 1..6 see 1, 2, 3, 4, 4, 4 keys = 18 pairs (21 without the window); x 2 sequences x 8 heads = 288;
     # FLOPs 2 layers x 4 x 32 x 288 = 73,728
     assert f.flops == 73_728
     assert f.shape == OpShape(m=6, n=6, k=32, batch=2, heads=8, kv_heads=2, causal=True)
     # two new tokens are already causal; the score kernel's m is an int (4 query heads per K/V head x 2)
-    (s,) = [o for o in enumerate_ops(tiny_model, "prefill", 1, seq_len=2) if o.op == "attn_score"]
+    (s,) = [o for o in enumerate_ops(tiny_model, "prefill", 1, new_tokens=2) if o.op == "attn_score"]
     assert s.shape.causal is True and s.shape.m == 8 and type(s.shape.m) is int
 
 
@@ -576,7 +576,7 @@ def test_expert_parallel_decode_rows():
                         ("ffn_down", OpShape(1, 8, 16, batch=2))):
         o = ops[name]
         assert (o.flops, o.bytes, o.weight_bytes, o.shape) == (512, 480, 384, shape), name
-        assert (o.batch, o.seq_len, o.launches) == (2, 1, 1)
+        assert (o.batch, o.new_tokens, o.launches) == (2, 1, 1)
     assert ops["ffn_shared_up"].flops == 128  # the shared expert is not split over the groups
     # dispatch and combine, each 1 token x 2 experts x 8 x 2 B = 32 B: 2 calls, 64 B, over 2 GPUs
     a2a = ops["ep_alltoall"]
