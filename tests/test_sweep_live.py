@@ -24,8 +24,11 @@ ARGS = ["sweep", "--workload", "mlp", "--width", "512,768,1024,1536", "-b", "1..
 
 def start(out: Path, *extra: str) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1")
+    # A job started in the background by a non-interactive shell (nohup, `cmd &` in a CI script) inherits
+    # SIGINT ignored, and Python then never raises KeyboardInterrupt: restore the default in the child.
     return subprocess.Popen([sys.executable, "-m", "gpt_batchprof", *ARGS, "-o", str(out), *extra], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for_rows(out: Path, n: int, proc: subprocess.Popen, timeout: float = 15.0) -> None:
