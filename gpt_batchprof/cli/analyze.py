@@ -5,7 +5,8 @@ from __future__ import annotations
 from gpt_batchprof.cli.common import (
     DEFAULT_BATCHES, AttentionOpt, BatchOpt, ContextLenOpt, DtypeOpt, EpOpt, FormatOpt,
     GenLenOpt, HardwareOpt, KvDtypeOpt, LaunchOpt, MicroBatchesOpt, ModelOpt, OutputOpt, PhaseOpt, PpOpt,
-    PromptLenOpt, TpOpt, WeightDtypeOpt, choice, guarded, parallel_of, parse_int_list, phases_of, render,
+    PromptLenOpt, TpOpt, WeightDtypeOpt, choice, guarded, load_hardware_or_auto, parallel_of, parse_int_list,
+    phases_of, render,
 )
 from typing import Annotated
 
@@ -56,21 +57,12 @@ def analyze_cmd(
     With --tp/--pp/--ep the figures are per GPU (of the slowest pipeline stage, the fullest GPU for memory); all-reduce, all-to-all and send/recv are operator rows priced by the profile's interconnect; see docs/parallel.md.
     """
     from gpt_batchprof.analytic import analyze
-    from gpt_batchprof.profiles import load_hardware, load_model
+    from gpt_batchprof.profiles import load_model
 
     choice(fmt, FORMATS, "--format")
     scenario = scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention,
                                      launch)
-    if hardware == "auto":  # calibrate this machine once (cached), predict from its measured tables
-        from gpt_batchprof.cli.common import err_console
-        from gpt_batchprof.measure.calibrate import cached_hardware
-        from gpt_batchprof.measure.device import resolve_device
-
-        dev = resolve_device("auto")
-        with err_console.status(f"calibrating {dev} (once; cached)"):
-            hw = cached_hardware(dev)
-    else:
-        hw = load_hardware(hardware)
+    hw = load_hardware_or_auto(hardware)
     result = analyze(load_model(model), hw, scenario, phases_of(phase),
                      parse_int_list(batch), parallel_of(tp, pp, ep, micro_batches))
     render_analyze(result, fmt, per_op, output)

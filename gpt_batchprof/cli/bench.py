@@ -10,7 +10,7 @@ import typer
 from gpt_batchprof.cli.common import (
     AttentionOpt, BatchOpt, ContextLenOpt, EpOpt, FormatOpt, GenLenOpt, KvDtypeOpt, MicroBatchesOpt, ModelOpt,
     OutputOpt, PhaseOpt, PpOpt, PromptLenOpt, TpOpt, WeightDtypeOpt, check_live_options, choice, console, emit, err_console, guarded,
-    parallel_of, parse_int_list, phases_of, progress_bar, render, run_keeping_partial,
+    load_hardware_or_auto, parallel_of, parse_int_list, phases_of, progress_bar, render, run_keeping_partial,
 )
 from gpt_batchprof.errors import BatchprofError
 
@@ -60,12 +60,7 @@ def _hardware(ref: str, device: str, threads: int | None):
 
     if ref == "datasheet":
         return load_hardware(datasheet_hardware(device))
-    if ref == "auto":
-        from gpt_batchprof.measure.calibrate import cached_hardware
-
-        with err_console.status(f"calibrating {device} (once; cached)"):
-            return cached_hardware(device, threads)
-    return load_hardware(ref)
+    return load_hardware_or_auto(ref, device, threads)
 
 
 @guarded

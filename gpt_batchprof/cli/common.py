@@ -190,6 +190,21 @@ def show(views: Any, fmt: str, output: Path | None, width: int = 120) -> None:
     emit(render(views, fmt, width), output)
 
 
+def load_hardware_or_auto(ref: str, device: str = "auto", threads: int | None = None):
+    """The --hardware profile: a built-in name or YAML, or ``auto``: this machine calibrated once
+    (cached by ``measure.calibrate.cached_hardware``), so predictions come from its measured tables."""
+    if ref != "auto":
+        from gpt_batchprof.profiles import load_hardware
+
+        return load_hardware(ref)
+    from gpt_batchprof.measure.calibrate import cached_hardware
+    from gpt_batchprof.measure.device import resolve_device
+
+    dev = resolve_device(device)
+    with err_console.status(f"calibrating {dev} (once; cached)"):
+        return cached_hardware(dev, threads)
+
+
 def progress_bar():
     """The transient progress bar on stderr that long commands share."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

@@ -9,7 +9,7 @@ import typer
 
 from gpt_batchprof.cli.common import (
     AttentionOpt, DtypeOpt, EpOpt, FormatOpt, HardwareOpt, KvDtypeOpt, LaunchOpt, MicroBatchesOpt, ModelOpt, PpOpt,
-    TpOpt, WeightDtypeOpt, choice, console, emit, err_console, guarded, parallel_of,
+    TpOpt, WeightDtypeOpt, choice, console, emit, err_console, guarded, load_hardware_or_auto, parallel_of,
 )
 
 Opt = typer.Option
@@ -62,7 +62,7 @@ def simulate_cmd(
     from gpt_batchprof.analytic import ATTENTION_MODES, LAUNCH_MODES, Dtypes
     from gpt_batchprof.errors import BatchprofError
     from gpt_batchprof.lists import parse_float_list
-    from gpt_batchprof.profiles import load_hardware, load_model
+    from gpt_batchprof.profiles import load_model
     from gpt_batchprof.report.export import FORMATS
     from gpt_batchprof.simulate import ServerConfig, Slo, Workload, parse_duration, parse_lengths, read_trace
 
@@ -87,7 +87,7 @@ def simulate_cmd(
                         rate_rps=(rates[0] if rates else (1.0 if find_max_rate else None)),
                         concurrency=concurrency, requests=requests, duration_s=duration,
                         trace=read_trace(trace) if trace is not None else None, seed=seed)
-    m, hw = load_model(model), load_hardware(hardware)
+    m, hw = load_model(model), load_hardware_or_auto(hardware)
     if find_max_rate:
         _search(m, hw, workload, cfg, slo, fmt, output, plot, progress)
     elif rates is not None and len(rates) > 1:
