@@ -204,6 +204,11 @@ class HardwareSpec:
                 f"choose another --dtype or add {dtype} to the profile"
             ) from None
 
+    @property
+    def prediction(self) -> str:
+        """Where predictions on this device come from: "calibrated" (its measured tables) or "roofline"."""
+        return "calibrated" if self.measured is not None else "roofline"
+
     def ridge_point(self, dtype: str | None = None) -> float:
         """FLOP/byte at which the roofline of ``dtype`` turns compute-bound (the only place
         it is computed). Default: fp16, else the profile's first peak."""

@@ -324,6 +324,13 @@ def latencies(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batch: int
     return ttft, itl, e2e
 
 
+def roofline_latencies(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batch: int, parallel: Parallelism,
+                       best: tuple[float, float, float]) -> tuple[float, float, float]:
+    """The roofline's (TTFT, ITL, e2e) beside ``best`` (what :func:`latencies` gave): the same
+    figures unless the profile's measured tables made ``best`` a calibrated prediction."""
+    return best if hw.measured is None else latencies(model, hw, scenario, batch, parallel, roofline_only=True)
+
+
 def serving_report(
     model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batches: tuple[int, ...],
     parallel: Parallelism = Parallelism(),
@@ -339,8 +346,7 @@ def serving_report(
     for b in batches:
         ttft, itl, e2e = (base_ttft, base_itl, base_e2e) if b == 1 else latencies(model, hw, scenario, b, parallel)
         tps = b * scenario.gen_len / e2e
-        roof = (latencies(model, hw, scenario, b, parallel, roofline_only=True) if hw.measured is not None
-                else (ttft, itl, e2e))
+        roof = roofline_latencies(model, hw, scenario, b, parallel, (ttft, itl, e2e))
         mem = memory_use(model, scenario, b, parallel)
         cost = None
         if hw.price_per_hour_usd is not None:

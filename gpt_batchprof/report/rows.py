@@ -9,7 +9,6 @@ from dataclasses import asdict
 from typing import Any
 
 from gpt_batchprof.analytic import AnalyzeResult, Parallelism, Prediction, Scenario, ServingPoint, ServingReport
-from gpt_batchprof.profiles import HardwareSpec
 
 TOKENS_PER_S = "batch x gen_len / e2e_s (TTFT included)"
 
@@ -39,11 +38,6 @@ def op_row(p: Prediction) -> dict[str, Any]:
         "bound": p.bound,
         "shape": asdict(c.shape),
     }
-
-
-def prediction_source(hw: HardwareSpec) -> str:
-    """settings.prediction: "calibrated" when the profile carries measured tables, else "roofline"."""
-    return "calibrated" if hw.measured is not None else "roofline"
 
 
 def summary_row(p: ServingPoint) -> dict[str, Any]:
@@ -101,7 +95,7 @@ def analyze_dict(result: AnalyzeResult) -> dict[str, Any]:
         "model": result.model.to_dict(),
         "hardware": result.hardware.to_dict(),
         "settings": settings_dict(result.scenario, result.phases, result.batches, result.report.launch,
-                                  result.parallel, prediction_source(result.hardware)),
+                                  result.parallel, result.hardware.prediction),
         "ops": [op_row(p) for p in result.predictions],
         "summary": [summary_row(p) for p in result.report.points],
     } | report_fields(result.report) | {
@@ -139,7 +133,7 @@ def bench_dict(result) -> dict[str, Any]:
         "model": result.model.to_dict(),
         "hardware": result.hardware.to_dict(),
         "settings": settings_dict(result.scenario, result.phases, result.batches, result.launch,
-                                  result.parallel, prediction_source(result.hardware))
+                                  result.parallel, result.hardware.prediction)
         | asdict(result.settings) | {"ops": list(result.settings.ops)},
         "complete": result.complete,
         "rows": [bench_row_dict(r) for r in result.rows],
@@ -179,7 +173,7 @@ def generate_dict(result) -> dict[str, Any]:
         "model": result.model.to_dict(),
         "hardware": result.hardware.to_dict(),
         "settings": settings_dict(result.scenario, ("prefill", "decode"), result.batches,
-                                  prediction=prediction_source(result.hardware)) | asdict(s),
+                                  prediction=result.hardware.prediction) | asdict(s),
         "complete": result.complete,
         "notes": list(result.notes),
         "rows": [generate_row_dict(r) | provenance for r in result.rows],

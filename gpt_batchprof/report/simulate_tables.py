@@ -26,7 +26,7 @@ def settings_dict(model, hw, res: SimResult) -> dict[str, Any]:
         "kv_capacity_tokens": res.capacity.kv_blocks * c.block_size, "dtype": c.dtypes.act,
         "weight_dtype": c.dtypes.weight, "kv_dtype": c.dtypes.kv, "attention": c.attention,
         "launch": c.launch,
-        "prediction": "calibrated" if hw.measured is not None else "roofline",
+        "prediction": hw.prediction,
         "slo_ttft_s": slo.ttft_s, "slo_itl_s": slo.itl_s, "slo_percentile": slo.percentile,
         "steps": res.steps, "interrupted": res.interrupted,
     } | c.parallel.to_dict()

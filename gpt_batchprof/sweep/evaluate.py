@@ -17,7 +17,7 @@ from gpt_batchprof.analytic import (
     Dtypes, OpCost, Prediction, Scenario, combine, enumerate_ops, launch_mode, predict,
 )
 from gpt_batchprof.analytic.mlp import mlp_cost as analytic_mlp_cost
-from gpt_batchprof.analytic.serving import latencies
+from gpt_batchprof.analytic.serving import latencies, roofline_latencies
 from gpt_batchprof.sweep.grid import IDENTITY, Grid, Point
 from gpt_batchprof.sweep.rows import SweepRow
 
@@ -154,9 +154,9 @@ class Evaluator:
         if self.predicted:
             par = self.grid.spec.parallel
             ttft, itl, e2e = latencies(m, hw, sc, p.batch, par)
-            rl = latencies(m, hw, sc, p.batch, par, roofline_only=True) if hw.measured is not None else (ttft, itl, e2e)
+            rl = roofline_latencies(m, hw, sc, p.batch, par, (ttft, itl, e2e))
             row |= {"predicted_time_s": e2e, "predicted_items_per_s": items / e2e, "ttft_s": ttft, "itl_s": itl,
-                    "prediction": "calibrated" if hw.measured is not None else "roofline",
+                    "prediction": hw.prediction,
                     "roofline_time_s": rl[2], "roofline_ttft_s": rl[0], "roofline_itl_s": rl[1]}
         if self.timer is not None:  # a real generation loop (measure.generate), prefill + gen_len - 1 steps
             run = self.timer.time_generation(m, p.batch, p.seq_len, gen, p.dtype, p.attention)
