@@ -1,6 +1,7 @@
 """generate: the reference GPT does analyze's FLOPs, the loop runs every phase with a growing
 cache, rows carry the documented fields, interrupts keep rows, bad input exits 2, the hf engine."""
 
+import dataclasses
 import json
 import sys
 
@@ -437,14 +438,17 @@ def test_live_generation_sweep_runs_the_loop(monkeypatch):
     assert row.measured_items_per_s == pytest.approx(2 * 4 / 0.019)  # gen_len 4 tokens x batch 2
 
 
-def test_roofline_fields_appear_only_when_a_second_profile_predicts():
+def test_roofline_fields_appear_only_when_the_prediction_is_calibrated():
     spec, sc = SPECS["gpt2"], _scenario()
     from pathlib import Path
 
-    cal = load_hardware(str(Path(__file__).resolve().parents[1] / "docs/results/cpu-2core-epyc-calibrated.yaml"))
-    plain = generate_row_dict(G.run_generate(spec, cal, sc, (2,), CPU).rows[0])
+    results = Path(__file__).resolve().parents[1] / "docs/results"
+    ceilings = load_hardware(str(results / "cpu-2core-epyc-calibrated.yaml"))  # no measured: tables
+    plain = generate_row_dict(G.run_generate(spec, ceilings, sc, (2,), CPU).rows[0])
     assert not any(k.startswith("roofline_") for k in plain)
-    row = generate_row_dict(G.run_generate(spec, cal, sc, (2,), CPU, roofline_hw=load_hardware("cpu-generic")).rows[0])
-    generic = serving_report(spec, load_hardware("cpu-generic"), sc, (2,)).points[0]
-    assert (row["roofline_ttft_s"], row["roofline_e2e_s"]) == (generic.ttft_s, generic.e2e_s)
+    cal = load_hardware(str(results / "cpu-1thread-epyc-tables-quiet.yaml"))
+    row = generate_row_dict(G.run_generate(spec, cal, sc, (2,), CPU).rows[0])
+    roof = serving_report(spec, dataclasses.replace(cal, measured=None), sc, (2,)).points[0]
+    assert (row["roofline_ttft_s"], row["roofline_e2e_s"]) == (roof.ttft_s, roof.e2e_s)
+    assert row["roofline_e2e_s"] != row["predicted_e2e_s"]
     assert row["predicted_e2e_s"] == serving_report(spec, cal, sc, (2,)).points[0].e2e_s

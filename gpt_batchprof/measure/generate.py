@@ -95,7 +95,7 @@ class GenerateRow:
     status: str = "ok"  # ok | oom | skipped
     reason: str = ""
     run: GenerationRun | None = None
-    roofline: ServingPoint | None = None  # when `predicted` is not the plain roofline
+    calibrated: bool = False  # `predicted` is from measured tables: its roofline_* figures go alongside
     memory_method: str = ""
 
     @property
@@ -345,13 +345,13 @@ class Plan:
     """What a run will do, worked out before any weight is built (so bad input fails fast)."""
 
     predicted: dict[int, ServingPoint]
-    roofline: dict[int, ServingPoint] = field(default_factory=dict)
+    calibrated: bool = False  # the profile has measured tables
     too_big: dict[int, str] = field(default_factory=dict)  # batch -> why it is not run
     notes: tuple[str, ...] = ()
 
 
 def plan_generate(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batches: tuple[int, ...],
-                  settings: GenerateSettings, available: float, roofline_hw: HardwareSpec | None = None) -> Plan:
+                  settings: GenerateSettings, available: float) -> Plan:
     from gpt_batchprof.report.units import fmt_bytes
 
     torch_dtype_of(scenario)
@@ -362,13 +362,6 @@ def plan_generate(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batche
     report = serving_report(model, hw, scenario, batches)  # checks batches and max_seq_len
     check_fits(model, scenario, settings.device, available)
     predicted = {p.batch: p for p in report.points}
-    roofline = {}
-    if roofline_hw is None and hw.measured is not None:  # calibrated: the roofline goes alongside
-        import dataclasses
-
-        roofline_hw = dataclasses.replace(hw, measured=None)
-    if roofline_hw is not None:
-        roofline = {p.batch: p for p in serving_report(model, roofline_hw, scenario, batches).points}
     too_big = {}
     if settings.device == "cpu":  # the kernel's OOM killer does not raise: do not try what cannot fit
         for b, p in predicted.items():
@@ -382,7 +375,7 @@ def plan_generate(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batche
         notes.append("--engine hf runs eagerly (CUDA graphs need transformers' static cache and torch.compile)")
     if settings.device == "cpu":
         notes.append("peak memory on the CPU is the process's peak RSS so far (an upper bound per batch)")
-    return Plan(predicted, roofline, too_big, tuple(notes))
+    return Plan(predicted, hw.measured is not None, too_big, tuple(notes))
 
 
 def iter_generate(model: ModelSpec, scenario: Scenario, batches: tuple[int, ...], settings: GenerateSettings,
@@ -400,7 +393,7 @@ def iter_generate(model: ModelSpec, scenario: Scenario, batches: tuple[int, ...]
             for b in batches:
                 if on_batch:
                     on_batch(b)
-                common = dict(predicted=plan.predicted[b], roofline=plan.roofline.get(b))
+                common = dict(predicted=plan.predicted[b], calibrated=plan.calibrated)
                 if b in plan.too_big:
                     yield GenerateRow(b, status="skipped", reason=plan.too_big[b], **common)
                     continue
@@ -418,14 +411,14 @@ def iter_generate(model: ModelSpec, scenario: Scenario, batches: tuple[int, ...]
 
 
 def run_generate(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batches: tuple[int, ...],
-                 settings: GenerateSettings, available: float | None = None, roofline_hw: HardwareSpec | None = None,
+                 settings: GenerateSettings, available: float | None = None,
                  engine=None, hf_config=None, on_row: Callable[[GenerateRow, int, int], None] | None = None,
                  on_batch: Callable[[int], None] | None = None) -> GenerateResult:
     """Plan, measure every batch, collect. A KeyboardInterrupt propagates with the finished rows
     attached as ``.partial`` (a GenerateResult with ``complete=False``)."""
     if available is None:
         available = available_memory_bytes(settings.device)
-    plan = plan_generate(model, hw, scenario, batches, settings, available, roofline_hw)
+    plan = plan_generate(model, hw, scenario, batches, settings, available)
     rows: list[GenerateRow] = []
     try:
         for row in iter_generate(model, scenario, batches, settings, plan, engine, hf_config, on_batch):

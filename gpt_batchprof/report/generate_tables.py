@@ -37,7 +37,7 @@ def generate_header(out: Console, result) -> None:
 
 def generate_table(rows: Sequence) -> Table:
     """Measured next to predicted per batch; with a calibrated profile the roofline and its error too."""
-    roof = any(r.roofline is not None for r in rows)
+    roof = any(r.calibrated for r in rows)
     cols = [("batch", "right"), ("metric", "left"), ("measured", "right"), ("predicted", "right"), ("error", "right")]
     t = compact_table("Measured vs predicted per batch" + (" (calibrated; roofline alongside)" if roof else ""),
                       cols + ([("roofline", "right"), ("error", "right")] if roof else []))
@@ -47,25 +47,22 @@ def generate_table(rows: Sequence) -> Table:
             t.add_row(str(r.batch), f"[{'red' if r.status == 'oom' else 'dim'}]{r.status}[/]", "-",
                       fmt_time(p.e2e_s), r.reason[:40], *(["", ""] if roof else []), end_section=True)
             continue
-        q = r.roofline
 
         def roofline(get, fmt, measured) -> list[str]:
             if not roof:
                 return []
-            if q is None:
-                return ["", ""]
-            return [fmt(get(q)), fmt_error(None if measured is None else (get(q) - measured) / measured)]
+            return [fmt(get(p)), fmt_error(None if measured is None else (get(p) - measured) / measured)]
 
         lines = [
             ["TTFT", fmt_time(run.ttft_s), fmt_time(p.ttft_s), fmt_error(err["ttft"]),
-             *roofline(lambda x: x.ttft_s, fmt_time, run.ttft_s)],
+             *roofline(lambda x: x.roofline_ttft_s, fmt_time, run.ttft_s)],
             ["ITL", fmt_time(run.itl_s), fmt_time(p.itl_s), fmt_error(err["itl"]),
-             *roofline(lambda x: x.itl_s, fmt_time, run.itl_s)],
+             *roofline(lambda x: x.roofline_itl_s, fmt_time, run.itl_s)],
             ["ITL p90", fmt_time(run.itl_p90_s), "", "", *(["", ""] if roof else [])],
             ["e2e", fmt_time(run.e2e_s), fmt_time(p.e2e_s), fmt_error(err["e2e"]),
-             *roofline(lambda x: x.e2e_s, fmt_time, run.e2e_s)],
+             *roofline(lambda x: x.roofline_e2e_s, fmt_time, run.e2e_s)],
             ["tok/s", fmt_rate(run.tokens_per_s), fmt_rate(p.tokens_per_s), fmt_error(err["tokens_per_s"]),
-             *roofline(lambda x: x.tokens_per_s, fmt_rate, run.tokens_per_s)],
+             *roofline(lambda x: x.roofline_tokens_per_s, fmt_rate, run.tokens_per_s)],
             ["memory", fmt_bytes(run.peak_memory_bytes), fmt_bytes(p.memory.total_bytes), "",
              *(["", ""] if roof else [])],
         ]

@@ -142,7 +142,7 @@ def bench_dict(result) -> dict[str, Any]:
 
 def generate_row_dict(row) -> dict[str, Any]:
     """One `generate` batch (measure.generate.GenerateRow): measured next to predicted, then
-    roofline_* when a second (roofline) profile predicted too, then status and methods."""
+    roofline_* when the prediction is calibrated, then status and methods."""
     r, p = row.run, row.predicted
     d: dict[str, Any] = {
         "batch": row.batch,
@@ -157,10 +157,9 @@ def generate_row_dict(row) -> dict[str, Any]:
         "predicted_tokens_per_s": p.tokens_per_s,
         "peak_memory_bytes": r.peak_memory_bytes if r else None,
     }
-    if row.roofline is not None:
-        q = row.roofline
-        d |= {"roofline_ttft_s": q.ttft_s, "roofline_itl_s": q.itl_s, "roofline_e2e_s": q.e2e_s,
-              "roofline_tokens_per_s": q.tokens_per_s}
+    if row.calibrated:
+        d |= {"roofline_ttft_s": p.roofline_ttft_s, "roofline_itl_s": p.roofline_itl_s,
+              "roofline_e2e_s": p.roofline_e2e_s, "roofline_tokens_per_s": p.roofline_tokens_per_s}
     return d | {"predicted_memory_bytes": p.memory.total_bytes, "peak_memory_method": row.memory_method,
                 "status": row.status, "reason": row.reason, "timing_method": r.timing_method if r else None}
 
