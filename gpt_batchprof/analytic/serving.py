@@ -278,16 +278,15 @@ def decode_attention_time(model: ModelSpec, hw: HardwareSpec, scenario: Scenario
     """
     dt, attn = scenario.dtypes, scenario.attention
     first, steps = scenario.prompt_len, scenario.gen_len - 1
-    if hw.measured is not None and not roofline_only:
-        window = model.sliding_window
-        return _sum_sampled(lambda kv: step_time(attention_ops(model, "decode", batch, 1, kv, dt, attn), hw, launch),
-                            first, first + steps - 1, kinks=(window - 1,) if window else ())
-    if steps <= EXACT_STEPS:
-        return sum(step_time(attention_ops(model, "decode", batch, 1, first + i, dt, attn), hw, launch, True)
-                   for i in range(steps))
+    window = model.sliding_window
+
+    def step(kv: int) -> float:  # the attention of the decode step with kv cached tokens
+        return step_time(attention_ops(model, "decode", batch, 1, kv, dt, attn), hw, launch, roofline_only)
+
+    if (hw.measured is not None and not roofline_only) or steps <= EXACT_STEPS:
+        return _sum_sampled(step, first, first + steps - 1, kinks=(window - 1,) if window else ())
     # keys read by the step with kv cached tokens: L = min(kv + 1, window)
     lo, hi = first + 1, first + steps
-    window = model.sliding_window
     flat = 0
     if window is not None and hi > window:
         flat = hi - max(lo - 1, window)  # steps that read exactly `window` keys
@@ -303,7 +302,7 @@ def decode_attention_time(model: ModelSpec, hw: HardwareSpec, scenario: Scenario
         total += _sum_roofline(flops, nbytes, peak, hw.memory_bandwidth_bytes_per_s, lo, hi)
         total += (steps - flat) * o1.launches * kernel_overhead_s(hw, launch)
     if flat:
-        total += flat * step_time(attention_ops(model, "decode", batch, 1, window - 1, dt, attn), hw, launch, True)
+        total += flat * step(window - 1)
     return total
 
 
