@@ -9,7 +9,8 @@ import typer
 
 from gpt_batchprof.cli.common import (
     AttentionOpt, DtypeOpt, EpOpt, FormatOpt, HardwareOpt, KvDtypeOpt, LaunchOpt, MicroBatchesOpt, ModelOpt, PpOpt,
-    TpOpt, WeightDtypeOpt, choice, console, emit, err_console, guarded, load_hardware_or_auto, parallel_of,
+    TpOpt, WeightDtypeOpt, choice, err_console, guarded, load_hardware_or_auto, parallel_of,
+    render,
 )
 
 Opt = typer.Option
@@ -200,36 +201,32 @@ def _search(m, hw, workload, cfg, slo, fmt, output, plot, progress) -> None:
 
 
 def _render(fmt: str, m, hw, single=None, points=None, search=None) -> None:
+    """The result in --format through the one renderer (-o is the per-request stream, not this)."""
+    from dataclasses import asdict
+
     from gpt_batchprof.report import export
     from gpt_batchprof.report import simulate_tables as st
 
-    if fmt == "table":
-        from rich.console import Console
+    def rows() -> list:
+        if single is not None:
+            return [asdict(single.summary)]
+        return [st.point_row(p) for p in (points if points is not None else search.points)]
 
-        out = console if console.is_terminal else Console(width=150)
+    def markdown() -> str:
+        extra = f"\nmax_rate_rps: {search.max_rate_rps:.6g}\n" if search is not None else ""
+        return export.to_markdown(rows(), title=f"simulate {m.name} on {hw.name}") + extra
+
+    def table(out) -> None:
         if single is not None:
             st.print_single(out, m, hw, single)
         elif points is not None:
             st.print_sweep(out, m, hw, points)
         else:
             st.print_search(out, m, hw, search)
-        return
-    if fmt == "json":
-        data = (st.single_json(m, hw, single) if single is not None else
-                st.sweep_json(m, hw, points) if points is not None else st.search_json(m, hw, search))
-        emit(export.to_json(data), None)
-        return
-    from dataclasses import asdict
 
-    if single is not None:
-        rows = [asdict(single.summary)]
-    else:
-        rows = [st.point_row(p) for p in (points if points is not None else search.points)]
-    if fmt == "csv":
-        emit(export.to_csv(rows), None)
-    else:
-        extra = f"\nmax_rate_rps: {search.max_rate_rps:.6g}\n" if search is not None else ""
-        emit(export.to_markdown(rows, title=f"simulate {m.name} on {hw.name}") + extra, None)
+    render(fmt, None, doc=lambda: (st.single_json(m, hw, single) if single is not None else
+                                   st.sweep_json(m, hw, points) if points is not None else st.search_json(m, hw, search)),
+           rows=rows, markdown=markdown, table=table)
 
 
 def _plot(points, folder: Path, m, hw) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from gpt_batchprof.cli.common import (
-    check_live_options, choice, console, emit, err_console, guarded, note, show,
+    check_live_options, choice, console, err_console, guarded, note, show,
 )
 
 ListOpt = Optional[str]
@@ -205,17 +205,13 @@ def _run(grid, evaluator, writer, show_progress):
 
 
 def _render(rows, spec, fmt: str, export: Optional[Path]) -> None:
-    from gpt_batchprof.report.render import render, sweep_views
+    from gpt_batchprof.report.render import sweep_views
     from gpt_batchprof.report.sweep_tables import print_summary
     from gpt_batchprof.sweep.results import summarise
     from gpt_batchprof.sweep.store import columns_present
 
     summary = summarise(rows)
     views = sweep_views(rows, spec, columns_present(rows), summary)
-    if fmt == "table" and export is None and not console.is_terminal:
-        # piped output: wide enough for every column instead of Rich's 80
-        emit(render(views, "table", width=160), None)
-        return
     if fmt != "table":
         print_summary(err_console, summary)
     show(views, fmt, export, width=160)
