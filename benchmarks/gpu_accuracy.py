@@ -53,17 +53,14 @@ MODELS = {  # published config.json shapes (Hugging Face), as our model YAML fie
 LAYER_OPS = ("qkv_proj", "attn_fused", "out_proj", "ffn_gate", "ffn_up", "ffn_down", "moe_router")
 
 
-def quantile(xs: list[float], q: float) -> float:
-    s = sorted(xs)
-    pos = (len(s) - 1) * q
-    lo = int(pos)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+def p90(xs: list[float]) -> float:
+    """The 90th percentile, interpolated between order statistics (as numpy's default)."""
+    return statistics.quantiles(xs, n=10, method="inclusive")[8] if len(xs) > 1 else xs[0]
 
 
 def stats(errors: list[float]) -> str:
     a = [abs(e) for e in errors]
-    return (f"{len(a)} | {100 * statistics.median(a):.1f}% | {100 * quantile(a, 0.9):.1f}% | "
+    return (f"{len(a)} | {100 * statistics.median(a):.1f}% | {100 * p90(a):.1f}% | "
             f"{100 * statistics.median(errors):+.1f}%") if a else "0 | - | - | -"
 
 
