@@ -27,6 +27,9 @@ class OneLineErrors(TyperGroup):
 
     def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
+        from gpt_batchprof.cli.streams import prepare_streams
+
+        prepare_streams()  # symbols the output encoding lacks in ASCII; a closed stdout as a broken pipe
         try:
             rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
                               standalone_mode=False, **extra)

@@ -212,6 +212,8 @@ def calibrate_cmd(
 
             status.update(f"calibrating the interconnect: all-reduce over {tp} processes")
             cal = dataclasses.replace(cal, link=calibrate_interconnect(dev, tp, quick=quick))
+    if output is not None:  # the profile first: a closed stdout below must not lose minutes of measuring
+        emit(hardware_yaml(cal, name, measured), output)
     if fmt == "json":
         from gpt_batchprof.report import export
 
@@ -223,8 +225,6 @@ def calibrate_cmd(
     if measured is not None:
         for w in measured.warnings:
             err_console.print(f"WARNING: {w}", style="bold red", highlight=False, soft_wrap=True)
-    if output is not None:
-        emit(hardware_yaml(cal, name, measured), output)
 
 
 def register(app: typer.Typer) -> None:

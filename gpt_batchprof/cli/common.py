@@ -109,6 +109,7 @@ def guarded(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             check_numbers(kwargs)
+            check_stdout_open(kwargs)
             return fn(*args, **kwargs)
         except BatchprofError as e:
             fail(str(e))
@@ -125,6 +126,15 @@ def guarded(fn: F) -> F:
             raise
 
     return wrapper  # type: ignore[return-value]
+
+
+def check_stdout_open(options: dict[str, Any]) -> None:
+    """A command whose result goes to stdout (no -o / --export given) is refused before any work
+    when stdout was closed before it started (``>&-``): nothing it computed could be shown."""
+    from gpt_batchprof.cli.streams import ClosedStdout
+
+    if isinstance(sys.stdout, ClosedStdout) and options.get("output") is None and options.get("export") is None:
+        raise BrokenPipeError(errno.EPIPE, "stdout is closed")
 
 
 def check_numbers(options: dict[str, Any]) -> None:
