@@ -259,6 +259,18 @@ def cases() -> list[Case]:
     p("plot duplicate keys json", "duplicate key", "results-dup.json")
     p("plot a directory", "is a directory", "emptydir")
     p("plot missing file", "cannot read", "nothing.csv")
+    # output paths: refused before any work (issue 19), so no result is measured only to be lost
+    u = "protected.txt/out"  # a path under a file: no folder can be made there
+    for args in (("generate", "-o", u + ".json"), ("generate", "-o", "emptydir"), ("bench", "-o", u + ".json"),
+                 ("calibrate", "-o", u + ".yaml"), ("analyze", "-f", "json", "-o", u + ".json"),
+                 ("simulate", "-r", "5", "-o", u + ".csv"), ("profiles", "list", "-o", u + ".txt")):
+        c.append(Case(f"{args[0]} {' '.join(args[1:])}", args, "emptydir" if "emptydir" in args else "not a folder"))
+    c.append(Case("sweep --export under a file", ("sweep", "-m", "gpt2", "-b", "1", "-s", "64", "--export", u),
+                  "--export"))
+    c.append(Case("sweep --plot is a file", ("sweep", "-m", "gpt2", "-b", "1", "-s", "64", "--plot", "protected.txt"),
+                  "--plot protected.txt: is a file"))
+    c.append(Case("simulate --plot is a file", ("simulate", "-r", "5", "--plot", "protected.txt"), "--plot"))
+    c.append(Case("plot --plot is a file", ("plot", "results.csv", "--plot", "protected.txt"), "not a folder"))
     # profiles
     c.append(Case("profiles show -f xml", ("profiles", "show", "gpt2", "-f", "xml"), "--format"))
     c.append(Case("profiles show [/]", ("profiles", "show", "[/]"), "[/]"))

@@ -53,3 +53,51 @@ def test_files_written_with_o_stay_utf8_under_an_ascii_terminal(tmp_path):
              ASCII_ENV, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "117 µs" in (tmp_path / "t.txt").read_text(encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- output paths first
+
+
+def _read_only_folder(monkeypatch, folder: Path) -> None:
+    """``folder`` behaves as a read-only mount: creating a file in it fails (even for root)."""
+    import errno
+    import tempfile
+
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kw):
+        if dir is not None and Path(dir).resolve() == folder.resolve():
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(*args, dir=dir, **kw)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+
+
+@pytest.mark.parametrize("args", [
+    ["generate", "-m", "gpt2", "-o", "ro/gen.json"],
+    ["bench", "-m", "gpt2", "-o", "ro/bench.json"],
+    ["calibrate", "--quick", "-o", "ro/mine.yaml"],
+    ["sweep", "-m", "gpt2", "-b", "1", "-s", "64", "--no-progress", "--export", "ro/s.json", "-f", "json"],
+    ["sweep", "-m", "gpt2", "-b", "1", "-s", "64", "--no-progress", "--plot", "ro/plots"],
+])
+def test_an_unwritable_output_is_refused_before_any_work(args, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import gpt_batchprof.measure.calibrate as calibrate
+    import gpt_batchprof.measure.device as device
+    import gpt_batchprof.sweep.run as run
+    from gpt_batchprof.cli import app
+
+    def work(*a, **k):
+        raise AssertionError("work started before the output path was checked")
+
+    for mod, name in ((device, "resolve_device"), (calibrate, "calibrate_with_tables"), (run, "run_sweep")):
+        monkeypatch.setattr(mod, name, work)
+    (tmp_path / "ro").mkdir()
+    _read_only_folder(monkeypatch, tmp_path / "ro")
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2, r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)
+    assert "cannot write into ro (Read-only file system)" in r.stderr
+    assert list((tmp_path / "ro").iterdir()) == []

@@ -110,6 +110,7 @@ def guarded(fn: F) -> F:
         try:
             check_numbers(kwargs)
             check_stdout_open(kwargs)
+            check_output_paths(kwargs)
             return fn(*args, **kwargs)
         except BatchprofError as e:
             fail(str(e))
@@ -135,6 +136,23 @@ def check_stdout_open(options: dict[str, Any]) -> None:
 
     if isinstance(sys.stdout, ClosedStdout) and options.get("output") is None and options.get("export") is None:
         raise BrokenPipeError(errno.EPIPE, "stdout is closed")
+
+
+OUTPUT_FILES = {"output": "--output", "export": "--export"}  # the parameters every command writes a file to
+OUTPUT_FOLDERS = {"plot": "--plot"}
+
+
+def check_output_paths(options: dict[str, Any]) -> None:
+    """Every output file and folder a command was given, checked writable before any work, so
+    minutes of measuring never end in "cannot write" (the writer still writes all or nothing)."""
+    from gpt_batchprof.files import check_writable_file, check_writable_folder
+
+    for name, opt in OUTPUT_FILES.items():
+        if isinstance(options.get(name), Path):
+            check_writable_file(options[name], opt)
+    for name, opt in OUTPUT_FOLDERS.items():
+        if isinstance(options.get(name), Path):
+            check_writable_folder(options[name], opt)
 
 
 def check_numbers(options: dict[str, Any]) -> None:

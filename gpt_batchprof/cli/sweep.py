@@ -78,10 +78,7 @@ def sweep_cmd(
             raise g.BatchprofError(f"--export {export}: is the --output stream file; choose another file")
     elif overwrite:
         raise g.BatchprofError("--overwrite needs --output FILE (the file to start again)")
-    if export is not None and export.is_dir():
-        raise g.BatchprofError(f"--export {export}: is a directory, not a file")
-    if plot is not None and plot.exists() and not plot.is_dir():
-        raise g.BatchprofError(f"--plot {plot}: is a file, not a folder")
+    # --export and --plot: checked writable before any work by common.check_output_paths
 
     file_data = g.load_sweep_file(config) if config is not None else {}
     preset = preset or file_data.get("preset")
