@@ -241,6 +241,23 @@ def progress_bar():
                     console=err_console, transient=True)
 
 
+def partial_path(output: Path) -> Path:
+    """Where an incomplete result goes when ``output`` already holds a file: beside it, with
+    ``.partial`` before the suffix (gen.json -> gen.partial.json)."""
+    return output.with_name(f"{output.stem}.partial{output.suffix}")
+
+
+def output_for(output: Path | None, complete: bool) -> Path | None:
+    """The file a result is written to: ``output``, except that an interrupted (incomplete) run
+    never replaces a file already there (it may be a complete result); the partial result then
+    goes beside it (:func:`partial_path`), and a line says so."""
+    if complete or output is None or not output.exists() or not output.is_file():
+        return output
+    beside = partial_path(output)
+    note(f"incomplete run: kept {output} as it was; the finished part goes to {beside}", style="yellow")
+    return beside
+
+
 def run_keeping_partial(progress, run: Callable[[], Any], what: str) -> Any:
     """``run()`` under ``progress``; on Ctrl-C, the partial result the core attached to the
     KeyboardInterrupt (``.partial``, with ``.rows``), so finished rows are still reported."""

@@ -14,7 +14,7 @@ import typer
 
 from gpt_batchprof.cli.bench import BenchDtypeOpt, BenchHardwareOpt, DeviceOpt, ThreadsOpt, live_device, live_hardware
 from gpt_batchprof.cli.common import (
-    AttentionOpt, BatchOpt, FormatOpt, GenLenOpt, ModelOpt, OutputOpt, PromptLenOpt, choice, guarded,
+    AttentionOpt, BatchOpt, FormatOpt, GenLenOpt, ModelOpt, OutputOpt, PromptLenOpt, choice, guarded, output_for,
     parse_int_list, progress_bar, render, run_keeping_partial,
 )
 from gpt_batchprof.errors import BatchprofError
@@ -76,7 +76,7 @@ def generate_cmd(
     settings = GenerateSettings(dev, device_name(dev), torch_version(), n_threads, engine, cuda_graphs,
                                 warmup_runs, runs, seed)
     result = _run_with_progress(run_generate, spec, hw, scenario, batches, settings)
-    _render(result, fmt, output)
+    _render(result, fmt, output_for(output, result.complete))  # a partial run never replaces a file
     if not result.complete:
         raise typer.Exit(130)
 

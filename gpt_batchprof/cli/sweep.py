@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from gpt_batchprof.cli.common import (
-    check_live_options, choice, console, err_console, guarded, note, show,
+    check_live_options, choice, console, err_console, guarded, note, output_for, show,
 )
 
 ListOpt = Optional[str]
@@ -124,7 +124,7 @@ def sweep_cmd(
         for op_name, why in timer.unsupported.items():
             note(f"not timed: {op_name}: {why}", style="yellow")
 
-    _render(outcome.rows, spec, fmt, export)
+    _render(outcome.rows, spec, fmt, output_for(export, not outcome.interrupted))  # never over a full export
     if output is not None:
         note(f"{outcome.new} new point(s), {outcome.skipped} kept from {output}; {outcome.elapsed_s:.2f} s")
     if plot is not None and outcome.rows:
