@@ -269,6 +269,8 @@ def cases() -> list[Case]:
                   "--export"))
     c.append(Case("sweep --plot is a file", ("sweep", "-m", "gpt2", "-b", "1", "-s", "64", "--plot", "protected.txt"),
                   "--plot protected.txt: is a file"))
+    c.append(Case("simulate -o onto earlier results", ("simulate", "-r", "5", "-n", "5", "-o", "results.csv"),
+                  "choose another -o, or remove it"))
     c.append(Case("simulate --plot is a file", ("simulate", "-r", "5", "--plot", "protected.txt"), "--plot"))
     c.append(Case("plot --plot is a file", ("plot", "results.csv", "--plot", "protected.txt"), "not a folder"))
     # profiles

@@ -107,7 +107,8 @@ class _Streams:
             from gpt_batchprof.simulate import REQUEST_COLUMNS
             from gpt_batchprof.sweep.store import StreamWriter
 
-            self.writer = StreamWriter(path, columns=REQUEST_COLUMNS)
+            self.writer = StreamWriter(path, columns=REQUEST_COLUMNS,  # simulate has no --resume / --overwrite
+                                       existing_hint="choose another -o, or remove it to start again")
 
     def __call__(self, slo, record) -> None:
         if self.writer is not None:
