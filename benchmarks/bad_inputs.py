@@ -273,6 +273,21 @@ def cases() -> list[Case]:
                   "choose another -o, or remove it"))
     c.append(Case("simulate --plot is a file", ("simulate", "-r", "5", "--plot", "protected.txt"), "--plot"))
     c.append(Case("plot --plot is a file", ("plot", "results.csv", "--plot", "protected.txt"), "not a folder"))
+    # option limits: one table (cli.common.LIMITS), refused before any work (issue 19)
+    for args, expect in ((("generate", "--threads", "100000"), "--threads: must be between 1 and 4096"),
+                         (("generate", "--runs", "5000"), "--runs: at most 1000"),
+                         (("generate", "--warmup-runs", "5000"), "--warmup-runs: at most 1000"),
+                         (("simulate", "-r", "5", "-n", "2147483647"), "--requests: at most 10000000"),
+                         (("simulate", "-r", "5", "--duration", "1e9"), "--duration: at most 1000000"),
+                         (("simulate", "-r", "1000", "--duration", "100000"), "about 1e+08 requests"),
+                         (("simulate", "-r", "1..5", "--rate-points", "100000"), "--rate-points: at most 1000"),
+                         (("simulate", "-c", "2000000"), "--concurrency: at most 1000000"),
+                         (("calibrate", "--tp", "5000"), "--tp: at most 1024"),
+                         (("calibrate", "--device", "cpu", "--tp", "1000"), "gloo over 1000 processes"),
+                         (("analyze", "--pp", "2000"), "--pp: at most 1024"),
+                         (("sweep", "-m", "gpt2", "-b", "1", "-s", "64", "--layers", "1000000"), "--layers: at most"),
+                         (("bench", "--rep-ms", "1e6"), "--rep-ms: at most 60000")):
+        c.append(Case(" ".join(args), args, expect))
     # profiles
     c.append(Case("profiles show -f xml", ("profiles", "show", "gpt2", "-f", "xml"), "--format"))
     c.append(Case("profiles show [/]", ("profiles", "show", "[/]"), "[/]"))

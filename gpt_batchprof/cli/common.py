@@ -7,6 +7,7 @@ import functools
 import math
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional, TypeVar
 
@@ -38,6 +39,39 @@ CAUSAL_HELP = (
 
 MAX_BUDGET_MS = 60_000.0  # a minute of warm-up or timing per kernel is surely a typo
 MAX_THREADS = 4096
+MAX_REQUESTS = 10_000_000  # simulate serves ~10k requests/s on one core: 10M is ~20 minutes
+
+
+@dataclass(frozen=True)
+class Limit:
+    """What one numeric option may be: ``low`` (None: the core checks the lower bound with its own
+    message) up to ``high``, and why the ceiling is where it is."""
+
+    low: float | None
+    high: float
+    why: str
+
+
+# The one table of option limits, by parameter name, for every command that has the option
+# (applied by :func:`check_numbers` before any work). Lower bounds that the core already
+# checks with a message of its own are left to it (low=None).
+LIMITS: dict[str, Limit] = {
+    "threads": Limit(1, MAX_THREADS, "more threads than any machine has"),
+    "runs": Limit(None, 1000, "a median over 1000 generations is already exact"),
+    "warmup_runs": Limit(None, 1000, "a median over 1000 generations is already exact"),
+    "requests": Limit(None, MAX_REQUESTS, "about 20 minutes of simulation; percentiles settle long before"),
+    "concurrency": Limit(None, 1_000_000, "a million clients"),
+    "duration": Limit(None, 1e6, "11.6 days of simulated time"),
+    "rate_points": Limit(None, 1000, "each point is a whole simulation"),
+    "tp": Limit(None, 1024, "more GPUs than one model instance spans"),
+    "pp": Limit(None, 1024, "more stages than any model has layers"),
+    "ep": Limit(None, 1024, "more expert groups than any model has experts"),
+    "micro_batches": Limit(None, 65536, "a pipeline bubble is negligible long before"),
+    "layers": Limit(None, 100_000, "more layers than any model has"),
+    "depth": Limit(None, 100_000, "more layers than any model has"),
+    "warmup_ms": Limit(None, MAX_BUDGET_MS, "a minute per kernel"),
+    "rep_ms": Limit(None, MAX_BUDGET_MS, "a minute per kernel"),
+}
 
 DEFAULT_BATCHES = "1,2,4,8,16,32,64,128,256"
 
@@ -168,6 +202,17 @@ def check_numbers(options: dict[str, Any]) -> None:
         elif abs(v) > MAX_INT:
             shown = str(v) if abs(v) < 10**30 else f"a {len(str(abs(v)))}-digit number"
             raise BatchprofError(f"{opt}: must be <= {MAX_INT} (2^31 - 1), got {shown}")
+        limit = LIMITS.get(name)
+        if limit is None:
+            continue
+        if limit.low is not None and not limit.low <= v <= limit.high:
+            raise BatchprofError(f"{opt}: must be between {_num(limit.low)} and {_num(limit.high)}, got {_num(v)}")
+        if v > limit.high:
+            raise BatchprofError(f"{opt}: at most {_num(limit.high)} ({limit.why}), got {_num(v)}")
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
 
 
 def check_finite(value: float | None, option: str) -> None:
@@ -183,11 +228,7 @@ def check_live_options(warmup_ms: float, rep_ms: float, threads: int | None) -> 
         raise BatchprofError(f"--warmup-ms: must be >= 0, got {warmup_ms:g}")
     if rep_ms <= 0:
         raise BatchprofError(f"--rep-ms: must be > 0, got {rep_ms:g}")
-    if warmup_ms > MAX_BUDGET_MS or rep_ms > MAX_BUDGET_MS:
-        raise BatchprofError(f"--warmup-ms and --rep-ms: at most {MAX_BUDGET_MS:g} ms per kernel "
-                             f"(got {warmup_ms:g}, {rep_ms:g})")
-    if threads is not None and not 1 <= threads <= MAX_THREADS:
-        raise BatchprofError(f"--threads: must be between 1 and {MAX_THREADS}, got {threads}")
+    check_numbers({"warmup_ms": warmup_ms, "rep_ms": rep_ms, "threads": threads})  # the ceilings (LIMITS)
 
 
 def write_stdout(text: str) -> None:

@@ -58,8 +58,7 @@ def generate_cmd(
 
     choice(fmt, FORMATS, "--format")
     choice(engine, ENGINES, "--engine")
-    if threads is not None and threads < 1:
-        raise BatchprofError(f"--threads: must be >= 1, got {threads}")
+    # --threads, --runs, --warmup-runs: bounded by common.LIMITS before this runs
     batches = parse_int_list(batch)
     spec = load_model(model)
     if engine == "hf":

@@ -9,7 +9,7 @@ import typer
 
 from gpt_batchprof.cli.common import (
     AttentionOpt, DtypeOpt, EpOpt, FormatOpt, HardwareOpt, KvDtypeOpt, LaunchOpt, MicroBatchesOpt, ModelOpt, PpOpt,
-    TpOpt, WeightDtypeOpt, choice, err_console, guarded, load_hardware_or_auto, parallel_of,
+    MAX_REQUESTS, TpOpt, WeightDtypeOpt, choice, err_console, guarded, load_hardware_or_auto, parallel_of,
     render,
 )
 
@@ -80,6 +80,9 @@ def simulate_cmd(
                        block_size=block_size, dtypes=Dtypes.of(dtype, weight_dtype, kv_dtype), attention=attention,
                        launch=launch, parallel=parallel_of(tp, pp, ep, micro_batches))
     rates = parse_float_list(rate, "--rate", rate_points) if rate is not None else None
+    if duration is not None and rates and max(rates) * duration > MAX_REQUESTS:  # the --requests ceiling, by time
+        raise BatchprofError(f"--rate {max(rates):g} x --duration {duration:g} s: about "
+                             f"{max(rates) * duration:.3g} requests, at most {MAX_REQUESTS} (see --requests)")
     if find_max_rate and concurrency is not None:
         raise BatchprofError("--find-max-rate searches over Poisson rates; drop --concurrency")
     if find_max_rate and rates is not None and len(rates) > 1:
