@@ -17,7 +17,6 @@ from gpt_batchprof.cli.common import (
     AttentionOpt, BatchOpt, FormatOpt, GenLenOpt, ModelOpt, OutputOpt, PromptLenOpt, choice, guarded, output_for,
     parse_int_list, progress_bar, render, run_keeping_partial,
 )
-from gpt_batchprof.errors import BatchprofError
 
 EngineOpt = Annotated[str, typer.Option(
     "--engine", help="reference: the built-in reference GPT (analyze's operators at analyze's shapes). hf: the "
