@@ -131,6 +131,13 @@ def _make_results(d: Path) -> None:
     (d / "wrong-type.jsonl").write_text(jl[0] + json.dumps(json.loads(jl[1]) | {"batch": "many"}) + "\n")
     (d / "list-row.jsonl").write_text(jl[0] + "[1, 2]\n")
     (d / "locked.csv").write_text(lines[0] + lines[1])
+    header = lines[0].rstrip("\n").split(",")
+    for name, col, value in (("neg-time", "predicted_time_s", "-1"), ("zero-time", "predicted_time_s", "0"),
+                             ("inf-time", "predicted_time_s", "inf"), ("batch-0", "batch", "0"),
+                             ("batch-1.5", "batch", "1.5"), ("neg-rate", "predicted_items_per_s", "-5")):
+        cells = lines[2].rstrip("\n").split(",")  # an analytic row: no quoted cells
+        cells[header.index(col)] = value
+        (d / f"{name}.csv").write_text(lines[0] + lines[1] + ",".join(cells) + "\n")
 
 
 # --------------------------------------------------------------------------- the table
@@ -259,6 +266,12 @@ def cases() -> list[Case]:
     p("plot duplicate keys json", "duplicate key", "results-dup.json")
     p("plot a directory", "is a directory", "emptydir")
     p("plot missing file", "cannot read", "nothing.csv")
+    p("plot a negative time", "neg-time.csv: point 2: predicted_time_s is '-1'", "neg-time.csv")
+    p("plot a zero time", "not a finite time > 0", "zero-time.csv")
+    p("plot an infinite time", "not a finite time > 0", "inf-time.csv")
+    p("plot batch 0", "batch is '0', not a whole number >= 1", "batch-0.csv")
+    p("plot batch 1.5", "batch is '1.5'", "batch-1.5.csv")
+    p("plot a negative rate", "predicted_items_per_s", "neg-rate.csv")
     # output paths: refused before any work (issue 19), so no result is measured only to be lost
     u = "protected.txt/out"  # a path under a file: no folder can be made there
     for args in (("generate", "-o", u + ".json"), ("generate", "-o", "emptydir"), ("bench", "-o", u + ".json"),

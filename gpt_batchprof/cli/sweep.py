@@ -246,7 +246,10 @@ def plot_cmd(
     columns = read_columns(results)  # columns, not a dict per row: large files plot in seconds
     if not columns.get("workload"):
         raise BatchprofError(f"{results}: no points in it")
-    _plot(columns, plot, _load_hw(columns["hardware"], hardware))
+    try:
+        _plot(columns, plot, _load_hw(columns["hardware"], hardware))
+    except BatchprofError as e:
+        raise BatchprofError(f"{results}: {e}" if str(e).startswith("point ") else str(e)) from None
 
 
 def _load_hw(row_hardware, names: Optional[str]):
