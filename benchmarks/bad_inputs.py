@@ -100,6 +100,12 @@ def make_files(d: Path) -> None:
                              '"hardware": "a100-80gb", "predicted_time_s": NaN}\n',
         "exp[draft]/m.yaml": _sub(model, "n_kv_head", "n_kv_heads: 8"),
         "subdir/config.json": json.dumps(HF_LLAMA),
+        # --engine hf: what transformers would build differently, or only refuse with a KeyError deep inside
+        "gpt2-mqa.yaml": _sub(_builtin("models", "gpt2"), "n_kv_head", "n_kv_head: 1"),
+        "gpt2-window.yaml": _builtin("models", "gpt2") + "sliding_window: 256\n",
+        "gpt2-experts.yaml": _builtin("models", "gpt2") + "n_expert: 4\nn_expert_active: 2\n",
+        "hf-act/config.json": json.dumps(HF_LLAMA | {"hidden_act": "swishy"}),
+        "hf-rope/config.json": json.dumps(HF_LLAMA | {"rope_scaling": {"rope_type": "bogus", "factor": 2.0}}),
     }
     for rel, content in files.items():
         p = d / rel
@@ -286,6 +292,12 @@ def cases() -> list[Case]:
                   "choose another -o, or remove it"))
     c.append(Case("simulate --plot is a file", ("simulate", "-r", "5", "--plot", "protected.txt"), "--plot"))
     c.append(Case("plot --plot is a file", ("plot", "results.csv", "--plot", "protected.txt"), "not a folder"))
+    # generate --engine hf: refused before any weight is built (issue 19)
+    for m, expect in (("gpt2-mqa.yaml", "no MQA (1 K/V heads for 12 query heads)"),
+                      ("gpt2-window.yaml", "no sliding window (256)"), ("gpt2-experts.yaml", "no experts (4)"),
+                      ("hf-act/config.json", "hidden_act 'swishy' is not an activation"),
+                      ("hf-rope/config.json", "rope_scaling type 'bogus'")):
+        c.append(Case(f"generate --engine hf {m}", ("generate", "--engine", "hf", "-m", m), expect))
     # option limits: one table (cli.common.LIMITS), refused before any work (issue 19)
     for args, expect in ((("generate", "--threads", "100000"), "--threads: must be between 1 and 4096"),
                          (("generate", "--runs", "5000"), "--runs: at most 1000"),

@@ -61,10 +61,10 @@ def generate_cmd(
     batches = parse_int_list(batch)
     spec = load_model(model)
     if engine == "hf":
-        from gpt_batchprof.measure.hf import config_dict, require_transformers
+        from gpt_batchprof.measure.hf import check_config, config_dict, require_transformers
 
         require_transformers()
-        config_dict(spec)  # an architecture transformers has, before any weight is built
+        check_config(config_dict(spec), model)  # an architecture and values transformers has, before any weight
     dev, dtype = live_device(device, dtype)
     # decode steps from CUDA graphs only where they are captured (reference engine, not MoE): predict the same
     graphed = dev == "cuda" and cuda_graphs and engine == "reference" and not spec.is_moe
