@@ -295,6 +295,10 @@ def cases() -> list[Case]:
                   "--plot protected.txt: is a file"))
     c.append(Case("simulate -o onto earlier results", ("simulate", "-r", "5", "-n", "5", "-o", "results.csv"),
                   "choose another -o, or remove it"))
+    # (2 x 28 heads x 30000^2 scores + 2 x 30000 x 3584 residual) x 2 B + 152064 x 4 B = 94.3 GiB > 80 GiB
+    c.append(Case("simulate a 30k prompt whose activations cannot fit",
+                  ("simulate", "-m", "qwen2-7b", "-r", "1", "-n", "3", "--prompt-len", "30000", "--gen-len", "16",
+                   "--no-chunked-prefill"), "activations of one step (94.3 GiB for a 30000-token prompt)"))
     c.append(Case("simulate --plot is a file", ("simulate", "-r", "5", "--plot", "protected.txt"), "--plot"))
     c.append(Case("plot --plot is a file", ("plot", "results.csv", "--plot", "protected.txt"), "not a folder"))
     # generate --engine hf: refused before any weight is built (issue 19)
