@@ -107,6 +107,7 @@ def make_files(d: Path) -> None:
         "hf-qwen2-mixed-window/config.json": json.dumps(
             HF_LLAMA | {"model_type": "qwen2", "sliding_window": 1024, "use_sliding_window": True,
                         "max_window_layers": 16}),
+        "trace-ns.csv": "arrival_s,prompt_len,gen_len\n1.7e18,64,8\n1.7000000005e18,64,8\n",
         "hf-act/config.json": json.dumps(HF_LLAMA | {"hidden_act": "swishy"}),
         "hf-rope/config.json": json.dumps(HF_LLAMA | {"rope_scaling": {"rope_type": "bogus", "factor": 2.0}}),
     }
@@ -299,6 +300,7 @@ def cases() -> list[Case]:
     c.append(Case("simulate a 30k prompt whose activations cannot fit",
                   ("simulate", "-m", "qwen2-7b", "-r", "1", "-n", "3", "--prompt-len", "30000", "--gen-len", "16",
                    "--no-chunked-prefill"), "activations of one step (94.3 GiB for a 30000-token prompt)"))
+    c.append(Case("simulate a trace in ns read as seconds", ("simulate", "--trace", "trace-ns.csv"), "in ms or ns?"))
     c.append(Case("simulate --plot is a file", ("simulate", "-r", "5", "--plot", "protected.txt"), "--plot"))
     c.append(Case("plot --plot is a file", ("plot", "results.csv", "--plot", "protected.txt"), "not a folder"))
     # generate --engine hf: refused before any weight is built (issue 19)

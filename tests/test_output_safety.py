@@ -101,3 +101,59 @@ def test_an_unwritable_output_is_refused_before_any_work(args, tmp_path, monkeyp
     assert r.exception is None or isinstance(r.exception, SystemExit)
     assert "cannot write into ro (Read-only file system)" in r.stderr
     assert list((tmp_path / "ro").iterdir()) == []
+
+
+# --------------------------------------------------------------------------- trace clocks
+
+
+def test_epoch_timestamps_are_rebased_to_the_first_arrival():
+    from gpt_batchprof.simulate.workload import Request, rebase_trace
+
+    # at 1.7e9 s a float resolves 2^-22 s = 0.24 us: too coarse for microsecond steps
+    reqs = (Request(1733320000.0, 8, 2), Request(1733320000.25, 8, 2), Request(1733320000.5, 8, 2))
+    out, shift = rebase_trace(reqs, "t.csv")
+    assert shift == 1733320000.0
+    assert [r.arrival_s for r in out] == [0.0, 0.25, 0.5]
+
+
+def test_a_trace_on_its_own_clock_is_left_alone():
+    from gpt_batchprof.simulate.workload import Request, rebase_trace
+
+    reqs = (Request(5.0, 8, 2), Request(6.5, 8, 2))  # 5 s in: an idle start the user meant
+    assert rebase_trace(reqs, "t.csv") == (reqs, 0.0)
+
+
+def test_a_trace_spanning_more_than_a_float_resolves_is_refused():
+    from gpt_batchprof.errors import BatchprofError
+    from gpt_batchprof.simulate.workload import Request, rebase_trace
+
+    # epoch nanoseconds read as seconds: 1.7e18 "s" apart by 5e8 "s"
+    reqs = (Request(1.7e18, 8, 2), Request(1.7e18 + 5e8, 8, 2))
+    with pytest.raises(BatchprofError, match=r"t.csv: arrival_s spans 5e\+08 s .* in ms or ns\?"):
+        rebase_trace(reqs, "t.csv")
+
+
+def _trace_json(tmp_path, name: str, start: float, extra: list[str] = ()) -> dict:
+    import json
+
+    p = tmp_path / name
+    gaps = (0.0, 0.125, 0.5, 0.75, 2.0)
+    p.write_text("arrival_s,prompt_len,gen_len\n" + "".join(f"{start + g!r},64,8\n" for g in gaps))
+    r = _cli(["simulate", "-m", "gpt2", "--trace", str(p), "-f", "json", *extra])
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_an_epoch_trace_gives_the_latencies_of_the_same_trace_from_zero(tmp_path):
+    """The server does not care when the clock started: latencies must match to the last bit
+    (before the rebase, they were multiples of the 0.24 us a float resolves at 1.7e9 s)."""
+    at_zero = _trace_json(tmp_path, "zero.csv", 0.0)
+    at_epoch = _trace_json(tmp_path, "epoch.csv", 1733320000.0)
+    for key in ("ttft_s", "itl_s", "e2e_s"):
+        assert [q[key] for q in at_epoch["requests"]] == [q[key] for q in at_zero["requests"]]
+
+
+def test_duration_stops_a_trace_too(tmp_path):
+    """Arrivals at 0, 0.125, 0.5, 0.75 and 2 s: --duration 1 sends the first four."""
+    assert len(_trace_json(tmp_path, "t.csv", 0.0, ["--duration", "1"])["requests"]) == 4
+    assert len(_trace_json(tmp_path, "t.csv", 0.0)["requests"]) == 5

@@ -90,7 +90,7 @@ def simulate_cmd(
     workload = Workload(prompt=parse_lengths(prompt_len, "--prompt-len"), gen=parse_lengths(gen_len, "--gen-len"),
                         rate_rps=(rates[0] if rates else (1.0 if find_max_rate else None)),
                         concurrency=concurrency, requests=requests, duration_s=duration,
-                        trace=read_trace(trace) if trace is not None else None, seed=seed)
+                        trace=_trace(trace) if trace is not None else None, seed=seed)
     m, hw = load_model(model), load_hardware_or_auto(hardware)
     if find_max_rate:
         _search(m, hw, workload, cfg, slo, fmt, output, plot, progress)
@@ -98,6 +98,17 @@ def simulate_cmd(
         _sweep(m, hw, workload, cfg, slo, rates, fmt, output, plot, progress)
     else:
         _single(m, hw, workload, cfg, slo, fmt, output, plot, progress)
+
+
+def _trace(path: Path):
+    """The trace's requests, arrivals rebased to the first one when they are absolute timestamps."""
+    from gpt_batchprof.simulate.workload import read_trace, rebase_trace
+
+    reqs, shift = rebase_trace(read_trace(path), str(path))
+    if shift:
+        err_console.print(f"{path}: arrivals start at {shift:.10g} s (absolute timestamps?); "
+                          "rebased to the first one, so steps resolve to 1 ns", style="dim", highlight=False, soft_wrap=True)
+    return reqs
 
 
 class _Streams:
