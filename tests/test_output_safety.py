@@ -157,3 +157,78 @@ def test_duration_stops_a_trace_too(tmp_path):
     """Arrivals at 0, 0.125, 0.5, 0.75 and 2 s: --duration 1 sends the first four."""
     assert len(_trace_json(tmp_path, "t.csv", 0.0, ["--duration", "1"])["requests"]) == 4
     assert len(_trace_json(tmp_path, "t.csv", 0.0)["requests"]) == 5
+
+
+# --------------------------------------------------------------------------- calibrated below the roofline
+
+
+def _hand_hw(peak_tflops: float, bandwidth_gb_s: float, launch_us: float, overhead_us: float):
+    from gpt_batchprof.profiles import hardware_from_mapping
+
+    measured = {"device_name": "hand-made", "torch_version": "0", "threads": 1, "date": "2026-12-04",
+                "overhead_us": {"eager": overhead_us},
+                "tables": {"matmul.fp32": {"unit": "GFLOP/s", "m": [1, 4], "n": [1000], "k": [1000],
+                                           "values": [[[1]], [[2]]]},
+                           "copy": {"unit": "GB/s", "bytes": [1000, 1e9], "values": [100, 100]}}}
+    return hardware_from_mapping({"name": "hand", "kind": "cpu", "memory_gb": 16,
+                                  "memory_bandwidth_gb_s": bandwidth_gb_s, "peak_tflops": {"fp32": peak_tflops},
+                                  "launch_overhead_us": launch_us, "measured": measured}, "test")
+
+
+def _mm4():
+    from gpt_batchprof.analytic.ops import matmul_cost
+
+    return matmul_cost("ffn_up", tokens=4, k=1000, n=1000, w_bytes=4, a_bytes=4, launches=1,
+                       compute_dtype="fp32", ctx=("decode", 4, 1, 0))
+
+
+def test_a_calibrated_time_within_the_roofline_carries_no_flag():
+    from gpt_batchprof.analytic import predict
+
+    # table: 8e6 FLOP at 2 GFLOP/s = 4 ms + 10 us; roofline at 1 TFLOP/s, 100 GB/s, 0 us: 40.3 us
+    p = predict(_mm4(), _hand_hw(1, 100, 0, 10))
+    assert p.time_s == pytest.approx(4.01e-3) and p.roofline_time_s == pytest.approx(40.32e-6)
+    assert p.below_roofline == ""
+
+
+def test_a_calibrated_time_below_the_roofline_says_why():
+    from gpt_batchprof.analytic import predict
+
+    # profile peak 0.001 TFLOP/s (1 GFLOP/s) but the table achieved 2 GFLOP/s at m=4: roofline
+    # 8e6 / 1e9 = 8 ms + 50 us launch; calibrated 4 ms + 10 us. Bytes 4.032 MB at 100 GB/s either way.
+    p = predict(_mm4(), _hand_hw(0.001, 100, 50, 10))
+    assert p.time_s == pytest.approx(4.01e-3) and p.roofline_time_s == pytest.approx(8.05e-3)
+    assert p.below_roofline == ("matmul.fp32 achieves 0.002 TFLOP/s, above the profile's peak 0.001; "
+                                "measured overhead 10 us per kernel, below the profile's 50 us")
+
+
+def test_the_json_row_and_the_table_flag_it(tmp_path):
+    import json
+
+    from gpt_batchprof.report.rows import op_row
+    from gpt_batchprof.analytic import predict
+
+    row = op_row(predict(_mm4(), _hand_hw(0.001, 100, 50, 10)))
+    assert row["below_roofline"].startswith("matmul.fp32 achieves 0.002 TFLOP/s")
+    assert op_row(predict(_mm4(), _hand_hw(1, 100, 0, 10)))["below_roofline"] is None
+
+
+def test_analyze_warns_under_the_roofline_table(tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from gpt_batchprof.cli import app
+
+    measured = {"device_name": "hand-made", "torch_version": "0", "threads": 1, "date": "2026-12-04",
+                "overhead_us": {"eager": 1},
+                "tables": {"matmul.fp32": {"unit": "GFLOP/s", "m": [1, 4], "n": [1000], "k": [1000],
+                                           "values": [[[1]], [[2]]]},
+                           "copy": {"unit": "GB/s", "bytes": [1000, 1e9], "values": [100, 100]}}}
+    slow = {"name": "slow-peaks", "kind": "cpu", "memory_gb": 16, "memory_bandwidth_gb_s": 1,
+            "peak_tflops": {"fp32": 0.0001}, "launch_overhead_us": 50, "measured": measured}
+    p = tmp_path / "slow.yaml"
+    p.write_text(yaml.safe_dump(slow))
+    r = CliRunner().invoke(app, ["analyze", "-m", "gpt2", "-H", str(p), "--dtype", "fp32", "-b", "1",
+                                 "--prompt-len", "16", "--gen-len", "4"])
+    assert r.exit_code == 0, r.output
+    assert "WARNING: some calibrated times are below their roofline" in " ".join(r.stdout.split())

@@ -27,10 +27,12 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from gpt_batchprof.analytic.efficiency import calibrated_time
+from gpt_batchprof.analytic.efficiency import FLOP_KINDS, calibrated_time
 from gpt_batchprof.analytic.ops import OpCost, OpShape
 from gpt_batchprof.errors import BatchprofError, ProfileError
 from gpt_batchprof.profiles import HardwareSpec
+
+TIE = 1 - 1e-9  # a calibrated figure this close to its roofline counterpart equals it (interpolation rounding)
 
 # Bounds a prediction names: compute, memory, overhead; link and latency for collectives.
 LAUNCH_MODES = ("eager", "graphs")
@@ -79,6 +81,9 @@ class Prediction:
     prediction: str = "roofline"  # "calibrated" | "roofline" | "mixed" (a group of both): where time_s comes from
     extrapolated: bool = False  # calibrated outside the measured grid (clamped to its edge)
     tables: tuple[str, ...] = ()  # the measured tables time_s was read from
+    # a calibrated time_s below roofline_time_s is impossible for a true ceiling: why it happened
+    # (a table rate above the profile's peak, a measured overhead below its launch overhead); "" when not
+    below_roofline: str = ""
 
     def __post_init__(self) -> None:
         if not self.bound:
@@ -122,8 +127,35 @@ def predict(cost: OpCost, hw: HardwareSpec, launch: str = "eager", strict: bool 
     cal = None if roofline_only or hw.measured is None else calibrated_time(cost, hw.measured, launch)
     if cal is None:
         return Prediction(cost, compute_s, memory_s, overhead_s, roofline_s)
+    below = _below_roofline(cost, hw, cal, compute_s, memory_s, overhead_s) if cal.time_s < roofline_s * TIE \
+        else ""
     return Prediction(cost, compute_s, memory_s, overhead_s, cal.time_s, roofline_time_s=roofline_s,
-                      prediction="calibrated", extrapolated=cal.extrapolated, tables=cal.tables)
+                      prediction="calibrated", extrapolated=cal.extrapolated, tables=cal.tables, below_roofline=below)
+
+
+def _below_roofline(cost: OpCost, hw: HardwareSpec, cal, compute_s: float, memory_s: float, overhead_s: float) -> str:
+    """Why a calibrated time fell below the roofline of the same profile: each part of it that
+    beats its ceiling. The measured tables and the profile's peaks disagree (tables from another
+    machine or thread count, peaks edited by hand, a table rate net of an overhead that was
+    overestimated); the roofline stays the bound, and this says which number to distrust."""
+    causes = []
+    if cost.flops and 0 < cal.compute_s < compute_s * TIE:
+        causes.append(f"{cal.tables[0]} achieves {cost.flops / cal.compute_s / 1e12:.4g} TFLOP/s, above the profile's "
+                      f"peak {hw.peak(cost.compute_dtype) / 1e12:.4g}")
+    if cost.bytes and 0 < cal.memory_s < memory_s * TIE:
+        src = "copy" if cal.tables[0].split(".")[0] in FLOP_KINDS else "/".join(cal.tables)  # a FLOP table's bytes: copy's
+        causes.append(f"{src} moves {cost.bytes / cal.memory_s / 1e9:.4g} GB/s at this size, above the profile's "
+                      f"{hw.memory_bandwidth_bytes_per_s / 1e9:.4g} GB/s (data held in cache?)")
+    if cal.overhead_s < overhead_s * TIE:
+        per = max(cost.launches, 1)
+        causes.append(f"measured overhead {cal.overhead_s / per * 1e6:.3g} us per kernel, below the profile's "
+                      f"{overhead_s / per * 1e6:.3g} us")
+    return "; ".join(causes) or "the measured tables undercut the roofline"
+
+
+def below_roofline_causes(preds: Sequence[Prediction]) -> list[str]:
+    """The distinct causes among predictions whose calibrated time is below their roofline."""
+    return list(dict.fromkeys(c for p in preds if p.below_roofline for c in p.below_roofline.split("; ")))
 
 
 def prediction_of(preds: Sequence[Prediction]) -> str:
@@ -158,7 +190,8 @@ def combine(preds: Sequence[Prediction], op: str, launches: int, shape: OpShape 
                       total(lambda p: p.overhead_s), total(lambda p: p.time_s), bound=dominant.bound, note=notes,
                       roofline_time_s=total(lambda p: p.roofline_time_s), prediction=prediction_of(preds),
                       extrapolated=any(p.extrapolated for p in preds),
-                      tables=tuple(dict.fromkeys(t for p in preds for t in p.tables)))
+                      tables=tuple(dict.fromkeys(t for p in preds for t in p.tables)),
+                      below_roofline="; ".join(below_roofline_causes(preds)))
 
 
 def step_time(costs: Sequence[OpCost], hw: HardwareSpec, launch: str = "eager", roofline_only: bool = False) -> float:
