@@ -78,6 +78,10 @@ def make_files(d: Path) -> None:
         "hw-dup.yaml": hw + "kind: gpu\n",
         "hw-binary.yaml": b"\x89PNG\r\n\x1a\n" + bytes(range(200)),
         "hw-nan.yaml": _sub(hw, "memory_bandwidth_gb_s", "memory_bandwidth_gb_s: .nan"),
+        # a measured: table claiming 1e9 GFLOP/s of an A100's 312 TFLOP/s fp16 (issue 19)
+        "hw-impossible-table.yaml": hw + "measured:\n  device_name: x\n  torch_version: '0'\n  threads: 1\n"
+                                    "  date: '2026-12-04'\n  overhead_us: {eager: 5}\n  tables:\n"
+                                    "    matmul.fp16: {unit: GFLOP/s, m: [1], n: [4096], k: [4096], values: [[[1.0e+9]]]}\n",
         "hf-nan/config.json": json.dumps(HF_LLAMA)[:-1] + ', "hidden_size": NaN}',
         "hf-inf/config.json": json.dumps(HF_LLAMA | {"rms_norm_eps": 1e-05})[:-1] + ', "rope_theta": 1e400}',
         "hf-dup/config.json": json.dumps(HF_LLAMA)[:-1] + ', "num_hidden_layers": 40}',
@@ -188,6 +192,8 @@ def cases() -> list[Case]:
     a("hardware binary", "not utf-8", "-H", "hw-binary.yaml")
     a("hardware NaN", "memory_bandwidth_gb_s", "-H", "hw-nan.yaml")
     a("hardware is a directory", "is a directory", "-H", "emptydir")
+    a("hardware table above its peak", "1e+09 GFLOP/s is 3.21e+03x the profile's peak fp16", "-H",
+      "hw-impossible-table.yaml")
     # analyze: option values
     a("batch 1e300", "--batch", "-b", "1e300")
     a("batch 10^40", "--batch", "-b", big)

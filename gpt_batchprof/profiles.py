@@ -376,7 +376,7 @@ def hardware_from_mapping(data: Mapping[str, Any], where: str, source: str = "")
             ) from None
     price = f.num("price_per_hour_usd", default=0.0, positive=False) if f.has("price_per_hour_usd") else None
     interconnect = interconnect_from_mapping(data["interconnect"], where) if f.has("interconnect") else None
-    return HardwareSpec(
+    hw = HardwareSpec(
         name=name,
         kind=kind,
         memory_bytes=memory_bytes,
@@ -391,6 +391,13 @@ def hardware_from_mapping(data: Mapping[str, Any], where: str, source: str = "")
         interconnect=interconnect,
         measured=measured_from_mapping(data["measured"], where) if data.get("measured") is not None else None,
     )
+    if hw.measured is not None:  # tables that cannot be this device's (issue 19): refused, not priced
+        from gpt_batchprof.analytic.efficiency import implausible_rate
+
+        bad = implausible_rate(hw.measured, hw.peak_flops_per_s.get, hw.memory_bandwidth_bytes_per_s)
+        if bad:
+            raise ProfileError(f"{where}: field 'measured.tables.{bad[0]}': {bad[1]}")
+    return hw
 
 
 def interconnect_from_mapping(data: Any, where: str) -> Interconnect:

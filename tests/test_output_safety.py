@@ -232,3 +232,44 @@ def test_analyze_warns_under_the_roofline_table(tmp_path):
                                  "--prompt-len", "16", "--gen-len", "4"])
     assert r.exit_code == 0, r.output
     assert "WARNING: some calibrated times are below their roofline" in " ".join(r.stdout.split())
+
+
+# --------------------------------------------------------------------------- measured tables beyond the peaks
+
+
+def _with_table(matmul_gflops: float, copy_gb_s: float):
+    from gpt_batchprof.profiles import hardware_from_mapping
+
+    measured = {"device_name": "hand-made", "torch_version": "0", "threads": 1, "date": "2026-12-04",
+                "overhead_us": {"eager": 1},
+                "tables": {"matmul.fp32": {"unit": "GFLOP/s", "m": [1], "n": [1000], "k": [1000],
+                                           "values": [[[matmul_gflops]]]},
+                           "copy": {"unit": "GB/s", "bytes": [1000], "values": [copy_gb_s]}}}
+    # peak 1 TFLOP/s fp32, 100 GB/s
+    return hardware_from_mapping({"name": "hand", "kind": "cpu", "memory_gb": 16, "memory_bandwidth_gb_s": 100,
+                                  "peak_tflops": {"fp32": 1}, "measured": measured}, "hw.yaml")
+
+
+def test_table_rates_within_the_margins_are_kept():
+    hw = _with_table(3900, 4900)  # 3.9x the peak FLOP/s, 49x the bandwidth (cache-resident copies)
+    assert hw.measured.table("matmul", "fp32").values == (3.9e12,)
+
+
+@pytest.mark.parametrize("gflops, gb_s, message", [
+    (1e9, 100, "hw.yaml: field 'measured.tables.matmul.fp32': 1e+09 GFLOP/s is 1e+06x the profile's peak fp32 "
+               "(1 TFLOP/s); no device beats its ceiling by more than 4x"),
+    (4100, 100, "'measured.tables.matmul.fp32': 4100 GFLOP/s is 4.1x"),
+    (100, 5100, "'measured.tables.copy': 5100 GB/s is 51x the profile's memory bandwidth (100 GB/s)"),
+])
+def test_table_rates_no_device_reaches_are_refused(gflops, gb_s, message):
+    from gpt_batchprof.errors import ProfileError
+
+    with pytest.raises(ProfileError) as e:
+        _with_table(gflops, gb_s)
+    assert message in str(e.value)
+
+
+def test_profiles_show_a_calibrated_profile_names_its_tables():
+    r = _cli(["profiles", "show", str(ROOT / "docs/results/cpu-2core-epyc-tables-1thread.yaml")])
+    assert r.returncode == 0, r.stderr.decode()[-500:]
+    assert "tables from AMD EPYC" in r.stdout.decode()

@@ -104,7 +104,9 @@ def _show_table(title: str, data: dict):
             v = f"{v:,} ({v / 1e9:.3f} B)"
         elif k == "interconnect" and v:
             v = f"{v['name']}: {v['bandwidth_bytes_per_s'] / 1e9:g} GB/s per direction, {v['latency_s'] * 1e6:g} us"
-        elif isinstance(v, dict):
+        elif k == "measured" and v:  # calibrate's tables: where and when, not the grids
+            v = f"{len(v['tables'])} tables from {v['device_name']}, {v['date']}"
+        elif k == "peak_flops_per_s" and isinstance(v, dict):
             v = ", ".join(f"{kk}: {vv / 1e12:g} T" for kk, vv in v.items())
         elif isinstance(v, float):
             v = f"{v:.6g}"
