@@ -273,3 +273,15 @@ def test_profiles_show_a_calibrated_profile_names_its_tables():
     r = _cli(["profiles", "show", str(ROOT / "docs/results/cpu-2core-epyc-tables-1thread.yaml")])
     assert r.returncode == 0, r.stderr.decode()[-500:]
     assert "tables from AMD EPYC" in r.stdout.decode()
+
+
+def test_calibrate_raises_a_peak_its_own_tables_beat():
+    """A busy machine measured fp32's peak at 0.9 GFLOP/s while the matmul table reached 23:
+    the written profile's peak is the tables' best, so its roofline stays a ceiling."""
+    from gpt_batchprof.measure.calibrate import Calibration
+
+    hw = _with_table(23.19, 10)  # a measured section: matmul.fp32 23.19 GFLOP/s
+    cal = Calibration("cpu", "test", "0", 1, {"fp32": 0.9e9, "bf16": 2e9}, {"fp32": 256, "bf16": 256},
+                      10e9, 1e-6, 16e9, 0)
+    assert cal.to_hardware(measured=hw.measured).peak_flops_per_s == {"fp32": 23.19e9, "bf16": 2e9}
+    assert cal.to_hardware().peak_flops_per_s == {"fp32": 0.9e9, "bf16": 2e9}

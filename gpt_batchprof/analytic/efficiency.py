@@ -187,6 +187,12 @@ MAX_OVER_PEAK = 4.0
 MAX_OVER_BANDWIDTH = 50.0
 
 
+def best_flop_rate(measured: MeasuredTables, dtype: str) -> float:
+    """The highest FLOP/s any of the tables measured for ``dtype`` (0 when none)."""
+    return max((v for t in measured.tables.values() if t.kind in FLOP_KINDS and t.dtype == dtype
+                for v in t.values if v is not None), default=0.0)
+
+
 def implausible_rate(measured: MeasuredTables, peak_of: Callable[[str], float | None],
                      bandwidth_bytes_per_s: float) -> tuple[str, str] | None:
     """The first table rate too far above the profile's peaks for the two to describe one device
