@@ -224,8 +224,8 @@ def test_analyze_warns_under_the_roofline_table(tmp_path):
                 "tables": {"matmul.fp32": {"unit": "GFLOP/s", "m": [1, 4], "n": [1000], "k": [1000],
                                            "values": [[[1]], [[2]]]},
                            "copy": {"unit": "GB/s", "bytes": [1000, 1e9], "values": [100, 100]}}}
-    slow = {"name": "slow-peaks", "kind": "cpu", "memory_gb": 16, "memory_bandwidth_gb_s": 1,
-            "peak_tflops": {"fp32": 0.0001}, "launch_overhead_us": 50, "measured": measured}
+    slow = {"name": "slow-peaks", "kind": "cpu", "memory_gb": 16, "memory_bandwidth_gb_s": 10,
+            "peak_tflops": {"fp32": 0.001}, "launch_overhead_us": 50, "measured": measured}
     p = tmp_path / "slow.yaml"
     p.write_text(yaml.safe_dump(slow))
     r = CliRunner().invoke(app, ["analyze", "-m", "gpt2", "-H", str(p), "--dtype", "fp32", "-b", "1",
