@@ -174,6 +174,25 @@ class Interconnect:
 
 
 INTERCONNECT_KEYS = ("name", "bandwidth_gb_s", "latency_us")
+ENGINE_KEYS = ("name", "per_step_us", "per_layer_us", "per_request_us", "source")
+
+
+@dataclass(frozen=True)
+class EngineOverhead:
+    """What a serving engine adds to the kernels of each forward step, beyond the operators priced:
+
+    ``per_step_s`` once per step (scheduling, input preparation, sampling launch); ``per_layer_s``
+    per layer of the step (glue kernels between the big ones: rotary, KV-cache write, activation);
+    ``per_request_s`` per sequence in the step (sampling, detokenisation, output processing)."""
+
+    name: str
+    per_step_s: float
+    per_layer_s: float
+    per_request_s: float
+    source: str = ""
+
+    def step_s(self, layers: int, sequences: int) -> float:
+        return self.per_step_s + layers * self.per_layer_s + sequences * self.per_request_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +211,7 @@ class HardwareSpec:
     source: str = ""
     interconnect: Interconnect | None = None  # how devices of this kind talk to each other (TP/PP/EP)
     measured: MeasuredTables | None = None  # efficiency tables from `calibrate` (the `measured:` section)
+    engine: EngineOverhead | None = None  # a serving engine's per-step costs beyond the kernels (`engine:`)
 
     def peak(self, dtype: str) -> float:
         """Peak FLOP/s for matmuls in ``dtype``."""
@@ -217,8 +237,9 @@ class HardwareSpec:
         return self.peak(dtype) / self.memory_bandwidth_bytes_per_s
 
     def to_dict(self) -> dict[str, Any]:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("measured", "interconnect")}
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("measured", "interconnect", "engine")}
         d["peak_flops_per_s"] = dict(self.peak_flops_per_s)
+        d["engine"] = asdict(self.engine) if self.engine is not None else None
         d["interconnect"] = asdict(self.interconnect) if self.interconnect is not None else None
         if self.measured is not None:
             d["measured"] = self.measured.summary()
@@ -376,6 +397,7 @@ def hardware_from_mapping(data: Mapping[str, Any], where: str, source: str = "")
             ) from None
     price = f.num("price_per_hour_usd", default=0.0, positive=False) if f.has("price_per_hour_usd") else None
     interconnect = interconnect_from_mapping(data["interconnect"], where) if f.has("interconnect") else None
+    engine = engine_from_mapping(data["engine"], where) if f.has("engine") else None
     hw = HardwareSpec(
         name=name,
         kind=kind,
@@ -390,6 +412,7 @@ def hardware_from_mapping(data: Mapping[str, Any], where: str, source: str = "")
         source=source,
         interconnect=interconnect,
         measured=measured_from_mapping(data["measured"], where) if data.get("measured") is not None else None,
+        engine=engine,
     )
     if hw.measured is not None:  # tables that cannot be this device's (issue 19): refused, not priced
         from gpt_batchprof.analytic.efficiency import implausible_rate
@@ -398,6 +421,23 @@ def hardware_from_mapping(data: Mapping[str, Any], where: str, source: str = "")
         if bad:
             raise ProfileError(f"{where}: field 'measured.tables.{bad[0]}': {bad[1]}")
     return hw
+
+
+def engine_from_mapping(data: Any, where: str) -> EngineOverhead:
+    """The optional ``engine:`` section (microseconds); unknown keys refused."""
+    if not isinstance(data, Mapping):
+        raise ProfileError(f"{where}: field 'engine': expected a mapping ({', '.join(ENGINE_KEYS)})")
+    unknown = [k for k in data if k not in ENGINE_KEYS]
+    if unknown:
+        raise ProfileError(f"{where}: field 'engine.{unknown[0]}': unknown key (known: {', '.join(ENGINE_KEYS)})")
+    f = _Fields(data, where, prefix="engine.")
+    return EngineOverhead(
+        name=f.str("name"),
+        per_step_s=f.num("per_step_us", default=0.0, positive=False) * 1e-6,
+        per_layer_s=f.num("per_layer_us", default=0.0, positive=False) * 1e-6,
+        per_request_s=f.num("per_request_us", default=0.0, positive=False) * 1e-6,
+        source=f.str("source", default="") if f.has("source") else "",
+    )
 
 
 def interconnect_from_mapping(data: Any, where: str) -> Interconnect:
@@ -432,6 +472,12 @@ def hardware_to_yaml_mapping(hw: HardwareSpec) -> dict[str, Any]:
         d["l2_cache_mb"] = round(hw.l2_cache_bytes / 1e6, 3)
     if hw.price_per_hour_usd is not None:
         d["price_per_hour_usd"] = hw.price_per_hour_usd
+    if hw.engine is not None:
+        e = hw.engine
+        d["engine"] = {"name": e.name, "per_step_us": round(e.per_step_s * 1e6, 3),
+                       "per_layer_us": round(e.per_layer_s * 1e6, 3), "per_request_us": round(e.per_request_s * 1e6, 3)}
+        if e.source:
+            d["engine"]["source"] = e.source
     if hw.measured is not None:
         d["measured"] = measured_to_yaml_mapping(hw.measured)
     if hw.interconnect is not None:
@@ -449,6 +495,10 @@ def hardware_to_yaml_mapping(hw: HardwareSpec) -> dict[str, Any]:
 #   date: 2026-11-23T14:00:00Z
 #   overhead_us: {eager: 1.9}              # per kernel call; `graphs` too on CUDA
 #   warnings: []                           # e.g. written with --force on a busy machine
+#   source: {package: aiconfigurator-core, ...}  # optional: where imported tables come from
+#   dtype_aliases: {fp16: bf16}            # optional: fp16 predictions read the bf16 tables
+#   interconnect: {name: .., bandwidth_gb_s: .., latency_us: ..}  # optional: a measured link priced
+#                                          # instead of the datasheet `interconnect` (kept as the roofline)
 #   tables:
 #     matmul.fp32:                         # kind.dtype (copy: no dtype)
 #       unit: GFLOP/s                      # GFLOP/s for matmul, bmm, sdpa_*; GB/s for copy, norms, softmax
@@ -530,10 +580,21 @@ def measured_from_mapping(data: Any, where: str) -> MeasuredTables:
     warnings = data.get("warnings") or []
     if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
         raise fail("warnings", f"must be a list of strings, got {warnings!r:.60}")
+    aliases = data.get("dtype_aliases") or {}
+    if not isinstance(aliases, Mapping) or any(k not in PEAK_DTYPES or v not in PEAK_DTYPES for k, v in aliases.items()):
+        raise fail("dtype_aliases", f"must map a dtype to the dtype whose tables stand for it ({', '.join(PEAK_DTYPES)}), "
+                                    f"got {aliases!r:.60}")
+    source = data.get("source") or {}
+    if not isinstance(source, Mapping):
+        raise fail("source", f"must be a mapping (package, version, framework, ...), got {source!r:.60}")
     return MeasuredTables(
-        device_name=f.str("device_name"), torch_version=str(f.str("torch_version")), threads=f.int("threads"),
+        device_name=f.str("device_name"), torch_version=str(f.str("torch_version")),
+        threads=f.int("threads", minimum=0),  # 0: not applicable (a GPU)
         date=str(data.get("date") or "") or f.str("date"), overhead_s=overhead, tables=tables,
-        warnings=tuple(warnings),
+        warnings=tuple(warnings), dtype_aliases={str(k): str(v) for k, v in aliases.items()}, source=dict(source),
+        link=(lambda ic: (ic.name, ic.bandwidth_bytes_per_s, ic.latency_s))(
+            interconnect_from_mapping(data["interconnect"], f"{where}: measured"))
+        if data.get("interconnect") is not None else None,
     )
 
 
@@ -551,11 +612,20 @@ def measured_to_yaml_mapping(m: MeasuredTables) -> dict[str, Any]:
             vals = [vals[i:i + len(ax)] for i in range(0, len(vals), len(ax))]
         entry["values"] = vals
         tables[name] = entry
-    return {
+    out: dict[str, Any] = {
         "device_name": str(m.device_name), "torch_version": str(m.torch_version), "threads": m.threads, "date": m.date,
         "overhead_us": {k: round(v * 1e6, 3) for k, v in m.overhead_s.items()},
-        "warnings": list(m.warnings), "tables": tables,
+        "warnings": list(m.warnings),
     }
+    if m.source:
+        out["source"] = dict(m.source)
+    if m.dtype_aliases:
+        out["dtype_aliases"] = dict(m.dtype_aliases)
+    if m.link is not None:
+        out["interconnect"] = {"name": m.link[0], "bandwidth_gb_s": float(f"{m.link[1] / 1e9:.4g}"),
+                               "latency_us": float(f"{m.link[2] * 1e6:.4g}")}
+    out["tables"] = tables
+    return out
 
 
 # --------------------------------------------------------------------------- HF config.json
@@ -749,6 +819,11 @@ def load_model(ref: str) -> ModelSpec:
     if isinstance(data, Mapping) and "model_type" in data and "n_layer" not in data:
         return model_from_hf_config(data, str(path), path.stem)
     return model_from_mapping(data, str(path), source=str(path))
+
+
+def hardware_path(ref: str) -> Path:
+    """The file a hardware reference (built-in name or path) resolves to."""
+    return _resolve("hardware", ref)
 
 
 def load_hardware(ref: str) -> HardwareSpec:

@@ -4,6 +4,7 @@ an unwritable output path, an interrupted run) and numbers that cannot be imposs
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -36,7 +37,7 @@ ASCII_ENV = {"PYTHONIOENCODING": "ascii", "LC_ALL": "C"}
 
 @pytest.mark.parametrize("args, shown", [
     (["analyze", "-b", "1,2"], "---"),                       # the table rule, drawn in ASCII
-    (["sweep", "-m", "gpt2", "-b", "1,2", "-s", "64", "--no-progress"], "117 us"),  # µs -> us
+    (["sweep", "-m", "gpt2", "-b", "1,2", "-s", "64", "--no-progress"], r"[0-9] us "),  # µs -> us
     (["simulate", "-n", "20", "-r", "5"], "<= 256 sequences"),  # ≤ -> <=
     (["profiles", "list"], "gpt2"),
 ])
@@ -45,14 +46,14 @@ def test_ascii_only_output_encoding_prints_ascii_not_a_traceback(args, shown):
     assert r.returncode == 0, r.stderr.decode(errors="replace")[-800:]
     out = r.stdout.decode("ascii")  # raises if anything beyond ASCII got through
     r.stderr.decode("ascii")
-    assert shown in out
+    assert re.search(shown, out)
 
 
 def test_files_written_with_o_stay_utf8_under_an_ascii_terminal(tmp_path):
     r = _cli(["sweep", "-m", "gpt2", "-b", "1,2", "-s", "64", "--no-progress", "--export", "t.txt"],
              ASCII_ENV, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "117 µs" in (tmp_path / "t.txt").read_text(encoding="utf-8")
+    assert re.search("[0-9] µs", (tmp_path / "t.txt").read_text(encoding="utf-8"))
 
 
 # --------------------------------------------------------------------------- output paths first
@@ -272,7 +273,8 @@ def test_table_rates_no_device_reaches_are_refused(gflops, gb_s, message):
 def test_profiles_show_a_calibrated_profile_names_its_tables():
     r = _cli(["profiles", "show", str(ROOT / "docs/results/cpu-2core-epyc-tables-1thread.yaml")])
     assert r.returncode == 0, r.stderr.decode()[-500:]
-    assert "tables from AMD EPYC" in r.stdout.decode()
+    out = r.stdout.decode()
+    assert "AMD EPYC" in out and "matmul.fp32" in out
 
 
 def test_calibrate_raises_a_peak_its_own_tables_beat():

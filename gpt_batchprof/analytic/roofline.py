@@ -27,7 +27,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from gpt_batchprof.analytic.efficiency import FLOP_KINDS, calibrated_time
+from gpt_batchprof.analytic.efficiency import calibrated_time
 from gpt_batchprof.analytic.ops import OpCost, OpShape
 from gpt_batchprof.errors import BatchprofError, ProfileError
 from gpt_batchprof.profiles import HardwareSpec
@@ -51,6 +51,16 @@ def launch_mode(launch: str, hw: HardwareSpec) -> str:
         raise BatchprofError(f"--launch graphs: hardware '{hw.name}' has no graph_launch_overhead_us "
                              "(the per-kernel gap inside a CUDA graph); add it to the profile or use --launch eager")
     return launch
+
+
+def attention_mode(attention: str, hw: HardwareSpec) -> str:
+    """Resolve ``auto``: fused where the profile's tables were measured on a serving engine's
+    fused attention kernels (``attn_prefill``/``attn_decode``, e.g. FlashAttention-3 in vLLM),
+    else unfused (the eager PyTorch loop: QK^T, softmax, x V)."""
+    if attention != "auto":
+        return attention
+    kinds = {t.kind for t in hw.measured.tables.values()} if hw.measured is not None else set()
+    return "fused" if kinds & {"attn_prefill", "attn_decode"} else "unfused"
 
 
 def kernel_overhead_s(hw: HardwareSpec, launch: str) -> float:
@@ -111,7 +121,7 @@ def predict(cost: OpCost, hw: HardwareSpec, launch: str = "eager", strict: bool 
     if cost.group == "collective":  # priced by the interconnect, not the roofline
         from gpt_batchprof.analytic.parallel import predict_collective
 
-        return predict_collective(cost, hw)
+        return predict_collective(cost, hw, roofline_only)
     memory_s = cost.bytes / hw.memory_bandwidth_bytes_per_s
     overhead_s = cost.launches * kernel_overhead_s(hw, launch)
     compute_s = 0.0
@@ -134,18 +144,20 @@ def predict(cost: OpCost, hw: HardwareSpec, launch: str = "eager", strict: bool 
 
 
 def _below_roofline(cost: OpCost, hw: HardwareSpec, cal, compute_s: float, memory_s: float, overhead_s: float) -> str:
-    """Why a calibrated time fell below the roofline of the same profile: each part of it that
-    beats its ceiling. The measured tables and the profile's peaks disagree (tables from another
-    machine or thread count, peaks edited by hand, a table rate net of an overhead that was
-    overestimated); the roofline stays the bound, and this says which number to distrust."""
+    """Why a calibrated time fell below the roofline of the same profile: what the calibrated
+    time implies beyond a ceiling. Its work time (calibrated minus overhead) does the op's FLOPs
+    faster than the profile's peak, or moves its bytes faster than its bandwidth (inputs still in
+    cache from the kernel before, tables from another machine or thread count, peaks set too
+    low), or its measured overhead is below the profile's launch overhead. The roofline stays the
+    bound it was; this says which number to distrust."""
     causes = []
-    if cost.flops and 0 < cal.compute_s < compute_s * TIE:
-        causes.append(f"{cal.tables[0]} achieves {cost.flops / cal.compute_s / 1e12:.4g} TFLOP/s, above the profile's "
+    work_s = cal.time_s - cal.overhead_s
+    if work_s > 0 and cost.flops and cost.flops / work_s > hw.peak(cost.compute_dtype) / TIE:
+        causes.append(f"{cal.tables[0]} achieves {cost.flops / work_s / 1e12:.4g} TFLOP/s, above the profile's "
                       f"peak {hw.peak(cost.compute_dtype) / 1e12:.4g}")
-    if cost.bytes and 0 < cal.memory_s < memory_s * TIE:
-        src = "copy" if cal.tables[0].split(".")[0] in FLOP_KINDS else "/".join(cal.tables)  # a FLOP table's bytes: copy's
-        causes.append(f"{src} moves {cost.bytes / cal.memory_s / 1e9:.4g} GB/s at this size, above the profile's "
-                      f"{hw.memory_bandwidth_bytes_per_s / 1e9:.4g} GB/s (data held in cache?)")
+    if work_s > 0 and cost.bytes and cost.bytes / work_s > hw.memory_bandwidth_bytes_per_s / TIE:
+        causes.append(f"{'/'.join(cal.tables)} implies {cost.bytes / work_s / 1e9:.4g} GB/s, above the profile's "
+                      f"{hw.memory_bandwidth_bytes_per_s / 1e9:.4g} GB/s (inputs held in cache?)")
     if cal.overhead_s < overhead_s * TIE:
         per = max(cost.launches, 1)
         causes.append(f"measured overhead {cal.overhead_s / per * 1e6:.3g} us per kernel, below the profile's "

@@ -104,9 +104,15 @@ def _show_table(title: str, data: dict):
             v = f"{v:,} ({v / 1e9:.3f} B)"
         elif k == "interconnect" and v:
             v = f"{v['name']}: {v['bandwidth_bytes_per_s'] / 1e9:g} GB/s per direction, {v['latency_s'] * 1e6:g} us"
-        elif k == "measured" and v:  # calibrate's tables: where and when, not the grids
-            v = f"{len(v['tables'])} tables from {v['device_name']}, {v['date']}"
-        elif k == "peak_flops_per_s" and isinstance(v, dict):
+        elif k == "engine" and v:
+            v = (f"{v['name']}: {v['per_step_s'] * 1e6:g} us per step + {v['per_layer_s'] * 1e6:g} us per layer "
+                 f"+ {v['per_request_s'] * 1e6:g} us per sequence")
+        elif k == "measured" and v:
+            src = v.get("source") or {}
+            origin = (f"imported from {src.get('package')} {src.get('package_version')} ({src.get('framework')} "
+                      f"{src.get('framework_version')})" if src else f"calibrated {v['date']}")
+            v = f"{v['device_name']}, {origin}: {', '.join(v['tables'])}"
+        elif isinstance(v, dict):
             v = ", ".join(f"{kk}: {vv / 1e12:g} T" for kk, vv in v.items())
         elif isinstance(v, float):
             v = f"{v:.6g}"

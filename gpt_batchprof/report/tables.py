@@ -59,13 +59,24 @@ def compact_table(title: str, columns: Sequence[tuple[str, str]]) -> Table:
     return t
 
 
+def tables_origin(hw: HardwareSpec) -> str:
+    """Where the prediction comes from, in words: the roofline, this machine's calibration, or an imported database."""
+    m = hw.measured
+    if m is None:
+        return "roofline"
+    src = m.source
+    if src:
+        return (f"calibrated from kernels measured on {m.device_name}: {src.get('package')} "
+                f"{src.get('package_version')}, {src.get('framework')} {src.get('framework_version')}")
+    return f"calibrated from the measured tables ({m.device_name}, {m.date})"
+
+
 def summary_table(report: ServingReport, hw: HardwareSpec) -> Table:
     """Latency and throughput per batch, against batch 1."""
     has_cost = any(p.cost_per_million_tokens_usd is not None for p in report.points)
     cols = [("batch", "right"), ("TTFT", "right"), ("ITL", "right"), ("e2e", "right"),
             ("tok/s", "right"), ("x tput", "right"), ("x lat", "right")]
-    title = ("Latency and throughput per batch (calibrated from the measured tables)" if hw.measured is not None
-             else "Latency and throughput per batch (roofline)")
+    title = f"Latency and throughput per batch ({tables_origin(hw)})"
     t = compact_table(title, cols + ([("$/M tok", "right")] if has_cost else []))
     for p in report.points:
         cells = [str(p.batch), fmt_time(p.ttft_s), fmt_time(p.itl_s), fmt_time(p.e2e_s), fmt_rate(p.tokens_per_s),
@@ -110,6 +121,20 @@ def memory_table(report: ServingReport, hw: HardwareSpec, parallel=None) -> Tabl
                   fmt_bytes(m.activation_bytes), fmt_bytes(m.total_bytes),
                   "[green]yes[/]" if p.fits else "[red]no[/]")
     return t
+
+
+def engine_line(console: Console, report: ServingReport, hw: HardwareSpec, n_layer: int) -> None:
+    """The serving engine's share of each step, apart from the kernels (included in every time above)."""
+    e = hw.engine
+    if e is None:
+        return
+    per = ", ".join(f"batch {p.batch}: {fmt_time(p.engine_step_s)}" for p in report.points[:6])
+    console.print(
+        f"engine ({escape(e.name)}), included in every step above: {fmt_time(e.per_step_s)} per step + {n_layer} layers "
+        f"x {fmt_time(e.per_layer_s)} + batch x {fmt_time(e.per_request_s)} = {per}"
+        + (" ..." if len(report.points) > 6 else "") + " (the profile's engine: section)",
+        highlight=False, soft_wrap=False,
+    )
 
 
 def summary_footer(console: Console, report: ServingReport) -> None:
