@@ -79,7 +79,9 @@ def make_files(d: Path) -> None:
         "hw-binary.yaml": b"\x89PNG\r\n\x1a\n" + bytes(range(200)),
         "hw-nan.yaml": _sub(hw, "memory_bandwidth_gb_s", "memory_bandwidth_gb_s: .nan"),
         # a measured: table claiming 1e9 GFLOP/s of an A100's 312 TFLOP/s fp16 (issue 19)
-        "hw-impossible-table.yaml": hw + "measured:\n  device_name: x\n  torch_version: '0'\n  threads: 1\n"
+        "hw-impossible-table.yaml": "name: impossible\nkind: gpu\nmemory_gb: 80\nmemory_bandwidth_gb_s: 2039\n"
+                                    "peak_tflops: {fp16: 312}\n"
+                                    "measured:\n  device_name: x\n  torch_version: '0'\n  threads: 1\n"
                                     "  date: '2026-12-04'\n  overhead_us: {eager: 5}\n  tables:\n"
                                     "    matmul.fp16: {unit: GFLOP/s, m: [1], n: [4096], k: [4096], values: [[[1.0e+9]]]}\n",
         "hf-nan/config.json": json.dumps(HF_LLAMA)[:-1] + ', "hidden_size": NaN}',
@@ -305,7 +307,8 @@ def cases() -> list[Case]:
     # (2 x 28 heads x 30000^2 scores + 2 x 30000 x 3584 residual) x 2 B + 152064 x 4 B = 94.3 GiB > 80 GiB
     c.append(Case("simulate a 30k prompt whose activations cannot fit",
                   ("simulate", "-m", "qwen2-7b", "-r", "1", "-n", "3", "--prompt-len", "30000", "--gen-len", "16",
-                   "--no-chunked-prefill"), "activations of one step (94.3 GiB for a 30000-token prompt)"))
+                   "--no-chunked-prefill", "--attention", "unfused"),
+                  "activations of one step (94.3 GiB for a 30000-token prompt)"))
     c.append(Case("simulate a trace in ns read as seconds", ("simulate", "--trace", "trace-ns.csv"), "in ms or ns?"))
     c.append(Case("simulate --plot is a file", ("simulate", "-r", "5", "--plot", "protected.txt"), "--plot"))
     c.append(Case("plot --plot is a file", ("plot", "results.csv", "--plot", "protected.txt"), "not a folder"))

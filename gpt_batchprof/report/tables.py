@@ -101,11 +101,11 @@ def roofline_table(report: ServingReport, below_roofline: Sequence[str] = ()) ->
                   fmt_rate(p.roofline_tokens_per_s), fmt_ratio(p.roofline_tokens_per_s / p.tokens_per_s))
     if below_roofline or any(p.roofline_tokens_per_s < p.tokens_per_s for p in report.points):
         shown = f"e.g. {below_roofline[0]}" if below_roofline else ""
-        t.caption = ("WARNING: some calibrated times are below their roofline"
+        t.caption = ("note: some calibrated times are below their roofline"
                      + (f" ({escape(shown)}; every cause: below_roofline in --format json --per-op)" if shown else "")
                      + ": the measured tables beat this profile's ceilings (cache-resident data, tables from "
                      "another machine, or peaks set too low); the roofline is no bound for those operators")
-        t.caption_style = "bold red"
+        t.caption_style = "yellow"
         t.caption_justify = "left"
     return t
 
