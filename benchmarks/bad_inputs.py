@@ -274,6 +274,9 @@ def cases() -> list[Case]:
     s("--overwrite without -o", "--overwrite", "--overwrite")
     s("results file held by another sweep", "in use", "-o", "locked.csv", "--resume", hold_lock="locked.csv")
     s("results as .txt", ".csv or .jsonl", "-o", "protected.txt")
+    s("sweep an empty --model list", "--model: no values given", "-m", ",")
+    s("sweep an empty --op list", "--op: no values given", "--op", ", ,")
+    s("sweep an empty --phase list", "--phase: no values given", "--phase", ",")
     s("sweep --export is a directory", "is a directory", "-f", "csv", "--export", "emptydir")
     # plot
     p = lambda name, expect, *args: c.append(Case(name, ("plot",) + args + ("--plot", "plots"), expect))  # noqa: E731

@@ -143,16 +143,16 @@ def _apply_flags(spec, g, **flags):
         changes["workload"] = flags["workload"]
     models: tuple[str, ...] = ()
     if flags["model"]:
-        models += parse_name_list(flags["model"])
+        models += parse_name_list(flags["model"], "--model")
     if flags["d_model"]:
         models += tuple(f"d{d}" for d in parse_int_list(flags["d_model"], "--d-model"))
     if models:
         changes["models"] = models
     for key, opt in (("hardware", "hardware"), ("op", "ops"), ("dtype", "dtypes"), ("attention", "attentions")):
         if flags[key]:
-            changes[opt] = parse_name_list(flags[key])
+            changes[opt] = parse_name_list(flags[key], f"--{key}")
     if flags["phase"]:
-        phases = parse_name_list(flags["phase"])
+        phases = parse_name_list(flags["phase"], "--phase")
         changes["phases"] = ("prefill", "decode") if phases == ("both",) else phases
     if flags["batch"]:
         changes["batches"] = parse_int_list(flags["batch"], "--batch")
@@ -257,7 +257,7 @@ def _load_hw(row_hardware, names: Optional[str]):
     from gpt_batchprof.profiles import load_hardware
     from gpt_batchprof.lists import parse_name_list
 
-    wanted = parse_name_list(names) if names else tuple(dict.fromkeys(row_hardware))
+    wanted = parse_name_list(names, "--hardware") if names else tuple(dict.fromkeys(row_hardware))
     out = {}
     for n in wanted:
         try:
