@@ -287,3 +287,26 @@ def test_calibrate_raises_a_peak_its_own_tables_beat():
                       10e9, 1e-6, 16e9, 0)
     assert cal.to_hardware(measured=hw.measured).peak_flops_per_s == {"fp32": 23.19e9, "bf16": 2e9}
     assert cal.to_hardware().peak_flops_per_s == {"fp32": 0.9e9, "bf16": 2e9}
+
+
+def test_an_interrupted_sweep_keeps_an_earlier_export_and_plots(tmp_path, monkeypatch):
+    import dataclasses
+
+    from typer.testing import CliRunner
+
+    import gpt_batchprof.sweep.run as run
+    from gpt_batchprof.cli import app
+
+    real = run.run_sweep
+    monkeypatch.setattr(run, "run_sweep", lambda *a, **k: dataclasses.replace(real(*a, **k), interrupted=True))
+    (tmp_path / "s.json").write_text("a complete earlier export\n")
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "gpt-time.png").write_bytes(b"an earlier plot")
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(app, ["sweep", "-m", "gpt2", "-b", "1,2", "-s", "64", "--no-progress", "-f", "json",
+                                 "--export", "s.json", "--plot", "plots"])
+    assert r.exit_code == 130, r.output
+    assert (tmp_path / "s.json").read_text() == "a complete earlier export\n"
+    assert (tmp_path / "plots" / "gpt-time.png").read_bytes() == b"an earlier plot"
+    assert '"rows"' in (tmp_path / "s.partial.json").read_text()
+    assert (tmp_path / "plots.partial" / "gpt-time.png").exists()

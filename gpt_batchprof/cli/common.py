@@ -299,6 +299,16 @@ def output_for(output: Path | None, complete: bool) -> Path | None:
     return beside
 
 
+def folder_for(folder: Path | None, complete: bool) -> Path | None:
+    """:func:`output_for` for an output folder (``--plot``): an incomplete run's plots go to
+    ``FOLDER.partial`` when ``folder`` already holds files, so earlier plots are kept."""
+    if complete or folder is None or not folder.is_dir() or not any(folder.iterdir()):
+        return folder
+    beside = folder.with_name(folder.name + ".partial")
+    note(f"incomplete run: kept {folder} as it was; its plots go to {beside}", style="yellow")
+    return beside
+
+
 def run_keeping_partial(progress, run: Callable[[], Any], what: str) -> Any:
     """``run()`` under ``progress``; on Ctrl-C, the partial result the core attached to the
     KeyboardInterrupt (``.partial``, with ``.rows``), so finished rows are still reported."""

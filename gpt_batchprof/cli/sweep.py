@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from gpt_batchprof.cli.common import (
-    check_live_options, choice, console, err_console, guarded, note, output_for, show,
+    check_live_options, choice, console, err_console, folder_for, guarded, note, output_for, show,
 )
 
 ListOpt = Optional[str]
@@ -128,7 +128,7 @@ def sweep_cmd(
     if output is not None:
         note(f"{outcome.new} new point(s), {outcome.skipped} kept from {output}; {outcome.elapsed_s:.2f} s")
     if plot is not None and outcome.rows:
-        _plot(outcome.rows, plot, grid.hardware)
+        _plot(outcome.rows, folder_for(plot, not outcome.interrupted), grid.hardware)  # never over full plots
     if outcome.interrupted:
         note(f"interrupted: {len(outcome.rows)} of {len(grid)} points done"
              + (f", kept in {output} (--resume to finish)" if output else ""), style="yellow")
