@@ -9,7 +9,7 @@ import typer
 
 from gpt_batchprof.cli.common import (
     AttentionOpt, DtypeOpt, EpOpt, FormatOpt, HardwareOpt, KvDtypeOpt, LaunchOpt, MicroBatchesOpt, ModelOpt, PpOpt,
-    MAX_REQUESTS, TpOpt, WeightDtypeOpt, choice, err_console, guarded, load_hardware_or_auto, parallel_of,
+    MAX_REQUESTS, TpOpt, WeightDtypeOpt, choice, folder_for, err_console, guarded, load_hardware_or_auto, parallel_of,
     render,
 )
 
@@ -173,7 +173,7 @@ def _single(m, hw, workload, cfg, slo, fmt, output, plot, progress) -> None:
         from gpt_batchprof.simulate.metrics import slo_percentiles
 
         _plot([LoadPoint(workload.rate_rps or res.summary.throughput_rps, res, *slo_percentiles(res.records, slo))],
-              plot, m, hw)
+              folder_for(plot, not res.interrupted), m, hw)  # an interrupted run's plot never over earlier ones
     if res.interrupted:
         raise typer.Exit(130)
 
