@@ -225,7 +225,7 @@ def cases() -> list[Case]:
     c.append(Case("stdout is /dev/full", ("analyze",), "no space", process=True,
                   shell="{cli} analyze -f json >/dev/full"))
     for cmd in ("analyze -f json", "analyze", "sweep -m gpt2 -b 1,2 -s 64 --no-progress -f json",
-                "simulate -n 20 -r 5 -f json", "profiles list"):  # fd 1 closed before we start
+                "simulate -n 20 -r 5 -f json", "profiles list", "analyze --help", "--version"):  # fd 1 closed
         c.append(Case(f"{cmd} with stdout closed (>&-)", (cmd.split()[0],), "stdout: closed", process=True,
                       shell="{cli} " + cmd + " >&-"))
     # bench / calibrate: all refused during validation, before torch times anything

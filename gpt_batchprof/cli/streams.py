@@ -12,7 +12,7 @@ every closed pipe does: one line, exit 2. Files written with ``-o`` stay UTF-8.
 from __future__ import annotations
 
 import codecs
-import errno
+import io
 import sys
 import unicodedata
 
@@ -64,11 +64,17 @@ class ClosedStdout:
 
     encoding = "utf-8"
     errors = "strict"
+    attempted = False  # set once something tried to print: the run then ends as a broken pipe
+
+    def __init__(self, fd: int | None = None):
+        self._fd = fd  # /dev/null put on fd 1, for libraries that redirect a broken stdout by its fd
 
     def write(self, text: str) -> int:
         if not text:
             return 0
-        raise BrokenPipeError(errno.EPIPE, "stdout is closed")
+        ClosedStdout.attempted = True
+        # no errno: click swallows an EPIPE OSError into a silent exit 1; this one reaches our handlers
+        raise BrokenPipeError("stdout is closed")
 
     def flush(self) -> None:
         pass
@@ -77,7 +83,9 @@ class ClosedStdout:
         return False
 
     def fileno(self) -> int:
-        raise ValueError("stdout is closed")
+        if self._fd is None:
+            raise io.UnsupportedOperation("stdout is closed")  # what an in-memory stream says
+        return self._fd
 
 
 def can_show(stream: object, text: str = "µ≤×─█") -> bool:
@@ -89,10 +97,25 @@ def can_show(stream: object, text: str = "µ≤×─█") -> bool:
     return True
 
 
+def _devnull_on_fd1() -> int | None:
+    """Put /dev/null on the closed fd 1 (so nothing else opened later lands there and gets our
+    output); None where that cannot be done."""
+    import os
+
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        if fd != 1:
+            os.dup2(fd, 1)
+            os.close(fd)
+        return 1
+    except OSError:
+        return None
+
+
 def prepare_streams() -> None:
     """Make stdout and stderr safe for every command (see the module's docstring)."""
     if sys.stdout is None:
-        sys.stdout = ClosedStdout()  # type: ignore[assignment]
+        sys.stdout = ClosedStdout(_devnull_on_fd1())  # type: ignore[assignment]
     for stream in (sys.stdout, sys.stderr):
         if stream is None or can_show(stream):
             continue
