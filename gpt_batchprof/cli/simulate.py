@@ -9,7 +9,7 @@ import typer
 
 from gpt_batchprof.cli.common import (
     AttentionOpt, DtypeOpt, EpOpt, FormatOpt, HardwareOpt, KvDtypeOpt, LaunchOpt, MicroBatchesOpt, ModelOpt, PpOpt,
-    TpOpt, WeightDtypeOpt, choice, err_console, guarded, load_hardware_or_auto, parallel_of,
+    MAX_REQUESTS, TpOpt, WeightDtypeOpt, choice, folder_for, err_console, guarded, load_hardware_or_auto, parallel_of,
     render,
 )
 
@@ -80,6 +80,9 @@ def simulate_cmd(
                        block_size=block_size, dtypes=Dtypes.of(dtype, weight_dtype, kv_dtype), attention=attention,
                        launch=launch, parallel=parallel_of(tp, pp, ep, micro_batches))
     rates = parse_float_list(rate, "--rate", rate_points) if rate is not None else None
+    if duration is not None and rates and max(rates) * duration > MAX_REQUESTS:  # the --requests ceiling, by time
+        raise BatchprofError(f"--rate {max(rates):g} x --duration {duration:g} s: about "
+                             f"{max(rates) * duration:.3g} requests, at most {MAX_REQUESTS} (see --requests)")
     if find_max_rate and concurrency is not None:
         raise BatchprofError("--find-max-rate searches over Poisson rates; drop --concurrency")
     if find_max_rate and rates is not None and len(rates) > 1:
@@ -87,7 +90,7 @@ def simulate_cmd(
     workload = Workload(prompt=parse_lengths(prompt_len, "--prompt-len"), gen=parse_lengths(gen_len, "--gen-len"),
                         rate_rps=(rates[0] if rates else (1.0 if find_max_rate else None)),
                         concurrency=concurrency, requests=requests, duration_s=duration,
-                        trace=read_trace(trace) if trace is not None else None, seed=seed)
+                        trace=_trace(trace) if trace is not None else None, seed=seed)
     m, hw = load_model(model), load_hardware_or_auto(hardware)
     import dataclasses
 
@@ -102,6 +105,17 @@ def simulate_cmd(
         _single(m, hw, workload, cfg, slo, fmt, output, plot, progress)
 
 
+def _trace(path: Path):
+    """The trace's requests, arrivals rebased to the first one when they are absolute timestamps."""
+    from gpt_batchprof.simulate.workload import read_trace, rebase_trace
+
+    reqs, shift = rebase_trace(read_trace(path), str(path))
+    if shift:
+        err_console.print(f"{path}: arrivals start at {shift:.10g} s (absolute timestamps?); "
+                          "rebased to the first one, so steps resolve to 1 ns", style="dim", highlight=False, soft_wrap=True)
+    return reqs
+
+
 class _Streams:
     """-o: per-request rows appended as requests finish (with the rate of the run)."""
 
@@ -112,7 +126,8 @@ class _Streams:
             from gpt_batchprof.simulate import REQUEST_COLUMNS
             from gpt_batchprof.sweep.store import StreamWriter
 
-            self.writer = StreamWriter(path, columns=REQUEST_COLUMNS)
+            self.writer = StreamWriter(path, columns=REQUEST_COLUMNS,  # simulate has no --resume / --overwrite
+                                       existing_hint="choose another -o, or remove it to start again")
 
     def __call__(self, slo, record) -> None:
         if self.writer is not None:
@@ -158,7 +173,7 @@ def _single(m, hw, workload, cfg, slo, fmt, output, plot, progress) -> None:
         from gpt_batchprof.simulate.metrics import slo_percentiles
 
         _plot([LoadPoint(workload.rate_rps or res.summary.throughput_rps, res, *slo_percentiles(res.records, slo))],
-              plot, m, hw)
+              folder_for(plot, not res.interrupted), m, hw)  # an interrupted run's plot never over earlier ones
     if res.interrupted:
         raise typer.Exit(130)
 
