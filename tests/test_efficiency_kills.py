@@ -37,6 +37,11 @@ def test_kernel_table_maps_every_operator_kind_to_its_table_and_coordinates():
         ("attn_decode", (4, 300, 4.0, 64)), ("sdpa_decode", (16, 300, 64)))
     assert kernel_tables(cost("attn_fused", m=100, n=100, k=64, batch=2, heads=8)) == (
         ("attn_prefill", (16, 100, 1.0, 64)), ("sdpa_prefill", (16, 100, 64)))  # kv_heads 0 -> heads (MHA)
+    # a chunk of 5 queries over 575 keys does 5 x 570 + 15 = 2865 pairs per head: the square causal prefill
+    # doing as many is sqrt(2 x 2865) = 75.7 long (SDPA's table keeps the query length)
+    chunk = kernel_tables(cost("attn_fused", m=5, n=575, k=128, batch=1, heads=32, kv_heads=8))
+    assert chunk[0][0] == "attn_prefill" and chunk[0][1] == pytest.approx((8, 75.6968, 4.0, 128), rel=1e-5)
+    assert chunk[1] == ("sdpa_prefill", (32, 5, 128))
     assert kernel_tables(cost("attn_fused", m=1, n=300, k=64, batch=3)) == (
         ("attn_decode", (3, 300, 1.0, 64)), ("sdpa_decode", (3, 300, 64)))  # heads 0 -> 1
     # a grouped expert GEMM: the fused-MoE table (rows per expert, elements of one expert matrix), then bmm

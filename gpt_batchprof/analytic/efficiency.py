@@ -275,7 +275,11 @@ def kernel_tables(cost: OpCost) -> tuple[tuple[str, tuple[float, ...]], ...]:
         gqa = (s.heads or 1) / (s.kv_heads or s.heads or 1)
         if s.m == 1:
             return ("attn_decode", (kvh, s.n, gqa, s.k)), ("sdpa_decode", (bh, s.n, s.k))
-        return ("attn_prefill", (kvh, s.m, gqa, s.k)), ("sdpa_prefill", (bh, s.m, s.k))
+        # a chunk of q new queries over n keys (chunked prefill, a speculative verify): read the square
+        # causal prefill doing as many query-key pairs, sqrt(2 x pairs) long, not the q-long one
+        pairs = s.m * (s.n - s.m) + s.m * (s.m + 1) / 2
+        length = s.m if s.n <= s.m else math.sqrt(2 * pairs)
+        return ("attn_prefill", (kvh, length, gqa, s.k)), ("sdpa_prefill", (bh, s.m, s.k))
     if cost.op == "attn_softmax":
         return (("softmax", (cost.bytes / per,)),)
     if cost.op == "norm":
