@@ -28,7 +28,12 @@ def simulate_cmd(
     duration: Annotated[Optional[float], Opt("--duration", help="Send requests for this many seconds of simulated time (then drain).")] = None,
     prompt_len: Annotated[str, Opt("--prompt-len", help="Prompt tokens: fixed (512) or uniform over a range (128..2048).")] = "512",
     gen_len: Annotated[str, Opt("--gen-len", help="Output tokens: fixed (128) or uniform over a range (16..512).")] = "128",
-    trace: Annotated[Optional[Path], Opt("--trace", help="CSV or JSONL with columns arrival_s, prompt_len, gen_len; with --rate or --concurrency only its lengths are used.")] = None,
+    trace: Annotated[Optional[Path], Opt("--trace", help="CSV or JSONL with columns arrival_s, prompt_len, gen_len, or a published trace as released: Azure LLM inference CSV, BurstGPT CSV, Mooncake JSONL (its hash_ids feed --prefix-caching); with --rate or --concurrency only its lengths are used.")] = None,
+    time_scale: Annotated[Optional[float], Opt("--time-scale", help="Multiply the trace's arrival times by this (0.5: the same trace twice as fast).")] = None,
+    trace_rate: Annotated[Optional[float], Opt("--trace-rate", help="Rescale the trace's arrival times to this mean rate, requests/s (its bursts kept).")] = None,
+    prefix_caching: Annotated[bool, Opt("--prefix-caching/--no-prefix-caching", help="Keep the KV blocks of prompt prefixes for later requests (LRU, inside the KV cache); prefill computes only the uncached tokens.")] = False,
+    shared_prefix_len: Annotated[int, Opt("--shared-prefix-len", help="Synthetic shared system prompt: the first this many tokens of every prompt are one of --prefix-groups prefixes.")] = 0,
+    prefix_groups: Annotated[int, Opt("--prefix-groups", help="Distinct shared prefixes; each request draws one uniformly.")] = 1,
     scheduler: Annotated[str, Opt("--scheduler", help="continuous (iteration-level batching) or static (whole batches).")] = "continuous",
     max_batch: Annotated[int, Opt("--max-batch", help="Most sequences in a step (a static batch).")] = 256,
     max_tokens: Annotated[Optional[int], Opt("--max-tokens-per-step", help="Most tokens in one step, prefill chunks and decode tokens together (default 2048; without chunked prefill at least the longest prompt).")] = None,
@@ -65,7 +70,7 @@ def simulate_cmd(
     from gpt_batchprof.lists import parse_float_list
     from gpt_batchprof.profiles import load_model
     from gpt_batchprof.report.export import FORMATS
-    from gpt_batchprof.simulate import ServerConfig, Slo, Workload, parse_duration, parse_lengths, read_trace
+    from gpt_batchprof.simulate import ServerConfig, Slo, Workload, parse_duration, parse_lengths
 
     choice(fmt, FORMATS, "--format")
     choice(attention, ATTENTION_MODES, "--attention")
@@ -78,16 +83,19 @@ def simulate_cmd(
     cfg = ServerConfig(scheduler=scheduler, max_batch=max_batch, max_tokens_per_step=max_tokens,
                        chunked_prefill=chunked, batch_timeout_s=parse_duration(batch_timeout, "--batch-timeout"),
                        block_size=block_size, dtypes=Dtypes.of(dtype, weight_dtype, kv_dtype), attention=attention,
-                       launch=launch, parallel=parallel_of(tp, pp, ep, micro_batches))
+                       launch=launch, parallel=parallel_of(tp, pp, ep, micro_batches), prefix_caching=prefix_caching)
     rates = parse_float_list(rate, "--rate", rate_points) if rate is not None else None
     if find_max_rate and concurrency is not None:
         raise BatchprofError("--find-max-rate searches over Poisson rates; drop --concurrency")
     if find_max_rate and rates is not None and len(rates) > 1:
         raise BatchprofError("--find-max-rate searches the rate itself; give no --rate range")
+    tr = _trace(trace, time_scale, trace_rate, requests, replay=rates is None and concurrency is None
+                and not find_max_rate)
     workload = Workload(prompt=parse_lengths(prompt_len, "--prompt-len"), gen=parse_lengths(gen_len, "--gen-len"),
                         rate_rps=(rates[0] if rates else (1.0 if find_max_rate else None)),
                         concurrency=concurrency, requests=requests, duration_s=duration,
-                        trace=read_trace(trace) if trace is not None else None, seed=seed)
+                        trace=tr.requests if tr is not None else None, seed=seed,
+                        shared_prefix_len=shared_prefix_len, prefix_groups=prefix_groups)
     m, hw = load_model(model), load_hardware_or_auto(hardware)
     if find_max_rate:
         _search(m, hw, workload, cfg, slo, fmt, output, plot, progress)
@@ -95,6 +103,41 @@ def simulate_cmd(
         _sweep(m, hw, workload, cfg, slo, rates, fmt, output, plot, progress)
     else:
         _single(m, hw, workload, cfg, slo, fmt, output, plot, progress)
+
+
+def _trace(path: Optional[Path], time_scale: Optional[float], trace_rate: Optional[float], requests: Optional[int],
+           replay: bool):
+    """The trace file, rescaled; notes on what is left out or cut short go to stderr."""
+    from gpt_batchprof.errors import BatchprofError
+    from gpt_batchprof.simulate import load_trace
+
+    if path is None:
+        if time_scale is not None or trace_rate is not None:
+            raise BatchprofError(f"{'--time-scale' if time_scale is not None else '--trace-rate'} rescales a "
+                                 "trace's arrivals; give --trace FILE")
+        return None
+    if time_scale is not None and trace_rate is not None:
+        raise BatchprofError("give --time-scale or --trace-rate, not both")
+    if (time_scale is not None or trace_rate is not None) and not replay:
+        raise BatchprofError("--time-scale and --trace-rate rescale the trace's own arrivals; with --rate, "
+                             "--concurrency or --find-max-rate only its lengths are used")
+    if trace_rate is not None and not (trace_rate > 0 and trace_rate < float("inf")):
+        raise BatchprofError(f"--trace-rate must be a finite number > 0, got {trace_rate:g}")
+    tr = load_trace(path, 1.0 if time_scale is None else time_scale)
+    if trace_rate is not None:
+        import math
+
+        if math.isnan(tr.rate_rps):
+            raise BatchprofError(f"{path}: every request arrives at the same time; --trace-rate cannot rescale it")
+        tr = load_trace(path, tr.rate_rps / trace_rate)
+    if tr.skipped:
+        err_console.print(f"note: {path}: {tr.skipped} failed request(s) (0 response tokens) left out",
+                          style="yellow", highlight=False, soft_wrap=True)
+    if replay and requests is not None and requests > len(tr.requests):
+        err_console.print(f"note: the trace has {len(tr.requests)} request(s); replaying {len(tr.requests)}, "
+                          f"not {requests} (give --rate or --concurrency to cycle its lengths)",
+                          style="yellow", highlight=False, soft_wrap=True)
+    return tr
 
 
 class _Streams:

@@ -29,7 +29,15 @@ def settings_dict(model, hw, res: SimResult) -> dict[str, Any]:
         "prediction": hw.prediction,
         "slo_ttft_s": slo.ttft_s, "slo_itl_s": slo.itl_s, "slo_percentile": slo.percentile,
         "steps": res.steps, "interrupted": res.interrupted,
+        "prefix_caching": c.prefix_caching, "shared_prefix_len": w.shared_prefix_len,
+        "prefix_groups": w.prefix_groups if w.shared_prefix_len else None,
     } | c.parallel.to_dict()
+
+
+def prefix_dict(res: SimResult) -> dict[str, Any]:
+    """What the prefix cache saved (with --prefix-caching): token counts and the hit rate."""
+    return {"hit_rate": res.prefix_hit_rate, "prompt_tokens": res.prompt_tokens,
+            "hit_tokens": res.prefix_hit_tokens, "prefill_tokens_computed": res.prefill_tokens}
 
 
 def request_rows(res: SimResult) -> list[dict[str, Any]]:
@@ -37,12 +45,14 @@ def request_rows(res: SimResult) -> list[dict[str, Any]]:
 
 
 def point_row(p: LoadPoint) -> dict[str, Any]:
+    extra = {"prefix_hit_rate": p.result.prefix_hit_rate} if p.result.config.prefix_caching else {}
     return {"rate_rps": p.rate_rps, "meets_slo": p.meets, "ttft_s_at_slo_percentile": p.ttft_at_percentile_s,
-            "itl_s_at_slo_percentile": p.itl_at_percentile_s} | asdict(p.result.summary)
+            "itl_s_at_slo_percentile": p.itl_at_percentile_s} | asdict(p.result.summary) | extra
 
 
 def single_json(model, hw, res: SimResult) -> dict[str, Any]:
-    return {"settings": settings_dict(model, hw, res), "summary": asdict(res.summary),
+    extra = {"prefix_cache": prefix_dict(res)} if res.config.prefix_caching else {}
+    return {"settings": settings_dict(model, hw, res), "summary": asdict(res.summary), **extra,
             "requests": request_rows(res)}
 
 
@@ -53,7 +63,8 @@ def sweep_json(model, hw, points: Sequence[LoadPoint]) -> dict[str, Any]:
 
 def search_json(model, hw, search: RateSearch) -> dict[str, Any]:
     out = single_json(model, hw, search.best.result)
-    return {"settings": out["settings"], "max_rate_rps": search.max_rate_rps, "summary": out["summary"],
+    extra = {"prefix_cache": out["prefix_cache"]} if "prefix_cache" in out else {}
+    return {"settings": out["settings"], "max_rate_rps": search.max_rate_rps, "summary": out["summary"], **extra,
             "search": [point_row(p) for p in search.points], "requests": out["requests"]}
 
 
@@ -109,6 +120,9 @@ def figures(out: Console, res: SimResult) -> None:
               f"goodput {fmt_rate(s.goodput_rps)} req/s meeting {_slo_text(res)}", highlight=False)
     out.print(f"mean batch {s.mean_batch:.1f} sequences; KV cache {fmt_pct(s.kv_utilisation)} used on average; "
               f"{s.preemptions} preemption(s)", highlight=False)
+    if res.config.prefix_caching:
+        out.print(f"prefix cache: {fmt_pct(res.prefix_hit_rate)} of {res.prompt_tokens:,} prompt tokens found cached; "
+                  f"{res.prefill_tokens:,} prompt tokens computed", highlight=False)
 
 
 def print_single(out: Console, model, hw, res: SimResult) -> None:

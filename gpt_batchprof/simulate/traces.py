@@ -1,0 +1,214 @@
+"""Request traces as they are published, read into :class:`Request` tuples.
+
+One reader per format, picked by the file's columns (CSV) or keys (JSON Lines):
+
+- ``native`` (CSV or JSONL): ``arrival_s`` (seconds), ``prompt_len``, ``gen_len``.
+- ``azure`` (Azure LLM inference traces 2023/2024, CSV): ``TIMESTAMP`` (a date and time,
+  ``2023-11-16 18:15:46.6805900`` or ``2024-05-10 00:00:00.009930+00:00``),
+  ``ContextTokens``, ``GeneratedTokens``.
+- ``burstgpt`` (BurstGPT, CSV): ``Timestamp`` (seconds), ``Request tokens``,
+  ``Response tokens`` (and ``Model``, ``Total tokens``, ``Log Type``, not used). Failed
+  requests are published with 0 response tokens: they are skipped and counted.
+- ``mooncake`` (Mooncake / FAST'25, JSONL): ``timestamp`` (milliseconds),
+  ``input_length``, ``output_length``, and ``hash_ids``: one key per 512-token block of the
+  prompt, equal keys meaning equal blocks (what prefix caching reuses).
+
+The public formats' times are shifted so that the first request arrives at 0. A file saved
+with a byte-order mark (as spreadsheet programs do) reads like one without. Every bad row is
+refused with its line number. Arrivals beyond ``MAX_ARRIVAL_S`` (about 3 years) are refused:
+such a time is a unit mistake, and would turn every rate into a meaningless 1e-300.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from gpt_batchprof.errors import BatchprofError
+from gpt_batchprof.simulate.workload import Request
+
+TRACE_COLUMNS = ("arrival_s", "prompt_len", "gen_len")
+MOONCAKE_BLOCK_TOKENS = 512  # tokens behind one of Mooncake's hash_ids
+MAX_ARRIVAL_S = 1e8  # ~3.2 years
+
+
+@dataclass(frozen=True, slots=True)
+class Format:
+    name: str
+    columns: tuple[str, str, str]  # arrival, prompt, output
+    time: str  # how the arrival column reads: seconds, milliseconds or datetime
+    shift: bool  # first arrival at 0
+
+
+FORMATS = (
+    Format("native", TRACE_COLUMNS, "seconds", False),
+    Format("azure", ("TIMESTAMP", "ContextTokens", "GeneratedTokens"), "datetime", True),
+    Format("burstgpt", ("Timestamp", "Request tokens", "Response tokens"), "seconds", True),
+    Format("mooncake", ("timestamp", "input_length", "output_length"), "milliseconds", True),
+)
+_CSV_FORMATS = FORMATS[:3]
+_JSONL_FORMATS = (FORMATS[0], FORMATS[3])
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    requests: tuple[Request, ...]  # sorted by arrival
+    format: str
+    skipped: int = 0  # rows left out (BurstGPT's failed requests)
+    time_scale: float = 1.0  # arrivals as read x this
+
+    @property
+    def span_s(self) -> float:
+        return self.requests[-1].arrival_s - self.requests[0].arrival_s
+
+    @property
+    def rate_rps(self) -> float:
+        """The trace's own mean arrival rate (NaN when all arrive at once)."""
+        return (len(self.requests) - 1) / self.span_s if self.span_s > 0 else math.nan
+
+
+_DATETIME = re.compile(r"\s*(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?"
+                       r"\s*(Z|[+-]\d{2}:?\d{2})?\s*")
+
+
+def _datetime_s(raw: str) -> float:
+    """Seconds since the epoch of an Azure TIMESTAMP (any number of fractional digits)."""
+    m = _DATETIME.fullmatch(raw)
+    if not m:
+        return float(raw)  # a plain number of seconds also reads
+    y, mo, d, h, mi, s = (int(g) for g in m.groups()[:6])
+    tz = timezone.utc
+    if m.group(8) and m.group(8) != "Z":
+        off = m.group(8).replace(":", "")
+        sign = -1 if off[0] == "-" else 1
+        tz = timezone(sign * timedelta(hours=int(off[1:3]), minutes=int(off[3:5])))
+    base = datetime(y, mo, d, h, mi, s, tzinfo=tz).timestamp()
+    frac = m.group(7)
+    return base + (int(frac) / 10 ** len(frac) if frac else 0.0)
+
+
+def _arrival(raw: object, fmt: Format, where: str) -> float:
+    col = fmt.columns[0]
+    try:
+        if isinstance(raw, bool) or raw is None:
+            raise ValueError
+        value = _datetime_s(str(raw)) if fmt.time == "datetime" else float(raw)
+    except (TypeError, ValueError, OverflowError):
+        kind = "a date and time" if fmt.time == "datetime" else "a number"
+        raise BatchprofError(f"{where}: {col} '{raw}' is not {kind}") from None
+    if fmt.time == "milliseconds":
+        value /= 1e3
+    if not math.isfinite(value) or (value < 0 and fmt.time != "datetime"):
+        raise BatchprofError(f"{where}: {col} must be a finite time >= 0, got {raw}")
+    if fmt.time != "datetime" and value > MAX_ARRIVAL_S:
+        raise BatchprofError(f"{where}: {col} {raw} is beyond {MAX_ARRIVAL_S:g} s (3 years): "
+                             f"is the column in {'milliseconds' if fmt.time == 'milliseconds' else 'seconds'}?")
+    return value
+
+
+def _count(raw: object, column: str, where: str, least: int = 1) -> int:
+    try:
+        if isinstance(raw, bool) or raw is None or (isinstance(raw, float) and not raw.is_integer()):
+            raise ValueError
+        value = int(raw) if isinstance(raw, (int, float)) else int(str(raw).strip())
+    except (TypeError, ValueError, OverflowError):
+        raise BatchprofError(f"{where}: {column} '{raw}' is not an integer") from None
+    if value < least:
+        raise BatchprofError(f"{where}: {column} must be >= {least}, got {raw}")
+    return value
+
+
+def _prefix(raw: object, where: str) -> tuple[int, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(k, int) and not isinstance(k, bool) for k in raw):
+        raise BatchprofError(f"{where}: hash_ids must be a list of integers")
+    return tuple(raw)
+
+
+def _pick(names: list[str], formats: tuple[Format, ...], where: str, column: str) -> Format:
+    """The format whose columns ``names`` has; else name what is missing from the closest one."""
+    for f in formats:
+        if all(c in names for c in f.columns):
+            return f
+    near = max(formats, key=lambda f: sum(c in names for c in f.columns))  # ties: the native format
+    missing = ", ".join(repr(c) for c in near.columns if c not in names)
+    known = "; ".join(f"{f.name}: {', '.join(f.columns)}" for f in formats)
+    raise BatchprofError(f"{where}: missing {column}{missing} (a trace has the columns of one format: {known})")
+
+
+def load_trace(path: Path, time_scale: float = 1.0) -> Trace:
+    """Requests of a trace file in any of :data:`FORMATS`, arrivals x ``time_scale``, sorted
+    by arrival (stable)."""
+    path = Path(path)
+    if not (math.isfinite(time_scale) and time_scale > 0):
+        raise BatchprofError(f"--time-scale must be a finite number > 0, got {time_scale:g}")
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".jsonl"):
+        raise BatchprofError(f"{path}: a trace must be .csv or .jsonl (got '{suffix or 'no extension'}')")
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark, if any, is dropped
+    except (OSError, UnicodeDecodeError) as e:
+        raise BatchprofError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
+    rows: list[tuple[str, dict]] = []
+    if suffix == ".csv":
+        reader = csv.DictReader(text.splitlines())
+        names = [n.strip() for n in (reader.fieldnames or ())]
+        reader.fieldnames = names
+        fmt = _pick(names, _CSV_FORMATS, str(path), "column ")
+        rows = [(f"{path} line {i}", r) for i, r in enumerate(reader, 2)]
+    else:
+        fmt = None
+        for i, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            where = f"{path} line {i}"
+            try:
+                obj = json.loads(line)
+            except (json.JSONDecodeError, RecursionError):
+                raise BatchprofError(f"{where}: not JSON") from None
+            if not isinstance(obj, dict):
+                raise BatchprofError(f"{where}: expected an object with {', '.join(TRACE_COLUMNS)}")
+            if fmt is None:
+                fmt = _pick(list(obj), _JSONL_FORMATS, where, "")
+            missing = [c for c in fmt.columns if c not in obj]
+            if missing:
+                raise BatchprofError(f"{where}: missing {', '.join(repr(c) for c in missing)}")
+            rows.append((where, obj))
+    if not rows:
+        raise BatchprofError(f"{path}: no requests in the trace")
+    a_col, p_col, g_col = fmt.columns
+    reqs, skipped = [], 0
+    for where, r in rows:
+        t = _arrival(r.get(a_col), fmt, where)
+        p = _count(r.get(p_col), p_col, where)
+        if fmt.name == "burstgpt":
+            g = _count(r.get(g_col), g_col, where, least=0)
+            if g == 0:  # a failed request, as BurstGPT publishes them
+                skipped += 1
+                continue
+        else:
+            g = _count(r.get(g_col), g_col, where)
+        prefix = _prefix(r.get("hash_ids"), where) if fmt.name == "mooncake" else ()
+        reqs.append(Request(t, p, g, prefix, MOONCAKE_BLOCK_TOKENS if prefix else 0))
+    if not reqs:
+        raise BatchprofError(f"{path}: no requests in the trace ({skipped} failed request(s) skipped)")
+    reqs.sort(key=lambda q: q.arrival_s)
+    t0 = reqs[0].arrival_s if fmt.shift else 0.0
+    if fmt.time == "datetime" and reqs[-1].arrival_s - t0 > MAX_ARRIVAL_S:
+        raise BatchprofError(f"{path}: the trace spans {reqs[-1].arrival_s - t0:.3g} s, beyond {MAX_ARRIVAL_S:g} s "
+                             "(3 years)")
+    if t0 or time_scale != 1.0:
+        reqs = [Request((q.arrival_s - t0) * time_scale, q.prompt_len, q.gen_len, q.prefix, q.prefix_tokens)
+                for q in reqs]
+    return Trace(tuple(reqs), fmt.name, skipped, time_scale)
+
+
+def read_trace(path: Path, time_scale: float = 1.0) -> tuple[Request, ...]:
+    """Requests of a trace, sorted by arrival (see :func:`load_trace`)."""
+    return load_trace(path, time_scale).requests

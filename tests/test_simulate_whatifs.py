@@ -1,0 +1,213 @@
+"""`simulate` what-ifs: published trace formats, prefix caching, and the bad-input edges of
+the trace and rate options, against numbers counted by hand."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from gpt_batchprof.cli import app
+from gpt_batchprof.errors import BatchprofError
+from gpt_batchprof.profiles import hardware_from_mapping, load_hardware, load_model, model_from_mapping
+from gpt_batchprof.simulate import Lengths, Request, ServerConfig, Workload, load_trace, read_trace, simulate
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def llama():
+    return load_model("llama-2-7b"), load_hardware("a100-80gb")
+
+
+@pytest.fixture(scope="module")
+def small():
+    m = model_from_mapping({"name": "wide", "n_layer": 2, "d_model": 2048, "n_head": 16, "n_kv_head": 16,
+                            "d_ff": 8192, "ffn": "gelu", "vocab_size": 1000, "max_seq_len": 512}, "test")
+    return m
+
+
+def tight_gpu(m, blocks: int, block_size: int):
+    """A device whose memory holds the weights and exactly ``blocks`` KV blocks."""
+    mem = m.weight_bytes("fp16", "fp16") + blocks * block_size * m.kv_bytes_per_token("fp16")
+    return hardware_from_mapping({"name": "tight", "kind": "gpu", "memory_gb": mem / 1e9,
+                                  "memory_bandwidth_gb_s": 1, "peak_tflops": {"fp16": 1000}}, "test")
+
+
+# --------------------------------------------------------------------------- trace formats
+
+
+def test_azure_trace_timestamps_are_seconds_from_the_first(tmp_path):
+    """Azure 2023 (7 fractional digits) and 2024 (UTC offset) timestamps; rows out of order."""
+    p = tmp_path / "AzureLLMInferenceTrace_code.csv"
+    p.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n"
+                 "2023-11-16 18:15:50.9951690,396,109\n"
+                 "2023-11-16 18:15:46.6805900,374,44\n"
+                 "2023-11-16 18:16:46.6805900,879,17\n")
+    t = load_trace(p)
+    assert t.format == "azure"
+    assert [(r.prompt_len, r.gen_len) for r in t.requests] == [(374, 44), (396, 109), (879, 17)]
+    assert [r.arrival_s for r in t.requests] == pytest.approx([0.0, 4.314579, 60.0], abs=1e-6)  # float seconds since 1970: ~0.2 us steps
+    p24 = tmp_path / "AzureLLMInferenceTrace_conv_1week.csv"
+    p24.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n"
+                   "2024-05-10 00:00:00.009930+00:00,1000,10\n2024-05-10 02:00:01.5+02:00,20,5\n")
+    # 02:00:01.5+02:00 is 00:00:01.5 UTC: 1.49007 s after the first
+    assert [r.arrival_s for r in read_trace(p24)] == pytest.approx([0.0, 1.49007], abs=1e-6)
+
+
+def test_burstgpt_skips_failed_requests(tmp_path):
+    p = tmp_path / "BurstGPT_1.csv"
+    p.write_text("Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+                 "5,ChatGPT,472,18,490,Conversation log\n"
+                 "45,ChatGPT,1087,0,1087,Conversation log\n"
+                 "118,GPT-4,417,276,693,API log\n")
+    t = load_trace(p)
+    assert t.format == "burstgpt" and t.skipped == 1
+    assert t.requests == (Request(0.0, 472, 18), Request(113.0, 417, 276))
+
+
+def test_mooncake_times_in_ms_and_hash_ids(tmp_path):
+    p = tmp_path / "mooncake_trace.jsonl"
+    p.write_text('{"timestamp": 0, "input_length": 6755, "output_length": 500, "hash_ids": [0, 1]}\n'
+                 '{"timestamp": 3052, "input_length": 2287, "output_length": 316, "hash_ids": [0, 42]}\n')
+    t = load_trace(p)
+    assert t.format == "mooncake"
+    assert t.requests == (Request(0.0, 6755, 500, (0, 1), 512), Request(3.052, 2287, 316, (0, 42), 512))
+
+
+def test_time_scale_and_the_trace_rate(tmp_path):
+    """Arrivals at 0, 1, 4 s: mean rate (3 - 1) / 4 = 0.5 req/s; --time-scale 0.5 halves the
+    times (1 req/s); --trace-rate 2 scales them by 0.5 / 2 = 0.25."""
+    p = tmp_path / "t.csv"
+    p.write_text("arrival_s,prompt_len,gen_len\n0,8,2\n1,8,2\n4,8,2\n")
+    assert load_trace(p).rate_rps == 0.5
+    assert [r.arrival_s for r in read_trace(p, 0.5)] == [0.0, 0.5, 2.0]
+    r = runner.invoke(app, ["simulate", "-m", "gpt2", "--trace", str(p), "--trace-rate", "2", "-f", "json"])
+    assert r.exit_code == 0, r.output
+    assert [q["arrival_s"] for q in json.loads(r.stdout)["requests"]] == [0.0, 0.25, 1.0]
+
+
+def test_byte_order_mark_is_read(tmp_path):
+    p = tmp_path / "excel.csv"
+    p.write_bytes(b"\xef\xbb\xbfarrival_s,prompt_len,gen_len\r\n0,100,10\r\n")
+    assert read_trace(p) == (Request(0.0, 100, 10),)
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("far.csv", "arrival_s,prompt_len,gen_len\n0,8,2\n1e300,8,2\n", "line 3: arrival_s 1e300 is beyond 1e+08 s"),
+    ("az.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\nyesterday,8,2\n", "line 2: TIMESTAMP 'yesterday' is not a date"),
+    ("az2.csv", "TIMESTAMP,ContextTokens\n2023-11-16 18:15:46,8\n", "missing column 'GeneratedTokens'"),
+    ("b.csv", "Timestamp,Request tokens,Response tokens\n1,8,-1\n", "line 2: Response tokens must be >= 0"),
+    ("b0.csv", "Timestamp,Request tokens,Response tokens\n1,8,0\n", "no requests in the trace (1 failed"),
+    ("mc.jsonl", '{"timestamp": 0, "input_length": 8, "output_length": 2, "hash_ids": "ab"}\n',
+     "line 1: hash_ids must be a list of integers"),
+    ("mc2.jsonl", '{"timestamp": 0, "input_length": 8}\n', "line 1: missing 'output_length'"),
+    ("mc3.jsonl", '{"timestamp": 0, "input_length": 8, "output_length": 2}\n{"timestamp": 1, "input_length": 8}\n',
+     "line 2: missing 'output_length'"),
+    ("n.jsonl", '{"arrival_s": 0, "prompt_len": 8, "gen_len": 2.5}\n', "line 1: gen_len '2.5' is not an integer"),
+])
+def test_bad_trace_rows_name_their_line(tmp_path, name, text, message):
+    p = tmp_path / name
+    p.write_text(text)
+    with pytest.raises(BatchprofError, match=message.replace("(", r"\(").replace("+", r"\+")):
+        read_trace(p)
+
+
+def test_replaying_fewer_requests_than_asked_says_so(tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_text("arrival_s,prompt_len,gen_len\n0,8,2\n1,8,2\n2,8,2\n")
+    r = runner.invoke(app, ["simulate", "-m", "gpt2", "--trace", str(p), "-n", "100", "-f", "json"])
+    assert r.exit_code == 0, r.output
+    assert len(json.loads(r.stdout)["requests"]) == 3
+    assert "note: the trace has 3 request(s); replaying 3, not 100" in r.stderr
+
+
+# --------------------------------------------------------------------------- prefix caching
+
+
+def test_a_fixed_prefix_hit_rate_cuts_prefill_by_that_share(llama):
+    """20 requests far apart (0.1 req/s, each alone), prompt 512 of which 384 are one shared
+    system prompt. The first computes all 512; the 19 others find 384 cached:
+    hit rate h = 19 x 384 / (20 x 512) = 0.7125, and the prompt tokens computed (what every
+    dense layer's prefill FLOPs are proportional to) fall from 20 x 512 = 10240 to
+    10240 x (1 - h) = 2944 = 512 + 19 x 128."""
+    m, hw = llama
+    w = Workload(prompt=Lengths(512, 512), gen=Lengths(4, 4), rate_rps=0.1, requests=20, shared_prefix_len=384)
+    cold = simulate(m, hw, w)
+    warm = simulate(m, hw, w, ServerConfig(prefix_caching=True))
+    assert cold.prefix_hit_rate is None and cold.prefill_tokens == 10240
+    assert warm.prefix_hit_rate == pytest.approx(0.7125, rel=1e-12)
+    assert warm.prefill_tokens == 2944 == round(10240 * (1 - 0.7125))
+    # the first request sees a cold cache: same TTFT; the others prefill 128 tokens instead of 512
+    assert warm.records[0].ttft_s == cold.records[0].ttft_s
+    assert all(r.ttft_s < 0.5 * cold.records[0].ttft_s for r in warm.records[1:])
+
+
+def test_prefix_groups_draw_a_prefix_each(llama):
+    """With 4 groups each group misses once, the others hit: h = (20 - 4) x 256 / (20 x 512)
+    = 0.4 exactly, provided all 4 groups were drawn (seed 0 draws them all)."""
+    m, hw = llama
+    w = Workload(prompt=Lengths(512, 512), gen=Lengths(2, 2), rate_rps=0.1, requests=20, shared_prefix_len=256,
+                 prefix_groups=4)
+    res = simulate(m, hw, w, ServerConfig(prefix_caching=True))
+    assert res.prefix_hit_rate == pytest.approx(0.4, rel=1e-12)
+
+
+@pytest.mark.parametrize("blocks, hit_tokens, computed", [(4, 0, 27), (8, 8, 19)])
+def test_lru_eviction_inside_the_kv_budget(small, blocks, hit_tokens, computed):
+    """Requests A, B, A one after the other; prompt 9 whose first 8 tokens (2 blocks of 4) are
+    prefix A or B; output 1 token; each needs ceil(9 / 4) = 3 blocks. With a 4-block cache,
+    A's 2 cached blocks leave 2 free: B must evict A, so the second A misses (0 of 27 prompt
+    tokens hit). With 8 blocks both prefixes stay: the second A hits 8 tokens, 27 - 8 = 19
+    are computed."""
+    hw = tight_gpu(small, blocks, 4)
+    trace = tuple(Request(10.0 * i, 9, 1, (k,), 8) for i, k in enumerate((1, 2, 1)))
+    res = simulate(small, hw, Workload(trace=trace), ServerConfig(prefix_caching=True, block_size=4))
+    assert res.capacity.kv_blocks == blocks
+    assert (res.prefix_hit_tokens, res.prompt_tokens, res.prefill_tokens) == (hit_tokens, 27, computed)
+
+
+def test_mooncake_hash_ids_hit_whole_keys_and_leave_a_token(tmp_path):
+    """Prompts of 1100 tokens, keys of 512: at most (1100 - 1) // 512 = 2 keys are reusable.
+    Request 2 shares keys 46, 47 (1024 tokens); request 3 too (its 3rd key, 48, covers tokens
+    1024..1535, past what may be cached): 2048 of 3300 prompt tokens hit."""
+    p = tmp_path / "mc.jsonl"
+    p.write_text('{"timestamp": 0, "input_length": 1100, "output_length": 5, "hash_ids": [46, 47, 48]}\n'
+                 '{"timestamp": 10000, "input_length": 1100, "output_length": 5, "hash_ids": [46, 47, 49]}\n'
+                 '{"timestamp": 20000, "input_length": 1100, "output_length": 5, "hash_ids": [46, 47, 48]}\n')
+    r = runner.invoke(app, ["simulate", "--trace", str(p), "--prefix-caching", "-f", "json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["prefix_cache"] == {"hit_rate": 2048 / 3300, "prompt_tokens": 3300, "hit_tokens": 2048,
+                                 "prefill_tokens_computed": 1252}
+    assert d["settings"]["prefix_caching"] is True
+
+
+def test_prefix_options_are_checked():
+    with pytest.raises(BatchprofError, match="--shared-prefix-len 512 must be shorter than the shortest prompt"):
+        Workload(rate_rps=1.0, prompt=Lengths(512, 512), shared_prefix_len=512)
+    with pytest.raises(BatchprofError, match="--prefix-groups must be >= 1"):
+        Workload(rate_rps=1.0, shared_prefix_len=8, prefix_groups=0)
+    with pytest.raises(BatchprofError, match="--prefix-caching needs --scheduler continuous"):
+        ServerConfig(scheduler="static", prefix_caching=True)
+
+
+# --------------------------------------------------------------------------- option edges
+
+
+@pytest.mark.parametrize("args, message", [
+    (("-r", "1,,2"), "--rate: empty item in '1,,2'"),
+    (("-r", "5..1"), "--rate: the range 5..1 must go upwards (write 1..5)"),
+    (("-r", "1..5", "--rate-points", "0"), "--rate-points must be >= 2"),
+    (("--time-scale", "2", "-r", "1"), "give --trace FILE"),
+    (("--trace-rate", "2", "-r", "1"), "give --trace FILE"),
+])
+def test_rate_and_trace_option_mistakes_are_one_line(args, message):
+    r = runner.invoke(app, ["simulate", "-m", "gpt2", "-n", "5", *args])
+    assert r.exit_code == 2, r.output
+    assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_group_without_its_subcommand_names_the_choices():
+    r = runner.invoke(app, ["profiles"])
+    assert r.exit_code == 2
+    assert "error: missing command (choose from list, show)" in r.stderr
