@@ -211,3 +211,93 @@ def test_a_group_without_its_subcommand_names_the_choices():
     r = runner.invoke(app, ["profiles"])
     assert r.exit_code == 2
     assert "error: missing command (choose from list, show)" in r.stderr
+
+
+# --------------------------------------------------------------------------- speculative decoding
+
+from gpt_batchprof.analytic import Dtypes  # noqa: E402
+from gpt_batchprof.analytic.speculative import Speculation, mtp_draft, speculative_points, tokens_per_step  # noqa: E402
+
+
+@pytest.mark.parametrize("k, a, expected", [(4, 0.0, 1.0), (3, 0.5, 1.875), (4, 0.5, 1.9375), (3, 1.0, 4.0),
+                                            (1, 0.8, 1.8)])
+def test_tokens_per_verify_step(k, a, expected):
+    """1 + a + ... + a^k: a = 0 only the target's own token; a = 0.5, k = 3: 1 + 1/2 + 1/4 + 1/8;
+    a = 1: all k drafted tokens plus the bonus one."""
+    assert tokens_per_step(k, a) == pytest.approx(expected, rel=1e-12)
+    assert Speculation(k, a, load_model("gpt2")).tokens_per_step == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.fixture(scope="module")
+def weight_bound():
+    """Every small step here is its weight read: a 2-layer d=2048 model (~200 MB fp16) on a
+    1 GB/s device with 1000 TFLOP/s and no launch overhead, and a tiny draft (~1% of the bytes)."""
+    m = model_from_mapping({"name": "wide", "n_layer": 2, "d_model": 2048, "n_head": 16, "n_kv_head": 16,
+                            "d_ff": 8192, "ffn": "gelu", "vocab_size": 1000, "max_seq_len": 512}, "test")
+    d = model_from_mapping({"name": "tiny", "n_layer": 1, "d_model": 256, "n_head": 4, "n_kv_head": 4,
+                            "d_ff": 1024, "ffn": "gelu", "vocab_size": 1000, "max_seq_len": 512}, "test")
+    hw = hardware_from_mapping({"name": "slow", "kind": "gpu", "memory_gb": 2, "memory_bandwidth_gb_s": 1,
+                                "peak_tflops": {"fp16": 1000}, "launch_overhead_us": 0}, "test")
+    return m, d, hw
+
+
+def test_memory_bound_speedup_is_tokens_per_step_over_the_draft_overhead(weight_bound):
+    """When steps are weight reads, verifying k + 1 tokens costs one decode step T and a draft
+    step costs T x (draft bytes / target bytes) = T r, so the speed-up is E / (1 + k r)."""
+    m, d, hw = weight_bound
+    r = d.weight_bytes("fp16", "fp16") / m.weight_bytes("fp16", "fp16")
+    assert 0.005 < r < 0.02
+    for k, a in ((1, 1.0), (4, 0.5), (4, 0.8)):
+        (p,) = speculative_points(m, hw, Speculation(k, a, d), (1,), 64, Dtypes(), "unfused", "eager")
+        assert p.verify_s == pytest.approx(p.itl_s, rel=0.01)
+        assert p.speedup == pytest.approx(tokens_per_step(k, a) / (1 + k * r), rel=0.01)
+
+
+def test_the_gain_shrinks_as_the_batch_turns_compute_bound(llama):
+    """llama-2-7b on an A100, 4 tokens drafted by MTP heads, a = 0.5 (E = 1.94): at batch 1
+    the verify of 5 tokens costs about a decode step (weights dominate) and speculation
+    gains ~1.6x; at batch 256 (past the critical batch, 166) the verify costs ~2x a decode
+    step and speculation loses."""
+    m, hw = llama
+    pts = speculative_points(m, hw, Speculation(4, 0.5, mtp_draft(m)), (1, 16, 64, 256), 575, Dtypes(),
+                             "unfused", "graphs")
+    speedups = [p.speedup for p in pts]
+    assert speedups == sorted(speedups, reverse=True)
+    assert speedups[0] > 1.5 and speedups[-1] < 1.0
+    assert pts[0].verify_s < 1.05 * pts[0].itl_s and pts[-1].verify_s > 1.8 * pts[-1].itl_s
+
+
+def test_simulated_itl_with_speculation(weight_bound):
+    """One request alone, prompt 8, 33 tokens out: with k = 1, a = 1 every round yields 2
+    tokens for one verify (~T) and one draft step (T r): ITL falls to (1 + r) / 2 of plain."""
+    m, d, hw = weight_bound
+    r = d.weight_bytes("fp16", "fp16") / m.weight_bytes("fp16", "fp16")
+    w = Workload(trace=(Request(0.0, 8, 33),))
+    plain = simulate(m, hw, w)
+    spec = simulate(m, hw, w, ServerConfig(speculation=Speculation(1, 1.0, d)))
+    assert spec.records[0].itl_s / plain.records[0].itl_s == pytest.approx((1 + r) / 2, rel=0.01)
+    assert spec.records[0].ttft_s == plain.records[0].ttft_s  # the prompt is not speculated
+    assert spec.capacity.kv_blocks < plain.capacity.kv_blocks  # the draft's weights and cache take memory
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--speculate", "4"), "--speculate needs --draft"),
+    (("--draft", "mtp"), "--draft needs --speculate"),
+    (("--speculate", "4", "--draft", "mtp", "--acceptance", "1.5"), "--acceptance must be between 0 and 1"),
+    (("--speculate", "4", "--draft", "mtp", "--tp", "2"), "modelled on one GPU"),
+])
+def test_speculation_option_mistakes(args, message):
+    for cmd in (["analyze"], ["simulate", "-r", "1", "-n", "5"]):
+        r = runner.invoke(app, [*cmd, *args])
+        assert r.exit_code == 2, r.output
+        assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_analyze_json_speculative_rows():
+    r = runner.invoke(app, ["analyze", "-b", "1,8", "--speculate", "3", "--draft", "gpt2", "--acceptance", "0.5",
+                            "-f", "json"])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)["speculative"]
+    assert s["speculate_k"] == 3 and s["draft"] == "gpt2" and s["tokens_per_step"] == 1.875
+    assert [p["batch"] for p in s["points"]] == [1, 8]
+    assert all(p["spec_itl_s"] == pytest.approx((p["verify_s"] + p["draft_s"]) / 1.875) for p in s["points"])

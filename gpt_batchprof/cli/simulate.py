@@ -9,7 +9,7 @@ import typer
 
 from gpt_batchprof.cli.common import (
     AttentionOpt, DtypeOpt, EpOpt, FormatOpt, HardwareOpt, KvDtypeOpt, LaunchOpt, MicroBatchesOpt, ModelOpt, PpOpt,
-    TpOpt, WeightDtypeOpt, choice, err_console, guarded, load_hardware_or_auto, parallel_of,
+    TpOpt, WeightDtypeOpt, AcceptanceOpt, DraftOpt, SpeculateOpt, choice, speculation_of, err_console, guarded, load_hardware_or_auto, parallel_of,
     render,
 )
 
@@ -55,6 +55,9 @@ def simulate_cmd(
     pp: PpOpt = 1,
     ep: EpOpt = 1,
     micro_batches: MicroBatchesOpt = 1,
+    speculate: SpeculateOpt = 0,
+    acceptance: AcceptanceOpt = 0.7,
+    draft: DraftOpt = None,
     fmt: FormatOpt = "table",
     output: Annotated[Optional[Path], Opt("--output", "-o", help="Stream one row per finished request to this .csv or .jsonl file.")] = None,
     progress: Annotated[bool, Opt("--progress/--no-progress", help="Progress bar on stderr for long runs.")] = True,
@@ -62,6 +65,8 @@ def simulate_cmd(
     """Simulate one inference server under load: arrivals, continuous (or static) batching, a paged KV cache, and the latency users see.
 
     Every step's time comes from the same operator model as `analyze` (dense operators over all the step's tokens, attention per sequence at its own length). Reports TTFT, inter-token latency and end-to-end latency (mean, p50, p90, p99), throughput, goodput (requests/s meeting --slo-ttft and --slo-itl), mean batch, KV-cache use and preemptions. Machine-readable output is in SI units.
+
+    Serving what-ifs (docs/simulate.md): --trace reads Azure, BurstGPT and Mooncake traces as published (--time-scale, --trace-rate); --prefix-caching reuses the KV blocks of shared prompt prefixes (Mooncake hash_ids, or --shared-prefix-len/--prefix-groups); --speculate K --draft MODEL|mtp --acceptance A prices decode steps as speculative rounds.
 
     With --tp/--pp/--ep the server is one model instance over tp x pp x ep GPUs: steps are those of analyze --tp/--pp/--ep (sharded operators, collectives priced by the profile's interconnect, pipelined over --micro-batches), and the KV cache is what the fullest GPU holds after its sharded weights; see docs/parallel.md.
     """
@@ -73,6 +78,7 @@ def simulate_cmd(
     from gpt_batchprof.simulate import ServerConfig, Slo, Workload, parse_duration, parse_lengths
 
     choice(fmt, FORMATS, "--format")
+    m = load_model(model)
     choice(attention, ATTENTION_MODES, "--attention")
     choice(launch, ("auto",) + LAUNCH_MODES, "--launch")
     if output is not None:
@@ -83,7 +89,8 @@ def simulate_cmd(
     cfg = ServerConfig(scheduler=scheduler, max_batch=max_batch, max_tokens_per_step=max_tokens,
                        chunked_prefill=chunked, batch_timeout_s=parse_duration(batch_timeout, "--batch-timeout"),
                        block_size=block_size, dtypes=Dtypes.of(dtype, weight_dtype, kv_dtype), attention=attention,
-                       launch=launch, parallel=parallel_of(tp, pp, ep, micro_batches), prefix_caching=prefix_caching)
+                       launch=launch, parallel=parallel_of(tp, pp, ep, micro_batches), prefix_caching=prefix_caching,
+                       speculation=speculation_of(speculate, acceptance, draft, m))
     rates = parse_float_list(rate, "--rate", rate_points) if rate is not None else None
     if find_max_rate and concurrency is not None:
         raise BatchprofError("--find-max-rate searches over Poisson rates; drop --concurrency")
@@ -96,7 +103,7 @@ def simulate_cmd(
                         concurrency=concurrency, requests=requests, duration_s=duration,
                         trace=tr.requests if tr is not None else None, seed=seed,
                         shared_prefix_len=shared_prefix_len, prefix_groups=prefix_groups)
-    m, hw = load_model(model), load_hardware_or_auto(hardware)
+    hw = load_hardware_or_auto(hardware)
     if find_max_rate:
         _search(m, hw, workload, cfg, slo, fmt, output, plot, progress)
     elif rates is not None and len(rates) > 1:

@@ -31,6 +31,7 @@ def settings_dict(model, hw, res: SimResult) -> dict[str, Any]:
         "steps": res.steps, "interrupted": res.interrupted,
         "prefix_caching": c.prefix_caching, "shared_prefix_len": w.shared_prefix_len,
         "prefix_groups": w.prefix_groups if w.shared_prefix_len else None,
+        "speculation": c.speculation.to_dict() if c.speculation is not None else None,
     } | c.parallel.to_dict()
 
 
@@ -99,6 +100,11 @@ def header(out: Console, model, hw, res: SimResult, sweep: bool = False) -> None
     out.print(f"{sched}; KV cache {cap.kv_blocks:,} blocks x {cap.block_size} tokens "
               f"({cap.kv_blocks * cap.block_size:,} tokens); SLO {_slo_text(res)} at p{res.slo.percentile:g}",
               style="dim", highlight=False)
+    if c.speculation is not None:
+        sp = c.speculation
+        out.print(f"speculative decoding: {sp.k} tokens drafted by {sp.draft.name}, acceptance {sp.acceptance:g}, "
+                  f"{sp.tokens_per_step:.3g} tokens per verify step (decode-only steps; draft weights and cache "
+                  f"included in memory)", style="dim", highlight=False)
     if not c.parallel.is_single:
         out.print(f"one server over {c.parallel.label()} ({hw.interconnect.name}); {fmt_bytes(cap.weights_bytes)} of weights "
                   f"on the fullest GPU", style="dim", highlight=False)

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from gpt_batchprof.analytic import Dtypes, Parallelism, Scenario, check_length, memory_use
+from gpt_batchprof.analytic.speculative import Speculation
 from gpt_batchprof.errors import BatchprofError
 from gpt_batchprof.profiles import HardwareSpec, ModelSpec
 from gpt_batchprof.simulate.metrics import RequestRecord, Slo, Summary, summarise
@@ -59,6 +60,7 @@ class ServerConfig:
     launch: str = "auto"  # per-kernel overhead: eager, graphs, or auto (graphs on a GPU), as in analyze
     parallel: Parallelism = Parallelism()  # the server is one model instance over tp x pp x ep GPUs
     prefix_caching: bool = False  # keep prompt-prefix KV blocks for later requests (LRU, see prefix.py)
+    speculation: Speculation | None = None  # speculative decoding in decode-only steps
 
     def __post_init__(self) -> None:
         if self.scheduler not in SCHEDULERS:
@@ -73,6 +75,8 @@ class ServerConfig:
             raise BatchprofError(f"--batch-timeout must be >= 0 seconds, got {self.batch_timeout_s}")
         if self.prefix_caching and self.scheduler != "continuous":
             raise BatchprofError("--prefix-caching needs --scheduler continuous (a static batch pads its prompts)")
+        if self.speculation is not None and not self.parallel.is_single:
+            raise BatchprofError("--speculate is modelled on one GPU; drop --tp/--pp/--ep")
 
     def tokens_per_step(self, longest_prompt: int) -> int:
         budget = self.max_tokens_per_step
@@ -130,6 +134,10 @@ def kv_capacity(model: ModelSpec, hw: HardwareSpec, cfg: ServerConfig, longest: 
     # analyze's memory of one sequence holding one cached token: the weights and the KV bytes per token
     one = memory_use(model, Scenario(prompt_len=1, gen_len=1, dtypes=cfg.dtypes, attention=cfg.attention), 1, par)
     weights, per_token = one.weights_bytes, one.kv_cache_bytes
+    if cfg.speculation is not None:  # the draft sits beside the target: its weights, and a cache of its own
+        d = memory_use(cfg.speculation.draft, Scenario(prompt_len=1, gen_len=1, dtypes=cfg.dtypes,
+                                                       attention=cfg.attention), 1)
+        weights, per_token = weights + d.weights_bytes, per_token + d.kv_cache_bytes
     where = hw.name if par.is_single else f"{hw.name} at {par.label()}"
     if weights >= hw.memory_bytes:
         hint = "" if par.is_single else " per GPU"
@@ -146,7 +154,8 @@ def kv_capacity(model: ModelSpec, hw: HardwareSpec, cfg: ServerConfig, longest: 
 
 def server_steps(model: ModelSpec, hw: HardwareSpec, cfg: ServerConfig) -> StepModel:
     """The step-time model of the server ``cfg`` describes (shared by the runs of a sweep)."""
-    return StepModel(model, hw, cfg.dtypes, cfg.attention, launch=cfg.launch, parallel=cfg.parallel)
+    return StepModel(model, hw, cfg.dtypes, cfg.attention, launch=cfg.launch, parallel=cfg.parallel,
+                     speculation=cfg.speculation)
 
 
 def check_lengths(model: ModelSpec, workload: Workload) -> None:
