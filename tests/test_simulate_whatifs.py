@@ -301,3 +301,83 @@ def test_analyze_json_speculative_rows():
     assert s["speculate_k"] == 3 and s["draft"] == "gpt2" and s["tokens_per_step"] == 1.875
     assert [p["batch"] for p in s["points"]] == [1, 8]
     assert all(p["spec_itl_s"] == pytest.approx((p["verify_s"] + p["draft_s"]) / 1.875) for p in s["points"])
+
+
+# --------------------------------------------------------------------------- pools: replicas and disaggregation
+
+from gpt_batchprof.analytic import Parallelism  # noqa: E402
+from gpt_batchprof.simulate.pools import Disagg, parse_disagg  # noqa: E402
+
+KV_512 = 512 * 2 * 32 * 4096 * 2  # llama-2-7b fp16: 512 KiB per token (K and V, 32 layers, d 4096), 512 tokens
+
+
+@pytest.mark.parametrize("link_gb_s, expected_s", [(None, KV_512 / 300e9 + 1e-6), (25.0, KV_512 / 25e9 + 1e-6)])
+def test_one_request_disaggregated_ttft_is_prefill_plus_the_kv_transfer(llama, link_gb_s, expected_s):
+    """One request, prompt 512: its 256 MiB of KV cross NVLink (300 GB/s, 1 us) in 0.8958 ms,
+    or a 25 GB/s link in 10.74 ms; TTFT is the aggregated server's (the same prefill) plus
+    that; the decode instance then runs the same decode steps: ITL unchanged."""
+    m, hw = llama
+    w = Workload(trace=(Request(0.0, 512, 16),))
+    agg = simulate(m, hw, w)
+    dis = simulate(m, hw, w, ServerConfig(disagg=parse_disagg("1:1", link_gb_s)))
+    assert dis.records[0].ttft_s - agg.records[0].ttft_s == pytest.approx(expected_s, rel=1e-9)
+    assert dis.kv_transfer_s_mean == pytest.approx(expected_s, rel=1e-9)
+    assert dis.records[0].itl_s == pytest.approx(agg.records[0].itl_s, rel=1e-9)
+    assert dis.gpus == 2 and dis.goodput_per_gpu_rps == dis.summary.goodput_rps / 2
+
+
+def test_one_link_carries_one_transfer_at_a_time(llama):
+    """Two equal prompts at t=0 prefill together on the one prefill instance; the second's KV
+    waits for the first's: its TTFT is one transfer (0.8958 ms) later."""
+    m, hw = llama
+    w = Workload(trace=(Request(0.0, 512, 16), Request(0.0, 512, 16)))
+    dis = simulate(m, hw, w, ServerConfig(disagg=Disagg(1, 2)))
+    a, b = dis.records
+    assert b.ttft_s - a.ttft_s == pytest.approx(KV_512 / 300e9 + 1e-6, rel=1e-9)
+
+
+def test_replicas_share_arrivals_round_robin(llama):
+    """Two requests at t=0: one server prefills them together (a longer step); two replicas
+    take one each, so each sees the TTFT of a request alone. GPUs: 2 x (tp 2) = 4."""
+    m, hw = llama
+    w = Workload(trace=(Request(0.0, 512, 4), Request(0.0, 512, 4)))
+    alone = simulate(m, hw, Workload(trace=(Request(0.0, 512, 4),))).records[0].ttft_s
+    one = simulate(m, hw, w)
+    two = simulate(m, hw, w, ServerConfig(replicas=2))
+    assert all(r.ttft_s > alone for r in one.records)
+    assert [r.ttft_s for r in two.records] == [alone, alone]
+    assert simulate(m, hw, w, ServerConfig(replicas=2, parallel=Parallelism(tp=2))).gpus == 4
+
+
+def test_cli_compare_at_equal_gpu_count():
+    r = runner.invoke(app, ["simulate", "-r", "10", "-n", "100", "--disagg", "1:3", "--compare", "-f", "json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)["compare"]
+    assert [(x["mode"], x["layout"], x["gpus"]) for x in rows] == [("aggregated", "4x", 4),
+                                                                   ("disaggregated", "1P:3D", 4)]
+    assert rows[0]["kv_transfer_s_mean"] is None and rows[1]["kv_transfer_s_mean"] > 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--disagg", "1-3"), "--disagg: cannot read '1-3'"),
+    (("--disagg", "0:2"), "at least one prefill and one decode instance"),
+    (("--kv-link", "10"), "--kv-link needs --disagg P:D"),
+    (("--compare",), "--compare needs --disagg P:D"),
+    (("--disagg", "1:1", "--kv-link", "0"), "--kv-link must be a finite bandwidth > 0"),
+    (("--disagg", "1:1", "--replicas", "2"), "not both"),
+    (("--replicas", "2", "--concurrency", "4", "--rate", None), "not --concurrency"),
+])
+def test_pool_option_mistakes(args, message):
+    base = ["simulate", "-m", "gpt2", "-n", "5"] + ([] if None in args else ["-r", "1"])
+    r = runner.invoke(app, base + [a for a in args if a is not None and a != "--rate"])
+    assert r.exit_code == 2, r.output
+    assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_device_without_interconnect_needs_kv_link(weight_bound):
+    m, _, hw = weight_bound  # its profile names no interconnect
+    with pytest.raises(BatchprofError, match="slow has no interconnect: give --kv-link GB/s"):
+        simulate(m, hw, Workload(trace=(Request(0.0, 8, 4),)), ServerConfig(disagg=Disagg(1, 1)))
+    res = simulate(m, hw, Workload(trace=(Request(0.0, 8, 4),)), ServerConfig(disagg=Disagg(1, 1, 1e9)))
+    kv = 8 * m.kv_bytes_per_token("fp16")  # no interconnect, no latency: bytes / 1 GB/s
+    assert res.kv_transfer_s_mean == pytest.approx(kv / 1e9, rel=1e-12)

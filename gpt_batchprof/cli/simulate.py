@@ -55,6 +55,10 @@ def simulate_cmd(
     pp: PpOpt = 1,
     ep: EpOpt = 1,
     micro_batches: MicroBatchesOpt = 1,
+    replicas: Annotated[int, Opt("--replicas", help="Aggregated pool: this many identical servers (each over tp x pp x ep GPUs), arrivals dealt round-robin.")] = 1,
+    disagg: Annotated[Optional[str], Opt("--disagg", help="Disaggregated serving P:D: P prefill and D decode instances (each over tp x pp x ep GPUs); each request's KV cache crosses the interconnect (or --kv-link).")] = None,
+    kv_link: Annotated[Optional[float], Opt("--kv-link", help="Bandwidth of the prefill-to-decode KV transfer, GB/s per GPU (default: the profile's interconnect).")] = None,
+    compare: Annotated[bool, Opt("--compare", help="With --disagg P:D: also run an aggregated pool of P + D servers (equal GPU count) and compare them, per SLO.")] = False,
     speculate: SpeculateOpt = 0,
     acceptance: AcceptanceOpt = 0.7,
     draft: DraftOpt = None,
@@ -90,7 +94,8 @@ def simulate_cmd(
                        chunked_prefill=chunked, batch_timeout_s=parse_duration(batch_timeout, "--batch-timeout"),
                        block_size=block_size, dtypes=Dtypes.of(dtype, weight_dtype, kv_dtype), attention=attention,
                        launch=launch, parallel=parallel_of(tp, pp, ep, micro_batches), prefix_caching=prefix_caching,
-                       speculation=speculation_of(speculate, acceptance, draft, m))
+                       speculation=speculation_of(speculate, acceptance, draft, m), replicas=replicas,
+                       disagg=_disagg(disagg, kv_link, compare))
     rates = parse_float_list(rate, "--rate", rate_points) if rate is not None else None
     if find_max_rate and concurrency is not None:
         raise BatchprofError("--find-max-rate searches over Poisson rates; drop --concurrency")
@@ -104,12 +109,51 @@ def simulate_cmd(
                         trace=tr.requests if tr is not None else None, seed=seed,
                         shared_prefix_len=shared_prefix_len, prefix_groups=prefix_groups)
     hw = load_hardware_or_auto(hardware)
-    if find_max_rate:
+    if compare:
+        if rates is not None and len(rates) > 1:
+            raise BatchprofError("--compare runs one rate or --find-max-rate; give no --rate range")
+        _compare(m, hw, workload, cfg, slo, fmt, find_max_rate, progress)
+    elif find_max_rate:
         _search(m, hw, workload, cfg, slo, fmt, output, plot, progress)
     elif rates is not None and len(rates) > 1:
         _sweep(m, hw, workload, cfg, slo, rates, fmt, output, plot, progress)
     else:
         _single(m, hw, workload, cfg, slo, fmt, output, plot, progress)
+
+
+def _disagg(text: Optional[str], kv_link: Optional[float], compare: bool):
+    from gpt_batchprof.errors import BatchprofError
+
+    if text is None:
+        if kv_link is not None or compare:
+            raise BatchprofError(f"{'--kv-link' if kv_link is not None else '--compare'} needs --disagg P:D")
+        return None
+    from gpt_batchprof.simulate.pools import parse_disagg
+
+    return parse_disagg(text, kv_link)
+
+
+def _compare(m, hw, workload, cfg, slo, fmt, search: bool, progress) -> None:
+    """Aggregated (P + D replicas) against disaggregated (P:D) at equal GPU count."""
+    from dataclasses import replace
+
+    from gpt_batchprof.report import export
+    from gpt_batchprof.report import simulate_tables as st
+    from gpt_batchprof.simulate import find_max_rate, simulate
+
+    modes = (("aggregated", replace(cfg, disagg=None, replicas=cfg.disagg.instances)), ("disaggregated", cfg))
+    bar, task = _bar(progress, "comparing", None)
+    with bar:
+        if search:
+            runs = [(name, find_max_rate(m, hw, workload, c, slo)) for name, c in modes]
+            results = [(name, s.best.result, s.max_rate_rps) for name, s in runs]
+        else:
+            results = [(name, simulate(m, hw, workload, c, slo), None) for name, c in modes]
+    rows = [st.compare_row(name, res, rate) for name, res, rate in results]
+    render(fmt, None, doc=lambda: st.compare_json(m, hw, results), rows=lambda: rows,
+           markdown=lambda: export.to_markdown(rows, title=f"simulate {m.name} on {hw.name}: aggregated vs "
+                                                            "disaggregated"),
+           table=lambda out: st.print_compare(out, m, hw, results))
 
 
 def _trace(path: Optional[Path], time_scale: Optional[float], trace_rate: Optional[float], requests: Optional[int],

@@ -43,6 +43,7 @@ from gpt_batchprof.simulate.steptime import StepModel
 from gpt_batchprof.simulate.workload import Workload
 
 SCHEDULERS = ("continuous", "static")
+ROLES = ("both", "prefill", "decode")  # what an instance does: all of a request, or one phase (--disagg)
 WATERMARK = 0.01  # share of KV blocks an admission must leave free
 DEFAULT_TOKENS_PER_STEP = 2048
 
@@ -61,6 +62,9 @@ class ServerConfig:
     parallel: Parallelism = Parallelism()  # the server is one model instance over tp x pp x ep GPUs
     prefix_caching: bool = False  # keep prompt-prefix KV blocks for later requests (LRU, see prefix.py)
     speculation: Speculation | None = None  # speculative decoding in decode-only steps
+    replicas: int = 1  # identical servers sharing the arrivals round-robin (aggregated pool)
+    disagg: "Disagg | None" = None  # prefill and decode on separate instances (see pools.py)
+    role: str = "both"  # set by pools.py on each instance of a disaggregated pool
 
     def __post_init__(self) -> None:
         if self.scheduler not in SCHEDULERS:
@@ -75,6 +79,14 @@ class ServerConfig:
             raise BatchprofError(f"--batch-timeout must be >= 0 seconds, got {self.batch_timeout_s}")
         if self.prefix_caching and self.scheduler != "continuous":
             raise BatchprofError("--prefix-caching needs --scheduler continuous (a static batch pads its prompts)")
+        if self.replicas < 1:
+            raise BatchprofError(f"--replicas must be >= 1, got {self.replicas}")
+        if self.disagg is not None and self.replicas > 1:
+            raise BatchprofError("give --disagg P:D or --replicas N, not both (--compare runs both at equal GPU count)")
+        if self.disagg is not None and self.scheduler != "continuous":
+            raise BatchprofError("--disagg needs --scheduler continuous")
+        if self.role not in ROLES:
+            raise BatchprofError(f"unknown role '{self.role}'")
         if self.speculation is not None and not self.parallel.is_single:
             raise BatchprofError("--speculate is modelled on one GPU; drop --tp/--pp/--ep")
 
@@ -114,6 +126,15 @@ class SimResult:
     prefill_tokens: int = 0  # prompt tokens computed (recomputation after preemption included)
     prompt_tokens: int = 0  # prompt tokens the admitted requests needed (with --prefix-caching)
     prefix_hit_tokens: int = 0  # of those, found in the prefix cache
+    gpus: int = 1  # all GPUs of the pool: instances x tp x pp x ep
+    kv_transfer_s_mean: float | None = None  # disaggregated: mean KV transfer, prefill to decode instance
+    busy_s: float = 0.0  # time the server ran steps (pools add these up)
+    seq_s: float = 0.0  # integral of the batch size over busy time
+    kv_share_s: float = 0.0  # integral of the share of KV blocks in use
+
+    @property
+    def goodput_per_gpu_rps(self) -> float:
+        return self.summary.goodput_rps / self.gpus
 
     @property
     def prefix_hit_rate(self) -> float | None:
@@ -183,7 +204,12 @@ class _Seq:
 def simulate(model: ModelSpec, hw: HardwareSpec, workload: Workload, cfg: ServerConfig = ServerConfig(),
              slo: Slo = Slo(), on_request: Callable[[RequestRecord], None] | None = None,
              steps: StepModel | None = None) -> SimResult:
-    """Run the workload through one server; ``on_request`` sees every request as it finishes."""
+    """Run the workload through one server (or the pool of ``cfg.replicas`` / ``cfg.disagg``);
+    ``on_request`` sees every request as it finishes."""
+    if cfg.replicas > 1 or cfg.disagg is not None:
+        from gpt_batchprof.simulate.pools import simulate_pool
+
+        return simulate_pool(model, hw, workload, cfg, slo, on_request, steps)
     check_lengths(model, workload)
     cfg.parallel.check(model, hw)  # analyze's check: a layout the model can be cut into, a link to price
     cap = kv_capacity(model, hw, cfg, workload.longest)
@@ -205,7 +231,8 @@ def simulate(model: ModelSpec, hw: HardwareSpec, workload: Workload, cfg: Server
     summary = summarise(records, slo, sim.seq_s / busy, sim.kv_share_s, sim.preemptions)
     pc = sim.cache
     return SimResult(workload, cfg, cap, budget, slo, records, summary, sim.n_steps, interrupted, sim.prefill_tokens,
-                     pc.prompt_tokens if pc else 0, pc.hit_tokens if pc else 0)
+                     pc.prompt_tokens if pc else 0, pc.hit_tokens if pc else 0, cfg.parallel.world,
+                     busy_s=sim.busy_s, seq_s=sim.seq_s, kv_share_s=sim.kv_share_s)
 
 
 class _Server:
@@ -253,6 +280,25 @@ class _Continuous(_Server):
         self.n_dec = 0
         self.base_sum = 0  # sum over decoding sequences of (cache length - D)
         self.reserve = int(WATERMARK * self.cap.kv_blocks)
+        self.prefilled = self.cfg.role == "decode"  # requests arrive with their prompt cached, first token out
+
+    def admit_prefilled(self, s: _Seq) -> bool:
+        """A decode instance takes a request whose prompt's KV came from a prefill instance:
+        blocks for its P cached tokens, then it decodes from its second token on."""
+        need = -(-s.P // self.bs)
+        if need > self.available() - self.reserve:
+            return False
+        self.reclaim(need)
+        self.free -= need
+        s.blocks, s.done, s.g = need, s.P, 1
+        self.running[s.idx] = s
+        s.start = s.first = self.now
+        if s.G <= 1:
+            self.release(s)
+            self.finish(s, self.now)
+        else:
+            self.join_decode(s, 1)
+        return True
 
     # --- decoding sequences: token count and cache length are implicit in D -------------------
     def generated(self, s: _Seq) -> int:
@@ -406,6 +452,12 @@ class _Continuous(_Server):
                     room -= c
             while self.waiting and room > 0 and len(self.running) < self.cfg.max_batch:
                 s = self.waiting[0]
+                if self.prefilled and not s.preempted:
+                    if not self.admit_prefilled(s):
+                        break
+                    self.waiting.popleft()
+                    room -= 1
+                    continue
                 if self.cache is not None and s.prefix and not s.held:
                     self.reuse_prefix(s)
                 c = self.chunk_for(s, room, self.reserve)
