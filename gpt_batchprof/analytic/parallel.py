@@ -332,18 +332,28 @@ def collective_terms(op: str, nbytes: float, ranks: int, bandwidth: float, laten
     return t - lat, lat
 
 
-def predict_collective(cost: OpCost, hw: HardwareSpec) -> "Prediction":
-    """A collective row priced by the interconnect: memory_s holds the bandwidth term, overhead_s the latency."""
+def predict_collective(cost: OpCost, hw: HardwareSpec, roofline_only: bool = False) -> "Prediction":
+    """A collective row priced by the interconnect: memory_s holds the bandwidth term, overhead_s the latency.
+
+    A measured link (``measured.interconnect``, e.g. all-reduce fitted from a kernel database)
+    prices the row unless ``roofline_only``; the datasheet ``interconnect`` is then its roofline."""
     from gpt_batchprof.analytic.roofline import Prediction
 
     ic = hw.interconnect
-    if ic is None:
+    measured = None if roofline_only or hw.measured is None else hw.measured.link
+    if ic is None and measured is None:
         raise ProfileError(f"hardware '{hw.name}': no interconnect section to price {cost.op} "
                            "(add interconnect: name, bandwidth_gb_s, latency_us)")
     per_call = cost.bytes / cost.launches if cost.launches else 0.0
-    link, lat = collective_terms(cost.op, per_call, cost.shape.ranks, ic.bandwidth_bytes_per_s, ic.latency_s)
     n = cost.launches
-    return Prediction(cost, 0.0, n * link, n * lat, n * (link + lat), bound="link" if link >= lat else "latency")
+    sheet = (ic.bandwidth_bytes_per_s, ic.latency_s) if ic is not None else measured[1:]
+    link, lat = collective_terms(cost.op, per_call, cost.shape.ranks, *sheet)
+    if measured is None:
+        return Prediction(cost, 0.0, n * link, n * lat, n * (link + lat), bound="link" if link >= lat else "latency")
+    m_link, m_lat = collective_terms(cost.op, per_call, cost.shape.ranks, measured[1], measured[2])
+    return Prediction(cost, 0.0, n * m_link, n * m_lat, n * (m_link + m_lat),
+                      bound="link" if m_link >= m_lat else "latency", roofline_time_s=n * (link + lat),
+                      prediction="calibrated", tables=("interconnect",))
 
 
 # --------------------------------------------------------------------------- time and memory

@@ -51,6 +51,16 @@ def launch_mode(launch: str, hw: HardwareSpec) -> str:
     return launch
 
 
+def attention_mode(attention: str, hw: HardwareSpec) -> str:
+    """Resolve ``auto``: fused where the profile's tables were measured on a serving engine's
+    fused attention kernels (``attn_prefill``/``attn_decode``, e.g. FlashAttention-3 in vLLM),
+    else unfused (the eager PyTorch loop: QK^T, softmax, x V)."""
+    if attention != "auto":
+        return attention
+    kinds = {t.kind for t in hw.measured.tables.values()} if hw.measured is not None else set()
+    return "fused" if kinds & {"attn_prefill", "attn_decode"} else "unfused"
+
+
 def kernel_overhead_s(hw: HardwareSpec, launch: str) -> float:
     """Time charged per kernel for launching it, in the given (resolved) launch mode."""
     if launch == "graphs":
@@ -106,7 +116,7 @@ def predict(cost: OpCost, hw: HardwareSpec, launch: str = "eager", strict: bool 
     if cost.group == "collective":  # priced by the interconnect, not the roofline
         from gpt_batchprof.analytic.parallel import predict_collective
 
-        return predict_collective(cost, hw)
+        return predict_collective(cost, hw, roofline_only)
     memory_s = cost.bytes / hw.memory_bandwidth_bytes_per_s
     overhead_s = cost.launches * kernel_overhead_s(hw, launch)
     compute_s = 0.0

@@ -15,10 +15,19 @@ import typer
 from gpt_batchprof.report.export import FORMATS
 
 
+def with_attention(scenario, hw):
+    """The scenario with ``--attention auto`` resolved for this hardware."""
+    import dataclasses
+
+    from gpt_batchprof.analytic.roofline import attention_mode
+
+    return dataclasses.replace(scenario, attention=attention_mode(scenario.attention, hw))
+
+
 def scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention, launch="auto"):
     from gpt_batchprof.analytic import ATTENTION_MODES, LAUNCH_MODES, Dtypes, Scenario
 
-    choice(attention, ATTENTION_MODES, "--attention")
+    choice(attention, ("auto",) + ATTENTION_MODES, "--attention")
     choice(launch, ("auto",) + LAUNCH_MODES, "--launch")
     return Scenario(prompt_len=prompt_len, gen_len=gen_len, context_len=context_len,
                     dtypes=Dtypes.of(dtype, weight_dtype, kv_dtype), attention=attention, launch=launch)
@@ -36,7 +45,7 @@ def analyze_cmd(
     dtype: DtypeOpt = "fp16",
     weight_dtype: WeightDtypeOpt = None,
     kv_dtype: KvDtypeOpt = None,
-    attention: AttentionOpt = "unfused",
+    attention: AttentionOpt = "auto",
     launch: LaunchOpt = "auto",
     tp: TpOpt = 1,
     pp: PpOpt = 1,
@@ -69,6 +78,7 @@ def analyze_cmd(
                                      launch)
     hw = load_hardware_or_auto(hardware)
     m = load_model(model)
+    scenario = with_attention(scenario, hw)
     result = analyze(m, hw, scenario, phases_of(phase), parse_int_list(batch), parallel_of(tp, pp, ep, micro_batches),
                      speculation_of(speculate, acceptance, draft, m))
     render_analyze(result, fmt, per_op, output)

@@ -51,7 +51,7 @@ GenLenOpt = Annotated[int, typer.Option("--gen-len", help="Tokens generated per 
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="Dtype of activations (and of weights and KV cache unless overridden): fp32, fp16, bf16, fp8, int8.")]
 WeightDtypeOpt = Annotated[Optional[str], typer.Option("--weight-dtype", help="Weight dtype override (also int4).")]
 KvDtypeOpt = Annotated[Optional[str], typer.Option("--kv-dtype", help="KV-cache dtype override.")]
-AttentionOpt = Annotated[str, typer.Option("--attention", help="unfused (QK^T, softmax, x V) or fused (FlashAttention-style). " + CAUSAL_HELP)]
+AttentionOpt = Annotated[str, typer.Option("--attention", help="unfused (QK^T, softmax, x V), fused (FlashAttention-style), or auto (analyze, simulate: fused where the hardware profile's tables were measured on a serving engine's fused attention kernels, e.g. the built-in GPU profiles; else unfused). " + CAUSAL_HELP)]
 TpOpt = Annotated[int, typer.Option("--tp", help="Tensor-parallel GPUs: heads, FFN columns and vocabulary split Megatron-style; two all-reduces per layer.")]
 PpOpt = Annotated[int, typer.Option("--pp", help="Pipeline-parallel stages (layers split; activations sent between stages).")]
 EpOpt = Annotated[int, typer.Option("--ep", help="Expert-parallel groups (MoE only): experts split, attention data-parallel, all-to-all dispatch and combine.")]

@@ -49,7 +49,7 @@ def simulate_cmd(
     dtype: DtypeOpt = "fp16",
     weight_dtype: WeightDtypeOpt = None,
     kv_dtype: KvDtypeOpt = None,
-    attention: AttentionOpt = "unfused",
+    attention: AttentionOpt = "auto",
     launch: LaunchOpt = "auto",
     tp: TpOpt = 1,
     pp: PpOpt = 1,
@@ -83,7 +83,7 @@ def simulate_cmd(
 
     choice(fmt, FORMATS, "--format")
     m = load_model(model)
-    choice(attention, ATTENTION_MODES, "--attention")
+    choice(attention, ("auto",) + ATTENTION_MODES, "--attention")
     choice(launch, ("auto",) + LAUNCH_MODES, "--launch")
     if output is not None:
         from gpt_batchprof.sweep.store import stream_format
@@ -109,6 +109,11 @@ def simulate_cmd(
                         trace=tr.requests if tr is not None else None, seed=seed,
                         shared_prefix_len=shared_prefix_len, prefix_groups=prefix_groups)
     hw = load_hardware_or_auto(hardware)
+    import dataclasses
+
+    from gpt_batchprof.analytic.roofline import attention_mode
+
+    cfg = dataclasses.replace(cfg, attention=attention_mode(cfg.attention, hw))
     if compare:
         if rates is not None and len(rates) > 1:
             raise BatchprofError("--compare runs one rate or --find-max-rate; give no --rate range")
