@@ -243,28 +243,32 @@ def weight_bound():
 
 def test_memory_bound_speedup_is_tokens_per_step_over_the_draft_overhead(weight_bound):
     """When steps are weight reads, verifying k + 1 tokens costs one decode step T and a draft
-    step costs T x (draft bytes / target bytes) = T r, so the speed-up is E / (1 + k r)."""
+    step costs T x (draft bytes / target bytes) = T r, so the speed-up is E / (1 + k r). (At 8
+    cached tokens the k + 1 reads of the cache add < 0.5% to the verify.)"""
     m, d, hw = weight_bound
     r = d.weight_bytes("fp16", "fp16") / m.weight_bytes("fp16", "fp16")
     assert 0.005 < r < 0.02
     for k, a in ((1, 1.0), (4, 0.5), (4, 0.8)):
-        (p,) = speculative_points(m, hw, Speculation(k, a, d), (1,), 64, Dtypes(), "unfused", "eager")
+        (p,) = speculative_points(m, hw, Speculation(k, a, d), (1,), 8, Dtypes(), "unfused", "eager")
         assert p.verify_s == pytest.approx(p.itl_s, rel=0.01)
         assert p.speedup == pytest.approx(tokens_per_step(k, a) / (1 + k * r), rel=0.01)
 
 
 def test_the_gain_shrinks_as_the_batch_turns_compute_bound(llama):
-    """llama-2-7b on an A100, 4 tokens drafted by MTP heads, a = 0.5 (E = 1.94): at batch 1
-    the verify of 5 tokens costs about a decode step (weights dominate) and speculation
-    gains ~1.6x; at batch 256 (past the critical batch, 166) the verify costs ~2x a decode
-    step and speculation loses."""
+    """llama-2-7b on an A100 (its datasheet roofline), 4 tokens drafted by MTP heads, a = 0.5
+    (E = 1.94): at batch 1 the verify of 5 tokens costs about a decode step (weights
+    dominate; reading the 575-token cache 5 times adds ~9%) and speculation gains ~1.5x; at batch 256 (past the critical batch, 166) the
+    verify costs ~2x a decode step and speculation loses."""
+    from dataclasses import replace
+
     m, hw = llama
+    hw = replace(hw, measured=None)
     pts = speculative_points(m, hw, Speculation(4, 0.5, mtp_draft(m)), (1, 16, 64, 256), 575, Dtypes(),
                              "unfused", "graphs")
     speedups = [p.speedup for p in pts]
     assert speedups == sorted(speedups, reverse=True)
-    assert speedups[0] > 1.5 and speedups[-1] < 1.0
-    assert pts[0].verify_s < 1.05 * pts[0].itl_s and pts[-1].verify_s > 1.8 * pts[-1].itl_s
+    assert speedups[0] > 1.4 and speedups[-1] < 1.0
+    assert pts[0].verify_s < 1.1 * pts[0].itl_s and pts[-1].verify_s > 1.8 * pts[-1].itl_s
 
 
 def test_simulated_itl_with_speculation(weight_bound):

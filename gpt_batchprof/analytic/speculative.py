@@ -8,9 +8,12 @@ or the bonus token when all ``k`` pass). Tokens per verify step (Leviathan et al
 
 A speculative step of ``n`` sequences at ``kv`` cached tokens costs
 
-- the verify: the target over ``k + 1`` new tokens per sequence on top of ``kv`` cached ones
-  (priced as a prefill chunk of ``k + 1`` tokens, with the LM head over all ``k + 1``
-  positions, since every position's logits are checked), plus
+- the verify: the target over ``k + 1`` new tokens per sequence on top of ``kv`` cached ones,
+  priced as a decode step of ``n (k + 1)`` rows (batch expansion, as vLLM's first
+  speculative decoding scored drafts): the dense layers and the LM head see ``n (k + 1)``
+  tokens (every position's logits are checked), attention reads each sequence's cache once
+  per drafted position (a multi-query kernel reads it once, so at long contexts this is an
+  upper bound), plus
 - ``k`` decode steps of the draft at batch ``n`` and ``kv`` cached tokens of its own cache.
 
 The mean time per output token is that step over ``E``. At small batch the target's decode
@@ -71,13 +74,9 @@ class Speculation:
 
 
 def verify_ops(model: ModelSpec, batch: int, k: int, kv_len: int, dtypes: Dtypes, attention: str):
-    """The target's forward over ``k + 1`` tokens per sequence at ``kv_len`` cached, the LM
-    head over every one of them."""
-    chunk = enumerate_ops(model, "prefill", batch, new_tokens=k + 1, kv_len=kv_len, dtypes=dtypes,
-                          attention=attention)
-    head = tuple(o for o in enumerate_ops(model, "decode", batch * (k + 1), dtypes=dtypes, attention=attention)
-                 if o.op == "lm_head")
-    return tuple(o for o in chunk if o.op != "lm_head") + head
+    """The target's check of ``k + 1`` tokens per sequence at ``kv_len`` cached: a decode step
+    of ``batch (k + 1)`` rows."""
+    return enumerate_ops(model, "decode", batch * (k + 1), kv_len=kv_len, dtypes=dtypes, attention=attention)
 
 
 @dataclass(frozen=True, slots=True)
