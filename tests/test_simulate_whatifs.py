@@ -385,3 +385,21 @@ def test_a_device_without_interconnect_needs_kv_link(weight_bound):
     res = simulate(m, hw, Workload(trace=(Request(0.0, 8, 4),)), ServerConfig(disagg=Disagg(1, 1, 1e9)))
     kv = 8 * m.kv_bytes_per_token("fp16")  # no interconnect, no latency: bytes / 1 GB/s
     assert res.kv_transfer_s_mean == pytest.approx(kv / 1e9, rel=1e-12)
+
+
+def test_each_pool_its_own_tp(llama):
+    """--prefill-tp 2 --decode-tp 2: each GPU holds half of every token's KV (16 of 32 heads),
+    256 KiB, and sends it over its own link: the transfer halves to 512 x 256 KiB / 300 GB/s
+    + 1 us. With prefill tp 1 and decode tp 2 the single prefill GPU sends whole tokens: the
+    full 0.8958 ms. GPUs: 1 x 2 + 1 x 2 = 4, and 1 x 1 + 1 x 2 = 3."""
+    m, hw = llama
+    w = Workload(trace=(Request(0.0, 512, 16),))
+    both = simulate(m, hw, w, ServerConfig(disagg=Disagg(1, 1, prefill_tp=2, decode_tp=2)))
+    assert both.kv_transfer_s_mean == pytest.approx(KV_512 / 2 / 300e9 + 1e-6, rel=1e-9)
+    assert both.gpus == 4
+    mixed = simulate(m, hw, w, ServerConfig(disagg=Disagg(1, 1, decode_tp=2)))
+    assert mixed.kv_transfer_s_mean == pytest.approx(KV_512 / 300e9 + 1e-6, rel=1e-9)
+    assert mixed.gpus == 3
+    r = runner.invoke(app, ["simulate", "-r", "1", "-n", "5", "--tp", "2", "--disagg", "1:1", "--prefill-tp", "1",
+                            "--compare"])
+    assert r.exit_code == 2 and "has 3 GPUs, not a whole number of aggregated servers of 2 GPUs" in r.stderr

@@ -58,6 +58,8 @@ def simulate_cmd(
     replicas: Annotated[int, Opt("--replicas", help="Aggregated pool: this many identical servers (each over tp x pp x ep GPUs), arrivals dealt round-robin.")] = 1,
     disagg: Annotated[Optional[str], Opt("--disagg", help="Disaggregated serving P:D: P prefill and D decode instances (each over tp x pp x ep GPUs); each request's KV cache crosses the interconnect (or --kv-link).")] = None,
     kv_link: Annotated[Optional[float], Opt("--kv-link", help="Bandwidth of the prefill-to-decode KV transfer, GB/s per GPU (default: the profile's interconnect).")] = None,
+    prefill_tp: Annotated[Optional[int], Opt("--prefill-tp", help="With --disagg: tensor parallelism of each prefill instance (default --tp).")] = None,
+    decode_tp: Annotated[Optional[int], Opt("--decode-tp", help="With --disagg: tensor parallelism of each decode instance (default --tp).")] = None,
     compare: Annotated[bool, Opt("--compare", help="With --disagg P:D: also run an aggregated pool of P + D servers (equal GPU count) and compare them, per SLO.")] = False,
     speculate: SpeculateOpt = 0,
     acceptance: AcceptanceOpt = 0.7,
@@ -95,7 +97,7 @@ def simulate_cmd(
                        block_size=block_size, dtypes=Dtypes.of(dtype, weight_dtype, kv_dtype), attention=attention,
                        launch=launch, parallel=parallel_of(tp, pp, ep, micro_batches), prefix_caching=prefix_caching,
                        speculation=speculation_of(speculate, acceptance, draft, m), replicas=replicas,
-                       disagg=_disagg(disagg, kv_link, compare))
+                       disagg=_disagg(disagg, kv_link, compare, prefill_tp, decode_tp))
     rates = parse_float_list(rate, "--rate", rate_points) if rate is not None else None
     if find_max_rate and concurrency is not None:
         raise BatchprofError("--find-max-rate searches over Poisson rates; drop --concurrency")
@@ -126,27 +128,35 @@ def simulate_cmd(
         _single(m, hw, workload, cfg, slo, fmt, output, plot, progress)
 
 
-def _disagg(text: Optional[str], kv_link: Optional[float], compare: bool):
+def _disagg(text: Optional[str], kv_link: Optional[float], compare: bool, prefill_tp: Optional[int],
+            decode_tp: Optional[int]):
     from gpt_batchprof.errors import BatchprofError
 
     if text is None:
-        if kv_link is not None or compare:
-            raise BatchprofError(f"{'--kv-link' if kv_link is not None else '--compare'} needs --disagg P:D")
+        given = [o for o, v in (("--kv-link", kv_link), ("--compare", compare or None), ("--prefill-tp", prefill_tp),
+                                ("--decode-tp", decode_tp)) if v is not None]
+        if given:
+            raise BatchprofError(f"{given[0]} needs --disagg P:D")
         return None
     from gpt_batchprof.simulate.pools import parse_disagg
 
-    return parse_disagg(text, kv_link)
+    return parse_disagg(text, kv_link, prefill_tp, decode_tp)
 
 
 def _compare(m, hw, workload, cfg, slo, fmt, search: bool, progress) -> None:
     """Aggregated (P + D replicas) against disaggregated (P:D) at equal GPU count."""
     from dataclasses import replace
 
+    from gpt_batchprof.errors import BatchprofError
     from gpt_batchprof.report import export
     from gpt_batchprof.report import simulate_tables as st
     from gpt_batchprof.simulate import find_max_rate, simulate
 
-    modes = (("aggregated", replace(cfg, disagg=None, replicas=cfg.disagg.instances)), ("disaggregated", cfg))
+    gpus, world = cfg.disagg.gpus(cfg.parallel), cfg.parallel.world
+    if gpus % world:
+        raise BatchprofError(f"--compare: the disaggregated pool has {gpus} GPUs, not a whole number of "
+                             f"aggregated servers of {world} GPUs (--tp x --pp x --ep)")
+    modes = (("aggregated", replace(cfg, disagg=None, replicas=gpus // world)), ("disaggregated", cfg))
     bar, task = _bar(progress, "comparing", None)
     with bar:
         if search:

@@ -120,7 +120,9 @@ def header(out: Console, model, hw, res: SimResult, sweep: bool = False) -> None
               style="dim", highlight=False)
     if c.disagg is not None:
         bw, lat = c.disagg.link(hw)
-        out.print(f"disaggregated: {c.disagg.prefill} prefill + {c.disagg.decode} decode instance(s), {res.gpus} GPUs; "
+        pre, dec = c.disagg.layouts(c.parallel)
+        out.print(f"disaggregated: {c.disagg.prefill} prefill (x{pre.world} GPUs) + {c.disagg.decode} decode "
+                  f"(x{dec.world} GPUs) instance(s), {res.gpus} GPUs; "
                   f"KV caches cross a {fmt_rate(bw / 1e9)} GB/s link ({fmt_time(lat)} latency)",
                   style="dim", highlight=False)
     elif c.replicas > 1:

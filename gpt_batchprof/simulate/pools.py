@@ -5,12 +5,13 @@ one running both phases; arrivals are dealt round-robin.
 
 Disaggregated (``--disagg P:D``, as NVIDIA Dynamo, llm-d and SGLang deploy it, after
 DistServe and Splitwise): P prefill instances and D decode instances, each over
-``tp x pp x ep`` GPUs.
+``tp x pp x ep`` GPUs (``--prefill-tp`` / ``--decode-tp`` give each kind its own ``tp``).
 
 1. Requests are dealt round-robin to the prefill instances, which batch prompts only
    (continuous batching, chunked as configured); a prompt's last chunk yields the first token.
-2. Its KV cache (``prompt_len`` x the KV bytes per token of one GPU; each of the tp x pp GPUs
-   sends its own shard over its own link, in parallel) then crosses the link:
+2. Its KV cache (``prompt_len`` x the KV bytes per token of one GPU; each GPU sends its own
+   shard over its own link, in parallel; with unequal layouts the side with the larger
+   shard per GPU sets the pace) then crosses the link:
    ``bytes / bandwidth + latency``, the profile's interconnect or ``--kv-link``. Each prefill
    instance's link carries one transfer at a time, first come first served.
 3. Once the KV has arrived, the request joins a decode instance (round-robin in order of
@@ -21,7 +22,7 @@ DistServe and Splitwise): P prefill instances and D decode instances, each over
 TTFT counts the transfer (the first token reaches the user with the request's hand-over);
 ITL is the decode instance's. A prefill instance frees a request's blocks when its prompt
 is done (the transfer is taken to read them first). Goodput per GPU divides the pool's
-goodput by all its GPUs: (P + D) x tp x pp x ep, or N x tp x pp x ep.
+goodput by all its GPUs: P and D instances times their GPUs each, or N x tp x pp x ep.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Callable
 
+from gpt_batchprof.analytic.parallel import Parallelism
 from gpt_batchprof.errors import BatchprofError
 from gpt_batchprof.profiles import HardwareSpec, ModelSpec
 from gpt_batchprof.simulate.metrics import RequestRecord, Slo, summarise
@@ -44,8 +46,14 @@ class Disagg:
     prefill: int  # instances
     decode: int
     kv_link_bytes_per_s: float | None = None  # None: the hardware profile's interconnect
+    prefill_tp: int | None = None  # None: the server's --tp
+    decode_tp: int | None = None
 
     def __post_init__(self) -> None:
+        for name in ("prefill_tp", "decode_tp"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise BatchprofError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
         if self.prefill < 1 or self.decode < 1:
             raise BatchprofError(f"--disagg needs at least one prefill and one decode instance, got "
                                  f"{self.prefill}:{self.decode}")
@@ -58,7 +66,16 @@ class Disagg:
         return self.prefill + self.decode
 
     def label(self) -> str:
-        return f"{self.prefill}P:{self.decode}D"
+        tp = lambda v: f"(tp {v})" if v else ""  # noqa: E731
+        return f"{self.prefill}P{tp(self.prefill_tp)}:{self.decode}D{tp(self.decode_tp)}"
+
+    def layouts(self, par: Parallelism) -> tuple[Parallelism, Parallelism]:
+        """The layout of a prefill instance and of a decode instance."""
+        return (replace(par, tp=self.prefill_tp or par.tp), replace(par, tp=self.decode_tp or par.tp))
+
+    def gpus(self, par: Parallelism) -> int:
+        pre, dec = self.layouts(par)
+        return self.prefill * pre.world + self.decode * dec.world
 
     def link(self, hw: HardwareSpec) -> tuple[float, float]:
         """(bandwidth bytes/s, latency s) of the KV transfer."""
@@ -71,14 +88,16 @@ class Disagg:
         return ic.bandwidth_bytes_per_s, ic.latency_s
 
 
-def parse_disagg(text: str, kv_link_gb_s: float | None = None) -> Disagg:
+def parse_disagg(text: str, kv_link_gb_s: float | None = None, prefill_tp: int | None = None,
+                 decode_tp: int | None = None) -> Disagg:
     """'P:D' (instances of each kind)."""
     m = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", str(text))
     if not m:
         raise BatchprofError(f"--disagg: cannot read '{text}' (expected P:D, prefill and decode instances, like 1:3)")
     if kv_link_gb_s is not None and not (math.isfinite(kv_link_gb_s) and kv_link_gb_s > 0):
         raise BatchprofError(f"--kv-link must be a finite bandwidth > 0 GB/s, got {kv_link_gb_s:g}")
-    return Disagg(int(m.group(1)), int(m.group(2)), None if kv_link_gb_s is None else kv_link_gb_s * 1e9)
+    return Disagg(int(m.group(1)), int(m.group(2)), None if kv_link_gb_s is None else kv_link_gb_s * 1e9,
+                  prefill_tp, decode_tp)
 
 
 def _arrivals(workload: Workload) -> list[tuple]:
@@ -110,6 +129,11 @@ def simulate_pool(model: ModelSpec, hw: HardwareSpec, workload: Workload, cfg, s
 
     check_lengths(model, workload)
     one = replace(cfg, replicas=1, disagg=None)
+    if cfg.disagg is not None:
+        pre_par, dec_par = cfg.disagg.layouts(cfg.parallel)
+        pre_cfg = replace(one, role="prefill", parallel=pre_par)
+        dec_cfg = replace(one, role="decode", prefix_caching=False, parallel=dec_par)
+        one = pre_cfg
     steps = steps or server_steps(model, hw, one)
     items = _arrivals(workload)
     records: dict[int, RequestRecord] = {}
@@ -126,11 +150,15 @@ def simulate_pool(model: ModelSpec, hw: HardwareSpec, workload: Workload, cfg, s
     else:
         dg = cfg.disagg
         bw, lat = dg.link(hw)
-        per_token = kv_capacity(model, hw, one, workload.longest).kv_bytes_per_token
+        # each GPU sends (receives) its own shard over its own link: the side with fewer GPUs per
+        # instance moves the larger shard and sets the pace
+        for c in (pre_cfg, dec_cfg):
+            c.parallel.check(model, hw)
+        per_token = max(kv_capacity(model, hw, c, workload.longest).kv_bytes_per_token for c in (pre_cfg, dec_cfg))
+        dec_steps = steps if dec_par == pre_par else server_steps(model, hw, dec_cfg)
         first: dict[int, RequestRecord] = {}
         ready: list[tuple] = []
         transfers = []
-        pre_cfg, dec_cfg = replace(one, role="prefill"), replace(one, role="decode", prefix_caching=False)
         for i in range(min(dg.prefill, len(items))):
             mine = items[i::dg.prefill]
             res, index = _run(model, hw, mine, pre_cfg, slo, steps, gen_of=lambda g: 1)
@@ -156,7 +184,7 @@ def simulate_pool(model: ModelSpec, hw: HardwareSpec, workload: Workload, cfg, s
             mine = ready[j::dg.decode]
             if not mine:
                 continue
-            res, index = _run(model, hw, mine, dec_cfg, slo, steps)
+            res, index = _run(model, hw, mine, dec_cfg, slo, dec_steps)
             decode_parts.append(res)
             parts.append(res)
             for r in res.records:
@@ -164,7 +192,7 @@ def simulate_pool(model: ModelSpec, hw: HardwareSpec, workload: Workload, cfg, s
                 f = first[g_idx]
                 records[g_idx] = RequestRecord(g_idx, f.prompt_len, r.gen_len, f.arrival_s, f.start_s,
                                                r.arrival_s, r.finish_s, f.preemptions + r.preemptions)
-        gpus = dg.instances * cfg.parallel.world
+        gpus = dg.gpus(cfg.parallel)
     recs = tuple(sorted(records.values(), key=lambda r: (r.arrival_s, r.index)))
     if on_request is not None:
         for r in recs:
