@@ -109,7 +109,8 @@ class Workload:
             raise BatchprofError(f"--shared-prefix-len must be >= 0, got {self.shared_prefix_len}")
         if self.prefix_groups < 1:
             raise BatchprofError(f"--prefix-groups must be >= 1, got {self.prefix_groups}")
-        shortest = min(r.prompt_len for r in self.trace) if self.trace is not None else self.prompt.lo
+        shortest = (min(r.prompt_len for r in self.trace) if self.trace is not None else self.prompt.lo) \
+            if self.shared_prefix_len else 0
         if self.shared_prefix_len and self.shared_prefix_len >= shortest:
             raise BatchprofError(f"--shared-prefix-len {self.shared_prefix_len} must be shorter than the shortest "
                                  f"prompt ({shortest} tokens): a request computes at least one token of its own")
