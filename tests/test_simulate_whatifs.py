@@ -403,3 +403,33 @@ def test_each_pool_its_own_tp(llama):
     r = runner.invoke(app, ["simulate", "-r", "1", "-n", "5", "--tp", "2", "--disagg", "1:1", "--prefill-tp", "1",
                             "--compare"])
     assert r.exit_code == 2 and "has 3 GPUs, not a whole number of aggregated servers of 2 GPUs" in r.stderr
+
+
+def test_rescale_trace_keeps_its_bursts_at_each_rate(tmp_path):
+    """Arrivals 0, 1, 4 s (mean rate 0.5 req/s): at --rate 2 --rescale-trace they become
+    0, 0.25, 1 s (x 0.25); --find-max-rate searches over that scaling."""
+    p = tmp_path / "t.csv"
+    p.write_text("arrival_s,prompt_len,gen_len\n0,8,2\n1,8,2\n4,8,2\n")
+    w = Workload(trace=read_trace(p), rescale_trace=True)
+    assert [r.arrival_s for r in w.with_rate(2.0).trace] == [0.0, 0.25, 1.0]
+    r = runner.invoke(app, ["simulate", "-m", "gpt2", "--trace", str(p), "-r", "2", "--rescale-trace", "-f", "json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert [q["arrival_s"] for q in d["requests"]] == [0.0, 0.25, 1.0] and d["settings"]["rescale_trace"] is True
+    busy = tmp_path / "busy.csv"  # 200 requests in bursts of 10 at one time, a burst per second
+    busy.write_text("arrival_s,prompt_len,gen_len\n" + "".join(f"{i // 10},512,64\n" for i in range(200)))
+    r = runner.invoke(app, ["simulate", "--trace", str(busy), "--rescale-trace", "--find-max-rate", "-f", "json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    arrivals = sorted({q["arrival_s"] for q in d["requests"]})
+    assert len(arrivals) == 20  # still 20 bursts of 10 requests
+    # mean rate 199 requests / 19 s: a burst gap of 1 s becomes (199 / 19) / rate
+    assert arrivals[1] - arrivals[0] == pytest.approx(199 / 19 / d["max_rate_rps"], rel=1e-9)
+    for args, message in ((["--rescale-trace"], "give one, or use --trace-rate"),
+                          (["--rescale-trace", "-c", "2"], "no --concurrency")):
+        r = runner.invoke(app, ["simulate", "-m", "gpt2", "--trace", str(p), *args])
+        assert r.exit_code == 2 and message in r.stderr, r.output
+    one = tmp_path / "one.csv"
+    one.write_text("arrival_s,prompt_len,gen_len\n0,8,2\n")
+    with pytest.raises(BatchprofError, match="no rate to rescale"):
+        Workload(trace=read_trace(one), rescale_trace=True).with_rate(1.0)

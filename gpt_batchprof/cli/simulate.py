@@ -31,6 +31,7 @@ def simulate_cmd(
     trace: Annotated[Optional[Path], Opt("--trace", help="CSV or JSONL with columns arrival_s, prompt_len, gen_len, or a published trace as released: Azure LLM inference CSV, BurstGPT CSV, Mooncake JSONL (its hash_ids feed --prefix-caching); with --rate or --concurrency only its lengths are used.")] = None,
     time_scale: Annotated[Optional[float], Opt("--time-scale", help="Multiply the trace's arrival times by this (0.5: the same trace twice as fast).")] = None,
     trace_rate: Annotated[Optional[float], Opt("--trace-rate", help="Rescale the trace's arrival times to this mean rate, requests/s (its bursts kept).")] = None,
+    rescale_trace: Annotated[bool, Opt("--rescale-trace", help="With --trace and --rate (a sweep too) or --find-max-rate: scale the trace's own arrival times to each rate, keeping its bursts, instead of drawing Poisson arrivals.")] = False,
     prefix_caching: Annotated[bool, Opt("--prefix-caching/--no-prefix-caching", help="Keep the KV blocks of prompt prefixes for later requests (LRU, inside the KV cache); prefill computes only the uncached tokens.")] = False,
     shared_prefix_len: Annotated[int, Opt("--shared-prefix-len", help="Synthetic shared system prompt: the first this many tokens of every prompt are one of --prefix-groups prefixes.")] = 0,
     prefix_groups: Annotated[int, Opt("--prefix-groups", help="Distinct shared prefixes; each request draws one uniformly.")] = 1,
@@ -105,11 +106,17 @@ def simulate_cmd(
         raise BatchprofError("--find-max-rate searches the rate itself; give no --rate range")
     tr = _trace(trace, time_scale, trace_rate, requests, replay=rates is None and concurrency is None
                 and not find_max_rate)
+    if rescale_trace and rates is None and not find_max_rate and concurrency is None:
+        raise BatchprofError("--rescale-trace scales the trace to each --rate (or the rates --find-max-rate tries); "
+                             "give one, or use --trace-rate for a single replay")
+    first_rate = rates[0] if rates else (1.0 if find_max_rate else None)
     workload = Workload(prompt=parse_lengths(prompt_len, "--prompt-len"), gen=parse_lengths(gen_len, "--gen-len"),
-                        rate_rps=(rates[0] if rates else (1.0 if find_max_rate else None)),
+                        rate_rps=None if rescale_trace else first_rate,
                         concurrency=concurrency, requests=requests, duration_s=duration,
                         trace=tr.requests if tr is not None else None, seed=seed,
-                        shared_prefix_len=shared_prefix_len, prefix_groups=prefix_groups)
+                        shared_prefix_len=shared_prefix_len, prefix_groups=prefix_groups, rescale_trace=rescale_trace)
+    if rescale_trace:
+        workload = workload.with_rate(first_rate)
     hw = load_hardware_or_auto(hardware)
     import dataclasses
 

@@ -30,7 +30,7 @@ def settings_dict(model, hw, res: SimResult) -> dict[str, Any]:
         "prediction": hw.prediction,
         "slo_ttft_s": slo.ttft_s, "slo_itl_s": slo.itl_s, "slo_percentile": slo.percentile,
         "steps": res.steps, "interrupted": res.interrupted,
-        "prefix_caching": c.prefix_caching, "shared_prefix_len": w.shared_prefix_len,
+        "rescale_trace": w.rescale_trace, "prefix_caching": c.prefix_caching, "shared_prefix_len": w.shared_prefix_len,
         "prefix_groups": w.prefix_groups if w.shared_prefix_len else None,
         "speculation": c.speculation.to_dict() if c.speculation is not None else None,
         "replicas": c.replicas, "disagg": c.disagg.label() if c.disagg is not None else None,

@@ -91,12 +91,18 @@ class Workload:
     seed: int = 0
     shared_prefix_len: int = 0  # tokens of a system prompt shared within a group (synthetic prefixes)
     prefix_groups: int = 1  # distinct shared prefixes; each request draws one uniformly
+    rescale_trace: bool = False  # a rate rescales the trace's own arrivals (bursts kept) instead of drawing Poisson ones
 
     def __post_init__(self) -> None:
         if self.rate_rps is not None and not (math.isfinite(self.rate_rps) and self.rate_rps > 0):
             raise BatchprofError(f"--rate must be a finite number > 0, got {self.rate_rps}")
         if self.concurrency is not None and self.concurrency < 1:
             raise BatchprofError(f"--concurrency must be >= 1, got {self.concurrency}")
+        if self.rescale_trace and (self.trace is None or self.concurrency is not None):
+            raise BatchprofError("--rescale-trace rescales a trace's arrivals to each --rate: give --trace FILE "
+                                 "and no --concurrency")
+        if self.rescale_trace and self.rate_rps is not None:
+            raise BatchprofError("a rescaled trace keeps its own arrivals (Workload.with_rate rescales them)")
         if self.rate_rps is not None and self.concurrency is not None:
             raise BatchprofError("give --rate or --concurrency, not both")
         if self.rate_rps is None and self.concurrency is None and self.trace is None:
@@ -135,9 +141,20 @@ class Workload:
         return max(r.prompt_len for r in self.trace) if self.trace is not None else self.prompt.hi
 
     def with_rate(self, rate_rps: float) -> "Workload":
+        """The workload at ``rate_rps``: Poisson arrivals, or with ``rescale_trace`` the trace's
+        own arrival times scaled so that its mean rate, (n - 1) / (last - first), is ``rate_rps``."""
         from dataclasses import replace
 
-        return replace(self, rate_rps=rate_rps, concurrency=None)
+        if not self.rescale_trace:
+            return replace(self, rate_rps=rate_rps, concurrency=None)
+        if not (math.isfinite(rate_rps) and rate_rps > 0):
+            raise BatchprofError(f"--rate must be a finite number > 0, got {rate_rps}")
+        t = self.trace
+        t0, span = t[0].arrival_s, t[-1].arrival_s - t[0].arrival_s
+        if len(t) < 2 or span <= 0:
+            raise BatchprofError("every request of the trace arrives at the same time: it has no rate to rescale")
+        scale = (len(t) - 1) / span / rate_rps
+        return replace(self, trace=tuple(replace(r, arrival_s=(r.arrival_s - t0) * scale) for r in t))
 
     def lengths(self) -> Iterator[tuple[int, int, tuple[int, ...], int]]:
         """(prompt_len, gen_len, prefix keys, tokens per key) per request: the trace's in order
