@@ -85,18 +85,12 @@ def test_without_measured_section_predictions_are_todays_roofline(seed002_hw):
     assert p.time_s == p.roofline_time_s == pytest.approx((4096 * 2 + 4096**2) * 2 / 300e9, rel=1e-12)
 
 
-def test_grouped_expert_matmul_without_a_bmm_table_reads_the_matmul_table_per_expert():
-    # no bmm table in MEASURED: 8 tokens x top-2 over 4 experts touched = 4 problems of (4 x 1000) @ (1000 x 1000),
-    # each 8e6 FLOP at the m=4 rate of 2 GFLOP/s = 4 ms; 4 of them = 16 ms, + one launch of 10 us = 16.01 ms.
-    # Flagged: a grouped GEMM priced as separate ones is an approximation.
+def test_op_without_a_table_falls_back_to_the_roofline():
+    # no bmm table in MEASURED: an MoE (grouped) matmul stays on the roofline, even with a matmul table
+    # (a fused MoE kernel runs the experts grouped; separate GEMMs would price it 2-3x too slow on GPUs)
     c = matmul_cost("ffn_up", tokens=8, k=1000, n=1000, w_bytes=4, a_bytes=4, launches=1, compute_dtype="fp32",
                     ctx=("decode", 8, 1, 0), experts_touched=4.0, routes=2)
-    p = predict(c, hw())
-    assert p.prediction == "calibrated" and p.extrapolated and p.tables == ("matmul.fp32", "copy")
-    assert p.time_s == pytest.approx(16.01e-3, rel=1e-9)
-
-
-def test_op_without_a_table_falls_back_to_the_roofline():
+    assert predict(c, hw()).prediction == "roofline"
     # only a copy table: no table describes a matmul kernel, so it stays on the roofline
     only_copy = MEASURED | {"tables": {"copy": MEASURED["tables"]["copy"]}}
     assert predict(mm(4), hw(only_copy)).prediction == "roofline"

@@ -38,8 +38,8 @@ def test_kernel_table_maps_every_operator_kind_to_its_table_and_coordinates():
         ("attn_prefill", (16, 100, 1.0, 64)), ("sdpa_prefill", (16, 100, 64)))  # kv_heads 0 -> heads (MHA)
     assert kernel_tables(cost("attn_fused", m=1, n=300, k=64, batch=3)) == (
         ("attn_decode", (3, 300, 1.0, 64)), ("sdpa_decode", (3, 300, 64)))  # heads 0 -> 1
-    # a grouped expert GEMM: the bmm table, else the matmul table per problem
-    assert kernel_tables(cost("ffn_up", m=3, n=64, k=32, batch=8)) == (("bmm", (8, 3, 64, 32)), ("matmul", (3, 64, 32)))
+    # a grouped expert GEMM: the bmm table only
+    assert kernel_tables(cost("ffn_up", m=3, n=64, k=32, batch=8)) == (("bmm", (8, 3, 64, 32)),)
     # memory-bound kernels: bytes per launch (4 launches of 4000 B = 1000 B each)
     assert kernel_table(cost("attn_softmax", nbytes=4000.0, launches=4)) == ("softmax", (1000.0,))
     assert kernel_table(cost("norm", nbytes=4000.0, launches=4, variant="rmsnorm")) == ("rmsnorm", (1000.0,))

@@ -220,8 +220,8 @@ def kernel_tables(cost: OpCost) -> tuple[tuple[str, tuple[float, ...]], ...]:
     s = cost.shape
     per = max(cost.launches, 1)
     if cost.op in _DENSE:
-        if s.batch > 1:  # a batch of expert GEMMs: the bmm table, else one matmul per problem
-            return ("bmm", (s.batch, s.m, s.n, s.k)), ("matmul", (s.m, s.n, s.k))
+        if s.batch > 1:  # a batch of expert GEMMs (a fused MoE kernel runs them grouped: no matmul stand-in)
+            return (("bmm", (s.batch, s.m, s.n, s.k)),)
         return (("matmul", (s.m, s.n, s.k)),)
     if cost.op in ("attn_score", "attn_context"):
         return (("bmm", (s.batch, s.m, s.n, s.k)),)
@@ -258,8 +258,6 @@ def calibrated_time(cost: OpCost, measured: MeasuredTables, launch: str = "eager
     flops1, bytes1 = cost.flops / per, cost.bytes / per
     hit = table.lookup(coords)
     extrapolated = hit.extrapolated
-    if kind == "matmul" and cost.shape.batch > 1:  # expert GEMMs priced one problem at a time: an approximation
-        extrapolated = True
     if kind in ("sdpa_prefill", "attn_prefill") and cost.shape.n != cost.shape.m:  # chunked prefill: q < kv_len
         extrapolated = True
     used = [table.name]
