@@ -31,7 +31,7 @@ import heapq
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from gpt_batchprof.analytic import Dtypes, Parallelism, Scenario, check_length, memory_use
 from gpt_batchprof.analytic.speculative import Speculation
@@ -41,6 +41,9 @@ from gpt_batchprof.simulate.metrics import RequestRecord, Slo, Summary, summaris
 from gpt_batchprof.simulate.prefix import PrefixCache
 from gpt_batchprof.simulate.steptime import StepModel
 from gpt_batchprof.simulate.workload import Workload
+
+if TYPE_CHECKING:
+    from gpt_batchprof.simulate.pools import Disagg
 
 SCHEDULERS = ("continuous", "static")
 ROLES = ("both", "prefill", "decode")  # what an instance does: all of a request, or one phase (--disagg)

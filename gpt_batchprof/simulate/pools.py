@@ -27,7 +27,6 @@ goodput by all its GPUs: P and D instances times their GPUs each, or N x tp x pp
 
 from __future__ import annotations
 
-import heapq
 import math
 import re
 from dataclasses import dataclass, replace
