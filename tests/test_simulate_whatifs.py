@@ -369,6 +369,7 @@ def test_cli_compare_at_equal_gpu_count():
     (("--compare",), "--compare needs --disagg P:D"),
     (("--disagg", "1:1", "--kv-link", "0"), "--kv-link must be a finite bandwidth > 0"),
     (("--disagg", "1:1", "--replicas", "2"), "not both"),
+    (("--disagg", "1:1", "--compare", "-o", "x.csv"), "-o is not written with --compare"),
     (("--replicas", "2", "--concurrency", "4", "--rate", None), "not --concurrency"),
 ])
 def test_pool_option_mistakes(args, message):

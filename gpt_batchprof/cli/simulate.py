@@ -126,6 +126,9 @@ def simulate_cmd(
     if compare:
         if rates is not None and len(rates) > 1:
             raise BatchprofError("--compare runs one rate or --find-max-rate; give no --rate range")
+        if output is not None or plot is not None:
+            raise BatchprofError(f"{'-o' if output is not None else '--plot'} is not written with --compare "
+                                 "(run each layout on its own for per-request rows or a plot)")
         _compare(m, hw, workload, cfg, slo, fmt, find_max_rate, progress)
     elif find_max_rate:
         _search(m, hw, workload, cfg, slo, fmt, output, plot, progress)
