@@ -434,3 +434,11 @@ def test_rescale_trace_keeps_its_bursts_at_each_rate(tmp_path):
     one.write_text("arrival_s,prompt_len,gen_len\n0,8,2\n")
     with pytest.raises(BatchprofError, match="no rate to rescale"):
         Workload(trace=read_trace(one), rescale_trace=True).with_rate(1.0)
+
+
+def test_prefix_options_that_change_nothing_say_so():
+    r = runner.invoke(app, ["simulate", "-m", "gpt2", "-r", "5", "-n", "5", "--prefix-caching", "-f", "json"])
+    assert r.exit_code == 0 and "no request shares a prefix" in r.stderr
+    assert json.loads(r.stdout)["prefix_cache"]["hit_rate"] == 0.0
+    r = runner.invoke(app, ["simulate", "-m", "gpt2", "-r", "5", "-n", "5", "--shared-prefix-len", "100"])
+    assert r.exit_code == 0 and "without --prefix-caching: every prompt is computed in full" in r.stderr

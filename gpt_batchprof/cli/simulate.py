@@ -117,6 +117,11 @@ def simulate_cmd(
                         shared_prefix_len=shared_prefix_len, prefix_groups=prefix_groups, rescale_trace=rescale_trace)
     if rescale_trace:
         workload = workload.with_rate(first_rate)
+    if shared_prefix_len and not prefix_caching:
+        _note("--shared-prefix-len without --prefix-caching: every prompt is computed in full (the baseline)")
+    elif prefix_caching and not shared_prefix_len and not (tr is not None and any(r.prefix for r in tr.requests)):
+        _note("--prefix-caching: no request shares a prefix (give --shared-prefix-len, or a Mooncake trace "
+              "with hash_ids); the hit rate will be 0")
     hw = load_hardware_or_auto(hardware)
     import dataclasses
 
@@ -136,6 +141,10 @@ def simulate_cmd(
         _sweep(m, hw, workload, cfg, slo, rates, fmt, output, plot, progress)
     else:
         _single(m, hw, workload, cfg, slo, fmt, output, plot, progress)
+
+
+def _note(text: str) -> None:
+    err_console.print(f"note: {text}", style="yellow", highlight=False, soft_wrap=True)
 
 
 def _disagg(text: Optional[str], kv_link: Optional[float], compare: bool, prefill_tp: Optional[int],
@@ -207,12 +216,10 @@ def _trace(path: Optional[Path], time_scale: Optional[float], trace_rate: Option
             raise BatchprofError(f"{path}: every request arrives at the same time; --trace-rate cannot rescale it")
         tr = load_trace(path, tr.rate_rps / trace_rate)
     if tr.skipped:
-        err_console.print(f"note: {path}: {tr.skipped} failed request(s) (0 response tokens) left out",
-                          style="yellow", highlight=False, soft_wrap=True)
+        _note(f"{path}: {tr.skipped} failed request(s) (0 response tokens) left out")
     if replay and requests is not None and requests > len(tr.requests):
-        err_console.print(f"note: the trace has {len(tr.requests)} request(s); replaying {len(tr.requests)}, "
-                          f"not {requests} (give --rate or --concurrency to cycle its lengths)",
-                          style="yellow", highlight=False, soft_wrap=True)
+        _note(f"the trace has {len(tr.requests)} request(s); replaying {len(tr.requests)}, not {requests} "
+              "(give --rate or --concurrency to cycle its lengths)")
     return tr
 
 
