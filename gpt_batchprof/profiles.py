@@ -174,6 +174,25 @@ class Interconnect:
 
 
 INTERCONNECT_KEYS = ("name", "bandwidth_gb_s", "latency_us")
+ENGINE_KEYS = ("name", "per_step_us", "per_layer_us", "per_request_us", "source")
+
+
+@dataclass(frozen=True)
+class EngineOverhead:
+    """What a serving engine adds to the kernels of each forward step, beyond the operators priced:
+
+    ``per_step_s`` once per step (scheduling, input preparation, sampling launch); ``per_layer_s``
+    per layer of the step (glue kernels between the big ones: rotary, KV-cache write, activation);
+    ``per_request_s`` per sequence in the step (sampling, detokenisation, output processing)."""
+
+    name: str
+    per_step_s: float
+    per_layer_s: float
+    per_request_s: float
+    source: str = ""
+
+    def step_s(self, layers: int, sequences: int) -> float:
+        return self.per_step_s + layers * self.per_layer_s + sequences * self.per_request_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +211,7 @@ class HardwareSpec:
     source: str = ""
     interconnect: Interconnect | None = None  # how devices of this kind talk to each other (TP/PP/EP)
     measured: MeasuredTables | None = None  # efficiency tables from `calibrate` (the `measured:` section)
+    engine: EngineOverhead | None = None  # a serving engine's per-step costs beyond the kernels (`engine:`)
 
     def peak(self, dtype: str) -> float:
         """Peak FLOP/s for matmuls in ``dtype``."""
@@ -217,8 +237,9 @@ class HardwareSpec:
         return self.peak(dtype) / self.memory_bandwidth_bytes_per_s
 
     def to_dict(self) -> dict[str, Any]:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("measured", "interconnect")}
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("measured", "interconnect", "engine")}
         d["peak_flops_per_s"] = dict(self.peak_flops_per_s)
+        d["engine"] = asdict(self.engine) if self.engine is not None else None
         d["interconnect"] = asdict(self.interconnect) if self.interconnect is not None else None
         if self.measured is not None:
             d["measured"] = self.measured.summary()
@@ -376,6 +397,7 @@ def hardware_from_mapping(data: Mapping[str, Any], where: str, source: str = "")
             ) from None
     price = f.num("price_per_hour_usd", default=0.0, positive=False) if f.has("price_per_hour_usd") else None
     interconnect = interconnect_from_mapping(data["interconnect"], where) if f.has("interconnect") else None
+    engine = engine_from_mapping(data["engine"], where) if f.has("engine") else None
     return HardwareSpec(
         name=name,
         kind=kind,
@@ -390,6 +412,24 @@ def hardware_from_mapping(data: Mapping[str, Any], where: str, source: str = "")
         source=source,
         interconnect=interconnect,
         measured=measured_from_mapping(data["measured"], where) if data.get("measured") is not None else None,
+        engine=engine,
+    )
+
+
+def engine_from_mapping(data: Any, where: str) -> EngineOverhead:
+    """The optional ``engine:`` section (microseconds); unknown keys refused."""
+    if not isinstance(data, Mapping):
+        raise ProfileError(f"{where}: field 'engine': expected a mapping ({', '.join(ENGINE_KEYS)})")
+    unknown = [k for k in data if k not in ENGINE_KEYS]
+    if unknown:
+        raise ProfileError(f"{where}: field 'engine.{unknown[0]}': unknown key (known: {', '.join(ENGINE_KEYS)})")
+    f = _Fields(data, where, prefix="engine.")
+    return EngineOverhead(
+        name=f.str("name"),
+        per_step_s=f.num("per_step_us", default=0.0, positive=False) * 1e-6,
+        per_layer_s=f.num("per_layer_us", default=0.0, positive=False) * 1e-6,
+        per_request_s=f.num("per_request_us", default=0.0, positive=False) * 1e-6,
+        source=f.str("source", default="") if f.has("source") else "",
     )
 
 
@@ -425,6 +465,12 @@ def hardware_to_yaml_mapping(hw: HardwareSpec) -> dict[str, Any]:
         d["l2_cache_mb"] = round(hw.l2_cache_bytes / 1e6, 3)
     if hw.price_per_hour_usd is not None:
         d["price_per_hour_usd"] = hw.price_per_hour_usd
+    if hw.engine is not None:
+        e = hw.engine
+        d["engine"] = {"name": e.name, "per_step_us": round(e.per_step_s * 1e6, 3),
+                       "per_layer_us": round(e.per_layer_s * 1e6, 3), "per_request_us": round(e.per_request_s * 1e6, 3)}
+        if e.source:
+            d["engine"]["source"] = e.source
     if hw.measured is not None:
         d["measured"] = measured_to_yaml_mapping(hw.measured)
     if hw.interconnect is not None:

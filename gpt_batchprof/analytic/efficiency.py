@@ -11,6 +11,10 @@
   (batch x K/V heads, seq_len or kv_len, query heads per K/V head, head_dim); preferred over
   ``sdpa_*`` when a profile has both. FLOPs are counted as ``enumerate_ops`` counts them
   (4 x head_dim per visible query-key pair);
+- ``moe.<dtype>``: a fused MoE kernel (all routed experts' GEMMs in one grouped launch, e.g. vLLM's
+  fused_moe), FLOP/s of the whole layer's expert GEMMs over (rows per touched expert, elements of one
+  expert weight matrix); each expert-GEMM row of a step is charged its own FLOPs at that rate, so
+  the rows of one layer add up to the kernel's time. Preferred over ``bmm`` for expert GEMMs;
 - ``layernorm.<dtype>``, ``rmsnorm.<dtype>``, ``softmax.<dtype>``: bytes/s over bytes moved per call;
 - ``copy``: bytes/s of a device copy over bytes moved (read + write) per call;
 - ``overhead_s``: seconds per kernel call on top of its work ("eager"; "graphs" on CUDA).
@@ -53,12 +57,13 @@ KIND_AXES: dict[str, tuple[str, ...]] = {
     "sdpa_decode": ("batch_heads", "kv_len", "head_dim"),
     "attn_prefill": ("batch_kv_heads", "seq_len", "gqa", "head_dim"),
     "attn_decode": ("batch_kv_heads", "kv_len", "gqa", "head_dim"),
+    "moe": ("rows_per_expert", "expert_weights"),
     "layernorm": ("bytes",),
     "rmsnorm": ("bytes",),
     "softmax": ("bytes",),
     "copy": ("bytes",),
 }
-FLOP_KINDS = ("matmul", "bmm", "sdpa_prefill", "sdpa_decode", "attn_prefill", "attn_decode")
+FLOP_KINDS = ("matmul", "bmm", "sdpa_prefill", "sdpa_decode", "attn_prefill", "attn_decode", "moe")
 UNTYPED_KINDS = ("copy",)  # one table for every dtype (bytes are bytes)
 LAUNCH_MODES = ("eager", "graphs")
 _DENSE = ("qkv_proj", "out_proj", "moe_router", "ffn_gate", "ffn_up", "ffn_down", "lm_head", "mlp")
@@ -221,7 +226,7 @@ def kernel_tables(cost: OpCost) -> tuple[tuple[str, tuple[float, ...]], ...]:
     per = max(cost.launches, 1)
     if cost.op in _DENSE:
         if s.batch > 1:  # a batch of expert GEMMs (a fused MoE kernel runs them grouped: no matmul stand-in)
-            return (("bmm", (s.batch, s.m, s.n, s.k)),)
+            return ("moe", (s.m, s.n * s.k)), ("bmm", (s.batch, s.m, s.n, s.k))
         return (("matmul", (s.m, s.n, s.k)),)
     if cost.op in ("attn_score", "attn_context"):
         return (("bmm", (s.batch, s.m, s.n, s.k)),)

@@ -119,6 +119,7 @@ def _print_tables(out, result, per_op: bool, tables) -> None:
         out.print(tables.roofline_table(result.report))
     out.print()
     out.print(tables.memory_table(result.report, result.hardware, result.parallel))
+    tables.engine_line(out, result.report, result.hardware, result.model.n_layer)
     tables.summary_footer(out, result.report)
     if result.speculation is not None:
         out.print()

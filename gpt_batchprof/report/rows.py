@@ -51,6 +51,7 @@ def summary_row(p: ServingPoint) -> dict[str, Any]:
         "roofline_itl_s": p.roofline_itl_s,
         "roofline_e2e_s": p.roofline_e2e_s,
         "roofline_tokens_per_s": p.roofline_tokens_per_s,
+        "engine_step_s": p.engine_step_s,
         "speedup": p.speedup,
         "latency_growth": p.latency_growth,
         "weights_bytes": p.memory.weights_bytes,

@@ -113,6 +113,20 @@ def memory_table(report: ServingReport, hw: HardwareSpec, parallel=None) -> Tabl
     return t
 
 
+def engine_line(console: Console, report: ServingReport, hw: HardwareSpec, n_layer: int) -> None:
+    """The serving engine's share of each step, apart from the kernels (included in every time above)."""
+    e = hw.engine
+    if e is None:
+        return
+    per = ", ".join(f"batch {p.batch}: {fmt_time(p.engine_step_s)}" for p in report.points[:6])
+    console.print(
+        f"engine ({escape(e.name)}), included in every step above: {fmt_time(e.per_step_s)} per step + {n_layer} layers "
+        f"x {fmt_time(e.per_layer_s)} + batch x {fmt_time(e.per_request_s)} = {per}"
+        + (" ..." if len(report.points) > 6 else "") + " (the profile's engine: section)",
+        highlight=False, soft_wrap=False,
+    )
+
+
 def summary_footer(console: Console, report: ServingReport) -> None:
     cb = report.critical_batch
     unreachable = "" if report.critical_batch_reachable or cb is None else \

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 
 from gpt_batchprof.analytic import OP_GROUPS, Dtypes, Parallelism, enumerate_ops, launch_mode, step_time
+from gpt_batchprof.analytic.serving import engine_step_s
 from gpt_batchprof.analytic.gpt import attention_ops
 from gpt_batchprof.analytic.parallel import local_model, micro_batch, micro_batches, pipelined
 from gpt_batchprof.analytic.speculative import Speculation, spec_step
@@ -92,7 +93,8 @@ class StepModel:
                 ops = self._ops("decode", n)
                 dense = step_time(tuple(o for o in ops if o.op not in _ATTENTION), self.hw, self.launch)
                 self._decode_dense[n] = dense
-            t = self._decode[(n, kv)] = self._pipelined(dense + self._decode_attention_s(n, kv), n)
+            t = self._decode[(n, kv)] = (self._pipelined(dense + self._decode_attention_s(n, kv), n)
+                                         + engine_step_s(self.model, self.hw, n))
         return t
 
     def _speculative_s(self, n: int, kv: int) -> float:
@@ -180,4 +182,4 @@ class StepModel:
             count = -(-count // par.ep)
             k = min(m, count)
             t += k * self._prefill_attention_s(q, kv, -(-count // k))
-        return self._pipelined(t, seqs)
+        return self._pipelined(t, seqs) + engine_step_s(self.model, self.hw, seqs)
