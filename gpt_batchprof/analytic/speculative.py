@@ -34,6 +34,7 @@ from dataclasses import dataclass, replace
 
 from gpt_batchprof.analytic.gpt import Dtypes, enumerate_ops
 from gpt_batchprof.analytic.roofline import step_time
+from gpt_batchprof.analytic.serving import engine_step_s
 from gpt_batchprof.errors import BatchprofError
 from gpt_batchprof.profiles import HardwareSpec, ModelSpec
 
@@ -98,10 +99,14 @@ class SpecStep:
 
 def spec_step(model: ModelSpec, hw: HardwareSpec, spec: Speculation, batch: int, kv_len: int, dtypes: Dtypes,
               attention: str, launch: str) -> SpecStep:
-    """A speculative step of ``batch`` sequences at ``kv_len`` cached tokens on one GPU."""
-    verify = step_time(verify_ops(model, batch, spec.k, kv_len, dtypes, attention), hw, launch)
-    draft = step_time(enumerate_ops(spec.draft, "decode", batch, kv_len=kv_len, dtypes=dtypes,
-                                    attention=attention), hw, launch)
+    """A speculative step of ``batch`` sequences at ``kv_len`` cached tokens on one GPU; the
+    verify and every draft step are forwards, each charged the serving engine's per-step
+    overhead (:func:`engine_step_s`, over ``batch`` sequences) as a decode step is."""
+    verify = (step_time(verify_ops(model, batch, spec.k, kv_len, dtypes, attention), hw, launch)
+              + engine_step_s(model, hw, batch))
+    draft = (step_time(enumerate_ops(spec.draft, "decode", batch, kv_len=kv_len, dtypes=dtypes,
+                                     attention=attention), hw, launch)
+             + engine_step_s(spec.draft, hw, batch))
     return SpecStep(verify, spec.k * draft, spec.tokens_per_step)
 
 
@@ -123,7 +128,7 @@ def speculative_points(model: ModelSpec, hw: HardwareSpec, spec: Speculation, ba
     out = []
     for b in batches:
         plain = step_time(enumerate_ops(model, "decode", b, kv_len=kv_len, dtypes=dtypes, attention=attention),
-                          hw, launch)
+                          hw, launch) + engine_step_s(model, hw, b)
         s = spec_step(model, hw, spec, b, kv_len, dtypes, attention, launch)
         t = s.time_per_token_s
         out.append(SpecPoint(b, plain, s.verify_s, s.draft_s, s.tokens_per_step, t, plain / t, b / t))
