@@ -142,6 +142,40 @@ def _pick(names: list[str], formats: tuple[Format, ...], where: str, column: str
     raise BatchprofError(f"{where}: missing {column}{missing} (a trace has the columns of one format: {known})")
 
 
+def _csv_rows(f, path: Path):
+    """(where, row, format) of each CSV row; the format from the header."""
+    reader = csv.DictReader(f)
+    try:
+        names = [n.strip() for n in (reader.fieldnames or ())]
+        reader.fieldnames = names
+        fmt = _pick(names, _CSV_FORMATS, str(path), "column ")
+        for row in reader:
+            yield f"{path} line {reader.line_num}", row, fmt
+    except csv.Error as e:
+        raise BatchprofError(f"{path} line {reader.line_num}: not CSV ({e})") from None
+
+
+def _jsonl_rows(f, path: Path):
+    """(where, object, format) of each JSON Lines object; the format from the first one."""
+    fmt = None
+    for i, line in enumerate(f, 1):
+        if not line.strip():
+            continue
+        where = f"{path} line {i}"
+        try:
+            obj = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            raise BatchprofError(f"{where}: not JSON") from None
+        if not isinstance(obj, dict):
+            raise BatchprofError(f"{where}: expected an object with {', '.join(TRACE_COLUMNS)}")
+        if fmt is None:
+            fmt = _pick(list(obj), _JSONL_FORMATS, where, "")
+        missing = [c for c in fmt.columns if c not in obj]
+        if missing:
+            raise BatchprofError(f"{where}: missing {', '.join(repr(c) for c in missing)}")
+        yield where, obj, fmt
+
+
 def load_trace(path: Path, time_scale: float = 1.0) -> Trace:
     """Requests of a trace file in any of :data:`FORMATS`, arrivals x ``time_scale``, sorted
     by arrival (stable)."""
@@ -151,51 +185,28 @@ def load_trace(path: Path, time_scale: float = 1.0) -> Trace:
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".jsonl"):
         raise BatchprofError(f"{path}: a trace must be .csv or .jsonl (got '{suffix or 'no extension'}')")
+    reqs: list[Request] = []
+    skipped, fmt = 0, None
     try:
-        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark, if any, is dropped
+        # read as a stream (a published trace can hold millions of rows); a byte-order mark is dropped
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            for where, row, fmt in (_csv_rows(f, path) if suffix == ".csv" else _jsonl_rows(f, path)):
+                a_col, p_col, g_col = fmt.columns
+                t = _arrival(row.get(a_col), fmt, where)
+                p = _count(row.get(p_col), p_col, where)
+                if fmt.name == "burstgpt":
+                    g = _count(row.get(g_col), g_col, where, least=0)
+                    if g == 0:  # a failed request, as BurstGPT publishes them
+                        skipped += 1
+                        continue
+                else:
+                    g = _count(row.get(g_col), g_col, where)
+                prefix = _prefix(row.get("hash_ids"), where) if fmt.name == "mooncake" else ()
+                reqs.append(Request(t, p, g, prefix, MOONCAKE_BLOCK_TOKENS if prefix else 0))
     except (OSError, UnicodeDecodeError) as e:
         raise BatchprofError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
-    rows: list[tuple[str, dict]] = []
-    if suffix == ".csv":
-        reader = csv.DictReader(text.splitlines())
-        names = [n.strip() for n in (reader.fieldnames or ())]
-        reader.fieldnames = names
-        fmt = _pick(names, _CSV_FORMATS, str(path), "column ")
-        rows = [(f"{path} line {i}", r) for i, r in enumerate(reader, 2)]
-    else:
-        fmt = None
-        for i, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            where = f"{path} line {i}"
-            try:
-                obj = json.loads(line)
-            except (json.JSONDecodeError, RecursionError):
-                raise BatchprofError(f"{where}: not JSON") from None
-            if not isinstance(obj, dict):
-                raise BatchprofError(f"{where}: expected an object with {', '.join(TRACE_COLUMNS)}")
-            if fmt is None:
-                fmt = _pick(list(obj), _JSONL_FORMATS, where, "")
-            missing = [c for c in fmt.columns if c not in obj]
-            if missing:
-                raise BatchprofError(f"{where}: missing {', '.join(repr(c) for c in missing)}")
-            rows.append((where, obj))
-    if not rows:
+    if not reqs and not skipped:
         raise BatchprofError(f"{path}: no requests in the trace")
-    a_col, p_col, g_col = fmt.columns
-    reqs, skipped = [], 0
-    for where, r in rows:
-        t = _arrival(r.get(a_col), fmt, where)
-        p = _count(r.get(p_col), p_col, where)
-        if fmt.name == "burstgpt":
-            g = _count(r.get(g_col), g_col, where, least=0)
-            if g == 0:  # a failed request, as BurstGPT publishes them
-                skipped += 1
-                continue
-        else:
-            g = _count(r.get(g_col), g_col, where)
-        prefix = _prefix(r.get("hash_ids"), where) if fmt.name == "mooncake" else ()
-        reqs.append(Request(t, p, g, prefix, MOONCAKE_BLOCK_TOKENS if prefix else 0))
     if not reqs:
         raise BatchprofError(f"{path}: no requests in the trace ({skipped} failed request(s) skipped)")
     reqs.sort(key=lambda q: q.arrival_s)
