@@ -442,3 +442,17 @@ def test_prefix_options_that_change_nothing_say_so():
     assert json.loads(r.stdout)["prefix_cache"]["hit_rate"] == 0.0
     r = runner.invoke(app, ["simulate", "-m", "gpt2", "-r", "5", "-n", "5", "--shared-prefix-len", "100"])
     assert r.exit_code == 0 and "without --prefix-caching: every prompt is computed in full" in r.stderr
+
+
+def test_a_search_prices_each_pool_at_its_own_tp(llama):
+    """find_max_rate hands every run one step model built for --tp; a prefill pool at
+    --prefill-tp 2 must not be priced with it: one request's TTFT through the search's path
+    equals a fresh run's."""
+    from gpt_batchprof.simulate.engine import server_steps
+
+    m, hw = llama
+    cfg = ServerConfig(disagg=Disagg(1, 1, prefill_tp=2))
+    w = Workload(trace=(Request(0.0, 512, 16),))
+    fresh = simulate(m, hw, w, cfg)
+    searched = simulate(m, hw, w, cfg, steps=server_steps(m, hw, cfg))
+    assert searched.records[0].ttft_s == fresh.records[0].ttft_s

@@ -133,7 +133,8 @@ def simulate_pool(model: ModelSpec, hw: HardwareSpec, workload: Workload, cfg, s
         pre_cfg = replace(one, role="prefill", parallel=pre_par)
         dec_cfg = replace(one, role="decode", prefix_caching=False, parallel=dec_par)
         one = pre_cfg
-    steps = steps or server_steps(model, hw, one)
+    if steps is None or steps.parallel != one.parallel:  # a search's step model is the --tp one
+        steps = server_steps(model, hw, one)
     items = _arrivals(workload)
     records: dict[int, RequestRecord] = {}
     parts = []
