@@ -304,3 +304,57 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# --------------------------------------------------------------------------- checking before work
+
+
+def _nearest_existing(path: Path) -> Path:
+    p = path
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _probe_folder(folder: Path, shown: str) -> None:
+    """Create and remove a file in ``folder``: the one test that also catches read-only mounts,
+    quotas and ACLs (os.access answers for the permission bits only, and yes to root)."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".gpt-batchprof-probe.", dir=folder)
+    except OSError as e:
+        raise BatchprofError(f"{shown}: cannot write into {folder} ({e.strerror or e})") from None
+    os.close(fd)
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass
+
+
+def check_writable_file(path: Path | str, option: str) -> None:
+    """Refuse, before any work, an output file that could not be written later: a directory, a
+    path under a file, or a folder that does not take new files (write_atomic writes a temporary
+    file beside the target). Devices and pipes (/dev/stdout, a FIFO) are left to the writer."""
+    path = Path(path)
+    shown = f"{option} {path}"
+    if path.is_dir():
+        raise BatchprofError(f"{shown}: is a directory, not a file")
+    if path.exists() and not stat.S_ISREG(os.stat(path).st_mode):
+        return
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
+    folder = _nearest_existing(path.parent)
+    if not folder.is_dir():
+        raise BatchprofError(f"{shown}: {folder} is a file, not a folder")
+    _probe_folder(folder, shown)
+
+
+def check_writable_folder(path: Path | str, option: str) -> None:
+    """Refuse, before any work, an output folder that is a file or does not take new files."""
+    path = Path(path)
+    shown = f"{option} {path}"
+    if path.exists() and not path.is_dir():
+        raise BatchprofError(f"{shown}: is a file, not a folder")
+    folder = _nearest_existing(path)
+    if not folder.is_dir():
+        raise BatchprofError(f"{shown}: {folder} is a file, not a folder")
+    _probe_folder(folder, shown)

@@ -81,5 +81,10 @@ def parse_float_list(text: str, option: str, points: int = 8) -> tuple[float, ..
     return values
 
 
-def parse_name_list(text: str) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(p.strip() for p in str(text).split(",") if p.strip()))
+def parse_name_list(text: str, option: str | None = None) -> tuple[str, ...]:
+    """'a,b,a' -> ('a', 'b'); with ``option``, a list of nothing (',') is refused as the
+    number lists are, instead of silently meaning "the default"."""
+    names = tuple(dict.fromkeys(p.strip() for p in str(text).split(",") if p.strip()))
+    if option is not None and not names:
+        raise BatchprofError(f"{option}: no values given")
+    return names

@@ -398,7 +398,7 @@ def hardware_from_mapping(data: Mapping[str, Any], where: str, source: str = "")
     price = f.num("price_per_hour_usd", default=0.0, positive=False) if f.has("price_per_hour_usd") else None
     interconnect = interconnect_from_mapping(data["interconnect"], where) if f.has("interconnect") else None
     engine = engine_from_mapping(data["engine"], where) if f.has("engine") else None
-    return HardwareSpec(
+    hw = HardwareSpec(
         name=name,
         kind=kind,
         memory_bytes=memory_bytes,
@@ -414,6 +414,13 @@ def hardware_from_mapping(data: Mapping[str, Any], where: str, source: str = "")
         measured=measured_from_mapping(data["measured"], where) if data.get("measured") is not None else None,
         engine=engine,
     )
+    if hw.measured is not None:  # tables that cannot be this device's (issue 19): refused, not priced
+        from gpt_batchprof.analytic.efficiency import implausible_rate
+
+        bad = implausible_rate(hw.measured, hw.peak_flops_per_s.get, hw.memory_bandwidth_bytes_per_s)
+        if bad:
+            raise ProfileError(f"{where}: field 'measured.tables.{bad[0]}': {bad[1]}")
+    return hw
 
 
 def engine_from_mapping(data: Any, where: str) -> EngineOverhead:
@@ -633,6 +640,34 @@ def _hf_get(cfg: Mapping[str, Any], where: str, *keys: str, default: Any = None)
     raise ProfileError(f"{where}: field '{keys[0]}': missing (required for this model_type)")
 
 
+def _windowed_layers(cfg: Mapping[str, Any], where: str, mt: str, n_layer: Any) -> bool:
+    """Whether a config's sliding window applies to its layers: all of them (True), none (False),
+    or some, which one window size for the whole stack cannot express (refused).
+
+    As transformers builds them: an explicit ``layer_types`` list says it per layer; mistral and
+    mixtral window every layer; qwen2/qwen3 only with ``use_sliding_window: true``, and then only
+    the layers from ``max_window_layers`` on (default 28), so Qwen2-7B (28 layers) has none."""
+    types = cfg.get("layer_types")
+    if isinstance(types, list) and types:
+        windowed = sum(t == "sliding_attention" for t in types)
+        key = "layer_types"
+    elif mt in ("mistral", "mixtral"):
+        return True
+    elif not cfg.get("use_sliding_window"):
+        return False
+    else:
+        first = cfg.get("max_window_layers", 28)
+        if not isinstance(n_layer, int) or not isinstance(first, int) or isinstance(first, bool):
+            return True  # the field checks name the bad value
+        windowed, key = max(0, n_layer - max(0, first)), "max_window_layers"
+    if windowed == 0:
+        return False
+    if isinstance(n_layer, int) and windowed < n_layer:
+        raise ProfileError(f"{where}: field '{key}': {windowed} of {n_layer} layers use the sliding window and the "
+                           f"rest full attention; a mix of windowed and full layers is not modelled (model_type {mt})")
+    return True
+
+
 @hf_keys.checked
 def model_from_hf_config(cfg: Mapping[str, Any], where: str, name: str) -> ModelSpec:
     """Map a Hugging Face ``config.json`` to the profile schema, then validate it."""
@@ -659,11 +694,8 @@ def model_from_hf_config(cfg: Mapping[str, Any], where: str, name: str) -> Model
         }
         if cfg.get("head_dim"):
             out["head_dim"] = cfg["head_dim"]
-        # Sliding-window attention: mistral/mixtral apply `sliding_window` when set; qwen2/3
-        # only with `use_sliding_window: true` (then to every layer here: a documented upper
-        # bound when `max_window_layers` limits it to some).
         window = cfg.get("sliding_window")
-        if window and (mt in ("mistral", "mixtral") or cfg.get("use_sliding_window")):
+        if window and _windowed_layers(cfg, where, mt, out["n_layer"]):
             out["sliding_window"] = window
         if mt == "mixtral":
             out |= {"n_expert": g("num_local_experts"), "n_expert_active": g("num_experts_per_tok")}

@@ -45,7 +45,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from itertools import product
-from typing import Mapping
+from typing import Callable, Mapping
 
 from gpt_batchprof.analytic.ops import OpCost
 
@@ -205,6 +205,45 @@ class MeasuredTables:
         if self.link is not None:
             out["interconnect"] = {"name": self.link[0], "bandwidth_bytes_per_s": self.link[1], "latency_s": self.link[2]}
         return out
+
+
+# How far a measured rate may exceed the profile's ceiling before the table is refused as not
+# this device's. FLOP/s: a kernel never beats its device's peak, but the stored rates are net of
+# the per-call overhead and the profile's peak may come from a few square shapes (bmm reaches
+# 1.5x calibrate's peak on the development CPU), so 4x. Bytes/s: small copies run from cache,
+# which on a CPU is several times DRAM (5.8x measured on the development CPU; L1 more), so 50x.
+MAX_OVER_PEAK = 4.0
+MAX_OVER_BANDWIDTH = 50.0
+
+
+def best_flop_rate(measured: MeasuredTables, dtype: str) -> float:
+    """The highest FLOP/s any of the tables measured for ``dtype`` (0 when none)."""
+    return max((v for t in measured.tables.values() if t.kind in FLOP_KINDS and t.dtype == dtype
+                for v in t.values if v is not None), default=0.0)
+
+
+def implausible_rate(measured: MeasuredTables, peak_of: Callable[[str], float | None],
+                     bandwidth_bytes_per_s: float) -> tuple[str, str] | None:
+    """The first table rate too far above the profile's peaks for the two to describe one device
+    (``peak_of(dtype)``: the profile's peak FLOP/s, None when it has none), as
+    ``(table name, why)``; None when every rate is plausible. Rates above the ceiling but within the
+    margins stay, and predictions that lean on them say so (``Prediction.below_roofline``)."""
+    for name, t in measured.tables.items():
+        values = [v for v in t.values if v is not None]
+        if not values:
+            continue
+        top = max(values)
+        if t.kind in FLOP_KINDS:
+            ceiling, limit, what = peak_of(t.dtype), MAX_OVER_PEAK, f"the profile's peak {t.dtype}"
+            shown = f"{top / 1e9:.4g} GFLOP/s"
+            ceiling_shown = f"{(ceiling or 0) / 1e12:.4g} TFLOP/s"
+        else:
+            ceiling, limit, what = bandwidth_bytes_per_s, MAX_OVER_BANDWIDTH, "the profile's memory bandwidth"
+            shown, ceiling_shown = f"{top / 1e9:.4g} GB/s", f"{bandwidth_bytes_per_s / 1e9:.4g} GB/s"
+        if ceiling and top > limit * ceiling:
+            return name, (f"{shown} is {top / ceiling:.3g}x {what} ({ceiling_shown}); no device beats its ceiling "
+                          f"by more than {limit:g}x (tables from another device, or a unit slip?)")
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,7 +116,9 @@ def _print_tables(out, result, per_op: bool, tables) -> None:
     out.print(tables.summary_table(result.report, result.hardware))
     if result.hardware.measured is not None:
         out.print()
-        out.print(tables.roofline_table(result.report))
+        from gpt_batchprof.analytic.roofline import below_roofline_causes
+
+        out.print(tables.roofline_table(result.report, below_roofline_causes(result.predictions)))
     out.print()
     out.print(tables.memory_table(result.report, result.hardware, result.parallel))
     tables.engine_line(out, result.report, result.hardware, result.model.n_layer)

@@ -9,7 +9,8 @@ import typer
 
 from gpt_batchprof.cli.common import (
     AttentionOpt, DtypeOpt, EpOpt, FormatOpt, HardwareOpt, KvDtypeOpt, LaunchOpt, MicroBatchesOpt, ModelOpt, PpOpt,
-    TpOpt, WeightDtypeOpt, AcceptanceOpt, DraftOpt, SpeculateOpt, choice, speculation_of, err_console, guarded, load_hardware_or_auto, parallel_of,
+    MAX_REQUESTS, TpOpt, WeightDtypeOpt, AcceptanceOpt, DraftOpt, SpeculateOpt, choice, folder_for, speculation_of,
+    err_console, guarded, load_hardware_or_auto, parallel_of,
     render,
 )
 
@@ -100,6 +101,9 @@ def simulate_cmd(
                        speculation=speculation_of(speculate, acceptance, draft, m), replicas=replicas,
                        disagg=_disagg(disagg, kv_link, compare, prefill_tp, decode_tp))
     rates = parse_float_list(rate, "--rate", rate_points) if rate is not None else None
+    if duration is not None and rates and max(rates) * duration > MAX_REQUESTS:  # the --requests ceiling, by time
+        raise BatchprofError(f"--rate {max(rates):g} x --duration {duration:g} s: about "
+                             f"{max(rates) * duration:.3g} requests, at most {MAX_REQUESTS} (see --requests)")
     if find_max_rate and concurrency is not None:
         raise BatchprofError("--find-max-rate searches over Poisson rates; drop --concurrency")
     if find_max_rate and rates is not None and len(rates) > 1:
@@ -214,7 +218,10 @@ def _trace(path: Optional[Path], time_scale: Optional[float], trace_rate: Option
 
         if math.isnan(tr.rate_rps):
             raise BatchprofError(f"{path}: every request arrives at the same time; --trace-rate cannot rescale it")
-        tr = load_trace(path, tr.rate_rps / trace_rate)
+        tr = load_trace(path, tr.rate_rps / trace_rate * tr.time_scale)
+    if tr.shift_s:
+        _note(f"{path}: arrivals start at {tr.shift_s:.10g} s (absolute timestamps?); rebased to the first one, so "
+              "steps resolve to 1 ns")
     if tr.skipped:
         _note(f"{path}: {tr.skipped} failed request(s) (0 response tokens) left out")
     if replay and requests is not None and requests > len(tr.requests):
@@ -233,7 +240,8 @@ class _Streams:
             from gpt_batchprof.simulate import REQUEST_COLUMNS
             from gpt_batchprof.sweep.store import StreamWriter
 
-            self.writer = StreamWriter(path, columns=REQUEST_COLUMNS)
+            self.writer = StreamWriter(path, columns=REQUEST_COLUMNS,  # simulate has no --resume / --overwrite
+                                       existing_hint="choose another -o, or remove it to start again")
 
     def __call__(self, slo, record) -> None:
         if self.writer is not None:
@@ -279,7 +287,7 @@ def _single(m, hw, workload, cfg, slo, fmt, output, plot, progress) -> None:
         from gpt_batchprof.simulate.metrics import slo_percentiles
 
         _plot([LoadPoint(workload.rate_rps or res.summary.throughput_rps, res, *slo_percentiles(res.records, slo))],
-              plot, m, hw)
+              folder_for(plot, not res.interrupted), m, hw)  # an interrupted run's plot never over earlier ones
     if res.interrupted:
         raise typer.Exit(130)
 

@@ -35,6 +35,7 @@ def op_row(p: Prediction) -> dict[str, Any]:
         "roofline_time_s": p.roofline_time_s,
         "prediction": p.prediction,
         "extrapolated": p.extrapolated,
+        "below_roofline": p.below_roofline or None,  # why a calibrated time beats its ceiling (impossible)
         "bound": p.bound,
         "shape": asdict(c.shape),
     }

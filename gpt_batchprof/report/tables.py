@@ -88,15 +88,25 @@ def summary_table(report: ServingReport, hw: HardwareSpec) -> Table:
     return t
 
 
-def roofline_table(report: ServingReport) -> Table:
+def roofline_table(report: ServingReport, below_roofline: Sequence[str] = ()) -> Table:
     """The roofline's figures (the ceiling) beside a calibrated prediction, and how far below it
-    the calibrated one lands (roofline tokens/s / calibrated tokens/s)."""
+    the calibrated one lands (roofline tokens/s / calibrated tokens/s). ``below_roofline``: why
+    operators were calibrated faster than their ceiling (``roofline.below_roofline_causes``); a
+    ratio under 1x is then explained in the caption, not left to look like a result."""
     t = compact_table("The roofline (ceiling) per batch",
                       [("batch", "right"), ("TTFT", "right"), ("ITL", "right"), ("e2e", "right"),
                        ("tok/s", "right"), ("roofline / calibrated tok/s", "right")])
     for p in report.points:
         t.add_row(str(p.batch), fmt_time(p.roofline_ttft_s), fmt_time(p.roofline_itl_s), fmt_time(p.roofline_e2e_s),
                   fmt_rate(p.roofline_tokens_per_s), fmt_ratio(p.roofline_tokens_per_s / p.tokens_per_s))
+    if below_roofline or any(p.roofline_tokens_per_s < p.tokens_per_s for p in report.points):
+        shown = f"e.g. {below_roofline[0]}" if below_roofline else ""
+        t.caption = ("note: some calibrated times are below their roofline"
+                     + (f" ({escape(shown)}; every cause: below_roofline in --format json --per-op)" if shown else "")
+                     + ": the measured tables beat this profile's ceilings (cache-resident data, tables from "
+                     "another machine, or peaks set too low); the roofline is no bound for those operators")
+        t.caption_style = "yellow"
+        t.caption_justify = "left"
     return t
 
 
@@ -148,14 +158,16 @@ def ops_table(preds: Sequence[Prediction], title: str) -> Table:
             ("time", "right")] + ([("roofline", "right")] if calibrated else []) + [("share", "right"), ("bound", "left")]
     t = compact_table(title, cols)
     if calibrated:
-        t.caption = "time: calibrated from the measured tables (* = outside the measured grid, clamped); roofline: the ceiling"
+        t.caption = ("time: calibrated from the measured tables (* = outside the measured grid, clamped; ! = below "
+                     "the roofline, impossible: see below_roofline in --format json); roofline: the ceiling")
     for batch, group in groupby(preds, key=lambda p: p.cost.batch):
         rows = list(group)
         total = sum(p.time_s for p in rows)
         for i, p in enumerate(rows):
             c = p.cost
             cells = [str(batch) if i == 0 else "", c.op, fmt_count(c.flops), fmt_bytes(c.bytes),
-                     f"{c.intensity:.1f}", fmt_time(p.time_s) + ("*" if p.extrapolated else "")]
+                     f"{c.intensity:.1f}",
+                     fmt_time(p.time_s) + ("*" if p.extrapolated else "") + ("!" if p.below_roofline else "")]
             if calibrated:
                 cells.append(fmt_time(p.roofline_time_s))
             cells += [fmt_pct(p.time_s / total if total else 0), bound_markup(p.bound)]

@@ -147,8 +147,28 @@ class SimResult:
         return self.prefix_hit_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
 
 
-def kv_capacity(model: ModelSpec, hw: HardwareSpec, cfg: ServerConfig, longest: int) -> Capacity:
-    """Blocks of KV cache in the device memory left after the weights.
+def step_activation_reserve(model: ModelSpec, cfg: ServerConfig, longest_prompt: int, longest: int,
+                            budget: int) -> float:
+    """Device memory kept for the transient activations of the server's largest step, with
+    analyze's model of them (``step_activation_bytes``, on the fullest GPU's slice of the model):
+    the larger of the longest prompt's biggest prefill chunk (``min(budget, prompt)`` tokens over
+    all the prompt's keys: its score matrix, unfused) and a full batch of decode tokens
+    (``min(max_batch, budget)`` sequences at the longest cache). A step mixing both is counted as
+    the larger of the two."""
+    from gpt_batchprof.analytic.parallel import local_model
+    from gpt_batchprof.analytic.serving import step_activation_bytes
+
+    par = cfg.parallel
+    loc = model if par.is_single else local_model(model, par)
+    chunk, seqs = min(budget, longest_prompt), min(cfg.max_batch, budget)
+    return max(step_activation_bytes(loc, cfg.dtypes, cfg.attention, 1, chunk, longest_prompt),
+               step_activation_bytes(loc, cfg.dtypes, cfg.attention, seqs, 1, max(1, longest - 1)))
+
+
+def kv_capacity(model: ModelSpec, hw: HardwareSpec, cfg: ServerConfig, longest: int,
+                longest_prompt: int | None = None) -> Capacity:
+    """Blocks of KV cache in the device memory left after the weights and the activations of the
+    largest step (:func:`step_activation_reserve`; analyze's memory model, as its max batch uses).
 
     Across several GPUs, those of the fullest GPU, from analyze's ``memory_use``: its sharded
     (and replicated) weights, and the KV bytes of its layers and K/V heads. With ``--ep`` each
@@ -168,7 +188,15 @@ def kv_capacity(model: ModelSpec, hw: HardwareSpec, cfg: ServerConfig, longest: 
         raise BatchprofError(f"{model.name} does not fit {where}: its {cfg.dtypes.weight} weights take "
                              f"{weights / 1e9:.1f} GB{hint}, more than its {hw.memory_bytes / 1e9:.1f} GB of memory"
                              + ("; shard it with --tp/--pp" if par.is_single else ""))
-    blocks = int((hw.memory_bytes - weights) // (cfg.block_size * per_token))
+    prompt = longest - 1 if longest_prompt is None else longest_prompt
+    acts = step_activation_reserve(model, cfg, prompt, longest, cfg.tokens_per_step(prompt))
+    if weights + acts >= hw.memory_bytes:
+        fix = ("--attention fused, " if cfg.attention == "unfused" else "") + \
+            ("a smaller --max-tokens-per-step or --max-batch" if cfg.chunked_prefill else "--chunked-prefill")
+        raise BatchprofError(f"{model.name} on {where}: the activations of one step ({acts / 2**30:.1f} GiB for a "
+                             f"{prompt}-token prompt) do not fit beside the {weights / 2**30:.1f} GiB of weights in "
+                             f"{hw.memory_bytes / 2**30:.1f} GiB; try {fix}")
+    blocks = int((hw.memory_bytes - weights - acts) // (cfg.block_size * per_token))
     need = -(-max(1, longest - 1) // cfg.block_size)
     if blocks < need:
         raise BatchprofError(f"{model.name} on {where}: the KV cache left after the weights holds {blocks} blocks "
@@ -215,7 +243,7 @@ def simulate(model: ModelSpec, hw: HardwareSpec, workload: Workload, cfg: Server
         return simulate_pool(model, hw, workload, cfg, slo, on_request, steps)
     check_lengths(model, workload)
     cfg.parallel.check(model, hw)  # analyze's check: a layout the model can be cut into, a link to price
-    cap = kv_capacity(model, hw, cfg, workload.longest)
+    cap = kv_capacity(model, hw, cfg, workload.longest, workload.longest_prompt)
     budget = cfg.tokens_per_step(workload.longest_prompt)
     steps = steps or server_steps(model, hw, cfg)
     run = _Continuous if cfg.scheduler == "continuous" else _Static

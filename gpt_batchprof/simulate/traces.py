@@ -13,10 +13,12 @@ One reader per format, picked by the file's columns (CSV) or keys (JSON Lines):
   ``input_length``, ``output_length``, and ``hash_ids``: one key per 512-token block of the
   prompt, equal keys meaning equal blocks (what prefix caching reuses).
 
-The public formats' times are shifted so that the first request arrives at 0. A file saved
-with a byte-order mark (as spreadsheet programs do) reads like one without. Every bad row is
-refused with its line number. Arrivals beyond ``MAX_ARRIVAL_S`` (about 3 years) are refused:
-such a time is a unit mistake, and would turn every rate into a meaningless 1e-300.
+The public formats' times are shifted so that the first request arrives at 0; a native
+trace in absolute (epoch) seconds is rebased the same way, and one whose span no float
+resolves to 1 ns (a column in ms or ns read as seconds, an arrival at 1e300 s) is refused
+(``workload.rebase_trace``): such times would turn every rate into a meaningless 1e-300. A
+file saved with a byte-order mark (as spreadsheet programs do) reads like one without. Every
+bad row is refused with its line number.
 """
 
 from __future__ import annotations
@@ -25,16 +27,15 @@ import csv
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from gpt_batchprof.errors import BatchprofError
-from gpt_batchprof.simulate.workload import Request
+from gpt_batchprof.simulate.workload import Request, rebase_trace
 
 TRACE_COLUMNS = ("arrival_s", "prompt_len", "gen_len")
 MOONCAKE_BLOCK_TOKENS = 512  # tokens behind one of Mooncake's hash_ids
-MAX_ARRIVAL_S = 1e8  # ~3.2 years
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +62,7 @@ class Trace:
     format: str
     skipped: int = 0  # rows left out (BurstGPT's failed requests)
     time_scale: float = 1.0  # arrivals as read x this
+    shift_s: float = 0.0  # subtracted from absolute (epoch) arrivals of a native trace
 
     @property
     def span_s(self) -> float:
@@ -105,9 +107,6 @@ def _arrival(raw: object, fmt: Format, where: str) -> float:
         value /= 1e3
     if not math.isfinite(value) or (value < 0 and fmt.time != "datetime"):
         raise BatchprofError(f"{where}: {col} must be a finite time >= 0, got {raw}")
-    if fmt.time != "datetime" and value > MAX_ARRIVAL_S:
-        raise BatchprofError(f"{where}: {col} {raw} is beyond {MAX_ARRIVAL_S:g} s (3 years): "
-                             f"is the column in {'milliseconds' if fmt.time == 'milliseconds' else 'seconds'}?")
     return value
 
 
@@ -211,13 +210,14 @@ def load_trace(path: Path, time_scale: float = 1.0) -> Trace:
         raise BatchprofError(f"{path}: no requests in the trace ({skipped} failed request(s) skipped)")
     reqs.sort(key=lambda q: q.arrival_s)
     t0 = reqs[0].arrival_s if fmt.shift else 0.0
-    if fmt.time == "datetime" and reqs[-1].arrival_s - t0 > MAX_ARRIVAL_S:
-        raise BatchprofError(f"{path}: the trace spans {reqs[-1].arrival_s - t0:.3g} s, beyond {MAX_ARRIVAL_S:g} s "
-                             "(3 years)")
-    if t0 or time_scale != 1.0:
-        reqs = [Request((q.arrival_s - t0) * time_scale, q.prompt_len, q.gen_len, q.prefix, q.prefix_tokens)
-                for q in reqs]
-    return Trace(tuple(reqs), fmt.name, skipped, time_scale)
+    if t0:
+        reqs = [replace(q, arrival_s=q.arrival_s - t0) for q in reqs]
+    # the clock check: absolute (epoch) seconds are rebased to the first arrival, a span no float
+    # resolves to 1 ns (a column in ms or ns read as s, an arrival at 1e300) is refused
+    out, shift = rebase_trace(tuple(reqs), str(path))
+    if time_scale != 1.0:
+        out = tuple(replace(q, arrival_s=q.arrival_s * time_scale) for q in out)
+    return Trace(out, fmt.name, skipped, time_scale, shift)
 
 
 def read_trace(path: Path, time_scale: float = 1.0) -> tuple[Request, ...]:

@@ -14,7 +14,7 @@ import heapq
 import math
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator
 
 from gpt_batchprof.errors import BatchprofError
@@ -75,6 +75,31 @@ def parse_duration(text: str, option: str) -> float:
     if value <= 0:
         raise BatchprofError(f"{option}: '{text}' must be > 0")
     return value * _UNITS_S[unit]
+
+
+TIME_RESOLUTION_S = 1e-9  # arrivals must be told apart to 1 ns: steps of small models take microseconds
+
+
+def rebase_trace(reqs: tuple[Request, ...], where: str) -> tuple[tuple[Request, ...], float]:
+    """The trace with its clock checked: ``(requests, shift_s)``.
+
+    Arrival times are floats; at absolute (epoch) timestamps, ~1.7e9 s, a float resolves only
+    0.24 us, and a column of epoch milliseconds or nanoseconds read as seconds resolves 0.24 ms
+    or minutes, so latencies come out as multiples of that (0 ns). Arrivals whose largest value
+    cannot be resolved to 1 ns are shifted so the first one is at 0 (``shift_s`` says by how
+    much); a trace whose span still cannot be resolved (an arrival_s column in ms or ns?) is
+    refused."""
+    if not reqs:
+        return reqs, 0.0
+    first, last = reqs[0].arrival_s, reqs[-1].arrival_s
+    if math.ulp(last) <= TIME_RESOLUTION_S:
+        return reqs, 0.0
+    span = last - first
+    if math.ulp(span) > TIME_RESOLUTION_S:
+        raise BatchprofError(f"{where}: arrival_s spans {span:.4g} s ({span / 86400:.3g} days), too long to resolve "
+                             f"steps to 1 ns (a float of that size resolves {math.ulp(span):.2g} s); arrival_s is "
+                             "in seconds: is the column in ms or ns?")
+    return tuple(replace(r, arrival_s=r.arrival_s - first) for r in reqs), first
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,9 +219,11 @@ class Arrivals:
         if self._closed:
             for _ in range(w.concurrency):
                 self._issue(0.0)
-        elif w.rate_rps is None:  # the trace's own arrivals
+        elif w.rate_rps is None:  # the trace's own arrivals (up to --duration when given)
             lengths = w.lengths()
             for r in w.trace[: self._limit]:
+                if self._duration is not None and r.arrival_s > self._duration:
+                    break
                 self._push(r.arrival_s, *next(lengths))
         else:
             rng, t = random.Random(f"{w.seed}:arrivals"), 0.0
