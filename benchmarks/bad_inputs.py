@@ -324,6 +324,10 @@ def cases() -> list[Case]:
     # option limits: one table (cli.common.LIMITS), refused before any work (issue 19)
     for args, expect in ((("generate", "--threads", "100000"), "--threads: must be between 1 and 4096"),
                          (("generate", "--runs", "5000"), "--runs: at most 1000"),
+                         (("bench", "--threads", "5000"), "--threads: must be between 1 and 4096, got 5000"),
+                         (("calibrate", "--threads", "5000"), "--threads: must be between 1 and 4096"),
+                         (("sweep", "-m", "gpt2", "--mode", "live", "--threads", "5000"), "--threads: must be between"),
+                         (("simulate", "-r", "5", "--tp", "2048"), "--tp: at most 1024"),
                          (("generate", "--warmup-runs", "5000"), "--warmup-runs: at most 1000"),
                          (("simulate", "-r", "5", "-n", "2147483647"), "--requests: at most 10000000"),
                          (("simulate", "-r", "5", "--duration", "1e9"), "--duration: at most 1000000"),

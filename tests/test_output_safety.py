@@ -310,3 +310,30 @@ def test_an_interrupted_sweep_keeps_an_earlier_export_and_plots(tmp_path, monkey
     assert (tmp_path / "plots" / "gpt-time.png").read_bytes() == b"an earlier plot"
     assert '"rows"' in (tmp_path / "s.partial.json").read_text()
     assert (tmp_path / "plots.partial" / "gpt-time.png").exists()
+
+
+# --------------------------------------------------------------------------- the one table of limits
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"threads": 4097}, "--threads: must be between 1 and 4096, got 4097"),
+    ({"threads": 0}, "--threads: must be between 1 and 4096, got 0"),
+    ({"requests": 10_000_001}, "--requests: at most 10000000 (about 20 minutes of simulation"),
+    ({"duration": 1.5e6}, "--duration: at most 1000000 (11.6 days of simulated time), got 1500000"),
+    ({"rate_points": 1001}, "--rate-points: at most 1000"),
+    ({"micro_batches": 65537}, "--micro-batches: at most 65536"),
+])
+def test_the_limits_table_refuses_each_option_past_its_bound(options, message):
+    from gpt_batchprof.cli.common import check_numbers
+    from gpt_batchprof.errors import BatchprofError
+
+    with pytest.raises(BatchprofError) as e:
+        check_numbers(options)
+    assert str(e.value).startswith(message)
+
+
+def test_the_limits_table_keeps_values_at_the_bounds_and_options_it_does_not_know():
+    from gpt_batchprof.cli.common import check_numbers
+
+    check_numbers({"threads": 4096, "requests": 10_000_000, "duration": 1e6, "tp": 1024, "seed": 123456789,
+                   "threads_unset": None})

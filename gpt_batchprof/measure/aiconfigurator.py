@@ -61,8 +61,8 @@ GEMM_DTYPES = {"bf16": "bfloat16", "fp8": "fp8"}  # our dtype -> the database's 
 GRIDS: dict[str, dict[str, tuple[float, ...]]] = {
     "matmul": {
         "m": (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768),
-        "n": (128, 512, 1024, 2048, 4096, 8192, 16384, 65536),
-        "k": (128, 512, 1024, 2048, 4096, 8192, 16384, 65536),
+        "n": (32, 128, 512, 1024, 2048, 4096, 8192, 16384, 65536),
+        "k": (32, 128, 512, 1024, 2048, 4096, 8192, 16384, 65536),
     },
     "attn_decode": {
         "batch_kv_heads": (1, 4, 16, 64, 256, 1024, 4096, 16384),
@@ -319,11 +319,11 @@ def allreduce_link(df, n_ranks: int | None = None) -> tuple[Interconnect, dict[s
 def convert(hw: HardwareSpec, framework: str = "vllm", system: str | None = None,
             progress=lambda s: None, exclude_moe: Iterable[tuple[int, int, int, int]] = ()) -> tuple[MeasuredTables, Interconnect | None, dict[str, Any]]:
     """The `measured:` tables (and the fitted interconnect) of ``hw`` from the installed database."""
-    import pandas as pd
-
     if framework not in FRAMEWORKS:
         raise BatchprofError(f"--from aiconfigurator:{framework}: unknown framework (known: {', '.join(FRAMEWORKS)})")
-    db = locate(system or hw.name)
+    db = locate(system or hw.name)  # one line and exit 2 without the extra (pandas, pyarrow, the package)
+    import pandas as pd
+
     gap = hw.graph_launch_overhead_s if hw.graph_launch_overhead_s is not None else 0.0
     tables: dict[str, Table] = {}
     kernels: dict[str, str] = {}
