@@ -43,6 +43,9 @@ class OneLineErrors(TyperGroup):
             from rich.text import Text
 
             msg = e.format_message().strip().replace("\n", " ")
+            if not msg and ctx is not None and isinstance(ctx.command, typer.core.TyperGroup):
+                # no_args_is_help: the help is printed above; say what was missing
+                msg = f"missing command (choose from {', '.join(ctx.command.list_commands(ctx))})"
             if hint and not msg.endswith((".", "?")):
                 msg += "."
             err_console.print(Text.assemble(("error:", "bold red"), f" {msg}{hint}"),

@@ -332,3 +332,24 @@ def render(fmt: str, output: Path | None, *, doc: Callable[[], Any], rows: Calla
 
     show(Views(json=doc, csv=lambda: export.to_csv(rows()), markdown=markdown, table=table), fmt, output,
          width=160)
+
+
+SpeculateOpt = Annotated[int, typer.Option("--speculate", help="Speculative decoding: tokens the draft proposes per step (0: off); needs --draft.")]
+AcceptanceOpt = Annotated[float, typer.Option("--acceptance", help="Probability that a drafted token is accepted (0..1); tokens per verify step (1 - a^(k+1)) / (1 - a).")]
+DraftOpt = Annotated[Optional[str], typer.Option("--draft", help="Draft model for --speculate (a model name, YAML or config.json), or mtp: multi-token-prediction heads, one layer of the target.")]
+
+
+def speculation_of(k: int, acceptance: float, draft: "str | None", model):
+    """The speculative-decoding setting of --speculate/--acceptance/--draft (None: off)."""
+    from gpt_batchprof.errors import BatchprofError
+
+    if not k:
+        if draft is not None:
+            raise BatchprofError("--draft needs --speculate K (tokens drafted per step)")
+        return None
+    if draft is None:
+        raise BatchprofError("--speculate needs --draft MODEL (a smaller model) or --draft mtp")
+    from gpt_batchprof.analytic.speculative import MTP, Speculation, mtp_draft
+    from gpt_batchprof.profiles import load_model
+
+    return Speculation(k, acceptance, mtp_draft(model) if draft == MTP else load_model(draft))

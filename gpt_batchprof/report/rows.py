@@ -104,7 +104,13 @@ def analyze_dict(result: AnalyzeResult) -> dict[str, Any]:
         "weights_per_gpu": {"sharded_bytes": result.weights.sharded_bytes,
                             "replicated_bytes": result.weights.replicated_bytes},
         "pipeline_bubble_fraction": result.parallel.bubble_fraction,
-    }
+    } | ({"speculative": speculative_dict(result)} if result.speculation is not None else {})
+
+
+def speculative_dict(result: AnalyzeResult) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return result.speculation.to_dict() | {"points": [asdict(p) for p in result.speculative]}
 
 
 def bench_row_dict(row) -> dict[str, Any]:

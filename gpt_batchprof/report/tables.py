@@ -173,3 +173,15 @@ def ops_table(preds: Sequence[Prediction], title: str) -> Table:
             cells += [fmt_pct(p.time_s / total if total else 0), bound_markup(p.bound)]
             t.add_row(*cells, end_section=(i == len(rows) - 1))
     return t
+
+
+def speculative_table(points, spec) -> Table:
+    """Plain decoding against speculative decoding, per batch."""
+    t = compact_table(f"Speculative decoding: {spec.k} drafted by {escape(spec.draft.name)}, acceptance "
+                      f"{spec.acceptance:g}, {spec.tokens_per_step:.3g} tokens per verify step",
+                      [("batch", "right"), ("ITL plain", "right"), ("verify", "right"), ("draft x k", "right"),
+                       ("ITL spec", "right"), ("speed-up", "right"), ("tok/s spec", "right")])
+    for p in points:
+        t.add_row(str(p.batch), fmt_time(p.itl_s), fmt_time(p.verify_s), fmt_time(p.draft_s), fmt_time(p.spec_itl_s),
+                  f"{p.speedup:.2f}x", fmt_rate(p.tokens_per_s))
+    return t
