@@ -36,6 +36,13 @@ DTYPE_BYTES: dict[str, float] = {
 # Quantised weight formats: checkpoints in them quantise only the linear layers of the
 # blocks; embeddings, the LM head, norms, MoE routers and biases keep the activation dtype.
 QUANTISED_DTYPES = ("int4", "int8", "fp8")
+
+
+def unquantised_dtype(weight_dtype: str, act_dtype: str) -> str:
+    """Dtype of the weights a quantised checkpoint leaves alone (embeddings, LM head, norms,
+    routers, biases): the activation dtype when ``weight_dtype`` is a quantised format, else
+    ``weight_dtype`` itself. The one place this rule is written."""
+    return act_dtype if weight_dtype in QUANTISED_DTYPES else weight_dtype
 ACT_DTYPES = ("fp32", "fp16", "bf16", "fp8", "int8")
 WEIGHT_DTYPES = ("fp32", "fp16", "bf16", "fp8", "int8", "int4")
 KV_DTYPES = ("fp32", "fp16", "bf16", "fp8", "int8")
@@ -96,7 +103,9 @@ class ModelSpec:
             n += self.max_seq_len * self.d_model
         return n
 
-    def _norm_params(self) -> int:
+    @property
+    def norm_params(self) -> int:
+        """Weights of one norm (scale, plus a shift for layernorm): the one place they are counted."""
         return (2 if self.norm == "layernorm" else 1) * self.d_model
 
     @property
@@ -111,7 +120,7 @@ class ModelSpec:
     def layer_other_params(self) -> int:
         """Biases, norms, the MoE router and the shared expert's gate of one block."""
         d, q, kv, f = self.d_model, self.q_dim, self.kv_dim, self.d_ff
-        n = 2 * self._norm_params()
+        n = 2 * self.norm_params
         if self.bias:
             n += (q + 2 * kv) + d + self.n_expert * ((self.n_ffn_matrices - 1) * f + d)
         if self.is_moe:
@@ -136,20 +145,20 @@ class ModelSpec:
     @property
     def n_params(self) -> int:
         """Every weight: embeddings, all layers, final norm, and an untied LM head."""
-        return self.embedding_params + self.n_layer * self.layer_params + self._norm_params() + self.head_params
+        return self.embedding_params + self.n_layer * self.layer_params + self.norm_params + self.head_params
 
     def weight_bytes(self, weight_dtype: str, act_dtype: str) -> float:
         """Bytes of every weight: the blocks' linear layers at ``weight_dtype``, the rest
         (embeddings, LM head, norms, routers, biases) at ``act_dtype`` when the weight dtype
         is a quantised format, else at ``weight_dtype`` too."""
         matrices = self.n_layer * self.layer_matrix_params
-        other_dtype = act_dtype if weight_dtype in QUANTISED_DTYPES else weight_dtype
+        other_dtype = unquantised_dtype(weight_dtype, act_dtype)
         return matrices * DTYPE_BYTES[weight_dtype] + (self.n_params - matrices) * DTYPE_BYTES[other_dtype]
 
     @property
     def n_params_non_embedding(self) -> int:
         """Layers and final norm only (the count that FLOPs per token scale with)."""
-        return self.n_layer * self.layer_params + self._norm_params()
+        return self.n_layer * self.layer_params + self.norm_params
 
     def kv_bytes_per_token(self, kv_dtype: str) -> float:
         """KV cache of one token over all layers: K and V, n_kv_head x head_dim each."""

@@ -17,53 +17,16 @@ into their neighbours in serving kernels and are not listed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from gpt_batchprof.analytic.ops import OpCost, OpShape, causal_pairs, elementwise_cost, matmul_cost
-from gpt_batchprof.analytic.parallel import Parallelism
+from gpt_batchprof.analytic.dtypes import Dtypes
+from gpt_batchprof.analytic.ops import (
+    OpCost, OpShape, causal_pairs, elementwise_cost, expected_experts_touched, matmul_cost,
+)
+from gpt_batchprof.analytic.parallel import Parallelism, local_model, micro_batch, shard_ops
 from gpt_batchprof.errors import BatchprofError
-from gpt_batchprof.profiles import ACT_DTYPES, DTYPE_BYTES, KV_DTYPES, QUANTISED_DTYPES, WEIGHT_DTYPES, ModelSpec
+from gpt_batchprof.profiles import DTYPE_BYTES, ModelSpec
 
 PHASES = ("prefill", "decode")
 ATTENTION_MODES = ("unfused", "fused")
-
-
-@dataclass(frozen=True, slots=True)
-class Dtypes:
-    """Storage dtypes of weights, activations and KV cache. Matmuls run at the activation dtype."""
-
-    weight: str = "fp16"
-    act: str = "fp16"
-    kv: str = "fp16"
-
-    def __post_init__(self) -> None:
-        for what, value, allowed in (
-            ("activation", self.act, ACT_DTYPES),
-            ("weight", self.weight, WEIGHT_DTYPES),
-            ("kv", self.kv, KV_DTYPES),
-        ):
-            if value not in allowed:
-                raise BatchprofError(f"unknown {what} dtype '{value}' (choose from {', '.join(allowed)})")
-
-    @property
-    def unquantised(self) -> str:
-        """Dtype of the weights a quantised checkpoint leaves alone (embeddings, LM head,
-        norms, routers): the activation dtype when ``weight`` is quantised, else ``weight``."""
-        return self.act if self.weight in QUANTISED_DTYPES else self.weight
-
-    @classmethod
-    def of(cls, dtype: str, weight: str | None = None, kv: str | None = None) -> "Dtypes":
-        """``--dtype`` for everything, with ``--weight-dtype`` / ``--kv-dtype`` overrides."""
-        return cls(weight=weight or dtype, act=dtype, kv=kv or dtype)
-
-
-def expected_experts_touched(n_expert: int, n_active: int, tokens: int) -> float:
-    """Distinct experts a batch of ``tokens`` routes to, on average, under uniform routing.
-
-    Each token picks ``n_active`` of ``n_expert``; an expert is missed by one token with
-    probability 1 - n_active/n_expert, so by all of them with that to the power ``tokens``.
-    """
-    return n_expert * (1.0 - (1.0 - n_active / n_expert) ** tokens)
 
 
 def enumerate_ops(
@@ -90,11 +53,17 @@ def enumerate_ops(
     q = 1 if phase == "decode" else new_tokens
     if batch < 1 or q < 1 or kv_len < 0:
         raise BatchprofError(f"impossible shape: batch={batch}, new_tokens={q}, kv_len={kv_len}")
-    if not parallel.is_single:
-        from gpt_batchprof.analytic.parallel import sharded_ops
+    if not parallel.is_single:  # one GPU's slice of the model, then the layout's transformation
+        parallel.check(model)
+        local = _device_ops(local_model(model, parallel), phase, micro_batch(batch, parallel), q, kv_len, dtypes,
+                            attention)
+        return shard_ops(local, model, phase, batch, q, kv_len, dtypes, parallel)
+    return _device_ops(model, phase, batch, q, kv_len, dtypes, attention)
 
-        return sharded_ops(model, phase, batch, new_tokens, kv_len, dtypes, attention, parallel)
 
+def _device_ops(model: ModelSpec, phase: str, batch: int, q: int, kv_len: int, dtypes: Dtypes,
+                attention: str) -> tuple[OpCost, ...]:
+    """The operators of one step on one device holding all of ``model`` (``q`` new tokens per sequence)."""
     T = batch * q  # tokens through the dense layers
     w, a = DTYPE_BYTES[dtypes.weight], DTYPE_BYTES[dtypes.act]
     w_other = DTYPE_BYTES[dtypes.unquantised]  # norms, router, LM head
@@ -103,7 +72,7 @@ def enumerate_ops(
     ctx = (phase, batch, q, kv_len)
     mm = dict(w_bytes=w, a_bytes=a, launches=nl, compute_dtype=cd, ctx=ctx)
 
-    norm_weights = (2 if model.norm == "layernorm" else 1) * d * w_other
+    norm_weights = model.norm_params * w_other
     ops: list[OpCost] = [
         elementwise_cost(
             "norm", rows=T, width=d, a_bytes=a, launches=2 * nl + 1, compute_dtype=cd, ctx=ctx,

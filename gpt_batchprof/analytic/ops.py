@@ -177,6 +177,15 @@ def elementwise_cost(
     )
 
 
+def expected_experts_touched(n_expert: int, n_active: int, tokens: int) -> float:
+    """Distinct experts a batch of ``tokens`` routes to, on average, under uniform routing.
+
+    Each token picks ``n_active`` of ``n_expert``; an expert is missed by one token with
+    probability 1 - n_active/n_expert, so by all of them with that to the power ``tokens``.
+    """
+    return n_expert * (1.0 - (1.0 - n_active / n_expert) ** tokens)
+
+
 def causal_pairs(q_len: int, kv_len: int, window: int | None = None) -> int:
     """(query, key) pairs a causal kernel that skips masked work computes.
 

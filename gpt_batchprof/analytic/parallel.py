@@ -49,16 +49,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
-from gpt_batchprof.analytic.ops import OpCost, OpShape
-from gpt_batchprof.errors import BatchprofError, ProfileError
+from gpt_batchprof.analytic.dtypes import Dtypes
+from gpt_batchprof.analytic.ops import OpCost, OpShape, expected_experts_touched, matmul_cost
+from gpt_batchprof.errors import BatchprofError
 from gpt_batchprof.profiles import DTYPE_BYTES, HardwareSpec, ModelSpec
-
-if TYPE_CHECKING:  # imported lazily at run time (gpt.py and serving.py import this module)
-    from gpt_batchprof.analytic.gpt import Dtypes
-    from gpt_batchprof.analytic.roofline import Prediction
-    from gpt_batchprof.analytic.serving import MemoryUse, Scenario
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,23 +184,21 @@ class WeightSplit:
         return self.sharded_bytes + self.replicated_bytes
 
 
-def weight_split(model: ModelSpec, par: Parallelism, dtypes: "Dtypes") -> WeightSplit:
+def weight_split(model: ModelSpec, par: Parallelism, dtypes: Dtypes) -> WeightSplit:
     """Weights of the fullest GPU (first or last pipeline stage), split into sharded and replicated.
 
     As ``ModelSpec.weight_bytes``: the blocks' linear layers at the weight dtype, everything else
     (embeddings, LM head, norms, router, biases) at the activation dtype when the weights are a
     quantised format.
     """
-    from gpt_batchprof.profiles import QUANTISED_DTYPES
-
     m, tp = model, par.tp
     w = DTYPE_BYTES[dtypes.weight]
-    wo = DTYPE_BYTES[dtypes.act if dtypes.weight in QUANTISED_DTYPES else dtypes.weight]
+    wo = DTYPE_BYTES[dtypes.unquantised]
     d, hd, n_mat = m.d_model, m.head_dim, m.n_ffn_matrices
     q_local = m.n_head // tp * hd
     kv_local = kv_heads_per_gpu(m, tp) * hd
     f, fs, experts = m.d_ff // tp, m.d_ff_shared // tp, m.n_expert // par.ep
-    norm = (2 if m.norm == "layernorm" else 1) * d
+    norm = m.norm_params
     kv_replicated = m.n_kv_head < tp
     # bytes per layer on one GPU, (sharded, replicated)
     kv_mat, kv_bias = 2 * d * kv_local * w, (2 * kv_local * wo if m.bias else 0)
@@ -255,21 +248,18 @@ def collective_cost(op: str, *, message_bytes: float, launches: int, ranks: int,
                   shape=OpShape(m=rows, n=width, k=0, ranks=ranks))
 
 
-def sharded_ops(model: ModelSpec, phase: str, batch: int, new_tokens: int, kv_len: int, dtypes: "Dtypes",
-                attention: str, par: Parallelism) -> tuple[OpCost, ...]:
-    """Per-GPU operators of the slowest stage for one step of ``batch`` sequences, collectives included.
+def shard_ops(local: tuple[OpCost, ...], model: ModelSpec, phase: str, batch: int, q: int, kv_len: int,
+              dtypes: Dtypes, par: Parallelism) -> tuple[OpCost, ...]:
+    """The layout as a transformation of an operator list: ``local`` (the operators of one GPU's
+    slice, :func:`local_model`, for one micro-batch) becomes the per-GPU operators of the slowest
+    stage for a step of ``batch`` sequences, expert-parallel FFN rows and collectives included.
 
     Every row totals the stage's ``micro_batches`` micro-batches; the step time follows
     from them with :func:`pipelined`.
     """
-    from gpt_batchprof.analytic.gpt import enumerate_ops, expected_experts_touched
-    from gpt_batchprof.analytic.ops import matmul_cost
-
-    par.check(model)
     loc = local_model(model, par)
     b = micro_batch(batch, par)
-    q = 1 if phase == "decode" else new_tokens
-    ops = list(enumerate_ops(loc, phase, b, new_tokens=new_tokens, kv_len=kv_len, dtypes=dtypes, attention=attention))
+    ops = list(local)
     a, nl, d, cd = DTYPE_BYTES[dtypes.act], loc.n_layer, model.d_model, dtypes.act
     ctx = (phase, b, q, kv_len)
     tokens = b * q
@@ -332,20 +322,6 @@ def collective_terms(op: str, nbytes: float, ranks: int, bandwidth: float, laten
     return t - lat, lat
 
 
-def predict_collective(cost: OpCost, hw: HardwareSpec) -> "Prediction":
-    """A collective row priced by the interconnect: memory_s holds the bandwidth term, overhead_s the latency."""
-    from gpt_batchprof.analytic.roofline import Prediction
-
-    ic = hw.interconnect
-    if ic is None:
-        raise ProfileError(f"hardware '{hw.name}': no interconnect section to price {cost.op} "
-                           "(add interconnect: name, bandwidth_gb_s, latency_us)")
-    per_call = cost.bytes / cost.launches if cost.launches else 0.0
-    link, lat = collective_terms(cost.op, per_call, cost.shape.ranks, ic.bandwidth_bytes_per_s, ic.latency_s)
-    n = cost.launches
-    return Prediction(cost, 0.0, n * link, n * lat, n * (link + lat), bound="link" if link >= lat else "latency")
-
-
 # --------------------------------------------------------------------------- time and memory
 
 
@@ -354,49 +330,3 @@ def pipelined(stage_s: float, par: Parallelism, batch: int) -> float:
     takes (m + pp - 1) micro-batch stage-times."""
     m = micro_batches(batch, par)
     return stage_s * (m + par.pp - 1) / m
-
-
-def parallel_latencies(model: ModelSpec, hw: HardwareSpec, scenario: "Scenario", batch: int,
-                       par: Parallelism, roofline_only: bool = False) -> tuple[float, float, float]:
-    """(TTFT, ITL, end-to-end) of a sharded model; as ``serving.latencies``, each step pipelined.
-
-    Only attention depends on the cache length; a pipelined step is linear in its stage time and
-    each micro-batch repeats the same kernels, so the decode sum reuses
-    ``serving.decode_attention_time`` (closed form, or sampled when calibrated) on one GPU's
-    slice of the model.
-    """
-    from gpt_batchprof.analytic.ops import ATTENTION_OPS
-    from gpt_batchprof.analytic.roofline import step_time
-    from gpt_batchprof.analytic.serving import decode_attention_time
-
-    launch, ro = scenario.launch_for(hw), roofline_only
-    prefill = scenario.ops(model, "prefill", batch, par)
-    decode = scenario.ops(model, "decode", batch, par)
-    ttft = pipelined(step_time(prefill, hw, launch, ro), par, batch)
-    itl = pipelined(step_time(decode, hw, launch, ro), par, batch)
-    fixed = step_time(tuple(o for o in decode if o.op not in ATTENTION_OPS), hw, launch, ro)
-    loc, b, m = local_model(model, par), micro_batch(batch, par), micro_batches(batch, par)
-    attention = m * decode_attention_time(loc, hw, scenario, b, launch, ro)
-    return ttft, itl, ttft + pipelined((scenario.gen_len - 1) * fixed + attention, par, batch)
-
-
-def parallel_memory_use(model: ModelSpec, scenario: "Scenario", batch: int, par: Parallelism) -> "MemoryUse":
-    """Memory of the fullest GPU: its weights, the KV cache of its group's sequences for its
-    layers and K/V heads, and the transient activations of one micro-batch at its shapes."""
-    from gpt_batchprof.analytic.serving import MemoryUse, memory_use
-
-    par.check(model)
-    loc = local_model(model, par)
-    kv = memory_use(loc, scenario, replica_batch(batch, par)).kv_cache_bytes
-    act = memory_use(loc, scenario, micro_batch(batch, par)).activation_bytes
-    return MemoryUse(weight_split(model, par, scenario.dtypes).total_bytes, kv, act)
-
-
-def parallel_max_batch(model: ModelSpec, hw: HardwareSpec, scenario: "Scenario", par: Parallelism) -> int:
-    """Largest batch (over all ep groups) whose per-GPU weights, KV cache and activations fit."""
-    one = parallel_memory_use(model, scenario, 1, par)
-    free = hw.memory_bytes - one.weights_bytes
-    if free <= 0:
-        return 0
-    per_sequence = one.kv_cache_bytes + one.activation_bytes
-    return max(0, math.floor(free / per_sequence)) * par.ep

@@ -29,6 +29,7 @@ from typing import Sequence
 
 from gpt_batchprof.analytic.efficiency import calibrated_time
 from gpt_batchprof.analytic.ops import OpCost, OpShape
+from gpt_batchprof.analytic.parallel import collective_terms
 from gpt_batchprof.errors import BatchprofError, ProfileError
 from gpt_batchprof.profiles import HardwareSpec
 
@@ -104,8 +105,6 @@ def predict(cost: OpCost, hw: HardwareSpec, launch: str = "eager", strict: bool 
     and total time with a ``note`` instead of raising (bench still reports the measurement).
     """
     if cost.group == "collective":  # priced by the interconnect, not the roofline
-        from gpt_batchprof.analytic.parallel import predict_collective
-
         return predict_collective(cost, hw)
     memory_s = cost.bytes / hw.memory_bandwidth_bytes_per_s
     overhead_s = cost.launches * kernel_overhead_s(hw, launch)
@@ -124,6 +123,18 @@ def predict(cost: OpCost, hw: HardwareSpec, launch: str = "eager", strict: bool 
         return Prediction(cost, compute_s, memory_s, overhead_s, roofline_s)
     return Prediction(cost, compute_s, memory_s, overhead_s, cal.time_s, roofline_time_s=roofline_s,
                       prediction="calibrated", extrapolated=cal.extrapolated, tables=cal.tables)
+
+
+def predict_collective(cost: OpCost, hw: HardwareSpec) -> Prediction:
+    """A collective row priced by the interconnect: memory_s holds the bandwidth term, overhead_s the latency."""
+    ic = hw.interconnect
+    if ic is None:
+        raise ProfileError(f"hardware '{hw.name}': no interconnect section to price {cost.op} "
+                           "(add interconnect: name, bandwidth_gb_s, latency_us)")
+    per_call = cost.bytes / cost.launches if cost.launches else 0.0
+    link, lat = collective_terms(cost.op, per_call, cost.shape.ranks, ic.bandwidth_bytes_per_s, ic.latency_s)
+    n = cost.launches
+    return Prediction(cost, 0.0, n * link, n * lat, n * (link + lat), bound="link" if link >= lat else "latency")
 
 
 def prediction_of(preds: Sequence[Prediction]) -> str:

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from gpt_batchprof.analytic.gpt import PHASES, Dtypes, attention_ops, enumerate_ops
 from gpt_batchprof.analytic.ops import ATTENTION_OPS, BLOCK_DENSE_OPS, OpCost
 from gpt_batchprof.analytic.roofline import kernel_overhead_s, launch_mode, predict, step_time
-from gpt_batchprof.analytic.parallel import Parallelism
+from gpt_batchprof.analytic.parallel import (
+    Parallelism, local_model, micro_batch, micro_batches, pipelined, replica_batch, weight_split,
+)
 from gpt_batchprof.errors import BatchprofError
 from gpt_batchprof.profiles import DTYPE_BYTES, HardwareSpec, ModelSpec
 
@@ -164,8 +166,6 @@ def memory_use(model: ModelSpec, scenario: Scenario, batch: int, parallel: Paral
     Across several GPUs (``parallel``): those of the fullest GPU (see ``analytic.parallel``).
     """
     if not parallel.is_single:
-        from gpt_batchprof.analytic.parallel import parallel_memory_use
-
         return parallel_memory_use(model, scenario, batch, parallel)
     dt, attn = scenario.dtypes, scenario.attention
     acts = max(
@@ -186,8 +186,6 @@ def max_batch(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, parallel: 
     fits on the fullest one, over all expert-parallel groups.
     """
     if not parallel.is_single:
-        from gpt_batchprof.analytic.parallel import parallel_max_batch
-
         return parallel_max_batch(model, hw, scenario, parallel)
     one = memory_use(model, scenario, 1)
     per_sequence = one.kv_cache_bytes + one.activation_bytes
@@ -310,8 +308,6 @@ def latencies(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batch: int
               parallel: Parallelism = Parallelism(), roofline_only: bool = False) -> tuple[float, float, float]:
     """(TTFT, ITL, end-to-end) in seconds for one batch (best predictions, or the roofline's)."""
     if not parallel.is_single:
-        from gpt_batchprof.analytic.parallel import parallel_latencies
-
         return parallel_latencies(model, hw, scenario, batch, parallel, roofline_only)
     launch, ro = scenario.launch_for(hw), roofline_only
     ttft = step_time(scenario.ops(model, "prefill", batch), hw, launch, ro)
@@ -321,6 +317,46 @@ def latencies(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batch: int
     fixed = step_time(tuple(o for o in decode if o.op not in ATTENTION_OPS), hw, launch, ro)
     e2e = ttft + (scenario.gen_len - 1) * fixed + decode_attention_time(model, hw, scenario, batch, launch, ro)
     return ttft, itl, e2e
+
+
+def parallel_latencies(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batch: int,
+                       par: Parallelism, roofline_only: bool = False) -> tuple[float, float, float]:
+    """(TTFT, ITL, end-to-end) of a sharded model; as ``serving.latencies``, each step pipelined.
+
+    Only attention depends on the cache length; a pipelined step is linear in its stage time and
+    each micro-batch repeats the same kernels, so the decode sum reuses
+    ``serving.decode_attention_time`` (closed form, or sampled when calibrated) on one GPU's
+    slice of the model.
+    """
+    launch, ro = scenario.launch_for(hw), roofline_only
+    prefill = scenario.ops(model, "prefill", batch, par)
+    decode = scenario.ops(model, "decode", batch, par)
+    ttft = pipelined(step_time(prefill, hw, launch, ro), par, batch)
+    itl = pipelined(step_time(decode, hw, launch, ro), par, batch)
+    fixed = step_time(tuple(o for o in decode if o.op not in ATTENTION_OPS), hw, launch, ro)
+    loc, b, m = local_model(model, par), micro_batch(batch, par), micro_batches(batch, par)
+    attention = m * decode_attention_time(loc, hw, scenario, b, launch, ro)
+    return ttft, itl, ttft + pipelined((scenario.gen_len - 1) * fixed + attention, par, batch)
+
+
+def parallel_memory_use(model: ModelSpec, scenario: Scenario, batch: int, par: Parallelism) -> MemoryUse:
+    """Memory of the fullest GPU: its weights, the KV cache of its group's sequences for its
+    layers and K/V heads, and the transient activations of one micro-batch at its shapes."""
+    par.check(model)
+    loc = local_model(model, par)
+    kv = memory_use(loc, scenario, replica_batch(batch, par)).kv_cache_bytes
+    act = memory_use(loc, scenario, micro_batch(batch, par)).activation_bytes
+    return MemoryUse(weight_split(model, par, scenario.dtypes).total_bytes, kv, act)
+
+
+def parallel_max_batch(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, par: Parallelism) -> int:
+    """Largest batch (over all ep groups) whose per-GPU weights, KV cache and activations fit."""
+    one = parallel_memory_use(model, scenario, 1, par)
+    free = hw.memory_bytes - one.weights_bytes
+    if free <= 0:
+        return 0
+    per_sequence = one.kv_cache_bytes + one.activation_bytes
+    return max(0, math.floor(free / per_sequence)) * par.ep
 
 
 def roofline_latencies(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batch: int, parallel: Parallelism,
