@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -55,8 +55,41 @@ HARDWARE_KINDS = ("gpu", "cpu")
 
 
 @dataclass(frozen=True, slots=True)
+class LayerGroup:
+    """``count`` layers of one kind: their attention (full, or a sliding window of
+    ``sliding_window`` tokens) and their FFN (dense of width ``d_ff`` when ``n_expert`` is 1,
+    else ``n_expert_active`` of ``n_expert`` experts of width ``d_ff`` plus a shared expert of
+    ``d_ff_shared``). Everything else (heads, widths, norms, biases) is the model's."""
+
+    count: int
+    sliding_window: int | None
+    d_ff: int
+    n_expert: int = 1
+    n_expert_active: int = 1
+    d_ff_shared: int = 0
+
+    @property
+    def attention_kind(self) -> str:
+        return "full" if self.sliding_window is None else f"window {self.sliding_window}"
+
+    @property
+    def ffn_kind(self) -> str:
+        if self.n_expert == 1:
+            return f"dense {self.d_ff}"
+        shared = f" + shared {self.d_ff_shared}" if self.d_ff_shared else ""
+        return f"{self.n_expert_active} of {self.n_expert} x {self.d_ff}{shared}"
+
+
+@dataclass(frozen=True, slots=True)
 class ModelSpec:
-    """A decoder-only GPT. Sizes are per layer unless the name says otherwise."""
+    """A decoder-only GPT. Sizes are per layer unless the name says otherwise.
+
+    A model is a stack of layer kinds: with ``layer_groups`` empty every layer is the one the
+    fields describe; otherwise each group's attention and FFN fields replace the model-level
+    ones for its ``count`` layers (gpt-oss alternates sliding and full attention, DeepSeek-V3
+    starts with dense layers before MoE ones). :meth:`parts` gives each group as a uniform
+    model of its own, which is how every figure follows the stack.
+    """
 
     name: str
     n_layer: int
@@ -76,7 +109,32 @@ class ModelSpec:
     n_expert_active: int = 1
     d_ff_shared: int = 0  # MoE shared expert (qwen2_moe): an always-active FFN of this width
     sliding_window: int | None = None  # attention span and KV cache capped at this many tokens
+    attention_sinks: bool = False  # gpt-oss: one learned logit per query head joins every softmax
+    router_bias: bool = False  # gpt-oss: the MoE router has a bias per expert
+    layer_groups: tuple[LayerGroup, ...] = ()  # empty: every layer as above
     source: str = ""
+
+    def parts(self) -> tuple["ModelSpec", ...]:
+        """The stack as uniform models, one per layer group (just ``(self,)`` when uniform).
+
+        Each part has the group's layers and attention / FFN fields; embeddings, final norm and
+        LM head belong to the whole model (callers count them once)."""
+        if not self.layer_groups:
+            return (self,)
+        return tuple(
+            replace(self, n_layer=g.count, sliding_window=g.sliding_window, d_ff=g.d_ff, n_expert=g.n_expert,
+                    n_expert_active=g.n_expert_active, d_ff_shared=g.d_ff_shared, layer_groups=())
+            for g in self.layer_groups
+        )
+
+    def layer_specs(self) -> tuple["ModelSpec", ...]:
+        """One uniform model per layer, in the order the stack runs them."""
+        return tuple(p for p in self.parts() for _ in range(p.n_layer))
+
+    @property
+    def is_stack(self) -> bool:
+        """Whether layers differ (more than one layer group)."""
+        return len(self.layer_groups) > 1
 
     # --- derived sizes (computed from the fields, never stored twice) ---
     @property
@@ -93,7 +151,8 @@ class ModelSpec:
 
     @property
     def is_moe(self) -> bool:
-        return self.n_expert > 1
+        """Whether any layer has experts."""
+        return any(p.n_expert > 1 for p in self.parts())
 
     @property
     def embedding_params(self) -> int:
@@ -123,11 +182,19 @@ class ModelSpec:
         n = 2 * self.norm_params
         if self.bias:
             n += (q + 2 * kv) + d + self.n_expert * ((self.n_ffn_matrices - 1) * f + d)
-        if self.is_moe:
-            n += d * self.n_expert
+        if self.n_expert > 1:
+            n += d * self.n_expert + (self.n_expert if self.router_bias else 0)
         if self.d_ff_shared:
             n += d  # sigmoid gate of the shared expert: d_model -> 1
+        if self.attention_sinks:
+            n += self.n_head
         return n
+
+    @property
+    def expert_params(self) -> int:
+        """Weights of one routed expert of a layer (its matrices, and biases where the model has them)."""
+        f, n_mat = self.d_ff, self.n_ffn_matrices
+        return n_mat * self.d_model * f + (((n_mat - 1) * f + self.d_model) if self.bias else 0)
 
     @property
     def layer_params(self) -> int:
@@ -143,29 +210,43 @@ class ModelSpec:
         return positions if self.sliding_window is None else min(positions, self.sliding_window)
 
     @property
+    def stack_params(self) -> int:
+        """Weights of every layer of the stack (no embeddings, final norm or head)."""
+        return sum(p.n_layer * p.layer_params for p in self.parts())
+
+    @property
     def n_params(self) -> int:
         """Every weight: embeddings, all layers, final norm, and an untied LM head."""
-        return self.embedding_params + self.n_layer * self.layer_params + self.norm_params + self.head_params
+        return self.embedding_params + self.stack_params + self.norm_params + self.head_params
+
+    @property
+    def n_params_active(self) -> int:
+        """Weights one token uses: all of them but the routed experts it is not sent to
+        (``n_expert - n_expert_active`` per MoE layer). Embeddings and head included, as the
+        Qwen and Llama 4 model cards count them; gpt-oss's card leaves the token embedding out
+        (``n_params_active - embedding_params``)."""
+        idle = sum(p.n_layer * (p.n_expert - p.n_expert_active) * p.expert_params for p in self.parts())
+        return self.n_params - idle
 
     def weight_bytes(self, weight_dtype: str, act_dtype: str) -> float:
         """Bytes of every weight: the blocks' linear layers at ``weight_dtype``, the rest
         (embeddings, LM head, norms, routers, biases) at ``act_dtype`` when the weight dtype
         is a quantised format, else at ``weight_dtype`` too."""
-        matrices = self.n_layer * self.layer_matrix_params
+        matrices = sum(p.n_layer * p.layer_matrix_params for p in self.parts())
         other_dtype = unquantised_dtype(weight_dtype, act_dtype)
         return matrices * DTYPE_BYTES[weight_dtype] + (self.n_params - matrices) * DTYPE_BYTES[other_dtype]
 
     @property
     def n_params_non_embedding(self) -> int:
         """Layers and final norm only (the count that FLOPs per token scale with)."""
-        return self.n_layer * self.layer_params + self.norm_params
+        return self.stack_params + self.norm_params
 
     def kv_bytes_per_token(self, kv_dtype: str) -> float:
         """KV cache of one token over all layers: K and V, n_kv_head x head_dim each."""
         return 2.0 * self.n_layer * self.kv_dim * DTYPE_BYTES[kv_dtype]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"n_params": self.n_params}
+        return asdict(self) | {"n_params": self.n_params, "n_params_active": self.n_params_active}
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,14 +402,17 @@ def model_from_mapping(data: Mapping[str, Any], where: str, source: str = "") ->
     if d_ff_shared and n_expert == 1:
         raise f.fail("d_ff_shared", "a shared expert needs a mixture of experts (n_expert > 1)")
     sliding_window = f.int("sliding_window") if f.has("sliding_window") else None
+    n_layer, d_ff = f.int("n_layer"), f.int("d_ff")
+    groups = _layer_groups(data.get("layers"), where, n_layer, LayerGroup(
+        n_layer, sliding_window, d_ff, n_expert, n_expert_active, d_ff_shared))
     return ModelSpec(
         name=f.str("name"),
-        n_layer=f.int("n_layer"),
+        n_layer=n_layer,
         d_model=d_model,
         n_head=n_head,
         n_kv_head=n_kv_head,
         head_dim=head_dim,
-        d_ff=f.int("d_ff"),
+        d_ff=d_ff,
         ffn=f.str("ffn", choices=tuple(FFN_KINDS)),
         vocab_size=f.int("vocab_size"),
         max_seq_len=f.int("max_seq_len"),
@@ -340,8 +424,54 @@ def model_from_mapping(data: Mapping[str, Any], where: str, source: str = "") ->
         n_expert_active=n_expert_active,
         d_ff_shared=d_ff_shared,
         sliding_window=sliding_window,
+        attention_sinks=f.bool("attention_sinks", False),
+        router_bias=f.bool("router_bias", False),
+        layer_groups=groups,
         source=source,
     )
+
+
+LAYER_GROUP_KEYS = ("count", "sliding_window", "d_ff", "n_expert", "n_expert_active", "d_ff_shared")
+
+
+def _layer_groups(raw: Any, where: str, n_layer: int, model_level: LayerGroup) -> tuple[LayerGroup, ...]:
+    """The ``layers:`` list: groups of ``count`` layers, each key replacing the model-level one
+    (``sliding_window: null``: full attention; ``n_expert: 1``: a dense FFN, whose ``d_ff`` is then
+    required). Groups of the same kind are merged (the order of layers changes no figure on one
+    device)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not raw:
+        raise ProfileError(f"{where}: field 'layers': must be a list of layer groups (count: N, ...), got {raw!r:.60}")
+    groups: dict[tuple, LayerGroup] = {}
+    for i, g in enumerate(raw):
+        key = f"layers[{i}]"
+        if not isinstance(g, Mapping):
+            raise ProfileError(f"{where}: field '{key}': must be a mapping (count: N, ...), got {g!r:.60}")
+        for k in g:
+            if k not in LAYER_GROUP_KEYS:
+                near = difflib.get_close_matches(str(k), LAYER_GROUP_KEYS, n=1)
+                hint = f"; did you mean '{near[0]}'?" if near else f" (known: {', '.join(LAYER_GROUP_KEYS)})"
+                raise ProfileError(f"{where}: unknown field '{key}.{k}'{hint}")
+        f = _Fields(g, where, prefix=f"{key}.")
+        n_expert = f.int("n_expert", default=model_level.n_expert)
+        dense = n_expert == 1
+        active = f.int("n_expert_active", default=1 if dense else model_level.n_expert_active)
+        if active > n_expert:
+            raise f.fail("n_expert_active", f"{active} is more than n_expert={n_expert}")
+        shared = f.int("d_ff_shared", default=0 if dense else model_level.d_ff_shared, minimum=0)
+        if shared and dense:
+            raise f.fail("d_ff_shared", "a shared expert needs a mixture of experts (n_expert > 1)")
+        window = (f.int("sliding_window") if f.has("sliding_window") else None) if "sliding_window" in g \
+            else model_level.sliding_window
+        d_ff = f.int("d_ff", default=model_level.d_ff if n_expert == model_level.n_expert else None)
+        kind = (window, d_ff, n_expert, active, shared)
+        count = f.int("count") + (groups[kind].count if kind in groups else 0)
+        groups[kind] = LayerGroup(count, *kind)
+    total = sum(g.count for g in groups.values())
+    if total != n_layer:
+        raise ProfileError(f"{where}: field 'layers': the groups' counts add up to {total}, not n_layer={n_layer}")
+    return tuple(groups.values())
 
 
 # Ways to give device memory, and their unit in bytes. HBM and GPU memory are binary
@@ -572,6 +702,39 @@ def _hf_get(cfg: Mapping[str, Any], where: str, *keys: str, default: Any = None)
     raise ProfileError(f"{where}: field '{keys[0]}': missing (required for this model_type)")
 
 
+def _qwen_moe_layers(cfg: Mapping[str, Any], g: Callable, n_layer: int) -> dict[str, Any]:
+    """qwen2_moe / qwen3_moe: layer i is MoE unless it is in ``mlp_only_layers`` or (i + 1) is not a
+    multiple of ``decoder_sparse_step`` (as transformers builds them); the others are dense FFNs of
+    ``intermediate_size``."""
+    step = cfg.get("decoder_sparse_step") or 1
+    dense_only = set(cfg.get("mlp_only_layers") or ())
+    moe = {
+        "n_expert": g("num_experts"),
+        "n_expert_active": g("num_experts_per_tok"),
+        "d_ff": g("moe_intermediate_size"),
+        "d_ff_shared": cfg.get("shared_expert_intermediate_size") or 0,
+    }
+    n_dense = sum(1 for i in range(n_layer) if i in dense_only or (i + 1) % step)
+    if n_dense:
+        moe["layers"] = [{"count": n_layer - n_dense}, {"count": n_dense, "n_expert": 1, "d_ff": g("intermediate_size")}]
+    return moe
+
+
+def _attention_layers(cfg: Mapping[str, Any], where: str, n_layer: int, window: int) -> list[dict[str, Any]]:
+    """``layer_types`` ("sliding_attention" / "full_attention" per layer) as layer groups."""
+    types = cfg.get("layer_types")
+    if not isinstance(types, list) or len(types) != n_layer:
+        raise ProfileError(f"{where}: field 'layer_types': must list the attention of each of the "
+                           f"{n_layer} layers, got {types!r:.60}")
+    unknown = sorted({t for t in types if t not in ("sliding_attention", "full_attention")})
+    if unknown:
+        raise ProfileError(f"{where}: field 'layer_types': {unknown[0]!r} is not modelled "
+                           "(known: sliding_attention, full_attention)")
+    sliding = types.count("sliding_attention")
+    groups = [{"count": sliding, "sliding_window": window}, {"count": n_layer - sliding, "sliding_window": None}]
+    return [grp for grp in groups if grp["count"]]
+
+
 @hf_keys.checked
 def model_from_hf_config(cfg: Mapping[str, Any], where: str, name: str) -> ModelSpec:
     """Map a Hugging Face ``config.json`` to the profile schema, then validate it."""
@@ -580,7 +743,7 @@ def model_from_hf_config(cfg: Mapping[str, Any], where: str, name: str) -> Model
     mt = cfg.get("model_type")
     g = lambda *keys, default=None: _hf_get(cfg, where, *keys, default=default)  # noqa: E731
     out: dict[str, Any] = {"name": name}
-    if mt in ("llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3"):
+    if mt in ("llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "phi3"):
         n_head = g("num_attention_heads")
         out |= {
             "n_layer": g("num_hidden_layers"),
@@ -598,21 +761,41 @@ def model_from_hf_config(cfg: Mapping[str, Any], where: str, name: str) -> Model
         }
         if cfg.get("head_dim"):
             out["head_dim"] = cfg["head_dim"]
-        # Sliding-window attention: mistral/mixtral apply `sliding_window` when set; qwen2/3
+        # Sliding-window attention: mistral/mixtral/phi3 apply `sliding_window` when set; qwen2/3
         # only with `use_sliding_window: true` (then to every layer here: a documented upper
         # bound when `max_window_layers` limits it to some).
         window = cfg.get("sliding_window")
-        if window and (mt in ("mistral", "mixtral") or cfg.get("use_sliding_window")):
+        if window and (mt in ("mistral", "mixtral", "phi3") or cfg.get("use_sliding_window")):
             out["sliding_window"] = window
         if mt == "mixtral":
             out |= {"n_expert": g("num_local_experts"), "n_expert_active": g("num_experts_per_tok")}
-        if mt == "qwen2_moe":
-            out |= {
-                "n_expert": g("num_experts"),
-                "n_expert_active": g("num_experts_per_tok"),
-                "d_ff": g("moe_intermediate_size"),
-                "d_ff_shared": cfg.get("shared_expert_intermediate_size") or 0,
-            }
+        if mt in ("qwen2_moe", "qwen3_moe"):
+            out |= _qwen_moe_layers(cfg, g, out["n_layer"])
+    elif mt == "gpt_oss":
+        n_head, n_layer = g("num_attention_heads"), g("num_hidden_layers")
+        if cfg.get("attention_bias") is False:
+            raise ProfileError(f"{where}: field 'attention_bias': false is not modelled for gpt_oss "
+                               "(its experts keep their biases)")
+        out |= {
+            "n_layer": n_layer,
+            "d_model": g("hidden_size"),
+            "n_head": n_head,
+            "n_kv_head": g("num_key_value_heads", default=n_head),
+            "head_dim": g("head_dim"),
+            "d_ff": g("intermediate_size"),
+            "ffn": "swiglu",
+            "vocab_size": g("vocab_size"),
+            "max_seq_len": g("max_position_embeddings"),
+            "tied_embeddings": bool(cfg.get("tie_word_embeddings", False)),
+            "norm": "rmsnorm",
+            "positional": "rope",
+            "bias": True,  # q, k, v, o and every expert's projections
+            "attention_sinks": True,
+            "router_bias": True,
+            "n_expert": g("num_local_experts"),
+            "n_expert_active": g("num_experts_per_tok", "experts_per_token"),
+        }
+        out["layers"] = _attention_layers(cfg, where, n_layer, g("sliding_window"))
     elif mt == "gpt2":
         d = g("n_embd", "hidden_size")
         out |= {
@@ -662,7 +845,7 @@ def model_from_hf_config(cfg: Mapping[str, Any], where: str, name: str) -> Model
             "bias": True,
         }
     else:
-        known = "llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, gpt2, opt, gpt_neox"
+        known = "llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, phi3, gpt_oss, gpt2, opt, gpt_neox"
         raise ProfileError(f"{where}: field 'model_type': unsupported {mt!r} (supported: {known})")
     return model_from_mapping(out, where, source=where)
 

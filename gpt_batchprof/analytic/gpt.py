@@ -17,9 +17,11 @@ into their neighbours in serving kernels and are not listed.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from gpt_batchprof.analytic.dtypes import Dtypes
 from gpt_batchprof.analytic.ops import (
-    OpCost, OpShape, causal_pairs, elementwise_cost, expected_experts_touched, matmul_cost,
+    ATTENTION_OPS, OP_NAMES, OpCost, OpShape, causal_pairs, elementwise_cost, expected_experts_touched, matmul_cost,
 )
 from gpt_batchprof.analytic.parallel import Parallelism, local_model, micro_batch, shard_ops
 from gpt_batchprof.errors import BatchprofError
@@ -61,9 +63,49 @@ def enumerate_ops(
     return _device_ops(model, phase, batch, q, kv_len, dtypes, attention)
 
 
+FFN_OPS = ("moe_router", "ffn_gate", "ffn_up", "ffn_down", "ffn_shared_gate", "ffn_shared_up", "ffn_shared_down")
+
+
+def _stack(model: ModelSpec, per_part) -> tuple[OpCost, ...]:
+    """The rows of a stack of layer kinds: ``per_part(part, last)`` for each uniform part, then rows of
+    the same operator and kernel shape added up (one row, launched by the layers of every part).
+
+    Where the parts' attention (or FFN) differs, its rows carry the layer kind in ``shape.variant``
+    ("window 128", "full"; "dense 18432", "8 of 256 x 2048 + shared 2048"), so that rows of
+    different kernels never merge, even when their shapes happen to agree at this step.
+    """
+    groups = model.layer_groups
+    label_attention = len({g.attention_kind for g in groups}) > 1
+    label_ffn = len({g.ffn_kind for g in groups}) > 1
+    rows: list[OpCost] = []
+    for i, (part, g) in enumerate(zip(model.parts(), groups)):
+        for o in per_part(part, i == len(groups) - 1):
+            if label_attention and o.op in ATTENTION_OPS:
+                o = replace(o, shape=replace(o.shape, variant=g.attention_kind))
+            elif label_ffn and o.op in FFN_OPS:
+                o = replace(o, shape=replace(o.shape, variant=g.ffn_kind))
+            rows.append(o)
+    merged: dict[tuple, OpCost] = {}
+    for o in rows:
+        key = (o.op, o.shape, o.compute_dtype)
+        m = merged.get(key)
+        merged[key] = o if m is None else replace(
+            m, flops=m.flops + o.flops, bytes=m.bytes + o.bytes, weight_bytes=m.weight_bytes + o.weight_bytes,
+            launches=m.launches + o.launches)
+    return tuple(sorted(merged.values(), key=lambda o: OP_NAMES.index(o.op)))  # stable: parts keep their order
+
+
 def _device_ops(model: ModelSpec, phase: str, batch: int, q: int, kv_len: int, dtypes: Dtypes,
                 attention: str) -> tuple[OpCost, ...]:
     """The operators of one step on one device holding all of ``model`` (``q`` new tokens per sequence)."""
+    if model.layer_groups:
+        return _stack(model, lambda part, last: _uniform_ops(part, phase, batch, q, kv_len, dtypes, attention, last))
+    return _uniform_ops(model, phase, batch, q, kv_len, dtypes, attention, True)
+
+
+def _uniform_ops(model: ModelSpec, phase: str, batch: int, q: int, kv_len: int, dtypes: Dtypes,
+                 attention: str, head: bool) -> tuple[OpCost, ...]:
+    """The operators of ``model``'s layers, all of one kind; with ``head``, the final norm and LM head too."""
     T = batch * q  # tokens through the dense layers
     w, a = DTYPE_BYTES[dtypes.weight], DTYPE_BYTES[dtypes.act]
     w_other = DTYPE_BYTES[dtypes.unquantised]  # norms, router, LM head
@@ -75,13 +117,13 @@ def _device_ops(model: ModelSpec, phase: str, batch: int, q: int, kv_len: int, d
     norm_weights = model.norm_params * w_other
     ops: list[OpCost] = [
         elementwise_cost(
-            "norm", rows=T, width=d, a_bytes=a, launches=2 * nl + 1, compute_dtype=cd, ctx=ctx,
+            "norm", rows=T, width=d, a_bytes=a, launches=2 * nl + (1 if head else 0), compute_dtype=cd, ctx=ctx,
             weight_bytes=norm_weights, variant=model.norm,
         ),
         matmul_cost("qkv_proj", tokens=T, k=d, n=model.q_dim + 2 * model.kv_dim, **mm),
     ]
 
-    ops += attention_ops(model, phase, batch, q, kv_len, dtypes, attention)
+    ops += _uniform_attention(model, phase, batch, q, kv_len, dtypes, attention)
     ops.append(matmul_cost("out_proj", tokens=T, k=model.q_dim, n=d, **mm))
 
     if model.is_moe:
@@ -101,10 +143,11 @@ def _device_ops(model: ModelSpec, phase: str, batch: int, q: int, kv_len: int, d
         ops.append(matmul_cost("ffn_shared_up", tokens=T, k=d, n=model.d_ff_shared, **mm))
         ops.append(matmul_cost("ffn_shared_down", tokens=T, k=model.d_ff_shared, n=d, **mm))
 
-    ops.append(
-        matmul_cost("lm_head", tokens=batch, k=d, n=model.vocab_size, w_bytes=w_other, a_bytes=a,
-                    launches=1, compute_dtype=cd, ctx=ctx)
-    )
+    if head:
+        ops.append(
+            matmul_cost("lm_head", tokens=batch, k=d, n=model.vocab_size, w_bytes=w_other, a_bytes=a,
+                        launches=1, compute_dtype=cd, ctx=ctx)
+        )
     return tuple(ops)
 
 
@@ -118,8 +161,16 @@ def attention_ops(
     decode steps. With a sliding window the cache holds at most ``window`` tokens: decode
     reads those only; unfused prefill computes the scores of every new key and of the cached
     ones within the window (the window is a mask applied afterwards), fused prefill only the
-    pairs inside the window.
+    pairs inside the window. A stack of layer kinds gives each kind's rows (see :func:`_stack`).
     """
+    if model.layer_groups:
+        return list(_stack(model, lambda part, last: _uniform_attention(part, phase, batch, new_tokens, kv_len,
+                                                                       dtypes, attention)))
+    return _uniform_attention(model, phase, batch, new_tokens, kv_len, dtypes, attention)
+
+
+def _uniform_attention(model: ModelSpec, phase: str, batch: int, new_tokens: int, kv_len: int, dtypes: Dtypes,
+                       attention: str) -> list[OpCost]:
     q = new_tokens
     window = model.sliding_window
     # Keys in view: every cached one, or those within the window of the first new query.

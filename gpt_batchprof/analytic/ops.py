@@ -99,6 +99,13 @@ class OpCost:
         return op_group(self.op)
 
     @property
+    def label(self) -> str:
+        """The row's name on screen: the operator, and its layer kind where a stack of layer kinds
+        has rows of the same operator for different kinds ("attn_score (window 128)")."""
+        v = self.shape.variant
+        return f"{self.op} ({v})" if v and self.op != "norm" else self.op
+
+    @property
     def intensity(self) -> float:
         """FLOP per byte of memory traffic."""
         return self.flops / self.bytes if self.bytes else 0.0

@@ -168,13 +168,14 @@ def memory_use(model: ModelSpec, scenario: Scenario, batch: int, parallel: Paral
     if not parallel.is_single:
         return parallel_memory_use(model, scenario, batch, parallel)
     dt, attn = scenario.dtypes, scenario.attention
-    acts = max(
-        step_activation_bytes(model, dt, attn, batch, scenario.prompt_len, scenario.prompt_len),
-        step_activation_bytes(model, dt, attn, batch, 1, model.kv_tokens(scenario.itl_context + 1)),
-    )
+    parts = model.parts()  # a stack of layer kinds: each kind's cache and its widest layer
+    acts = max(max(
+        step_activation_bytes(p, dt, attn, batch, scenario.prompt_len, scenario.prompt_len),
+        step_activation_bytes(p, dt, attn, batch, 1, p.kv_tokens(scenario.itl_context + 1)),
+    ) for p in parts)
     return MemoryUse(
         weights_bytes=model.weight_bytes(dt.weight, dt.act),
-        kv_cache_bytes=batch * model.kv_tokens(scenario.positions) * model.kv_bytes_per_token(dt.kv),
+        kv_cache_bytes=sum(batch * p.kv_tokens(scenario.positions) * p.kv_bytes_per_token(dt.kv) for p in parts),
         activation_bytes=acts,
     )
 
@@ -274,6 +275,8 @@ def decode_attention_time(model: ModelSpec, hw: HardwareSpec, scenario: Scenario
     L, so it is summed by :func:`_sum_sampled` (term by term up to 256 steps; beyond, 64
     trapezoid segments: 4e-6 off the step-by-step sum on a test model, held under 1e-4 by a test).
     """
+    if model.layer_groups:  # a stack of layer kinds: each kind's attention, summed on its own
+        return sum(decode_attention_time(p, hw, scenario, batch, launch, roofline_only) for p in model.parts())
     dt, attn = scenario.dtypes, scenario.attention
     first, steps = scenario.prompt_len, scenario.gen_len - 1
     window = model.sliding_window

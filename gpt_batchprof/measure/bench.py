@@ -186,6 +186,9 @@ def plan_bench(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, phases: t
     check_ops(ops)
     scenario.check_fits_model(model)
     wanted = set(ops)
+    if "block" in wanted and model.is_stack:
+        raise BatchprofError(f"--op block: {model.name} is a stack of different layer kinds, so it has no one "
+                             "block to time; time its operators (each kind has rows of its own)")
     model_ops = [o for o in ops if o in OP_NAMES]
     plan: list[Planned] = []
     seen: set[str] = set()

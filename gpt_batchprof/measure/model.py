@@ -82,6 +82,10 @@ class Attention(nn.Module):
         self.alibi = spec.positional == "alibi"
         self.window = spec.sliding_window
         self.qkv_proj = nn.Linear(spec.d_model, spec.q_dim + 2 * spec.kv_dim, bias=spec.bias)
+        # gpt-oss: a learned logit per query head that joins every softmax (a key with no value).
+        # The unfused path adds it to the softmax; fused SDPA has no place for it and leaves it out
+        # (it is no FLOP and one value per row: the timing is the same).
+        self.sinks = nn.Parameter(torch.zeros(spec.n_head)) if spec.attention_sinks else None
         self.out_proj = nn.Linear(spec.q_dim, spec.d_model, bias=spec.bias)
 
     def forward(self, x, k_cache, v_cache, pos: int, rope, slopes):
@@ -135,7 +139,11 @@ class Attention(nn.Module):
                 if visible is not None:
                     scores = scores.masked_fill(~visible, float("-inf"))
                 scores = scores.view(B, nkv, g * T, L)
-            probs = torch.softmax(scores, dim=-1)  # attn_softmax
+            if self.sinks is not None:  # one more logit per row: head h = kv head h // g, query group h % g
+                sink = self.sinks.to(scores.dtype).view(1, nkv, g, 1, 1).expand(B, nkv, g, T, 1).reshape(B, nkv, g * T, 1)
+                probs = torch.softmax(torch.cat((scores, sink), dim=-1), dim=-1)[..., :-1]  # attn_softmax
+            else:
+                probs = torch.softmax(scores, dim=-1)  # attn_softmax
             y = (probs @ values).view(B, nh, T, hs)  # attn_context: (B, nkv, g*T, hs) -> (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, self.q_dim)  # (B, T, nh*hs)
         return self.out_proj(y)
@@ -192,7 +200,7 @@ class MoE(nn.Module):
     def __init__(self, spec: ModelSpec):
         super().__init__()
         self.top_k = spec.n_expert_active
-        self.moe_router = nn.Linear(spec.d_model, spec.n_expert, bias=False)
+        self.moe_router = nn.Linear(spec.d_model, spec.n_expert, bias=spec.router_bias)
         self.experts = nn.ModuleList(FeedForward(spec) for _ in range(spec.n_expert))
         self.shared = SharedExpert(spec) if spec.d_ff_shared else None
 
@@ -237,7 +245,8 @@ class GPT(nn.Module):
         self.spec = spec
         self.tok_emb = nn.Embedding(spec.vocab_size, spec.d_model)
         self.pos_emb = nn.Embedding(spec.max_seq_len, spec.d_model) if spec.positional == "learned" else None
-        self.layers = nn.ModuleList(Block(spec, attention) for _ in range(spec.n_layer))
+        # a stack of layer kinds: each layer built from its own kind (window, dense FFN or experts)
+        self.layers = nn.ModuleList(Block(layer, attention) for layer in spec.layer_specs())
         self.norm_final = _norm(spec)
         self.lm_head = nn.Linear(spec.d_model, spec.vocab_size, bias=False)
         if spec.tied_embeddings:

@@ -129,7 +129,7 @@ def ops_table(preds: Sequence[Prediction], title: str) -> Table:
         total = sum(p.time_s for p in rows)
         for i, p in enumerate(rows):
             c = p.cost
-            cells = [str(batch) if i == 0 else "", c.op, fmt_count(c.flops), fmt_bytes(c.bytes),
+            cells = [str(batch) if i == 0 else "", c.label, fmt_count(c.flops), fmt_bytes(c.bytes),
                      f"{c.intensity:.1f}", fmt_time(p.time_s) + ("*" if p.extrapolated else "")]
             if calibrated:
                 cells.append(fmt_time(p.roofline_time_s))

@@ -1,0 +1,182 @@
+"""Models as stacks of layer kinds, and the families served today: numbers worked by hand for a
+small stack, and parameter counts of full-size models against their published figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gpt_batchprof.analytic import Dtypes, Scenario, enumerate_ops, memory_use, serving_report
+from gpt_batchprof.analytic.gpt import attention_ops
+from gpt_batchprof.analytic.roofline import step_time
+from gpt_batchprof.analytic.serving import decode_attention_time
+from gpt_batchprof.errors import BatchprofError, ProfileError
+from gpt_batchprof.profiles import hardware_from_mapping, load_model, model_from_hf_config, model_from_mapping
+
+HF = Path(__file__).parent / "data" / "hf"
+
+# 2 layers, d 64, 4 heads of 16 (no GQA), GELU FFN of 128, vocab 100: layer 0 sees a window of 4 keys, layer 1 all.
+STACK = {"name": "stack", "n_layer": 2, "d_model": 64, "n_head": 4, "d_ff": 128, "ffn": "gelu", "vocab_size": 100,
+         "max_seq_len": 64, "layers": [{"count": 1, "sliding_window": 4}, {"count": 1}]}
+
+
+def stack(**over):
+    return model_from_mapping(STACK | over, "test")
+
+
+def rows(ops):
+    return {(o.op, o.shape.variant): o for o in ops}
+
+
+def test_sliding_and_full_layers_worked_by_hand():
+    # decode, batch 1, fp16, 10 cached tokens. Window layer: keys min(10, 4 - 1) + 1 = 4; full layer: 11.
+    # attn_score = 2 x head_dim x heads x keys: 2*16*4*4 = 512 FLOPs (window), 2*16*4*11 = 1408 (full).
+    # bytes: queries 4*16*2 = 128 B, K of the keys in view 4*keys*16*2 B, scores 4*keys*2 B:
+    #   window 128 + 512 + 32 = 672 B; full 128 + 1408 + 88 = 1624 B.
+    ops = rows(enumerate_ops(stack(), "decode", 1, kv_len=10))
+    w, f = ops[("attn_score", "window 4")], ops[("attn_score", "full")]
+    assert (w.flops, w.bytes, w.launches) == (512, 672, 1)
+    assert (f.flops, f.bytes, f.launches) == (1408, 1624, 1)
+    # layers that do not differ merge into one row over both: qkv 2 x (2*64*192) = 49152 FLOPs
+    qkv = ops[("qkv_proj", "")]
+    assert (qkv.flops, qkv.launches) == (49152, 2)
+    # norms: 2 per layer + the final one; the LM head once
+    assert ops[("norm", "layernorm")].launches == 5
+    assert ops[("lm_head", "")].launches == 1
+    assert ("ffn_up", "") in ops  # same FFN in both layers: no label
+    # attention_ops (what serving sums over the decode steps) gives the same attention rows
+    att = rows(attention_ops(stack(), "decode", 1, 1, 10, Dtypes(), "unfused"))
+    assert att[("attn_score", "window 4")] == w and att[("attn_score", "full")] == f
+
+
+def test_the_window_caps_only_its_own_layers_cache():
+    # prompt 8 + gen 4 - 1 = 11 positions; K and V of one layer: 2 x 64 x 2 B = 256 B per token.
+    # window layer keeps 4 tokens (1024 B), full layer 11 (2816 B): 3840 B per sequence, 7680 B for 2.
+    sc = Scenario(prompt_len=8, gen_len=4)
+    assert memory_use(stack(), sc, 2).kv_cache_bytes == 7680
+    full = model_from_mapping({k: v for k, v in STACK.items() if k != "layers"}, "test")
+    assert memory_use(full, sc, 2).kv_cache_bytes == 2 * 2 * 11 * 256
+
+
+def test_one_kind_of_layer_gives_todays_numbers():
+    base = load_model("mixtral-8x7b")
+    grouped = model_from_mapping(
+        {"name": "m", "n_layer": 32, "d_model": 4096, "n_head": 32, "n_kv_head": 8, "d_ff": 14336, "ffn": "swiglu",
+         "vocab_size": 32000, "max_seq_len": 32768, "norm": "rmsnorm", "n_expert": 8, "n_expert_active": 2,
+         "layers": [{"count": 20}, {"count": 12}]}, "test")
+    assert len(grouped.layer_groups) == 1  # two groups of the same kind merge
+    for phase, kv in (("prefill", 0), ("decode", 300)):
+        a = enumerate_ops(base, phase, 4, new_tokens=64, kv_len=kv)
+        b = enumerate_ops(grouped, phase, 4, new_tokens=64, kv_len=kv)
+        assert [(o.op, o.flops, o.bytes, o.launches, o.shape) for o in a] == \
+               [(o.op, o.flops, o.bytes, o.launches, o.shape) for o in b]
+    assert grouped.n_params == base.n_params
+    sc = Scenario(prompt_len=128, gen_len=16)
+    assert memory_use(grouped, sc, 3) == memory_use(base, sc, 3)
+
+
+def test_dense_and_moe_layers_count_their_own_parameters():
+    # 1 dense layer (d_ff 128) + 2 MoE layers (4 experts of 32, 2 active), d 64, GELU (2 matrices), layernorm, no bias.
+    m = model_from_mapping(STACK | {"n_layer": 3, "d_ff": 32, "n_expert": 4, "n_expert_active": 2,
+                                    "layers": [{"count": 1, "n_expert": 1, "d_ff": 128}, {"count": 2}]}, "test")
+    attn = 64 * (3 * 64) + 64 * 64  # qkv + out = 16384
+    norms = 2 * 128  # two layernorms of (scale, shift)
+    dense = attn + 2 * 64 * 128 + norms  # 16384 + 16384 + 256 = 33024
+    moe = attn + 4 * 2 * 64 * 32 + 64 * 4 + norms  # 16384 + 16384 + 256 router + 256 = 33280
+    emb = 100 * 64
+    assert m.n_params == emb + dense + 2 * moe + 128 + emb  # untied head: 6400 + 33024 + 66560 + 128 + 6400
+    assert m.n_params == 112512
+    assert m.n_params_active == 112512 - 2 * 2 * (2 * 64 * 32)  # 2 idle experts in each MoE layer: 104320
+    ops = rows(enumerate_ops(m, "decode", 1, kv_len=5))
+    # FFN rows of the two kinds stay apart, labelled: dense 2*64*128 FLOPs; MoE 2 layers x 2 routes x 2*64*32
+    assert ops[("ffn_up", "dense 128")].flops == 16384 and ops[("ffn_up", "dense 128")].launches == 1
+    assert ops[("ffn_up", "2 of 4 x 32")].flops == 16384 and ops[("ffn_up", "2 of 4 x 32")].launches == 2
+    assert ops[("moe_router", "2 of 4 x 32")].launches == 2
+
+
+def test_decode_sum_of_a_stack_equals_the_step_by_step_sum():
+    # 200 decode steps: the closed form per layer kind against every step's attention rows priced one by one
+    hw = hardware_from_mapping({"name": "g", "kind": "gpu", "memory_gb": 80, "memory_bandwidth_gb_s": 2000,
+                                "peak_tflops": {"fp16": 300}, "launch_overhead_us": 3}, "test")
+    m = stack(max_seq_len=512)
+    sc = Scenario(prompt_len=8, gen_len=201)
+    closed = decode_attention_time(m, hw, sc, 2, "eager")
+    walked = sum(step_time(attention_ops(m, "decode", 2, 1, kv, Dtypes(), "unfused"), hw, "eager")
+                 for kv in range(8, 8 + 200))
+    assert closed == pytest.approx(walked, rel=1e-12)
+
+
+def test_a_stack_on_several_gpus_is_refused_in_one_line():
+    from gpt_batchprof.analytic import Parallelism
+
+    hw = hardware_from_mapping({"name": "g", "kind": "gpu", "memory_gb": 80, "memory_bandwidth_gb_s": 2000,
+                                "peak_tflops": {"fp16": 300}, "interconnect": {"name": "x", "bandwidth_gb_s": 100}},
+                               "test")
+    with pytest.raises(BatchprofError, match="stack of different layer kinds"):
+        serving_report(stack(), hw, Scenario(prompt_len=8, gen_len=4), (1,), Parallelism(tp=2))
+
+
+@pytest.mark.parametrize("layers, msg", [
+    ([{"count": 1}], "add up to 1, not n_layer=2"),
+    ([{"count": 1, "n_expert": 2, "n_expert_active": 3, "d_ff": 8}, {"count": 1}],
+     "layers[0].n_expert_active': 3 is more than n_expert=2"),
+    ([{"count": 2, "sliding_windw": 4}], "did you mean 'sliding_window'"),
+    ("12 sliding", "must be a list of layer groups"),
+    ([{"count": 1, "n_expert": 1}, {"count": 1, "n_expert": 4, "n_expert_active": 2}], "layers[1].d_ff"),
+])
+def test_malformed_layer_groups_name_the_field(layers, msg):
+    with pytest.raises(ProfileError, match=msg.replace("[", r"\[").replace("]", r"\]")):
+        model_from_mapping(STACK | {"layers": layers}, "m.yaml")
+
+
+# Published totals and active parameters. gpt-oss's card counts active weights without the token
+# embedding ("3.61B active"), Qwen's and Llama's with it.
+PUBLISHED = [
+    # name, total, active, active counts the embedding?, tolerance of the active figure
+    ("gpt-oss-20b", 20.91e9, 3.61e9, False, 0.01),
+    ("gpt-oss-120b", 116.83e9, 5.13e9, False, 0.01),
+    ("qwen3-30b-a3b", 30.5e9, 3.3e9, True, 0.02),  # card: "3.3B activated", two digits (we count 3.353B)
+    ("qwen3-235b-a22b", 235e9, 22e9, True, 0.01),
+    ("phi-3-medium", 14e9, 14e9, True, 0.01),
+]
+
+
+@pytest.mark.parametrize("name, total, active, with_embedding, tol", PUBLISHED)
+def test_builtin_parameter_counts_match_published_figures(name, total, active, with_embedding, tol):
+    m = load_model(name)
+    assert m.n_params == pytest.approx(total, rel=0.01)
+    got = m.n_params_active - (0 if with_embedding else m.embedding_params)
+    assert got == pytest.approx(active, rel=tol)
+
+
+@pytest.mark.parametrize("config, builtin", [
+    ("gpt-oss-20b", "gpt-oss-20b"), ("gpt-oss-120b", "gpt-oss-120b"), ("qwen3-30b-a3b", "qwen3-30b-a3b"),
+    ("qwen3-235b-a22b", "qwen3-235b-a22b"), ("phi-3-medium-4k", "phi-3-medium"),
+])
+def test_published_config_json_reads_as_the_builtin_profile(config, builtin):
+    hf = load_model(str(HF / f"{config}.json"))
+    b = load_model(builtin)
+    assert (hf.n_params, hf.n_params_active) == (b.n_params, b.n_params_active)
+    assert hf.layer_groups == b.layer_groups
+    assert (hf.sliding_window, hf.head_dim, hf.n_kv_head, hf.bias) == (b.sliding_window, b.head_dim, b.n_kv_head, b.bias)
+
+
+def test_gpt_oss_layer_types_become_two_groups():
+    cfg = json.loads((HF / "gpt-oss-20b.json").read_text())
+    m = model_from_hf_config(cfg, "c.json", "oss")
+    assert [(g.count, g.sliding_window) for g in m.layer_groups] == [(12, 128), (12, None)]
+    with pytest.raises(ProfileError, match="layer_types.*'chunked_attention' is not modelled"):
+        model_from_hf_config(cfg | {"layer_types": ["chunked_attention"] * 24}, "c.json", "oss")
+    with pytest.raises(ProfileError, match="layer_types.*must list the attention of each of the 24 layers"):
+        model_from_hf_config(cfg | {"layer_types": ["full_attention"]}, "c.json", "oss")
+
+
+def test_qwen_moe_dense_layers_are_read_not_refused():
+    # mlp_only_layers [0, 1] and decoder_sparse_step 2: MoE on layers 3, 5, 7 (1-based multiples of 2) of 8,
+    # minus none listed there; dense (intermediate_size) on 0, 1, 2, 4, 6 -> 5 dense, 3 MoE.
+    cfg = json.loads((HF / "qwen3-30b-a3b.json").read_text()) | {
+        "num_hidden_layers": 8, "mlp_only_layers": [0, 1], "decoder_sparse_step": 2}
+    m = model_from_hf_config(cfg, "c.json", "q")
+    assert [(g.count, g.n_expert, g.d_ff) for g in m.layer_groups] == [(3, 128, 768), (5, 1, 6144)]
