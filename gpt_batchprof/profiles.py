@@ -21,10 +21,18 @@ from gpt_batchprof.errors import ProfileError
 if TYPE_CHECKING:  # analytic.efficiency is imported inside the parser (it imports analytic, which imports us)
     from gpt_batchprof.analytic.efficiency import MeasuredTables
 
-# Bytes per element of each storage dtype. int4 is weights only: two values per byte plus,
-# as real int4 formats store them (GPTQ, AWQ, bitsandbytes-style group quantisation), one
-# fp16 scale per group of INT4_GROUP_SIZE weights: 4 + 16/128 = 4.125 bits per weight.
+# Bytes per element of each storage dtype. The 4-bit formats are weights only, each value with
+# its share of a block scale:
+# - int4: two values per byte plus, as real int4 formats store them (GPTQ, AWQ,
+#   bitsandbytes-style group quantisation), one fp16 scale per group of INT4_GROUP_SIZE
+#   weights: 4 + 16/128 = 4.125 bits per weight;
+# - mxfp4 (OCP Microscaling, gpt-oss's experts): e2m1 values with one 8-bit (e8m0) scale per
+#   block of 32: 4 + 8/32 = 4.25 bits;
+# - nvfp4 (NVIDIA Blackwell): e2m1 values with one fp8 (e4m3) scale per block of 16:
+#   4 + 8/16 = 4.5 bits (its one fp32 scale per tensor is left out: 4 bytes a matrix).
 INT4_GROUP_SIZE = 128
+MXFP4_BLOCK = 32
+NVFP4_BLOCK = 16
 DTYPE_BYTES: dict[str, float] = {
     "fp32": 4.0,
     "fp16": 2.0,
@@ -32,10 +40,12 @@ DTYPE_BYTES: dict[str, float] = {
     "fp8": 1.0,
     "int8": 1.0,
     "int4": (4 + 16 / INT4_GROUP_SIZE) / 8,
+    "mxfp4": (4 + 8 / MXFP4_BLOCK) / 8,
+    "nvfp4": (4 + 8 / NVFP4_BLOCK) / 8,
 }
 # Quantised weight formats: checkpoints in them quantise only the linear layers of the
 # blocks; embeddings, the LM head, norms, MoE routers and biases keep the activation dtype.
-QUANTISED_DTYPES = ("int4", "int8", "fp8")
+QUANTISED_DTYPES = ("int4", "int8", "fp8", "mxfp4", "nvfp4")
 
 
 def unquantised_dtype(weight_dtype: str, act_dtype: str) -> str:
@@ -44,7 +54,7 @@ def unquantised_dtype(weight_dtype: str, act_dtype: str) -> str:
     ``weight_dtype`` itself. The one place this rule is written."""
     return act_dtype if weight_dtype in QUANTISED_DTYPES else weight_dtype
 ACT_DTYPES = ("fp32", "fp16", "bf16", "fp8", "int8")
-WEIGHT_DTYPES = ("fp32", "fp16", "bf16", "fp8", "int8", "int4")
+WEIGHT_DTYPES = ("fp32", "fp16", "bf16", "fp8", "int8", "int4", "mxfp4", "nvfp4")
 KV_DTYPES = ("fp32", "fp16", "bf16", "fp8", "int8")
 PEAK_DTYPES = ("fp32", "tf32", "fp16", "bf16", "fp8", "int8")
 
@@ -228,13 +238,23 @@ class ModelSpec:
         idle = sum(p.n_layer * (p.n_expert - p.n_expert_active) * p.expert_params for p in self.parts())
         return self.n_params - idle
 
-    def weight_bytes(self, weight_dtype: str, act_dtype: str) -> float:
-        """Bytes of every weight: the blocks' linear layers at ``weight_dtype``, the rest
-        (embeddings, LM head, norms, routers, biases) at ``act_dtype`` when the weight dtype
-        is a quantised format, else at ``weight_dtype`` too."""
+    @property
+    def routed_expert_matrix_params(self) -> int:
+        """Weights of the routed experts' matrices over all layers (what ``expert_dtype`` stores)."""
+        return sum(p.n_layer * p.n_expert * p.n_ffn_matrices * p.d_model * p.d_ff
+                   for p in self.parts() if p.n_expert > 1)
+
+    def weight_bytes(self, weight_dtype: str, act_dtype: str, expert_dtype: str | None = None) -> float:
+        """Bytes of every weight: the blocks' linear layers at ``weight_dtype`` (the routed experts'
+        matrices at ``expert_dtype`` when given: gpt-oss ships only its experts in MXFP4), the rest
+        (embeddings, LM head, norms, routers, biases) at ``act_dtype`` when the weight dtype is a
+        quantised format, else at ``weight_dtype`` too."""
         matrices = sum(p.n_layer * p.layer_matrix_params for p in self.parts())
         other_dtype = unquantised_dtype(weight_dtype, act_dtype)
-        return matrices * DTYPE_BYTES[weight_dtype] + (self.n_params - matrices) * DTYPE_BYTES[other_dtype]
+        total = matrices * DTYPE_BYTES[weight_dtype] + (self.n_params - matrices) * DTYPE_BYTES[other_dtype]
+        if expert_dtype is not None and expert_dtype != weight_dtype:
+            total += self.routed_expert_matrix_params * (DTYPE_BYTES[expert_dtype] - DTYPE_BYTES[weight_dtype])
+        return total
 
     @property
     def n_params_non_embedding(self) -> int:

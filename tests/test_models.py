@@ -180,3 +180,58 @@ def test_qwen_moe_dense_layers_are_read_not_refused():
         "num_hidden_layers": 8, "mlp_only_layers": [0, 1], "decoder_sparse_step": 2}
     m = model_from_hf_config(cfg, "c.json", "q")
     assert [(g.count, g.n_expert, g.d_ff) for g in m.layer_groups] == [(3, 128, 768), (5, 1, 6144)]
+
+
+# --------------------------------------------------------------------------- 4-bit block formats
+
+
+def test_4bit_block_formats_carry_their_scales():
+    from gpt_batchprof.profiles import DTYPE_BYTES
+
+    assert DTYPE_BYTES["mxfp4"] * 8 == 4.25  # 4 bits + one 8-bit scale per 32 values
+    assert DTYPE_BYTES["nvfp4"] * 8 == 4.5  # 4 bits + one fp8 scale per 16 values
+
+
+def test_gpt_oss_with_mxfp4_experts_weighs_what_its_checkpoint_does():
+    # routed experts: 24 layers x 32 experts x 3 x 2880 x 2880 = 19,110,297,600 weights at 4.25 bits
+    #   = 10,152,345,600 B; the other 20,914,757,184 - 19,110,297,600 = 1,804,459,584 at bf16 = 3,608,919,168 B.
+    # 13,761,264,768 B in all: the published checkpoint is 13.8 GB.
+    m = load_model("gpt-oss-20b")
+    assert m.routed_expert_matrix_params == 19_110_297_600
+    sc = Scenario(prompt_len=16, gen_len=4, dtypes=Dtypes.of("bf16", expert="mxfp4"))
+    assert memory_use(m, sc, 1).weights_bytes == 13_761_264_768
+    # decode at batch 1 reads the 4 experts it routes to, per layer, at 4.25 bits: 24 x 4 x 2880^2 x 0.53125
+    ops = rows(enumerate_ops(m, "decode", 1, kv_len=8, dtypes=sc.dtypes))
+    assert ops[("ffn_up", "")].weight_bytes == 24 * 4 * 2880 * 2880 * 0.53125
+    assert ops[("qkv_proj", "")].weight_bytes == 24 * 2880 * (4096 + 1024) * 2  # attention stays bf16
+
+
+def test_whole_model_nvfp4_keeps_embeddings_and_head_at_the_activation_dtype():
+    # the window stack above: 2 layers of qkv 64x192 + out 64x64 + up/down 2 x 64x128 = 32768 weights each;
+    # 65536 at 4.5 bits = 36864 B; the other 6400 + 6400 (embedding, head) + 5 x 128 norms = 13440 at 2 B = 26880 B
+    m = stack()
+    assert m.n_params == 65536 + 13440
+    sc = Scenario(prompt_len=4, gen_len=2, dtypes=Dtypes.of("fp16", "nvfp4"))
+    assert memory_use(m, sc, 1).weights_bytes == 36864 + 26880
+
+
+def test_expert_dtype_on_a_dense_model_is_refused():
+    with pytest.raises(BatchprofError, match="--expert-dtype mxfp4: stack has no experts"):
+        serving_report(stack(), hardware_from_mapping(
+            {"name": "g", "kind": "gpu", "memory_gb": 80, "memory_bandwidth_gb_s": 2000, "peak_tflops": {"fp16": 300}},
+            "t"), Scenario(prompt_len=4, gen_len=2, dtypes=Dtypes.of("fp16", expert="mxfp4")), (1,))
+
+
+def test_expert_dtype_follows_the_experts_across_gpus():
+    from gpt_batchprof.analytic import Parallelism
+    from gpt_batchprof.analytic.parallel import weight_split
+
+    m = load_model("mixtral-8x7b")
+    dt = Dtypes.of("fp16", expert="nvfp4")
+    # one GPU holds everything: the same bytes as the single-device count
+    assert weight_split(m, Parallelism(), dt).total_bytes == m.weight_bytes("fp16", "fp16", "nvfp4")
+    # ep 2: each GPU holds 4 of the 8 experts; their matrices 32 x 4 x 3 x 4096 x 14336 at 4.5 bits
+    # = 12,683,575,296 B less than the whole model's 8
+    whole = weight_split(m, Parallelism(), dt).total_bytes
+    half = weight_split(m, Parallelism(ep=2), dt).total_bytes
+    assert whole - half == 32 * 4 * 3 * 4096 * 14336 * 0.5625

@@ -15,12 +15,14 @@ class Dtypes:
     weight: str = "fp16"
     act: str = "fp16"
     kv: str = "fp16"
+    expert: str | None = None  # routed experts' weights, when stored apart (gpt-oss: mxfp4); None: ``weight``
 
     def __post_init__(self) -> None:
         for what, value, allowed in (
             ("activation", self.act, ACT_DTYPES),
             ("weight", self.weight, WEIGHT_DTYPES),
             ("kv", self.kv, KV_DTYPES),
+            ("expert", self.expert_weight, WEIGHT_DTYPES),
         ):
             if value not in allowed:
                 raise BatchprofError(f"unknown {what} dtype '{value}' (choose from {', '.join(allowed)})")
@@ -31,7 +33,12 @@ class Dtypes:
         norms, routers): the activation dtype when ``weight`` is quantised, else ``weight``."""
         return unquantised_dtype(self.weight, self.act)
 
+    @property
+    def expert_weight(self) -> str:
+        """Dtype of the routed experts' weight matrices."""
+        return self.expert or self.weight
+
     @classmethod
-    def of(cls, dtype: str, weight: str | None = None, kv: str | None = None) -> "Dtypes":
-        """``--dtype`` for everything, with ``--weight-dtype`` / ``--kv-dtype`` overrides."""
-        return cls(weight=weight or dtype, act=dtype, kv=kv or dtype)
+    def of(cls, dtype: str, weight: str | None = None, kv: str | None = None, expert: str | None = None) -> "Dtypes":
+        """``--dtype`` for everything, with ``--weight-dtype`` / ``--kv-dtype`` / ``--expert-dtype`` overrides."""
+        return cls(weight=weight or dtype, act=dtype, kv=kv or dtype, expert=expert)

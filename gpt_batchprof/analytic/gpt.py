@@ -131,13 +131,15 @@ def _uniform_ops(model: ModelSpec, phase: str, batch: int, q: int, kv_len: int, 
         moe = dict(
             experts_touched=expected_experts_touched(model.n_expert, model.n_expert_active, T),
             routes=model.n_expert_active,
+            w_bytes=DTYPE_BYTES[dtypes.expert_weight],
         )
     else:
         moe = {}
+    ffn = mm | moe
     if model.ffn == "swiglu":
-        ops.append(matmul_cost("ffn_gate", tokens=T, k=d, n=model.d_ff, **mm, **moe))
-    ops.append(matmul_cost("ffn_up", tokens=T, k=d, n=model.d_ff, **mm, **moe))
-    ops.append(matmul_cost("ffn_down", tokens=T, k=model.d_ff, n=d, **mm, **moe))
+        ops.append(matmul_cost("ffn_gate", tokens=T, k=d, n=model.d_ff, **ffn))
+    ops.append(matmul_cost("ffn_up", tokens=T, k=d, n=model.d_ff, **ffn))
+    ops.append(matmul_cost("ffn_down", tokens=T, k=model.d_ff, n=d, **ffn))
     if model.d_ff_shared:  # qwen2_moe: an always-active shared expert (gated FFN) next to the routed ones
         ops.append(matmul_cost("ffn_shared_gate", tokens=T, k=d, n=model.d_ff_shared, **mm))
         ops.append(matmul_cost("ffn_shared_up", tokens=T, k=d, n=model.d_ff_shared, **mm))

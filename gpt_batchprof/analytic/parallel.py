@@ -205,7 +205,9 @@ def weight_split(model: ModelSpec, par: Parallelism, dtypes: Dtypes) -> WeightSp
     kv_replicated = m.n_kv_head < tp
     # bytes per layer on one GPU, (sharded, replicated)
     kv_mat, kv_bias = 2 * d * kv_local * w, (2 * kv_local * wo if m.bias else 0)
-    sharded = (2 * d * q_local + n_mat * d * (experts * f + fs)) * w + (0 if kv_replicated else kv_mat + kv_bias)
+    we = DTYPE_BYTES[dtypes.expert_weight] if m.is_moe else w  # routed experts' own dtype (gpt-oss: mxfp4)
+    sharded = (2 * d * q_local + n_mat * d * fs) * w + n_mat * d * experts * f * we \
+        + (0 if kv_replicated else kv_mat + kv_bias)
     replicated = 2 * norm * wo + (kv_mat + kv_bias if kv_replicated else 0)
     if m.bias:  # column-parallel biases are split, row-parallel ones (added after the all-reduce) are whole
         sharded += (q_local + experts * (n_mat - 1) * f) * wo
@@ -271,7 +273,7 @@ def shard_ops(local: tuple[OpCost, ...], model: ModelSpec, phase: str, batch: in
         # its own group routes, tokens x k; the experts it touches are hit by all ep groups' tokens.
         k = model.n_expert_active
         touched = expected_experts_touched(model.n_expert, k, tokens * par.ep) / par.ep
-        mm = dict(tokens=tokens, w_bytes=DTYPE_BYTES[dtypes.weight], a_bytes=a, launches=nl, compute_dtype=cd,
+        mm = dict(tokens=tokens, w_bytes=DTYPE_BYTES[dtypes.expert_weight], a_bytes=a, launches=nl, compute_dtype=cd,
                   ctx=ctx, experts_touched=touched, routes=k)
         for i, c in enumerate(ops):
             if c.op in ("ffn_gate", "ffn_up"):

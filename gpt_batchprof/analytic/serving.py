@@ -94,6 +94,8 @@ class Scenario:
         return launch_mode(self.launch, hw)
 
     def check_fits_model(self, model: ModelSpec) -> None:
+        if self.dtypes.expert is not None and not model.is_moe:
+            raise BatchprofError(f"--expert-dtype {self.dtypes.expert}: {model.name} has no experts")
         gen = self.prompt_len + self.gen_len - 1
         if self.context_len is not None and self.context_len + 1 > gen:
             check_length(model, self.context_len + 1, "--context-len + 1")
@@ -174,7 +176,7 @@ def memory_use(model: ModelSpec, scenario: Scenario, batch: int, parallel: Paral
         step_activation_bytes(p, dt, attn, batch, 1, p.kv_tokens(scenario.itl_context + 1)),
     ) for p in parts)
     return MemoryUse(
-        weights_bytes=model.weight_bytes(dt.weight, dt.act),
+        weights_bytes=model.weight_bytes(dt.weight, dt.act, dt.expert),
         kv_cache_bytes=sum(batch * p.kv_tokens(scenario.positions) * p.kv_bytes_per_token(dt.kv) for p in parts),
         activation_bytes=acts,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from gpt_batchprof.cli.common import (
     DEFAULT_BATCHES, AttentionOpt, BatchOpt, ContextLenOpt, DtypeOpt, EpOpt, FormatOpt,
     GenLenOpt, HardwareOpt, KvDtypeOpt, LaunchOpt, MicroBatchesOpt, ModelOpt, OutputOpt, PhaseOpt, PpOpt,
-    PromptLenOpt, TpOpt, WeightDtypeOpt, choice, guarded, load_hardware_or_auto, parallel_of, parse_int_list,
+    PromptLenOpt, TpOpt, WeightDtypeOpt, ExpertDtypeOpt, choice, guarded, load_hardware_or_auto, parallel_of, parse_int_list,
     phases_of, render,
 )
 from typing import Annotated
@@ -15,13 +15,14 @@ import typer
 from gpt_batchprof.report.export import FORMATS
 
 
-def scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention, launch="auto"):
+def scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention, launch="auto",
+                          expert_dtype=None):
     from gpt_batchprof.analytic import ATTENTION_MODES, LAUNCH_MODES, Dtypes, Scenario
 
     choice(attention, ATTENTION_MODES, "--attention")
     choice(launch, ("auto",) + LAUNCH_MODES, "--launch")
     return Scenario(prompt_len=prompt_len, gen_len=gen_len, context_len=context_len,
-                    dtypes=Dtypes.of(dtype, weight_dtype, kv_dtype), attention=attention, launch=launch)
+                    dtypes=Dtypes.of(dtype, weight_dtype, kv_dtype, expert_dtype), attention=attention, launch=launch)
 
 
 @guarded
@@ -35,6 +36,7 @@ def analyze_cmd(
     gen_len: GenLenOpt = 128,
     dtype: DtypeOpt = "fp16",
     weight_dtype: WeightDtypeOpt = None,
+    expert_dtype: ExpertDtypeOpt = None,
     kv_dtype: KvDtypeOpt = None,
     attention: AttentionOpt = "unfused",
     launch: LaunchOpt = "auto",
@@ -61,7 +63,7 @@ def analyze_cmd(
 
     choice(fmt, FORMATS, "--format")
     scenario = scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention,
-                                     launch)
+                                     launch, expert_dtype)
     hw = load_hardware_or_auto(hardware)
     result = analyze(load_model(model), hw, scenario, phases_of(phase),
                      parse_int_list(batch), parallel_of(tp, pp, ep, micro_batches))

@@ -9,7 +9,7 @@ import typer
 
 from gpt_batchprof.cli.common import (
     AttentionOpt, DtypeOpt, EpOpt, FormatOpt, HardwareOpt, KvDtypeOpt, LaunchOpt, MicroBatchesOpt, ModelOpt, PpOpt,
-    TpOpt, WeightDtypeOpt, choice, err_console, guarded, load_hardware_or_auto, parallel_of,
+    TpOpt, WeightDtypeOpt, ExpertDtypeOpt, choice, err_console, guarded, load_hardware_or_auto, parallel_of,
     render,
 )
 
@@ -43,6 +43,7 @@ def simulate_cmd(
     seed: Annotated[int, Opt("--seed", help="Seed of arrivals and drawn lengths.")] = 0,
     dtype: DtypeOpt = "fp16",
     weight_dtype: WeightDtypeOpt = None,
+    expert_dtype: ExpertDtypeOpt = None,
     kv_dtype: KvDtypeOpt = None,
     attention: AttentionOpt = "unfused",
     launch: LaunchOpt = "auto",
@@ -77,7 +78,7 @@ def simulate_cmd(
     slo = Slo(parse_duration(slo_ttft, "--slo-ttft"), parse_duration(slo_itl, "--slo-itl"), slo_percentile)
     cfg = ServerConfig(scheduler=scheduler, max_batch=max_batch, max_tokens_per_step=max_tokens,
                        chunked_prefill=chunked, batch_timeout_s=parse_duration(batch_timeout, "--batch-timeout"),
-                       block_size=block_size, dtypes=Dtypes.of(dtype, weight_dtype, kv_dtype), attention=attention,
+                       block_size=block_size, dtypes=Dtypes.of(dtype, weight_dtype, kv_dtype, expert_dtype), attention=attention,
                        launch=launch, parallel=parallel_of(tp, pp, ep, micro_batches))
     rates = parse_float_list(rate, "--rate", rate_points) if rate is not None else None
     if find_max_rate and concurrency is not None:
