@@ -722,6 +722,19 @@ def _hf_get(cfg: Mapping[str, Any], where: str, *keys: str, default: Any = None)
     raise ProfileError(f"{where}: field '{keys[0]}': missing (required for this model_type)")
 
 
+def _projection_biases(cfg: Mapping[str, Any], where: str, mt: str) -> bool:
+    """llama-style ``attention_bias`` and ``mlp_bias``: both true is a model with a bias on every
+    projection (the schema's ``bias``); one without the other is refused (one flag cannot say it)."""
+    if mt.startswith("qwen2"):
+        return True  # qwen2's q/k/v biases are always there (its config has no such keys)
+    attn, mlp = cfg.get("attention_bias") is True, cfg.get("mlp_bias") is True
+    if attn != mlp:
+        key = "attention_bias" if attn else "mlp_bias"
+        raise ProfileError(f"{where}: field '{key}': biases on only the "
+                           f"{'attention' if attn else 'FFN'} projections are not modelled (model_type {mt})")
+    return attn
+
+
 def _qwen_moe_layers(cfg: Mapping[str, Any], g: Callable, n_layer: int) -> dict[str, Any]:
     """qwen2_moe / qwen3_moe: layer i is MoE unless it is in ``mlp_only_layers`` or (i + 1) is not a
     multiple of ``decoder_sparse_step`` (as transformers builds them); the others are dense FFNs of
@@ -777,7 +790,7 @@ def model_from_hf_config(cfg: Mapping[str, Any], where: str, name: str) -> Model
             "tied_embeddings": bool(cfg.get("tie_word_embeddings", False)),
             "norm": "rmsnorm",
             "positional": "rope",
-            "bias": mt.startswith("qwen2"),
+            "bias": mt.startswith("qwen2") or _projection_biases(cfg, where, mt),
         }
         if cfg.get("head_dim"):
             out["head_dim"] = cfg["head_dim"]
@@ -785,6 +798,9 @@ def model_from_hf_config(cfg: Mapping[str, Any], where: str, name: str) -> Model
         # only with `use_sliding_window: true` (then to every layer here: a documented upper
         # bound when `max_window_layers` limits it to some).
         window = cfg.get("sliding_window")
+        if window and mt == "llama":  # LlamaConfig has no window: e.g. a Gemma-2 config labelled llama
+            raise ProfileError(f"{where}: field 'sliding_window': {window} would be dropped (model_type llama "
+                               "has no sliding window); label the config with its own model_type")
         if window and (mt in ("mistral", "mixtral", "phi3") or cfg.get("use_sliding_window")):
             out["sliding_window"] = window
         if mt == "mixtral":

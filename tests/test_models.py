@@ -235,3 +235,71 @@ def test_expert_dtype_follows_the_experts_across_gpus():
     whole = weight_split(m, Parallelism(), dt).total_bytes
     half = weight_split(m, Parallelism(ep=2), dt).total_bytes
     assert whole - half == 32 * 4 * 3 * 4096 * 14336 * 0.5625
+
+
+# --------------------------------------------------------------------------- no silently ignored key
+
+from gpt_batchprof import hf_keys  # noqa: E402
+
+LLAMA = {"model_type": "llama", "num_hidden_layers": 32, "hidden_size": 4096, "num_attention_heads": 32,
+         "num_key_value_heads": 8, "intermediate_size": 14336, "vocab_size": 128256, "max_position_embeddings": 8192}
+MIXTRAL = LLAMA | {"model_type": "mixtral", "num_local_experts": 8, "num_experts_per_tok": 2}
+# one value per refused key that changes the model, on a model_type whose mapping does not read it
+REFUSED = {
+    "kv_lora_rank": (MIXTRAL, 512), "q_lora_rank": (MIXTRAL, 1536), "qk_rope_head_dim": (MIXTRAL, 64),
+    "qk_nope_head_dim": (MIXTRAL, 128), "v_head_dim": (MIXTRAL, 128),
+    "num_local_experts": (LLAMA, 8), "num_experts": (LLAMA, 8),
+    "n_routed_experts": (MIXTRAL, 256), "n_shared_experts": (MIXTRAL, 1), "num_shared_experts": (MIXTRAL, 1),
+    "moe_intermediate_size": (MIXTRAL, 2048), "shared_expert_intermediate_size": (MIXTRAL, 2048),
+    "intermediate_size_mlp": (MIXTRAL, 16384),
+    "mlp_only_layers": (MIXTRAL, [0]), "decoder_sparse_step": (MIXTRAL, 2), "first_k_dense_replace": (MIXTRAL, 3),
+    "moe_layer_freq": (MIXTRAL, 2), "interleave_moe_layer_step": (MIXTRAL, 2),
+    "layer_types": (LLAMA, ["sliding_attention", "full_attention"] * 16), "sliding_window_pattern": (LLAMA, 6),
+    "attention_chunk_size": (LLAMA, 8192), "sliding_window": (LLAMA | {"model_type": "gpt_neox"}, 4096),
+    "attention_bias": (LLAMA | {"model_type": "opt", "ffn_dim": 16384}, True),
+    "mlp_bias": (LLAMA | {"model_type": "opt", "ffn_dim": 16384}, True),
+    "attn_logit_softcapping": (LLAMA, 50.0), "final_logit_softcapping": (LLAMA, 30.0),
+}
+
+
+def test_every_refused_key_has_a_case():
+    assert set(REFUSED) == set(hf_keys.UNMODELLED)
+
+
+@pytest.mark.parametrize("key", sorted(REFUSED))
+def test_a_key_that_changes_the_model_is_refused_in_one_line(key):
+    cfg, value = REFUSED[key]
+    with pytest.raises(ProfileError) as e:
+        model_from_hf_config(cfg | {key: value}, "c.json", "m")
+    assert f"field '{key}'" in str(e.value) and "\n" not in str(e.value)
+    # without it (or with its neutral value) the same config loads
+    model_from_hf_config(cfg, "c.json", "m")
+
+
+def test_the_deepseek_keys_on_a_mixtral_label_are_refused_not_ignored():
+    # issue 16: a DeepSeek-V3 config labelled mixtral (no MLA keys) loaded as 702B, its expert keys ignored
+    cfg = MIXTRAL | {"n_routed_experts": 256, "n_shared_experts": 1, "moe_intermediate_size": 2048}
+    with pytest.raises(ProfileError, match="field '(n_routed_experts|n_shared_experts|moe_intermediate_size)'"):
+        model_from_hf_config(cfg, "c.json", "m")
+
+
+def test_llama_biases_are_read_both_or_refused():
+    # llama-3-8b: 8,030,261,248 weights; attention_bias + mlp_bias add per layer q/k/v (4096 + 2 x 1024),
+    # o (4096), gate/up (2 x 14336), down (4096): 43,008 x 32 layers = 1,376,256
+    plain = model_from_hf_config(LLAMA, "c.json", "m")
+    both = model_from_hf_config(LLAMA | {"attention_bias": True, "mlp_bias": True}, "c.json", "m")
+    assert plain.n_params == 8_030_261_248
+    assert both.n_params - plain.n_params == 1_376_256
+    with pytest.raises(ProfileError, match="field 'mlp_bias': biases on only the FFN projections"):
+        model_from_hf_config(LLAMA | {"mlp_bias": True}, "c.json", "m")
+    assert model_from_hf_config(LLAMA | {"attention_bias": False, "mlp_bias": False}, "c.json", "m").n_params \
+        == plain.n_params
+
+
+def test_a_window_on_a_llama_label_is_refused():
+    # issue 16: a Gemma-2 config labelled llama loaded with its 4096-token window dropped
+    with pytest.raises(ProfileError, match="field 'sliding_window': 4096 would be dropped"):
+        model_from_hf_config(LLAMA | {"sliding_window": 4096}, "c.json", "m")
+    # qwen3 keeps its documented switch: a window only with use_sliding_window
+    q = model_from_hf_config(LLAMA | {"model_type": "qwen3", "sliding_window": 4096}, "c.json", "m")
+    assert q.sliding_window is None
