@@ -601,6 +601,10 @@ def hardware_to_yaml_mapping(hw: HardwareSpec) -> dict[str, Any]:
 #   date: 2026-11-23T14:00:00Z
 #   overhead_us: {eager: 1.9}              # per kernel call; `graphs` too on CUDA
 #   warnings: []                           # e.g. written with --force on a busy machine
+#   source: {package: aiconfigurator-core, ...}  # optional: where imported tables come from
+#   dtype_aliases: {fp16: bf16}            # optional: fp16 predictions read the bf16 tables
+#   interconnect: {name: .., bandwidth_gb_s: .., latency_us: ..}  # optional: a measured link priced
+#                                          # instead of the datasheet `interconnect` (kept as the roofline)
 #   tables:
 #     matmul.fp32:                         # kind.dtype (copy: no dtype)
 #       unit: GFLOP/s                      # GFLOP/s for matmul, bmm, sdpa_*; GB/s for copy, norms, softmax
@@ -682,10 +686,21 @@ def measured_from_mapping(data: Any, where: str) -> MeasuredTables:
     warnings = data.get("warnings") or []
     if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
         raise fail("warnings", f"must be a list of strings, got {warnings!r:.60}")
+    aliases = data.get("dtype_aliases") or {}
+    if not isinstance(aliases, Mapping) or any(k not in PEAK_DTYPES or v not in PEAK_DTYPES for k, v in aliases.items()):
+        raise fail("dtype_aliases", f"must map a dtype to the dtype whose tables stand for it ({', '.join(PEAK_DTYPES)}), "
+                                    f"got {aliases!r:.60}")
+    source = data.get("source") or {}
+    if not isinstance(source, Mapping):
+        raise fail("source", f"must be a mapping (package, version, framework, ...), got {source!r:.60}")
     return MeasuredTables(
-        device_name=f.str("device_name"), torch_version=str(f.str("torch_version")), threads=f.int("threads"),
+        device_name=f.str("device_name"), torch_version=str(f.str("torch_version")),
+        threads=f.int("threads", minimum=0),  # 0: not applicable (a GPU)
         date=str(data.get("date") or "") or f.str("date"), overhead_s=overhead, tables=tables,
-        warnings=tuple(warnings),
+        warnings=tuple(warnings), dtype_aliases={str(k): str(v) for k, v in aliases.items()}, source=dict(source),
+        link=(lambda ic: (ic.name, ic.bandwidth_bytes_per_s, ic.latency_s))(
+            interconnect_from_mapping(data["interconnect"], f"{where}: measured"))
+        if data.get("interconnect") is not None else None,
     )
 
 
@@ -703,11 +718,20 @@ def measured_to_yaml_mapping(m: MeasuredTables) -> dict[str, Any]:
             vals = [vals[i:i + len(ax)] for i in range(0, len(vals), len(ax))]
         entry["values"] = vals
         tables[name] = entry
-    return {
+    out: dict[str, Any] = {
         "device_name": str(m.device_name), "torch_version": str(m.torch_version), "threads": m.threads, "date": m.date,
         "overhead_us": {k: round(v * 1e6, 3) for k, v in m.overhead_s.items()},
-        "warnings": list(m.warnings), "tables": tables,
+        "warnings": list(m.warnings),
     }
+    if m.source:
+        out["source"] = dict(m.source)
+    if m.dtype_aliases:
+        out["dtype_aliases"] = dict(m.dtype_aliases)
+    if m.link is not None:
+        out["interconnect"] = {"name": m.link[0], "bandwidth_gb_s": float(f"{m.link[1] / 1e9:.4g}"),
+                               "latency_us": float(f"{m.link[2] * 1e6:.4g}")}
+    out["tables"] = tables
+    return out
 
 
 # --------------------------------------------------------------------------- HF config.json
@@ -945,6 +969,11 @@ def load_model(ref: str) -> ModelSpec:
     if isinstance(data, Mapping) and "model_type" in data and "n_layer" not in data:
         return model_from_hf_config(data, str(path), path.stem)
     return model_from_mapping(data, str(path), source=str(path))
+
+
+def hardware_path(ref: str) -> Path:
+    """The file a hardware reference (built-in name or path) resolves to."""
+    return _resolve("hardware", ref)
 
 
 def load_hardware(ref: str) -> HardwareSpec:

@@ -36,7 +36,7 @@ def test_sweep_group_bound_is_the_slowest_members_bound():
     by = {r["op"]: r for r in rows}
     assert by["attn_softmax"]["bound"] == "overhead" and by["norm"]["bound"] == "overhead"
     assert by["ffn"]["bound"] == "memory"
-    assert by["ffn"]["predicted_time_s"] == pytest.approx(113_246_208 / 2039e9 + 24 * 0.5e-6, rel=0.01)
+    assert by["ffn"]["roofline_time_s"] == pytest.approx(113_246_208 / 2039e9 + 24 * 0.5e-6, rel=0.01)
     assert by["block"]["bound"] == "memory"
 
 

@@ -26,12 +26,22 @@ def test_bare_analyze_shows_tables_and_key_figures():
 
 
 def test_per_op_table_lists_every_operator_with_its_bound():
-    r = run("analyze", "-m", "mixtral-8x7b", "-H", "h100-sxm", "-b", "1", "--phase", "decode", "--per-op")
+    r = run("analyze", "-m", "mixtral-8x7b", "-H", "h100-sxm", "-b", "1", "--phase", "decode", "--per-op",
+            "--attention", "unfused")
     assert r.exit_code == 0, r.output
     for op in ("norm", "qkv_proj", "attn_score", "attn_softmax", "attn_context", "out_proj", "moe_router",
                "ffn_gate", "ffn_up", "ffn_down", "lm_head"):
         assert op in r.output
     assert "memory" in r.output
+
+
+def test_attention_auto_is_fused_on_a_profile_measured_on_fused_kernels_and_unfused_elsewhere():
+    # h100-sxm ships tables imported from FlashAttention-3 kernels (attn_decode/attn_prefill): auto -> fused;
+    # t4 has no tables, and a CPU calibration times unfused attention: auto -> unfused
+    ops = lambda hw: {r["op"] for r in json.loads(run("analyze", "-m", "gpt2", "-H", hw, "-b", "1", "--per-op",
+                                                          "-f", "json").stdout)["ops"]}
+    assert "attn_fused" in ops("h100-sxm") and "attn_score" not in ops("h100-sxm")
+    assert "attn_score" in ops("t4") and "attn_fused" not in ops("t4")
 
 
 def test_json_has_the_documented_fields():
@@ -55,7 +65,7 @@ def test_json_has_the_documented_fields():
 
 def test_csv_and_markdown_to_file(tmp_path):
     out = tmp_path / "ops.csv"
-    r = run("analyze", "-m", "gpt2", "-b", "1,2", "--per-op", "-f", "csv", "-o", str(out))
+    r = run("analyze", "-m", "gpt2", "-b", "1,2", "--per-op", "--attention", "unfused", "-f", "csv", "-o", str(out))
     assert r.exit_code == 0, r.output
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
     assert len(rows) == 2 * 2 * 9 and rows[0]["op"] == "norm"

@@ -7,7 +7,7 @@ import pytest
 
 from gpt_batchprof.analytic import Dtypes, Scenario, combine, predict, serving_report
 from gpt_batchprof.analytic.efficiency import (
-    Calibrated, MeasuredTables, Table, calibrated_time, kernel_table, table_name, unit,
+    Calibrated, MeasuredTables, Table, calibrated_time, kernel_table, kernel_tables, table_name, unit,
 )
 from gpt_batchprof.analytic.ops import OpCost, OpShape
 from gpt_batchprof.analytic.serving import _sum_sampled, latencies
@@ -29,10 +29,17 @@ def test_kernel_table_maps_every_operator_kind_to_its_table_and_coordinates():
     assert kernel_table(cost("lm_head", m=2, n=1000, k=256)) == ("matmul", (2, 1000, 256))
     assert kernel_table(cost("attn_score", m=4, n=130, k=32, batch=6)) == ("bmm", (6, 4, 130, 32))
     assert kernel_table(cost("attn_context", m=4, n=130, k=32, batch=6)) == ("bmm", (6, 4, 130, 32))
-    # fused attention: batch x heads problems; decode (m == 1) on the kv length, prefill on the query length
-    assert kernel_table(cost("attn_fused", m=1, n=300, k=64, batch=2, heads=8)) == ("sdpa_decode", (16, 300, 64))
-    assert kernel_table(cost("attn_fused", m=100, n=100, k=64, batch=2, heads=8)) == ("sdpa_prefill", (16, 100, 64))
-    assert kernel_table(cost("attn_fused", m=1, n=300, k=64, batch=3)) == ("sdpa_decode", (3, 300, 64))  # heads 0 -> 1
+    # fused attention: first the head-layout tables (batch x K/V heads, length, query heads per K/V head,
+    # head_dim), then torch SDPA's (batch x heads problems); decode (m == 1) on the kv length, prefill on the
+    # query length
+    assert kernel_tables(cost("attn_fused", m=1, n=300, k=64, batch=2, heads=8, kv_heads=2)) == (
+        ("attn_decode", (4, 300, 4.0, 64)), ("sdpa_decode", (16, 300, 64)))
+    assert kernel_tables(cost("attn_fused", m=100, n=100, k=64, batch=2, heads=8)) == (
+        ("attn_prefill", (16, 100, 1.0, 64)), ("sdpa_prefill", (16, 100, 64)))  # kv_heads 0 -> heads (MHA)
+    assert kernel_tables(cost("attn_fused", m=1, n=300, k=64, batch=3)) == (
+        ("attn_decode", (3, 300, 1.0, 64)), ("sdpa_decode", (3, 300, 64)))  # heads 0 -> 1
+    # a grouped expert GEMM: the bmm table only
+    assert kernel_tables(cost("ffn_up", m=3, n=64, k=32, batch=8)) == (("bmm", (8, 3, 64, 32)),)
     # memory-bound kernels: bytes per launch (4 launches of 4000 B = 1000 B each)
     assert kernel_table(cost("attn_softmax", nbytes=4000.0, launches=4)) == ("softmax", (1000.0,))
     assert kernel_table(cost("norm", nbytes=4000.0, launches=4, variant="rmsnorm")) == ("rmsnorm", (1000.0,))

@@ -3,6 +3,7 @@ JSON for the same layout and against hand-worked collective and KV-cache numbers
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import yaml
@@ -14,6 +15,24 @@ from gpt_batchprof.profiles import hardware_to_yaml_mapping, load_hardware, load
 from gpt_batchprof.simulate import Request, ServerConfig, StepModel, Workload, simulate
 
 runner = CliRunner()
+
+
+def _datasheet_file(name: str) -> str:
+    """The built-in profile without its measured tables, as a file: these tests compare simulate's
+    step-by-step sums with analyze's closed forms, which are exact on the roofline (calibrated
+    tables are summed by sampling, within 1e-4)."""
+    import tempfile
+
+    import yaml
+
+    data = hardware_to_yaml_mapping(load_hardware(name))
+    data.pop("measured", None)
+    path = Path(tempfile.mkdtemp()) / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return str(path)
+
+
+H100 = _datasheet_file("h100-sxm")
 H100_BYTES = 81559 * 2**20  # h100-sxm.yaml: memory_mib 81559 = 85,520,809,984 B
 
 
@@ -43,7 +62,7 @@ def trace(tmp_path):
 def test_at_low_load_ttft_and_itl_are_analyzes_for_the_same_layout(trace, layout):
     """Alone on the server, a request's TTFT is analyze's prefill at batch 1 and its gaps are
     analyze's decode steps, both for the sharded group (taken from analyze's JSON)."""
-    base = ("-m", "llama-2-7b", "-H", "h100-sxm", *layout)
+    base = ("-m", "llama-2-7b", "-H", H100, *layout)
     sim = simulate_json("--trace", trace, *base)["requests"]
     two = analyze_json(*base, "-b", "1", "--prompt-len", "512", "--gen-len", "2", "--context-len", "512")["summary"][0]
     long = analyze_json(*base, "-b", "1", "--prompt-len", "512", "--gen-len", "64")["summary"][0]
@@ -55,7 +74,7 @@ def test_at_low_load_ttft_and_itl_are_analyzes_for_the_same_layout(trace, layout
     # gen 64: 63 decode steps at 512..574 cached tokens = analyze's (e2e - TTFT) / 63
     assert sim[1]["itl_s"] == pytest.approx((long["e2e_s"] - long["ttft_s"]) / 63, rel=1e-9)
     # and sharding does something: TP 2 is not the one-GPU step
-    one = analyze_json("-m", "llama-2-7b", "-H", "h100-sxm", "-b", "1", "--prompt-len", "512", "--gen-len", "2",
+    one = analyze_json("-m", "llama-2-7b", "-H", H100, "-b", "1", "--prompt-len", "512", "--gen-len", "2",
                        "--context-len", "512")["summary"][0]
     assert abs(sim[0]["itl_s"] / one["itl_s"] - 1) > 0.1
 
@@ -63,9 +82,9 @@ def test_at_low_load_ttft_and_itl_are_analyzes_for_the_same_layout(trace, layout
 def test_decode_step_of_uneven_micro_batches_is_analyzes():
     """3 sequences in 2 micro-batches: analyze pads them to 2 x 2; a decode-only step of the
     simulation is that same step (analyze's JSON at batch 3)."""
-    args = ("-m", "llama-2-7b", "-H", "h100-sxm", "--tp", "2", "--pp", "2", "--micro-batches", "2")
+    args = ("-m", "llama-2-7b", "-H", H100, "--tp", "2", "--pp", "2", "--micro-batches", "2")
     itl = analyze_json(*args, "-b", "3", "--prompt-len", "512", "--context-len", "512")["summary"][0]["itl_s"]
-    steps = StepModel(load_model("llama-2-7b"), load_hardware("h100-sxm"),
+    steps = StepModel(load_model("llama-2-7b"), load_hardware(H100),
                       parallel=Parallelism(tp=2, pp=2, micro_batches=2))
     assert steps.decode_step_s(3, 512) == pytest.approx(itl, rel=1e-12)
 
@@ -79,7 +98,7 @@ def test_a_static_batch_of_even_prompts_is_analyzes_prefill_at_that_batch(model,
     """4 clients at once, static batches of 4: the batch's prefill (a mixed step of 4 whole
     prompts) shares its 4 x 512 tokens evenly among micro-batches and groups, as analyze's
     batch-4 prefill does when they divide evenly; its one decode step is analyze's at 512."""
-    base = ("-m", model, "-H", "h100-sxm", *layout)
+    base = ("-m", model, "-H", H100, *layout)
     sim = simulate_json(*base, "--concurrency", "4", "-n", "4", "--scheduler", "static", "--max-batch", "4",
                         "--prompt-len", "512", "--gen-len", "2")["requests"]
     a = analyze_json(*base, "-b", "4", "--prompt-len", "512", "--gen-len", "2", "--context-len", "512")["summary"][0]
@@ -97,7 +116,7 @@ def test_every_step_pays_the_hand_counted_collective_latency(par):
       + 1 send/recv (1 ms) = 65 ms per stage-time; one sequence is one micro-batch, so a
       step takes pp = 2 stage-times = 130 ms.
     So TTFT and every inter-token gap grow by exactly 0.130 s."""
-    m, hw = load_model("llama-2-7b"), load_hardware("h100-sxm")
+    m, hw = load_model("llama-2-7b"), load_hardware(H100)
     slow = replace(hw, interconnect=replace(hw.interconnect, latency_s=1e-3))
     fast = replace(hw, interconnect=replace(hw.interconnect, latency_s=0.0))
     w = Workload(trace=(Request(0.0, 512, 8), Request(100.0, 128, 4)))
@@ -110,11 +129,11 @@ def test_every_step_pays_the_hand_counted_collective_latency(par):
 
 def test_llama_2_70b_needs_tensor_parallelism_on_h100():
     """fp16 llama-2-70b weights are ~138 GB (69e9 params x 2 B): more than one H100's 85.5 GB."""
-    r = runner.invoke(app, ["simulate", "-m", "llama-2-70b", "-H", "h100-sxm", "--rate", "1", "-n", "10"])
+    r = runner.invoke(app, ["simulate", "-m", "llama-2-70b", "-H", H100, "--rate", "1", "-n", "10"])
     assert r.exit_code == 2
     line, = r.stderr.strip().splitlines()
     assert "does not fit" in line and "memory" in line and "138" in line
-    d = simulate_json("-m", "llama-2-70b", "-H", "h100-sxm", "--tp", "8", "--rate", "1", "-n", "10")
+    d = simulate_json("-m", "llama-2-70b", "-H", H100, "--tp", "8", "--rate", "1", "-n", "10")
     assert len(d["requests"]) == 10
 
 
@@ -131,7 +150,7 @@ def test_kv_capacity_is_the_memory_left_by_analyzes_sharded_weights(model, tp, e
     """Blocks of 16 tokens on the fullest GPU = floor((memory - its weights) / (16 x KV bytes per
     token on that GPU)); with --ep, every one of the ep groups has such a cache. The weights
     per GPU are analyze's (its JSON), the KV bytes per token worked by hand above."""
-    args = ("-m", model, "-H", "h100-sxm", "--tp", str(tp), "--ep", str(ep))
+    args = ("-m", model, "-H", H100, "--tp", str(tp), "--ep", str(ep))
     w = analyze_json(*args, "-b", "1")["weights_per_gpu"]
     blocks = int((H100_BYTES - w["sharded_bytes"] - w["replicated_bytes"]) // (16 * kv_per_token)) * ep
     s = simulate_json(*args, "--rate", "1", "-n", "4")["settings"]
@@ -146,7 +165,7 @@ def test_kv_capacity_grows_with_tp():
       TP 8:  85.5 - ~17.3 GB = ~68.2 GB /  40,960 B = ~1.67M tokens
       TP 16: 85.5 -  ~8.7 GB = ~76.8 GB /  40,960 B = ~1.88M tokens: K/V heads replicated, so
              only the weights shrink: x1.13 over TP 8, not the x2.25 of a split half head."""
-    tokens = [simulate_json("-m", "llama-2-70b", "-H", "h100-sxm", "--tp", str(tp), "--rate", "1", "-n", "2")
+    tokens = [simulate_json("-m", "llama-2-70b", "-H", H100, "--tp", str(tp), "--rate", "1", "-n", "2")
               ["settings"]["kv_capacity_tokens"] for tp in (2, 4, 8, 16)]
     for got, approx in zip(tokens, (0.10e6, 0.62e6, 1.67e6, 1.88e6)):
         assert got == pytest.approx(approx, rel=0.03)
@@ -154,7 +173,7 @@ def test_kv_capacity_grows_with_tp():
 
 
 def test_json_settings_carry_the_layout_as_analyze_does():
-    args = ("-m", "mixtral-8x7b", "-H", "h100-sxm", "--tp", "2", "--pp", "2", "--ep", "2", "--micro-batches", "2")
+    args = ("-m", "mixtral-8x7b", "-H", H100, "--tp", "2", "--pp", "2", "--ep", "2", "--micro-batches", "2")
     a = analyze_json(*args, "-b", "1")["settings"]
     s = simulate_json(*args, "--rate", "1", "-n", "4")["settings"]
     layout = {"tp": 2, "pp": 2, "ep": 2, "micro_batches": 2, "gpus": 8}

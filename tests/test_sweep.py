@@ -96,7 +96,9 @@ def test_generation_batch_2_nearly_doubles_throughput():
     by = {r.batch: r for r in rows}
     gain2 = by[2].predicted_items_per_s / by[1].predicted_items_per_s
     lat2 = by[2].predicted_time_s / by[1].predicted_time_s
-    assert 1.9 < gain2 <= 2.0 and lat2 < 1.05  # decode is weight-bound: batch 2 is almost free
+    # decode is weight-bound: batch 2 is almost free (a100-80gb's measured tables put the m = 2 GEMMs
+    # a hair faster than m = 1, so the gain may pass 2 by a fraction of a percent)
+    assert 1.9 < gain2 < 2.02 and lat2 < 1.05
     assert all(r.ttft_s < r.predicted_time_s for r in rows)
 
 

@@ -6,6 +6,11 @@
 - ``bmm.<dtype>``: batched matmul (attention QK^T / x V, MoE experts), FLOP/s over (batch, m, n, k);
 - ``sdpa_prefill.<dtype>`` / ``sdpa_decode.<dtype>``: fused attention (torch SDPA), FLOP/s over
   (batch x heads, seq_len, head_dim) causal with q = seq_len, and (batch x heads, kv_len, head_dim) with q = 1;
+- ``attn_prefill.<dtype>`` / ``attn_decode.<dtype>``: fused attention with the head layout as an
+  axis (imported GPU kernel databases, e.g. FlashAttention-3 in vLLM), FLOP/s over
+  (batch x K/V heads, seq_len or kv_len, query heads per K/V head, head_dim); preferred over
+  ``sdpa_*`` when a profile has both. FLOPs are counted as ``enumerate_ops`` counts them
+  (4 x head_dim per visible query-key pair);
 - ``layernorm.<dtype>``, ``rmsnorm.<dtype>``, ``softmax.<dtype>``: bytes/s over bytes moved per call;
 - ``copy``: bytes/s of a device copy over bytes moved (read + write) per call;
 - ``overhead_s``: seconds per kernel call on top of its work ("eager"; "graphs" on CUDA).
@@ -46,12 +51,14 @@ KIND_AXES: dict[str, tuple[str, ...]] = {
     "bmm": ("batch", "m", "n", "k"),
     "sdpa_prefill": ("batch_heads", "seq_len", "head_dim"),
     "sdpa_decode": ("batch_heads", "kv_len", "head_dim"),
+    "attn_prefill": ("batch_kv_heads", "seq_len", "gqa", "head_dim"),
+    "attn_decode": ("batch_kv_heads", "kv_len", "gqa", "head_dim"),
     "layernorm": ("bytes",),
     "rmsnorm": ("bytes",),
     "softmax": ("bytes",),
     "copy": ("bytes",),
 }
-FLOP_KINDS = ("matmul", "bmm", "sdpa_prefill", "sdpa_decode")
+FLOP_KINDS = ("matmul", "bmm", "sdpa_prefill", "sdpa_decode", "attn_prefill", "attn_decode")
 UNTYPED_KINDS = ("copy",)  # one table for every dtype (bytes are bytes)
 LAUNCH_MODES = ("eager", "graphs")
 # Operators whose kernel is a plain (or, for MoE experts, grouped) matmul: every dense operator of
@@ -157,7 +164,7 @@ class Table:
 
 @dataclass(frozen=True, slots=True)
 class MeasuredTables:
-    """Everything `calibrate` measured on one device, with its provenance."""
+    """Everything `calibrate` measured (or imported) for one device, with its provenance."""
 
     device_name: str
     torch_version: str
@@ -166,18 +173,35 @@ class MeasuredTables:
     overhead_s: Mapping[str, float]  # launch mode -> seconds per kernel call
     tables: Mapping[str, Table]  # by table_name
     warnings: tuple[str, ...] = ()  # e.g. written with --force on a busy machine
+    # dtype -> dtype whose tables stand for it (GPU tensor cores run fp16 and bf16 at one rate)
+    dtype_aliases: Mapping[str, str] = field(default_factory=dict)
+    # where imported tables come from (package, version, framework, kernels, ...); empty when measured here
+    source: Mapping[str, object] = field(default_factory=dict)
+    # a measured collective link (e.g. all-reduce fitted from a kernel database): name, bytes/s, seconds
+    # per ring step; priced instead of the profile's datasheet interconnect, which stays the roofline
+    link: tuple[str, float, float] | None = None
 
     def table(self, kind: str, dtype: str) -> Table | None:
-        return self.tables.get(table_name(kind, dtype))
+        found = self.tables.get(table_name(kind, dtype))
+        if found is None and dtype in self.dtype_aliases:
+            found = self.tables.get(table_name(kind, self.dtype_aliases[dtype]))
+        return found
 
     def overhead(self, launch: str = "eager") -> float:
         return self.overhead_s.get(launch, self.overhead_s.get("eager", 0.0))
 
     def summary(self) -> dict:
         """Provenance and table names (for JSON output; the grids stay in the YAML)."""
-        return {"device_name": self.device_name, "torch_version": self.torch_version, "threads": self.threads,
-                "date": self.date, "overhead_s": dict(self.overhead_s), "tables": sorted(self.tables),
-                "warnings": list(self.warnings)}
+        out = {"device_name": self.device_name, "torch_version": self.torch_version, "threads": self.threads,
+               "date": self.date, "overhead_s": dict(self.overhead_s), "tables": sorted(self.tables),
+               "warnings": list(self.warnings)}
+        if self.dtype_aliases:
+            out["dtype_aliases"] = dict(self.dtype_aliases)
+        if self.source:
+            out["source"] = dict(self.source)
+        if self.link is not None:
+            out["interconnect"] = {"name": self.link[0], "bandwidth_bytes_per_s": self.link[1], "latency_s": self.link[2]}
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,43 +216,51 @@ class Calibrated:
     tables: tuple[str, ...]  # which tables the number comes from
 
 
-def kernel_table(cost: OpCost) -> tuple[str, tuple[float, ...]] | None:
-    """Which table describes this operator's kernel, and its coordinates there (None: no table)."""
+def kernel_tables(cost: OpCost) -> tuple[tuple[str, tuple[float, ...]], ...]:
+    """The tables that can describe this operator's kernel, best first, each with the
+    operator's coordinates there (empty: no table)."""
     s = cost.shape
     per = max(cost.launches, 1)
     if cost.op in _DENSE:
-        if s.batch > 1:
-            return "bmm", (s.batch, s.m, s.n, s.k)
-        return "matmul", (s.m, s.n, s.k)
+        if s.batch > 1:  # a batch of expert GEMMs (a fused MoE kernel runs them grouped: no matmul stand-in)
+            return (("bmm", (s.batch, s.m, s.n, s.k)),)
+        return (("matmul", (s.m, s.n, s.k)),)
     if cost.op in ("attn_score", "attn_context"):
-        return "bmm", (s.batch, s.m, s.n, s.k)
+        return (("bmm", (s.batch, s.m, s.n, s.k)),)
     if cost.op == "attn_fused":
         bh = s.batch * (s.heads or 1)
+        kvh = s.batch * (s.kv_heads or s.heads or 1)
+        gqa = (s.heads or 1) / (s.kv_heads or s.heads or 1)
         if s.m == 1:
-            return "sdpa_decode", (bh, s.n, s.k)
-        return "sdpa_prefill", (bh, s.m, s.k)
+            return ("attn_decode", (kvh, s.n, gqa, s.k)), ("sdpa_decode", (bh, s.n, s.k))
+        return ("attn_prefill", (kvh, s.m, gqa, s.k)), ("sdpa_prefill", (bh, s.m, s.k))
     if cost.op == "attn_softmax":
-        return "softmax", (cost.bytes / per,)
+        return (("softmax", (cost.bytes / per,)),)
     if cost.op == "norm":
-        return (s.variant or "layernorm"), (cost.bytes / per,)
-    return None
+        return (((s.variant or "layernorm"), (cost.bytes / per,)),)
+    return ()
+
+
+def kernel_table(cost: OpCost) -> tuple[str, tuple[float, ...]] | None:
+    """The preferred table for this operator's kernel and its coordinates (None: no table)."""
+    found = kernel_tables(cost)
+    return found[0] if found else None
 
 
 def calibrated_time(cost: OpCost, measured: MeasuredTables, launch: str = "eager") -> Calibrated | None:
     """Time of ``cost`` from the tables, or None when no table covers its kernel at its dtype."""
-    found = kernel_table(cost)
-    if found is None:
+    for kind, coords in kernel_tables(cost):
+        table = measured.table(kind, cost.compute_dtype)
+        if table is not None:
+            break
+    else:
         return None
-    kind, coords = found
-    table = measured.table(kind, cost.compute_dtype)
     copy = measured.table("copy", "")
-    if table is None:
-        return None
     per = max(cost.launches, 1)
     flops1, bytes1 = cost.flops / per, cost.bytes / per
     hit = table.lookup(coords)
     extrapolated = hit.extrapolated
-    if kind == "sdpa_prefill" and cost.shape.n != cost.shape.m:  # chunked prefill: q < kv_len
+    if kind in ("sdpa_prefill", "attn_prefill") and cost.shape.n != cost.shape.m:  # chunked prefill: q < kv_len
         extrapolated = True
     used = [table.name]
     compute1 = flops1 / hit.rate if kind in FLOP_KINDS else 0.0

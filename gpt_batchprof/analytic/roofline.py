@@ -52,6 +52,16 @@ def launch_mode(launch: str, hw: HardwareSpec) -> str:
     return launch
 
 
+def attention_mode(attention: str, hw: HardwareSpec) -> str:
+    """Resolve ``auto``: fused where the profile's tables were measured on a serving engine's
+    fused attention kernels (``attn_prefill``/``attn_decode``, e.g. FlashAttention-3 in vLLM),
+    else unfused (the eager PyTorch loop: QK^T, softmax, x V)."""
+    if attention != "auto":
+        return attention
+    kinds = {t.kind for t in hw.measured.tables.values()} if hw.measured is not None else set()
+    return "fused" if kinds & {"attn_prefill", "attn_decode"} else "unfused"
+
+
 def kernel_overhead_s(hw: HardwareSpec, launch: str) -> float:
     """Time charged per kernel for launching it, in the given (resolved) launch mode."""
     if launch == "graphs":
@@ -105,7 +115,7 @@ def predict(cost: OpCost, hw: HardwareSpec, launch: str = "eager", strict: bool 
     and total time with a ``note`` instead of raising (bench still reports the measurement).
     """
     if cost.group == "collective":  # priced by the interconnect, not the roofline
-        return predict_collective(cost, hw)
+        return predict_collective(cost, hw, roofline_only)
     memory_s = cost.bytes / hw.memory_bandwidth_bytes_per_s
     overhead_s = cost.launches * kernel_overhead_s(hw, launch)
     compute_s = 0.0
@@ -125,16 +135,26 @@ def predict(cost: OpCost, hw: HardwareSpec, launch: str = "eager", strict: bool 
                       prediction="calibrated", extrapolated=cal.extrapolated, tables=cal.tables)
 
 
-def predict_collective(cost: OpCost, hw: HardwareSpec) -> Prediction:
-    """A collective row priced by the interconnect: memory_s holds the bandwidth term, overhead_s the latency."""
+def predict_collective(cost: OpCost, hw: HardwareSpec, roofline_only: bool = False) -> Prediction:
+    """A collective row priced by the interconnect: memory_s holds the bandwidth term, overhead_s the latency.
+
+    A measured link (``measured.interconnect``, e.g. all-reduce fitted from a kernel database)
+    prices the row unless ``roofline_only``; the datasheet ``interconnect`` is then its roofline."""
     ic = hw.interconnect
-    if ic is None:
+    measured = None if roofline_only or hw.measured is None else hw.measured.link
+    if ic is None and measured is None:
         raise ProfileError(f"hardware '{hw.name}': no interconnect section to price {cost.op} "
                            "(add interconnect: name, bandwidth_gb_s, latency_us)")
     per_call = cost.bytes / cost.launches if cost.launches else 0.0
-    link, lat = collective_terms(cost.op, per_call, cost.shape.ranks, ic.bandwidth_bytes_per_s, ic.latency_s)
     n = cost.launches
-    return Prediction(cost, 0.0, n * link, n * lat, n * (link + lat), bound="link" if link >= lat else "latency")
+    sheet = (ic.bandwidth_bytes_per_s, ic.latency_s) if ic is not None else measured[1:]
+    link, lat = collective_terms(cost.op, per_call, cost.shape.ranks, *sheet)
+    if measured is None:
+        return Prediction(cost, 0.0, n * link, n * lat, n * (link + lat), bound="link" if link >= lat else "latency")
+    m_link, m_lat = collective_terms(cost.op, per_call, cost.shape.ranks, measured[1], measured[2])
+    return Prediction(cost, 0.0, n * m_link, n * m_lat, n * (m_link + m_lat),
+                      bound="link" if m_link >= m_lat else "latency", roofline_time_s=n * (link + lat),
+                      prediction="calibrated", tables=("interconnect",))
 
 
 def prediction_of(preds: Sequence[Prediction]) -> str:

@@ -15,11 +15,20 @@ import typer
 from gpt_batchprof.report.export import FORMATS
 
 
+def with_attention(scenario, hw):
+    """The scenario with ``--attention auto`` resolved for this hardware."""
+    import dataclasses
+
+    from gpt_batchprof.analytic.roofline import attention_mode
+
+    return dataclasses.replace(scenario, attention=attention_mode(scenario.attention, hw))
+
+
 def scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention, launch="auto",
                           expert_dtype=None):
     from gpt_batchprof.analytic import ATTENTION_MODES, LAUNCH_MODES, Dtypes, Scenario
 
-    choice(attention, ATTENTION_MODES, "--attention")
+    choice(attention, ("auto",) + ATTENTION_MODES, "--attention")
     choice(launch, ("auto",) + LAUNCH_MODES, "--launch")
     return Scenario(prompt_len=prompt_len, gen_len=gen_len, context_len=context_len,
                     dtypes=Dtypes.of(dtype, weight_dtype, kv_dtype, expert_dtype), attention=attention, launch=launch)
@@ -38,7 +47,7 @@ def analyze_cmd(
     weight_dtype: WeightDtypeOpt = None,
     expert_dtype: ExpertDtypeOpt = None,
     kv_dtype: KvDtypeOpt = None,
-    attention: AttentionOpt = "unfused",
+    attention: AttentionOpt = "auto",
     launch: LaunchOpt = "auto",
     tp: TpOpt = 1,
     pp: PpOpt = 1,
@@ -65,6 +74,7 @@ def analyze_cmd(
     scenario = scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention,
                                      launch, expert_dtype)
     hw = load_hardware_or_auto(hardware)
+    scenario = with_attention(scenario, hw)
     result = analyze(load_model(model), hw, scenario, phases_of(phase),
                      parse_int_list(batch), parallel_of(tp, pp, ep, micro_batches))
     render_analyze(result, fmt, per_op, output)

@@ -179,6 +179,7 @@ def calibrate_cmd(
     name: Annotated[Optional[str], typer.Option("--name", help="Profile name in the written YAML (default: calibrated-<device>).")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json (to stdout).")] = "table",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write a hardware profile YAML here (accepted by analyze, bench and sweep as --hardware FILE).")] = None,
+    from_db: Annotated[Optional[str], typer.Option("--from", help="Import the tables instead of measuring: 'aiconfigurator[:vllm|sglang|trtllm]' converts the GPU kernels NVIDIA measured (package aiconfigurator-core, optional extra: pip install 'gpt-batchprof[aic]') for the -H profile's GPU (h100-sxm, h200, a100-80gb, b200, gb200, l40s) into its measured: tables and measured interconnect.")] = None,
 ) -> None:
     """Measure this device's ceilings: the best dense matmul FLOP/s per dtype it supports (a few large square shapes, the max, as mamf-finder does; fp32, tf32 / fp16 / bf16 / fp8 / int8 on CUDA where the GPU has them), memory bandwidth from a large copy (bytes read + written), and the launch overhead of a tiny kernel.
 
@@ -191,6 +192,8 @@ def calibrate_cmd(
     from gpt_batchprof.profiles import load_hardware
 
     choice(fmt, ("table", "json"), "--format")
+    if from_db is not None:
+        return _import_tables(from_db, hardware, fmt, output)
     check_live_options(0.0, 1.0, threads)
     if tp < 1:
         raise BatchprofError(f"--tp: must be >= 1, got {tp}")
@@ -225,6 +228,44 @@ def calibrate_cmd(
             err_console.print(f"WARNING: {w}", style="bold red", highlight=False, soft_wrap=True)
     if output is not None:
         emit(hardware_yaml(cal, name, measured), output)
+
+
+def _import_tables(source: str, hardware: str | None, fmt: str, output: Path | None) -> None:
+    """`calibrate --from aiconfigurator[:framework]`: the -H profile with imported tables."""
+    import dataclasses
+
+    from gpt_batchprof.profiles import hardware_path, load_hardware
+
+    db, _, framework = source.partition(":")
+    if db != "aiconfigurator":
+        raise BatchprofError(f"--from: unknown source '{db}' (known: aiconfigurator[:vllm|sglang|trtllm])")
+    if hardware is None:
+        raise BatchprofError("--from aiconfigurator: name the GPU's profile with -H (e.g. -H h100-sxm)")
+    from gpt_batchprof.measure import aiconfigurator as aic
+
+    hw = load_hardware(hardware)
+    with err_console.status(f"importing {source} for {hw.name}") as status:
+        measured, link, report = aic.convert(hw, framework or "vllm", progress=status.update)
+    if link is not None:
+        measured = dataclasses.replace(measured, link=(link.name, link.bandwidth_bytes_per_s, link.latency_s))
+    if fmt == "json":
+        from gpt_batchprof.report import export
+
+        emit(export.to_json({"hardware": hw.name, "measured": measured.summary(), "report": report}), None)
+    else:
+        console.print(f"{hw.name}: imported from {measured.source['package']} {measured.source['package_version']} "
+                      f"({measured.source['framework']} {measured.source['framework_version']}, {measured.device_name})",
+                      highlight=False, markup=False)
+        for name, (have, total) in sorted(report["cells"].items()):
+            console.print(f"  {name}: {have} of {total} grid cells measured ({measured.source['kernels'][name]})",
+                          highlight=False, markup=False)
+        if link is not None:
+            console.print(f"  interconnect: {link.name}: {link.bandwidth_bytes_per_s / 1e9:.1f} GB/s, "
+                          f"{link.latency_s * 1e6:.2f} us per ring step", highlight=False, markup=False)
+    if output is not None:
+        path = hardware_path(hardware)
+        original = path.read_text(encoding="utf-8")
+        emit(aic.profile_text(original, measured, report), output)
 
 
 def register(app: typer.Typer) -> None:

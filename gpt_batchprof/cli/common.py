@@ -52,7 +52,7 @@ DtypeOpt = Annotated[str, typer.Option("--dtype", help="Dtype of activations (an
 WeightDtypeOpt = Annotated[Optional[str], typer.Option("--weight-dtype", help="Weight dtype override (also int4, mxfp4, nvfp4).")]
 ExpertDtypeOpt = Annotated[Optional[str], typer.Option("--expert-dtype", help="Dtype of the routed experts' weights when a checkpoint stores them apart (gpt-oss: mxfp4).")]
 KvDtypeOpt = Annotated[Optional[str], typer.Option("--kv-dtype", help="KV-cache dtype override.")]
-AttentionOpt = Annotated[str, typer.Option("--attention", help="unfused (QK^T, softmax, x V) or fused (FlashAttention-style). " + CAUSAL_HELP)]
+AttentionOpt = Annotated[str, typer.Option("--attention", help="unfused (QK^T, softmax, x V), fused (FlashAttention-style), or auto (analyze, simulate: fused where the hardware profile's tables were measured on a serving engine's fused attention kernels, e.g. the built-in GPU profiles; else unfused). " + CAUSAL_HELP)]
 TpOpt = Annotated[int, typer.Option("--tp", help="Tensor-parallel GPUs: heads, FFN columns and vocabulary split Megatron-style; two all-reduces per layer.")]
 PpOpt = Annotated[int, typer.Option("--pp", help="Pipeline-parallel stages (layers split; activations sent between stages).")]
 EpOpt = Annotated[int, typer.Option("--ep", help="Expert-parallel groups (MoE only): experts split, attention data-parallel, all-to-all dispatch and combine.")]

@@ -104,6 +104,11 @@ def _show_table(title: str, data: dict):
             v = f"{v:,} ({v / 1e9:.3f} B)"
         elif k == "interconnect" and v:
             v = f"{v['name']}: {v['bandwidth_bytes_per_s'] / 1e9:g} GB/s per direction, {v['latency_s'] * 1e6:g} us"
+        elif k == "measured" and v:
+            src = v.get("source") or {}
+            origin = (f"imported from {src.get('package')} {src.get('package_version')} ({src.get('framework')} "
+                      f"{src.get('framework_version')})" if src else f"calibrated {v['date']}")
+            v = f"{v['device_name']}, {origin}: {', '.join(v['tables'])}"
         elif isinstance(v, dict):
             v = ", ".join(f"{kk}: {vv / 1e12:g} T" for kk, vv in v.items())
         elif isinstance(v, float):

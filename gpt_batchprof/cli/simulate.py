@@ -45,7 +45,7 @@ def simulate_cmd(
     weight_dtype: WeightDtypeOpt = None,
     expert_dtype: ExpertDtypeOpt = None,
     kv_dtype: KvDtypeOpt = None,
-    attention: AttentionOpt = "unfused",
+    attention: AttentionOpt = "auto",
     launch: LaunchOpt = "auto",
     tp: TpOpt = 1,
     pp: PpOpt = 1,
@@ -69,7 +69,7 @@ def simulate_cmd(
     from gpt_batchprof.simulate import ServerConfig, Slo, Workload, parse_duration, parse_lengths, read_trace
 
     choice(fmt, FORMATS, "--format")
-    choice(attention, ATTENTION_MODES, "--attention")
+    choice(attention, ("auto",) + ATTENTION_MODES, "--attention")
     choice(launch, ("auto",) + LAUNCH_MODES, "--launch")
     if output is not None:
         from gpt_batchprof.sweep.store import stream_format
@@ -90,6 +90,11 @@ def simulate_cmd(
                         concurrency=concurrency, requests=requests, duration_s=duration,
                         trace=read_trace(trace) if trace is not None else None, seed=seed)
     m, hw = load_model(model), load_hardware_or_auto(hardware)
+    import dataclasses
+
+    from gpt_batchprof.analytic.roofline import attention_mode
+
+    cfg = dataclasses.replace(cfg, attention=attention_mode(cfg.attention, hw))
     if find_max_rate:
         _search(m, hw, workload, cfg, slo, fmt, output, plot, progress)
     elif rates is not None and len(rates) > 1:

@@ -60,13 +60,24 @@ def compact_table(title: str, columns: Sequence[tuple[str, str]]) -> Table:
     return t
 
 
+def tables_origin(hw: HardwareSpec) -> str:
+    """Where the prediction comes from, in words: the roofline, this machine's calibration, or an imported database."""
+    m = hw.measured
+    if m is None:
+        return "roofline"
+    src = m.source
+    if src:
+        return (f"calibrated from kernels measured on {m.device_name}: {src.get('package')} "
+                f"{src.get('package_version')}, {src.get('framework')} {src.get('framework_version')}")
+    return f"calibrated from the measured tables ({m.device_name}, {m.date})"
+
+
 def summary_table(report: ServingReport, hw: HardwareSpec) -> Table:
     """Latency and throughput per batch, against batch 1."""
     has_cost = any(p.cost_per_million_tokens_usd is not None for p in report.points)
     cols = [("batch", "right"), ("TTFT", "right"), ("ITL", "right"), ("e2e", "right"),
             ("tok/s", "right"), ("x tput", "right"), ("x lat", "right")]
-    title = ("Latency and throughput per batch (calibrated from the measured tables)" if hw.measured is not None
-             else "Latency and throughput per batch (roofline)")
+    title = f"Latency and throughput per batch ({tables_origin(hw)})"
     t = compact_table(title, cols + ([("$/M tok", "right")] if has_cost else []))
     for p in report.points:
         cells = [str(p.batch), fmt_time(p.ttft_s), fmt_time(p.itl_s), fmt_time(p.e2e_s), fmt_rate(p.tokens_per_s),
