@@ -119,6 +119,15 @@ class ModelSpec:
     n_expert_active: int = 1
     d_ff_shared: int = 0  # MoE shared expert (qwen2_moe): an always-active FFN of this width
     sliding_window: int | None = None  # attention span and KV cache capped at this many tokens
+    # Multi-head latent attention (DeepSeek-V2/V3, Kimi-K2) when kv_lora_rank > 0: K and V are
+    # decompressed from a per-token latent of kv_lora_rank values plus a rotary key of
+    # qk_rope_head_dim shared by all heads (what the cache holds); head_dim is the non-rotary part
+    # of each query/key head, v_head_dim the value head; q_lora_rank > 0 compresses the queries too.
+    kv_lora_rank: int = 0
+    q_lora_rank: int = 0
+    qk_rope_head_dim: int = 0
+    v_head_dim: int = 0
+    shared_expert_gate: bool = True  # qwen2_moe scales its shared expert by a sigmoid gate; DeepSeek's has none
     attention_sinks: bool = False  # gpt-oss: one learned logit per query head joins every softmax
     router_bias: bool = False  # gpt-oss: the MoE router has a bias per expert
     layer_groups: tuple[LayerGroup, ...] = ()  # empty: every layer as above
@@ -156,6 +165,23 @@ class ModelSpec:
         return self.n_kv_head * self.head_dim
 
     @property
+    def is_mla(self) -> bool:
+        return self.kv_lora_rank > 0
+
+    @property
+    def mla_matrices(self) -> dict[str, tuple[int, int]]:
+        """(in, out) of each projection of a latent-attention layer, by operator name."""
+        d, nh, r = self.d_model, self.n_head, self.qk_rope_head_dim
+        q_in = self.q_lora_rank or d
+        mats = {"mla_q_down": (d, self.q_lora_rank)} if self.q_lora_rank else {}
+        return mats | {
+            "mla_q_up": (q_in, nh * (self.head_dim + r)),
+            "mla_kv_down": (d, self.kv_lora_rank + r),  # the latent and the rotary key: what is cached
+            "mla_kv_up": (self.kv_lora_rank, nh * (self.head_dim + self.v_head_dim)),  # K (non-rotary) and V
+            "out_proj": (nh * self.v_head_dim, d),
+        }
+
+    @property
     def n_ffn_matrices(self) -> int:
         return FFN_KINDS[self.ffn]
 
@@ -183,6 +209,8 @@ class ModelSpec:
         QKV, output projection, every expert's FFN and the shared expert's."""
         d, q, kv = self.d_model, self.q_dim, self.kv_dim
         ffn = self.n_ffn_matrices * d * (self.n_expert * self.d_ff + self.d_ff_shared)
+        if self.is_mla:
+            return sum(i * o for i, o in self.mla_matrices.values()) + ffn
         return d * (q + 2 * kv) + q * d + ffn
 
     @property
@@ -194,8 +222,10 @@ class ModelSpec:
             n += (q + 2 * kv) + d + self.n_expert * ((self.n_ffn_matrices - 1) * f + d)
         if self.n_expert > 1:
             n += d * self.n_expert + (self.n_expert if self.router_bias else 0)
-        if self.d_ff_shared:
+        if self.d_ff_shared and self.shared_expert_gate:
             n += d  # sigmoid gate of the shared expert: d_model -> 1
+        if self.is_mla:  # RMSNorms of the compressed query and of the latent
+            n += self.q_lora_rank + self.kv_lora_rank
         if self.attention_sinks:
             n += self.n_head
         return n
@@ -262,7 +292,9 @@ class ModelSpec:
         return self.stack_params + self.norm_params
 
     def kv_bytes_per_token(self, kv_dtype: str) -> float:
-        """KV cache of one token over all layers: K and V, n_kv_head x head_dim each."""
+        """KV cache of one token over all layers: K and V, n_kv_head x head_dim each (MLA: the latent)."""
+        if self.is_mla:  # the latent and the shared rotary key, one each per token and layer
+            return self.n_layer * (self.kv_lora_rank + self.qk_rope_head_dim) * DTYPE_BYTES[kv_dtype]
         return 2.0 * self.n_layer * self.kv_dim * DTYPE_BYTES[kv_dtype]
 
     def to_dict(self) -> dict[str, Any]:
@@ -423,6 +455,10 @@ def model_from_mapping(data: Mapping[str, Any], where: str, source: str = "") ->
         raise f.fail("d_ff_shared", "a shared expert needs a mixture of experts (n_expert > 1)")
     sliding_window = f.int("sliding_window") if f.has("sliding_window") else None
     n_layer, d_ff = f.int("n_layer"), f.int("d_ff")
+    kv_lora = f.int("kv_lora_rank", default=0, minimum=0)
+    if kv_lora and (sliding_window or f.has("layers") and any("sliding_window" in g for g in data.get("layers") or ()
+                                                             if isinstance(g, Mapping))):
+        raise f.fail("kv_lora_rank", "latent attention with a sliding window is not modelled")
     groups = _layer_groups(data.get("layers"), where, n_layer, LayerGroup(
         n_layer, sliding_window, d_ff, n_expert, n_expert_active, d_ff_shared))
     return ModelSpec(
@@ -444,6 +480,11 @@ def model_from_mapping(data: Mapping[str, Any], where: str, source: str = "") ->
         n_expert_active=n_expert_active,
         d_ff_shared=d_ff_shared,
         sliding_window=sliding_window,
+        kv_lora_rank=kv_lora,
+        q_lora_rank=f.int("q_lora_rank", default=0, minimum=0),
+        qk_rope_head_dim=f.int("qk_rope_head_dim", default=0 if not kv_lora else None, minimum=0 if not kv_lora else 1),
+        v_head_dim=f.int("v_head_dim", default=0 if not kv_lora else head_dim, minimum=0),
+        shared_expert_gate=f.bool("shared_expert_gate", True),
         attention_sinks=f.bool("attention_sinks", False),
         router_bias=f.bool("router_bias", False),
         layer_groups=groups,
@@ -856,6 +897,42 @@ def model_from_hf_config(cfg: Mapping[str, Any], where: str, name: str) -> Model
             "n_expert_active": g("num_experts_per_tok", "experts_per_token"),
         }
         out["layers"] = _attention_layers(cfg, where, n_layer, g("sliding_window"))
+    elif mt in ("deepseek_v3", "kimi_k2"):
+        n_layer, n_head = g("num_hidden_layers"), g("num_attention_heads")
+        n_kv = g("num_key_value_heads", default=n_head)
+        if n_kv != n_head:
+            raise ProfileError(f"{where}: field 'num_key_value_heads': {n_kv} differs from num_attention_heads "
+                               f"{n_head}; latent attention has one K/V per query head")
+        first_dense = cfg.get("first_k_dense_replace") or 0
+        freq = cfg.get("moe_layer_freq") or 1
+        # as transformers builds them: MoE where i >= first_k_dense_replace and i % moe_layer_freq == 0
+        n_moe = sum(1 for i in range(n_layer) if i >= first_dense and i % freq == 0)
+        out |= {
+            "n_layer": n_layer,
+            "d_model": g("hidden_size"),
+            "n_head": n_head,
+            "head_dim": g("qk_nope_head_dim"),
+            "kv_lora_rank": g("kv_lora_rank"),
+            "q_lora_rank": cfg.get("q_lora_rank") or 0,
+            "qk_rope_head_dim": g("qk_rope_head_dim"),
+            "v_head_dim": g("v_head_dim"),
+            "d_ff": g("moe_intermediate_size"),
+            "ffn": "swiglu",
+            "vocab_size": g("vocab_size"),
+            "max_seq_len": g("max_position_embeddings"),
+            "tied_embeddings": bool(cfg.get("tie_word_embeddings", False)),
+            "norm": "rmsnorm",
+            "positional": "rope",
+            "bias": bool(cfg.get("attention_bias")),
+            "n_expert": g("n_routed_experts"),
+            "n_expert_active": g("num_experts_per_tok"),
+            "d_ff_shared": (cfg.get("n_shared_experts") or 0) * g("moe_intermediate_size"),
+            "shared_expert_gate": False,
+            # noaux_tc routing adds a per-expert score correction (e_score_correction_bias)
+            "router_bias": cfg.get("topk_method") == "noaux_tc",
+        }
+        if n_moe < n_layer:
+            out["layers"] = [{"count": n_moe}, {"count": n_layer - n_moe, "n_expert": 1, "d_ff": g("intermediate_size")}]
     elif mt == "gpt2":
         d = g("n_embd", "hidden_size")
         out |= {
@@ -905,7 +982,8 @@ def model_from_hf_config(cfg: Mapping[str, Any], where: str, name: str) -> Model
             "bias": True,
         }
     else:
-        known = "llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, phi3, gpt_oss, gpt2, opt, gpt_neox"
+        known = ("llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, phi3, gpt_oss, deepseek_v3, kimi_k2, "
+                 "gpt2, opt, gpt_neox")
         raise ProfileError(f"{where}: field 'model_type': unsupported {mt!r} (supported: {known})")
     return model_from_mapping(out, where, source=where)
 

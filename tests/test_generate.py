@@ -169,6 +169,10 @@ def test_every_shipped_profile_builds_on_meta():
     from gpt_batchprof.profiles import all_models
 
     for spec in all_models():
+        if spec.is_mla:  # not built yet: one line, which bench and generate turn into exit 2
+            with pytest.raises(BatchprofError, match="does not build multi-head latent attention"):
+                GPT(spec)
+            continue
         if sum(p.n_layer * p.n_expert for p in spec.parts()) > 512:
             # thousands of expert modules (qwen3-235b: 94 x 128) take a minute to build even on meta:
             # one layer of each kind builds the same modules, and must count what its spec counts

@@ -303,3 +303,93 @@ def test_a_window_on_a_llama_label_is_refused():
     # qwen3 keeps its documented switch: a window only with use_sliding_window
     q = model_from_hf_config(LLAMA | {"model_type": "qwen3", "sliding_window": 4096}, "c.json", "m")
     assert q.sliding_window is None
+
+
+# --------------------------------------------------------------------------- multi-head latent attention
+
+# 1 layer, d 16, 2 heads; latent attention: q_lora 5, kv_lora 6, non-rotary head 4, rotary 2, value head 3.
+MLA = {"name": "mla", "n_layer": 1, "d_model": 16, "n_head": 2, "head_dim": 4, "kv_lora_rank": 6, "q_lora_rank": 5,
+       "qk_rope_head_dim": 2, "v_head_dim": 3, "d_ff": 8, "ffn": "gelu", "vocab_size": 10, "max_seq_len": 64,
+       "norm": "rmsnorm"}
+
+
+def test_one_mla_layer_absorbed_decode_worked_by_hand():
+    # decode, batch 1, fp16, 9 cached tokens: L = 10 keys
+    ops = rows(enumerate_ops(model_from_mapping(MLA, "t"), "decode", 1, kv_len=9))
+    got = {name: (o.flops, o.bytes) for (name, _), o in ops.items()}
+    # q_down 16 -> 5: 2*16*5 = 160 FLOPs; 16*2 in + 80*2 weights + 5*2 out = 202 B
+    assert got["mla_q_down"] == (160, 202)
+    # q_up 5 -> 2 x (4 + 2) = 12: 120 FLOPs; 10 + 120 + 24 = 154 B
+    assert got["mla_q_up"] == (120, 154)
+    # kv_down 16 -> 6 + 2 = 8 (the latent and the rotary key: what is cached): 256 FLOPs; 32 + 256 + 16 = 304 B
+    assert got["mla_kv_down"] == (256, 304)
+    # q_absorb: each head's 4 non-rotary query values into the latent (4 -> 6): 2*2*4*6 = 96 FLOPs;
+    # 2 x 4 x 2 in + 2 x 4 x 6 x 2 weights + 2 x 6 x 2 out = 16 + 96 + 24 = 136 B
+    assert got["mla_q_absorb"] == (96, 136)
+    # scores over the latent + rotary key (8 wide), 2 heads x 10 keys = 20 scores: 2*8*20 = 320 FLOPs;
+    # queries 2*8*2 = 32 B, the cache 10*8*2 = 160 B (one latent for both heads), scores 40 B = 232 B
+    assert got["attn_score"] == (320, 232)
+    assert got["attn_softmax"] == (0, 80)  # 2 rows of 10, read and written at 2 B
+    # context: the latent's 6 values as V: 2*6*20 = 240 FLOPs; 40 + 10*6*2 + 2*6*2 = 184 B
+    assert got["attn_context"] == (240, 184)
+    # v_absorb 6 -> 3 per head: 2*2*6*3 = 72 FLOPs; 24 + 72 + 12 = 108 B
+    assert got["mla_v_absorb"] == (72, 108)
+    # out_proj 2 x 3 -> 16: 192 FLOPs; 12 + 192 + 32 = 236 B
+    assert got["out_proj"] == (192, 236)
+    assert "qkv_proj" not in got and "mla_kv_up" not in got
+
+
+def test_one_mla_layer_naive_prefill_worked_by_hand():
+    # prefill of 3 tokens, batch 1: K and V of the 3 keys decompressed, 6 -> 2 x (4 + 3) = 14:
+    # 2*3*6*14 = 504 FLOPs; scores over 4 + 2 = 6 dims, 2 x 3 x 3 = 18: 216 FLOPs, bytes 72 + 72 + 36 = 180;
+    # context over 3 value dims: 108 FLOPs
+    ops = rows(enumerate_ops(model_from_mapping(MLA, "t"), "prefill", 1, new_tokens=3))
+    assert ops[("mla_kv_up", "")].flops == 504
+    assert (ops[("attn_score", "")].flops, ops[("attn_score", "")].bytes) == (216, 180)
+    assert ops[("attn_context", "")].flops == 108
+    assert ("mla_q_absorb", "") not in ops
+
+
+def test_mla_caches_the_latent_and_counts_its_weights():
+    m = model_from_mapping(MLA, "t")
+    assert m.kv_bytes_per_token("fp16") == 16  # (6 + 2) values x 2 B, against 2 x 2 x 4 x 2 = 32 for K and V
+    # layer: q_down 80 + q_up 60 + kv_down 128 + kv_up 6 x 14 = 84 + out 96 = 448; FFN 2 x 16 x 8 = 256;
+    # norms 2 x 16 + the latents' 5 + 6 = 43: 747. Embedding and head 2 x 160, final norm 16: 1083.
+    assert m.n_params == 1083
+
+
+def test_deepseek_v3_parameters_and_cache():
+    m = load_model("deepseek-v3")
+    # 58 MoE layers of 11,507,286,272 + 3 dense of 583,483,392 + embedding and head 2 x 926,679,040 + 7168
+    assert m.n_params == 671_026_419_200
+    assert m.n_params == pytest.approx(671e9, rel=0.001)
+    # "37B activated": 36.63B without the token embedding (37.55B with it); the report rounds to whole billions
+    assert m.n_params_active - m.embedding_params == pytest.approx(37e9, rel=0.011)
+    # 61 layers x (512 + 64) x 2 B = 70,272 B per token: 70 KB, against 61 x 2 x 128 x 128 x 2 = 3.9 MB for MHA
+    assert m.kv_bytes_per_token("bf16") == 70_272
+    hf = load_model(str(HF / "deepseek-v3.json"))
+    assert (hf.n_params, hf.layer_groups, hf.kv_bytes_per_token("bf16")) == \
+           (m.n_params, m.layer_groups, m.kv_bytes_per_token("bf16"))
+
+
+def test_kimi_k2_reads_as_its_builtin():
+    m = load_model("kimi-k2")
+    hf = load_model(str(HF / "kimi-k2.json"))
+    assert (hf.n_params, hf.n_params_active, hf.layer_groups) == (m.n_params, m.n_params_active, m.layer_groups)
+    # card: "1T total, 32B activated" (one and two digits)
+    assert m.n_params == pytest.approx(1e12, rel=0.05)
+    assert m.n_params_active == pytest.approx(32e9, rel=0.03)
+
+
+def test_mla_decode_sum_and_refusals():
+    hw = hardware_from_mapping({"name": "g", "kind": "gpu", "memory_gb": 80, "memory_bandwidth_gb_s": 2000,
+                                "peak_tflops": {"fp16": 300}, "launch_overhead_us": 3}, "test")
+    m = model_from_mapping(MLA, "t")
+    sc = Scenario(prompt_len=8, gen_len=101)
+    walked = sum(step_time(attention_ops(m, "decode", 2, 1, kv, Dtypes(), "unfused"), hw, "eager")
+                 for kv in range(8, 8 + 100))
+    assert decode_attention_time(m, hw, sc, 2, "eager") == pytest.approx(walked, rel=1e-12)
+    with pytest.raises(ProfileError, match="kv_lora_rank.*sliding window is not modelled"):
+        model_from_mapping(MLA | {"sliding_window": 4}, "t")
+    with pytest.raises(ProfileError, match="qk_rope_head_dim': missing"):
+        model_from_mapping({k: v for k, v in MLA.items() if k != "qk_rope_head_dim"}, "t")

@@ -120,11 +120,13 @@ def _uniform_ops(model: ModelSpec, phase: str, batch: int, q: int, kv_len: int, 
             "norm", rows=T, width=d, a_bytes=a, launches=2 * nl + (1 if head else 0), compute_dtype=cd, ctx=ctx,
             weight_bytes=norm_weights, variant=model.norm,
         ),
-        matmul_cost("qkv_proj", tokens=T, k=d, n=model.q_dim + 2 * model.kv_dim, **mm),
     ]
-
-    ops += _uniform_attention(model, phase, batch, q, kv_len, dtypes, attention)
-    ops.append(matmul_cost("out_proj", tokens=T, k=model.q_dim, n=d, **mm))
+    if model.is_mla:
+        ops += _mla_ops(model, phase, batch, q, kv_len, dtypes, attention, mm)
+    else:
+        ops.append(matmul_cost("qkv_proj", tokens=T, k=d, n=model.q_dim + 2 * model.kv_dim, **mm))
+        ops += _uniform_attention(model, phase, batch, q, kv_len, dtypes, attention)
+        ops.append(matmul_cost("out_proj", tokens=T, k=model.q_dim, n=d, **mm))
 
     if model.is_moe:
         ops.append(matmul_cost("moe_router", tokens=T, k=d, n=model.n_expert, **(mm | {"w_bytes": w_other})))
@@ -153,6 +155,88 @@ def _uniform_ops(model: ModelSpec, phase: str, batch: int, q: int, kv_len: int, 
     return tuple(ops)
 
 
+MLA_FORMS = ("naive", "absorbed")
+
+
+def mla_form(phase: str) -> str:
+    """How serving engines run latent attention (vLLM, SGLang): prefill decompresses K and V once
+    (naive: many queries share them, compute-bound anyway); decode attends in the latent space
+    (absorbed: reads only the cached latent, never materialising K and V per step)."""
+    return "naive" if phase == "prefill" else "absorbed"
+
+
+def _mla_ops(model: ModelSpec, phase: str, batch: int, q: int, kv_len: int, dtypes: Dtypes, attention: str,
+             mm: dict) -> list[OpCost]:
+    """Projections and attention of a latent-attention layer (all layers of ``model``), in ``mla_form(phase)``.
+
+    Projections: ``mla_q_down`` (d -> q_lora_rank, when there is one), ``mla_q_up`` (-> heads x
+    (head_dim + rope)), ``mla_kv_down`` (d -> kv_lora_rank + rope: the latent and rotary key the cache
+    holds), then either ``mla_kv_up`` (naive: every key in view decompressed into K and V, heads x
+    (head_dim + v_head_dim)) or ``mla_q_absorb`` / ``mla_v_absorb`` (absorbed: each head's query
+    taken into the latent space before attention, and its latent output back to v_head_dim after;
+    the same weights as ``mla_kv_up``, applied to the new tokens only), and ``out_proj``.
+    The RMSNorms of the compressed query and latent (q_lora_rank + kv_lora_rank wide) are left out:
+    a few KB per token. See :func:`_mla_attention` for the attention rows.
+    """
+    T, d, nh = batch * q, model.d_model, model.n_head
+    mats = model.mla_matrices
+    ops = [matmul_cost(name, tokens=T, k=mats[name][0], n=mats[name][1], **mm)
+           for name in ("mla_q_down", "mla_q_up", "mla_kv_down") if name in mats]
+    L = kv_len + q
+    form = mla_form(phase)
+    r, kvl, nope, v = model.qk_rope_head_dim, model.kv_lora_rank, model.head_dim, model.v_head_dim
+    per_head = dict(mm, experts_touched=nh, routes=nh)  # one small matrix per head, applied to every token
+    if form == "naive":
+        ops.append(matmul_cost("mla_kv_up", tokens=batch * L, k=kvl, n=nh * (nope + v), **mm))
+    else:
+        ops.append(matmul_cost("mla_q_absorb", tokens=T, k=nope, n=kvl, **per_head))
+    ops += _mla_attention(model, phase, batch, q, kv_len, dtypes, attention, form)
+    if form == "absorbed":
+        ops.append(matmul_cost("mla_v_absorb", tokens=T, k=kvl, n=v, **per_head))
+    ops.append(matmul_cost("out_proj", tokens=T, k=mats["out_proj"][0], n=d, **mm))
+    return ops
+
+
+def _mla_attention(model: ModelSpec, phase: str, batch: int, q: int, kv_len: int, dtypes: Dtypes, attention: str,
+                   form: str) -> list[OpCost]:
+    """Attention of latent-attention layers over L = kv_len + q keys.
+
+    naive: every head has its own decompressed key of head_dim + rope and value of v_head_dim
+    (activations written by ``mla_kv_up``). absorbed: all heads attend to the one cached latent
+    (kv_lora_rank + rope for the scores, its kv_lora_rank part as the values): an MQA of wide heads.
+    """
+    L = kv_len + q
+    a, kvb, cd = DTYPE_BYTES[dtypes.act], DTYPE_BYTES[dtypes.kv], dtypes.act
+    nl, nh, r, kvl = model.n_layer, model.n_head, model.qk_rope_head_dim, model.kv_lora_rank
+    ctx = (phase, batch, q, kv_len)
+    if form == "naive":
+        dk, dv, kv_heads = model.head_dim + r, model.v_head_dim, nh
+        k_read, v_read = batch * nh * L * dk * a, batch * nh * L * dv * a  # decompressed, at the activation dtype
+    else:
+        dk, dv, kv_heads = kvl + r, kvl, 1
+        k_read, v_read = batch * L * dk * kvb, batch * L * dv * kvb  # the cache itself
+    q_in, out = batch * nh * q * dk * a, batch * nh * q * dv * a
+    g = nh // kv_heads
+    attn_shape = dict(heads=nh, kv_heads=kv_heads, causal=q > 1)
+    if attention == "fused":
+        pairs = batch * nh * causal_pairs(q, L)
+        return [OpCost("attn_fused", phase, batch, q, kv_len, flops=nl * 2.0 * (dk + dv) * pairs,
+                       bytes=nl * (q_in + out + k_read + (v_read if form == "naive" else 0)),
+                       weight_bytes=0.0, launches=nl, compute_dtype=cd,
+                       shape=OpShape(m=q, n=L, k=dk, batch=batch, **attn_shape))]
+    scores = batch * nh * q * L  # the full rectangle: the mask comes after the matmul
+    return [
+        OpCost("attn_score", phase, batch, q, kv_len, flops=nl * 2.0 * dk * scores,
+               bytes=nl * (q_in + k_read + scores * a), weight_bytes=0.0, launches=nl, compute_dtype=cd,
+               shape=OpShape(m=g * q, n=L, k=dk, batch=batch * kv_heads, **attn_shape)),
+        elementwise_cost("attn_softmax", rows=batch * nh * q, width=L, a_bytes=a, launches=nl, compute_dtype=cd,
+                         ctx=ctx),
+        OpCost("attn_context", phase, batch, q, kv_len, flops=nl * 2.0 * dv * scores,
+               bytes=nl * (scores * a + v_read + out), weight_bytes=0.0, launches=nl, compute_dtype=cd,
+               shape=OpShape(m=g * q, n=dv, k=L, batch=batch * kv_heads, **attn_shape)),
+    ]
+
+
 def attention_ops(
     model: ModelSpec, phase: str, batch: int, new_tokens: int, kv_len: int, dtypes: Dtypes, attention: str
 ) -> list[OpCost]:
@@ -173,6 +257,8 @@ def attention_ops(
 
 def _uniform_attention(model: ModelSpec, phase: str, batch: int, new_tokens: int, kv_len: int, dtypes: Dtypes,
                        attention: str) -> list[OpCost]:
+    if model.is_mla:
+        return _mla_attention(model, phase, batch, new_tokens, kv_len, dtypes, attention, mla_form(phase))
     q = new_tokens
     window = model.sliding_window
     # Keys in view: every cached one, or those within the window of the first new query.

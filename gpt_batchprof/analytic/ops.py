@@ -18,10 +18,16 @@ from dataclasses import dataclass
 OP_NAMES = (
     "norm",
     "qkv_proj",
+    "mla_q_down",
+    "mla_q_up",
+    "mla_kv_down",
+    "mla_kv_up",
+    "mla_q_absorb",
     "attn_score",
     "attn_softmax",
     "attn_context",
     "attn_fused",
+    "mla_v_absorb",
     "out_proj",
     "moe_router",
     "ffn_gate",
@@ -36,11 +42,15 @@ OP_NAMES = (
     "pp_sendrecv",
 )
 SHARED_EXPERT_OPS = ("ffn_shared_gate", "ffn_shared_up", "ffn_shared_down")  # qwen2_moe's shared expert
+# Multi-head latent attention's projections (DeepSeek-V3): query down/up, the latent (cached) and its
+# decompression into K and V (naive form), or the decompression absorbed into the query and output (absorbed).
+MLA_OPS = ("mla_q_down", "mla_q_up", "mla_kv_down", "mla_kv_up", "mla_q_absorb", "mla_v_absorb")
 # Operator groups (sweep's --op accepts these too).
-DENSE_OPS = ("qkv_proj", "out_proj", "moe_router", "ffn_gate", "ffn_up", "ffn_down") + SHARED_EXPERT_OPS + ("lm_head",)
+DENSE_OPS = ("qkv_proj",) + MLA_OPS + ("out_proj", "moe_router", "ffn_gate", "ffn_up", "ffn_down") + SHARED_EXPERT_OPS \
+    + ("lm_head",)
 ATTENTION_OPS = ("attn_score", "attn_softmax", "attn_context", "attn_fused")
 # Dense layers of a transformer block: the ones whose decode boundness defines the critical batch.
-BLOCK_DENSE_OPS = ("qkv_proj", "out_proj", "ffn_gate", "ffn_up", "ffn_down") + SHARED_EXPERT_OPS
+BLOCK_DENSE_OPS = ("qkv_proj",) + MLA_OPS + ("out_proj", "ffn_gate", "ffn_up", "ffn_down") + SHARED_EXPERT_OPS
 # Collectives between GPUs (tensor, expert and pipeline parallelism), priced by the interconnect.
 COLLECTIVE_OPS = ("tp_allreduce", "ep_alltoall", "pp_sendrecv")
 # Composite rows of `bench`: one whole transformer block, and seed 002's plain MLP.

@@ -97,6 +97,9 @@ class Parallelism:
     def check(self, model: ModelSpec, hw: HardwareSpec | None = None) -> "Parallelism":
         """Refuse layouts the model cannot be cut into (and, given ``hw``, multi-GPU without a link)."""
         tp, m = self.tp, model
+        if m.is_mla and not self.is_single:
+            raise BatchprofError(f"{self.label()}: {m.name} uses multi-head latent attention; splitting it over "
+                                 "several GPUs is not modelled yet (run it on one: --tp 1 --pp 1 --ep 1)")
         if m.is_stack and not self.is_single:
             raise BatchprofError(f"{self.label()}: {m.name} is a stack of different layer kinds; splitting one "
                                  "over several GPUs is not modelled yet (run it on one: --tp 1 --pp 1 --ep 1)")

@@ -157,6 +157,10 @@ def step_activation_bytes(model: ModelSpec, dtypes: Dtypes, attention: str, batc
     tokens = batch * q
     inner = tokens * (model.n_ffn_matrices - 1) * (model.d_ff * model.n_expert_active + model.d_ff_shared)
     qkv = tokens * (model.q_dim + 2 * model.kv_dim)
+    if model.is_mla:  # prefill decompresses K and V of every key in view (naive); decode does not (absorbed)
+        heads = model.n_head * (model.head_dim + model.qk_rope_head_dim)
+        qkv = tokens * heads + (batch * keys * model.n_head * (model.head_dim + model.v_head_dim) if q > 1
+                                else tokens * model.n_head * (model.kv_lora_rank + model.qk_rope_head_dim))
     scores = 2 * batch * model.n_head * q * keys if attention == "unfused" else 0
     return (2 * tokens * model.d_model + max(inner, qkv, scores)) * a + batch * model.vocab_size * 4.0
 

@@ -179,10 +179,12 @@ class SharedExpert(nn.Module):
         self.ffn_shared_gate = nn.Linear(d, f, bias=False)
         self.ffn_shared_up = nn.Linear(d, f, bias=False)
         self.ffn_shared_down = nn.Linear(f, d, bias=False)
-        self.gate_weight = nn.Parameter(torch.empty(d))
+        self.gate_weight = nn.Parameter(torch.empty(d)) if spec.shared_expert_gate else None  # DeepSeek: none
 
     def forward(self, x):  # (N, d)
         y = self.ffn_shared_down(F.silu(self.ffn_shared_gate(x)) * self.ffn_shared_up(x))
+        if self.gate_weight is None:
+            return y
         return y * torch.sigmoid((x * self.gate_weight).sum(-1, keepdim=True))
 
 
@@ -242,6 +244,11 @@ class Block(nn.Module):
 class GPT(nn.Module):
     def __init__(self, spec: ModelSpec, attention: str = "unfused"):
         super().__init__()
+        if spec.is_mla:
+            from gpt_batchprof.errors import BatchprofError
+
+            raise BatchprofError(f"{spec.name}: the reference model does not build multi-head latent attention "
+                                 "yet; analyze and simulate price it, bench and generate cannot run it")
         self.spec = spec
         self.tok_emb = nn.Embedding(spec.vocab_size, spec.d_model)
         self.pos_emb = nn.Embedding(spec.max_seq_len, spec.d_model) if spec.positional == "learned" else None
