@@ -393,3 +393,37 @@ def test_mla_decode_sum_and_refusals():
         model_from_mapping(MLA | {"sliding_window": 4}, "t")
     with pytest.raises(ProfileError, match="qk_rope_head_dim': missing"):
         model_from_mapping({k: v for k, v in MLA.items() if k != "qk_rope_head_dim"}, "t")
+
+
+def test_the_mla_form_can_be_chosen_and_the_decode_sum_follows_it():
+    m = model_from_mapping(MLA, "t")
+    # naive decode: the 10 keys in view decompressed every step, 2 x 10 x 6 x 14 = 1680 FLOPs; no absorption
+    ops = rows(enumerate_ops(m, "decode", 1, kv_len=9, mla="naive"))
+    assert ops[("mla_kv_up", "")].flops == 1680 and ("mla_q_absorb", "") not in ops
+    # absorbed prefill: no decompression; scores over the latent (8 wide) for 2 heads x 3 x 3
+    ops = rows(enumerate_ops(m, "prefill", 1, new_tokens=3, mla="absorbed"))
+    assert ("mla_kv_up", "") not in ops and ops[("attn_score", "")].flops == 2 * 8 * 18
+    # the decompression grows with the cache: it is summed with attention over the decode steps
+    hw = hardware_from_mapping({"name": "g", "kind": "gpu", "memory_gb": 80, "memory_bandwidth_gb_s": 2000,
+                                "peak_tflops": {"fp16": 300}, "launch_overhead_us": 3}, "test")
+    sc = Scenario(prompt_len=8, gen_len=101, mla="naive")
+    walked = sum(step_time(attention_ops(m, "decode", 2, 1, kv, Dtypes(), "unfused", "naive"), hw, "eager")
+                 for kv in range(8, 8 + 100))
+    assert any(o.op == "mla_kv_up" for o in attention_ops(m, "decode", 2, 1, 8, Dtypes(), "unfused", "naive"))
+    assert decode_attention_time(m, hw, sc, 2, "eager") == pytest.approx(walked, rel=1e-12)
+    with pytest.raises(BatchprofError, match="--mla-form: unknown form 'lazy'"):
+        enumerate_ops(m, "decode", 1, kv_len=2, mla="lazy")
+
+
+def test_mla_form_option_on_the_command_line():
+    from typer.testing import CliRunner
+
+    from gpt_batchprof.cli import app
+
+    r = CliRunner().invoke(app, ["analyze", "-m", "deepseek-v3", "-H", "h200", "-b", "1", "--phase", "decode",
+                                 "--mla-form", "naive", "--per-op", "-f", "json", "--attention", "unfused"])
+    assert r.exit_code == 0, r.output
+    names = {row["op"] for row in json.loads(r.output)["ops"]}
+    assert "mla_kv_up" in names and "mla_q_absorb" not in names
+    r = CliRunner().invoke(app, ["analyze", "-m", "deepseek-v3", "--mla-form", "lazy"])
+    assert r.exit_code == 2 and "--mla-form" in r.output

@@ -40,6 +40,7 @@ def enumerate_ops(
     dtypes: Dtypes = Dtypes(),
     attention: str = "unfused",
     parallel: Parallelism = Parallelism(),
+    mla: str = "auto",
 ) -> tuple[OpCost, ...]:
     """The operators of one forward step, each totalled over all layers.
 
@@ -47,20 +48,23 @@ def enumerate_ops(
     chunked). decode: one new token per sequence, ``kv_len`` cached; ``new_tokens`` is ignored.
     ``parallel``: across several GPUs, the operators of one GPU of the slowest pipeline
     stage, collectives included (see :mod:`gpt_batchprof.analytic.parallel`).
+    ``mla``: the form of latent attention (``naive``, ``absorbed``; ``auto``: as engines run each phase).
     """
     if phase not in PHASES:
         raise BatchprofError(f"unknown phase '{phase}' (choose from {', '.join(PHASES)})")
     if attention not in ATTENTION_MODES:
         raise BatchprofError(f"unknown attention mode '{attention}' (choose from {', '.join(ATTENTION_MODES)})")
+    if mla not in ("auto",) + MLA_FORMS:
+        raise BatchprofError(f"--mla-form: unknown form '{mla}' (choose from auto, {', '.join(MLA_FORMS)})")
     q = 1 if phase == "decode" else new_tokens
     if batch < 1 or q < 1 or kv_len < 0:
         raise BatchprofError(f"impossible shape: batch={batch}, new_tokens={q}, kv_len={kv_len}")
     if not parallel.is_single:  # one GPU's slice of the model, then the layout's transformation
         parallel.check(model)
         local = _device_ops(local_model(model, parallel), phase, micro_batch(batch, parallel), q, kv_len, dtypes,
-                            attention)
+                            attention, mla)
         return shard_ops(local, model, phase, batch, q, kv_len, dtypes, parallel)
-    return _device_ops(model, phase, batch, q, kv_len, dtypes, attention)
+    return _device_ops(model, phase, batch, q, kv_len, dtypes, attention, mla)
 
 
 FFN_OPS = ("moe_router", "ffn_gate", "ffn_up", "ffn_down", "ffn_shared_gate", "ffn_shared_up", "ffn_shared_down")
@@ -96,15 +100,16 @@ def _stack(model: ModelSpec, per_part) -> tuple[OpCost, ...]:
 
 
 def _device_ops(model: ModelSpec, phase: str, batch: int, q: int, kv_len: int, dtypes: Dtypes,
-                attention: str) -> tuple[OpCost, ...]:
+                attention: str, mla: str = "auto") -> tuple[OpCost, ...]:
     """The operators of one step on one device holding all of ``model`` (``q`` new tokens per sequence)."""
     if model.layer_groups:
-        return _stack(model, lambda part, last: _uniform_ops(part, phase, batch, q, kv_len, dtypes, attention, last))
-    return _uniform_ops(model, phase, batch, q, kv_len, dtypes, attention, True)
+        return _stack(model, lambda part, last: _uniform_ops(part, phase, batch, q, kv_len, dtypes, attention, last,
+                                                             mla))
+    return _uniform_ops(model, phase, batch, q, kv_len, dtypes, attention, True, mla)
 
 
 def _uniform_ops(model: ModelSpec, phase: str, batch: int, q: int, kv_len: int, dtypes: Dtypes,
-                 attention: str, head: bool) -> tuple[OpCost, ...]:
+                 attention: str, head: bool, mla: str = "auto") -> tuple[OpCost, ...]:
     """The operators of ``model``'s layers, all of one kind; with ``head``, the final norm and LM head too."""
     T = batch * q  # tokens through the dense layers
     w, a = DTYPE_BYTES[dtypes.weight], DTYPE_BYTES[dtypes.act]
@@ -122,7 +127,7 @@ def _uniform_ops(model: ModelSpec, phase: str, batch: int, q: int, kv_len: int, 
         ),
     ]
     if model.is_mla:
-        ops += _mla_ops(model, phase, batch, q, kv_len, dtypes, attention, mm)
+        ops += _mla_ops(model, phase, batch, q, kv_len, dtypes, attention, mm, mla)
     else:
         ops.append(matmul_cost("qkv_proj", tokens=T, k=d, n=model.q_dim + 2 * model.kv_dim, **mm))
         ops += _uniform_attention(model, phase, batch, q, kv_len, dtypes, attention)
@@ -158,15 +163,18 @@ def _uniform_ops(model: ModelSpec, phase: str, batch: int, q: int, kv_len: int, 
 MLA_FORMS = ("naive", "absorbed")
 
 
-def mla_form(phase: str) -> str:
-    """How serving engines run latent attention (vLLM, SGLang): prefill decompresses K and V once
-    (naive: many queries share them, compute-bound anyway); decode attends in the latent space
-    (absorbed: reads only the cached latent, never materialising K and V per step)."""
+def mla_form(phase: str, mla: str = "auto") -> str:
+    """How latent attention runs: ``mla`` unless ``auto``, which is what serving engines do (vLLM,
+    SGLang): prefill decompresses K and V once (naive: many queries share them, compute-bound anyway);
+    decode attends in the latent space (absorbed: reads only the cached latent, never materialising
+    K and V per step)."""
+    if mla != "auto":
+        return mla
     return "naive" if phase == "prefill" else "absorbed"
 
 
 def _mla_ops(model: ModelSpec, phase: str, batch: int, q: int, kv_len: int, dtypes: Dtypes, attention: str,
-             mm: dict) -> list[OpCost]:
+             mm: dict, mla: str = "auto") -> list[OpCost]:
     """Projections and attention of a latent-attention layer (all layers of ``model``), in ``mla_form(phase)``.
 
     Projections: ``mla_q_down`` (d -> q_lora_rank, when there is one), ``mla_q_up`` (-> heads x
@@ -182,15 +190,12 @@ def _mla_ops(model: ModelSpec, phase: str, batch: int, q: int, kv_len: int, dtyp
     mats = model.mla_matrices
     ops = [matmul_cost(name, tokens=T, k=mats[name][0], n=mats[name][1], **mm)
            for name in ("mla_q_down", "mla_q_up", "mla_kv_down") if name in mats]
-    L = kv_len + q
-    form = mla_form(phase)
-    r, kvl, nope, v = model.qk_rope_head_dim, model.kv_lora_rank, model.head_dim, model.v_head_dim
+    form = mla_form(phase, mla)
+    kvl, nope, v = model.kv_lora_rank, model.head_dim, model.v_head_dim
     per_head = dict(mm, experts_touched=nh, routes=nh)  # one small matrix per head, applied to every token
-    if form == "naive":
-        ops.append(matmul_cost("mla_kv_up", tokens=batch * L, k=kvl, n=nh * (nope + v), **mm))
-    else:
+    if form == "absorbed":
         ops.append(matmul_cost("mla_q_absorb", tokens=T, k=nope, n=kvl, **per_head))
-    ops += _mla_attention(model, phase, batch, q, kv_len, dtypes, attention, form)
+    ops += _mla_attention(model, phase, batch, q, kv_len, dtypes, attention, form)  # naive: mla_kv_up first
     if form == "absorbed":
         ops.append(matmul_cost("mla_v_absorb", tokens=T, k=kvl, n=v, **per_head))
     ops.append(matmul_cost("out_proj", tokens=T, k=mats["out_proj"][0], n=d, **mm))
@@ -209,6 +214,11 @@ def _mla_attention(model: ModelSpec, phase: str, batch: int, q: int, kv_len: int
     a, kvb, cd = DTYPE_BYTES[dtypes.act], DTYPE_BYTES[dtypes.kv], dtypes.act
     nl, nh, r, kvl = model.n_layer, model.n_head, model.qk_rope_head_dim, model.kv_lora_rank
     ctx = (phase, batch, q, kv_len)
+    decompress: list[OpCost] = []
+    if form == "naive":  # every key in view decompressed into K (non-rotary part) and V: grows with the cache
+        w = DTYPE_BYTES[dtypes.weight]
+        decompress = [matmul_cost("mla_kv_up", tokens=batch * L, k=kvl, n=nh * (model.head_dim + model.v_head_dim),
+                                  w_bytes=w, a_bytes=a, launches=nl, compute_dtype=cd, ctx=ctx)]
     if form == "naive":
         dk, dv, kv_heads = model.head_dim + r, model.v_head_dim, nh
         k_read, v_read = batch * nh * L * dk * a, batch * nh * L * dv * a  # decompressed, at the activation dtype
@@ -220,12 +230,12 @@ def _mla_attention(model: ModelSpec, phase: str, batch: int, q: int, kv_len: int
     attn_shape = dict(heads=nh, kv_heads=kv_heads, causal=q > 1)
     if attention == "fused":
         pairs = batch * nh * causal_pairs(q, L)
-        return [OpCost("attn_fused", phase, batch, q, kv_len, flops=nl * 2.0 * (dk + dv) * pairs,
+        return decompress + [OpCost("attn_fused", phase, batch, q, kv_len, flops=nl * 2.0 * (dk + dv) * pairs,
                        bytes=nl * (q_in + out + k_read + (v_read if form == "naive" else 0)),
                        weight_bytes=0.0, launches=nl, compute_dtype=cd,
                        shape=OpShape(m=q, n=L, k=dk, batch=batch, **attn_shape))]
     scores = batch * nh * q * L  # the full rectangle: the mask comes after the matmul
-    return [
+    return decompress + [
         OpCost("attn_score", phase, batch, q, kv_len, flops=nl * 2.0 * dk * scores,
                bytes=nl * (q_in + k_read + scores * a), weight_bytes=0.0, launches=nl, compute_dtype=cd,
                shape=OpShape(m=g * q, n=L, k=dk, batch=batch * kv_heads, **attn_shape)),
@@ -238,12 +248,14 @@ def _mla_attention(model: ModelSpec, phase: str, batch: int, q: int, kv_len: int
 
 
 def attention_ops(
-    model: ModelSpec, phase: str, batch: int, new_tokens: int, kv_len: int, dtypes: Dtypes, attention: str
+    model: ModelSpec, phase: str, batch: int, new_tokens: int, kv_len: int, dtypes: Dtypes, attention: str,
+    mla: str = "auto",
 ) -> list[OpCost]:
     """The attention operators of a step with ``new_tokens`` new (the queries, ``q`` below) and
     ``kv_len`` cached tokens per sequence.
 
-    The only operators whose cost depends on ``kv_len``; `serving` sums just these over the
+    The only operators whose cost depends on ``kv_len`` (``ops.KV_DEPENDENT_OPS``: latent
+    attention's naive form adds the decompression of every key); `serving` sums just these over the
     decode steps. With a sliding window the cache holds at most ``window`` tokens: decode
     reads those only; unfused prefill computes the scores of every new key and of the cached
     ones within the window (the window is a mask applied afterwards), fused prefill only the
@@ -251,14 +263,14 @@ def attention_ops(
     """
     if model.layer_groups:
         return list(_stack(model, lambda part, last: _uniform_attention(part, phase, batch, new_tokens, kv_len,
-                                                                       dtypes, attention)))
-    return _uniform_attention(model, phase, batch, new_tokens, kv_len, dtypes, attention)
+                                                                       dtypes, attention, mla)))
+    return _uniform_attention(model, phase, batch, new_tokens, kv_len, dtypes, attention, mla)
 
 
 def _uniform_attention(model: ModelSpec, phase: str, batch: int, new_tokens: int, kv_len: int, dtypes: Dtypes,
-                       attention: str) -> list[OpCost]:
+                       attention: str, mla: str = "auto") -> list[OpCost]:
     if model.is_mla:
-        return _mla_attention(model, phase, batch, new_tokens, kv_len, dtypes, attention, mla_form(phase))
+        return _mla_attention(model, phase, batch, new_tokens, kv_len, dtypes, attention, mla_form(phase, mla))
     q = new_tokens
     window = model.sliding_window
     # Keys in view: every cached one, or those within the window of the first new query.

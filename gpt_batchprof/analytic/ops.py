@@ -49,6 +49,9 @@ MLA_OPS = ("mla_q_down", "mla_q_up", "mla_kv_down", "mla_kv_up", "mla_q_absorb",
 DENSE_OPS = ("qkv_proj",) + MLA_OPS + ("out_proj", "moe_router", "ffn_gate", "ffn_up", "ffn_down") + SHARED_EXPERT_OPS \
     + ("lm_head",)
 ATTENTION_OPS = ("attn_score", "attn_softmax", "attn_context", "attn_fused")
+# Operators whose cost grows with the keys each sequence has in view (the cache length): attention, and
+# latent attention's decompression of every key (naive form). The rest of a step does not depend on it.
+KV_DEPENDENT_OPS = ATTENTION_OPS + ("mla_kv_up",)
 # Dense layers of a transformer block: the ones whose decode boundness defines the critical batch.
 BLOCK_DENSE_OPS = ("qkv_proj",) + MLA_OPS + ("out_proj", "ffn_gate", "ffn_up", "ffn_down") + SHARED_EXPERT_OPS
 # Collectives between GPUs (tensor, expert and pipeline parallelism), priced by the interconnect.

@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 
 from gpt_batchprof.analytic.gpt import PHASES, Dtypes, attention_ops, enumerate_ops
-from gpt_batchprof.analytic.ops import ATTENTION_OPS, BLOCK_DENSE_OPS, OpCost
+from gpt_batchprof.analytic.ops import BLOCK_DENSE_OPS, KV_DEPENDENT_OPS, OpCost
 from gpt_batchprof.analytic.roofline import kernel_overhead_s, launch_mode, predict, step_time
 from gpt_batchprof.analytic.parallel import (
     Parallelism, local_model, micro_batch, micro_batches, pipelined, replica_batch, weight_split,
@@ -52,6 +52,7 @@ class Scenario:
     dtypes: Dtypes = Dtypes()
     attention: str = "unfused"
     launch: str = "auto"
+    mla: str = "auto"  # latent attention's form: naive, absorbed, or auto (naive prefill, absorbed decode)
 
     def __post_init__(self) -> None:
         for name in ("prompt_len", "gen_len"):
@@ -88,7 +89,7 @@ class Scenario:
         (across several GPUs: one GPU's, collectives included)."""
         q, kv = self.step(phase)
         return enumerate_ops(model, phase, batch, new_tokens=q, kv_len=kv, dtypes=self.dtypes,
-                             attention=self.attention, parallel=parallel)
+                             attention=self.attention, parallel=parallel, mla=self.mla)
 
     def launch_for(self, hw: HardwareSpec) -> str:
         return launch_mode(self.launch, hw)
@@ -288,7 +289,8 @@ def decode_attention_time(model: ModelSpec, hw: HardwareSpec, scenario: Scenario
     window = model.sliding_window
 
     def step(kv: int) -> float:  # the attention of the decode step with kv cached tokens
-        return step_time(attention_ops(model, "decode", batch, 1, kv, dt, attn), hw, launch, roofline_only)
+        return step_time(attention_ops(model, "decode", batch, 1, kv, dt, attn, scenario.mla), hw, launch,
+                         roofline_only)
 
     if (hw.measured is not None and not roofline_only) or steps <= EXACT_STEPS:
         return _sum_sampled(step, first, first + steps - 1, kinks=(window - 1,) if window else ())
@@ -298,8 +300,8 @@ def decode_attention_time(model: ModelSpec, hw: HardwareSpec, scenario: Scenario
     if window is not None and hi > window:
         flat = hi - max(lo - 1, window)  # steps that read exactly `window` keys
         hi = max(lo - 1, window)
-    ops1 = attention_ops(model, "decode", batch, 1, 0, dt, attn)  # L = 1
-    ops2 = attention_ops(model, "decode", batch, 1, 1, dt, attn)  # L = 2
+    ops1 = attention_ops(model, "decode", batch, 1, 0, dt, attn, scenario.mla)  # L = 1
+    ops2 = attention_ops(model, "decode", batch, 1, 1, dt, attn, scenario.mla)  # L = 2
     total = 0.0
     for o1, o2 in zip(ops1, ops2):
         per_key_flops, per_key_bytes = o2.flops - o1.flops, o2.bytes - o1.bytes
@@ -323,7 +325,7 @@ def latencies(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batch: int
     decode = scenario.ops(model, "decode", batch)
     itl = step_time(decode, hw, launch, ro)
     # Only attention depends on the cache length: the rest of a decode step is the same every step.
-    fixed = step_time(tuple(o for o in decode if o.op not in ATTENTION_OPS), hw, launch, ro)
+    fixed = step_time(tuple(o for o in decode if o.op not in KV_DEPENDENT_OPS), hw, launch, ro)
     e2e = ttft + (scenario.gen_len - 1) * fixed + decode_attention_time(model, hw, scenario, batch, launch, ro)
     return ttft, itl, e2e
 
@@ -342,7 +344,7 @@ def parallel_latencies(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, b
     decode = scenario.ops(model, "decode", batch, par)
     ttft = pipelined(step_time(prefill, hw, launch, ro), par, batch)
     itl = pipelined(step_time(decode, hw, launch, ro), par, batch)
-    fixed = step_time(tuple(o for o in decode if o.op not in ATTENTION_OPS), hw, launch, ro)
+    fixed = step_time(tuple(o for o in decode if o.op not in KV_DEPENDENT_OPS), hw, launch, ro)
     loc, b, m = local_model(model, par), micro_batch(batch, par), micro_batches(batch, par)
     attention = m * decode_attention_time(loc, hw, scenario, b, launch, ro)
     return ttft, itl, ttft + pipelined((scenario.gen_len - 1) * fixed + attention, par, batch)

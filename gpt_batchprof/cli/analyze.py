@@ -25,13 +25,16 @@ def with_attention(scenario, hw):
 
 
 def scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention, launch="auto",
-                          expert_dtype=None):
+                          expert_dtype=None, mla="auto"):
     from gpt_batchprof.analytic import ATTENTION_MODES, LAUNCH_MODES, Dtypes, Scenario
+    from gpt_batchprof.analytic.gpt import MLA_FORMS
 
     choice(attention, ("auto",) + ATTENTION_MODES, "--attention")
     choice(launch, ("auto",) + LAUNCH_MODES, "--launch")
+    choice(mla, ("auto",) + MLA_FORMS, "--mla-form")
     return Scenario(prompt_len=prompt_len, gen_len=gen_len, context_len=context_len,
-                    dtypes=Dtypes.of(dtype, weight_dtype, kv_dtype, expert_dtype), attention=attention, launch=launch)
+                    dtypes=Dtypes.of(dtype, weight_dtype, kv_dtype, expert_dtype), attention=attention, launch=launch,
+                    mla=mla)
 
 
 @guarded
@@ -47,6 +50,7 @@ def analyze_cmd(
     weight_dtype: WeightDtypeOpt = None,
     expert_dtype: ExpertDtypeOpt = None,
     kv_dtype: KvDtypeOpt = None,
+    mla_form: Annotated[str, typer.Option("--mla-form", help="Multi-head latent attention (DeepSeek-V3): naive (decompress K and V), absorbed (attend in the latent space), or auto: naive prefill, absorbed decode, as serving engines run it.")] = "auto",
     attention: AttentionOpt = "auto",
     launch: LaunchOpt = "auto",
     tp: TpOpt = 1,
@@ -72,7 +76,7 @@ def analyze_cmd(
 
     choice(fmt, FORMATS, "--format")
     scenario = scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention,
-                                     launch, expert_dtype)
+                                     launch, expert_dtype, mla_form)
     hw = load_hardware_or_auto(hardware)
     scenario = with_attention(scenario, hw)
     result = analyze(load_model(model), hw, scenario, phases_of(phase),
