@@ -58,7 +58,9 @@ WEIGHT_DTYPES = ("fp32", "fp16", "bf16", "fp8", "int8", "int4", "mxfp4", "nvfp4"
 KV_DTYPES = ("fp32", "fp16", "bf16", "fp8", "int8")
 PEAK_DTYPES = ("fp32", "tf32", "fp16", "bf16", "fp8", "int8")
 
-FFN_KINDS = {"gelu": 2, "swiglu": 3}  # number of weight matrices in one FFN
+# number of weight matrices in one FFN: gelu (up, down); gated FFNs (gate, up, down) with SiLU
+# (swiglu: llama) or tanh-GELU (geglu: gemma) on the gate
+FFN_KINDS = {"gelu": 2, "swiglu": 3, "geglu": 3}
 NORM_KINDS = ("layernorm", "rmsnorm")
 POSITIONAL_KINDS = ("rope", "learned", "alibi")
 HARDWARE_KINDS = ("gpu", "cpu")
@@ -128,6 +130,7 @@ class ModelSpec:
     qk_rope_head_dim: int = 0
     v_head_dim: int = 0
     shared_expert_gate: bool = True  # qwen2_moe scales its shared expert by a sigmoid gate; DeepSeek's has none
+    norms_per_layer: int = 2  # before attention and FFN; gemma 2/3 also normalise each one's output (4)
     attention_sinks: bool = False  # gpt-oss: one learned logit per query head joins every softmax
     router_bias: bool = False  # gpt-oss: the MoE router has a bias per expert
     layer_groups: tuple[LayerGroup, ...] = ()  # empty: every layer as above
@@ -217,7 +220,7 @@ class ModelSpec:
     def layer_other_params(self) -> int:
         """Biases, norms, the MoE router and the shared expert's gate of one block."""
         d, q, kv, f = self.d_model, self.q_dim, self.kv_dim, self.d_ff
-        n = 2 * self.norm_params
+        n = self.norms_per_layer * self.norm_params
         if self.bias:
             n += (q + 2 * kv) + d + self.n_expert * ((self.n_ffn_matrices - 1) * f + d)
         if self.n_expert > 1:
@@ -456,6 +459,9 @@ def model_from_mapping(data: Mapping[str, Any], where: str, source: str = "") ->
     sliding_window = f.int("sliding_window") if f.has("sliding_window") else None
     n_layer, d_ff = f.int("n_layer"), f.int("d_ff")
     kv_lora = f.int("kv_lora_rank", default=0, minimum=0)
+    norms_per_layer = f.int("norms_per_layer", default=2)
+    if norms_per_layer not in (2, 4):
+        raise f.fail("norms_per_layer", f"must be 2 (pre-norm) or 4 (pre- and post-norm, gemma), got {norms_per_layer}")
     if kv_lora and (sliding_window or f.has("layers") and any("sliding_window" in g for g in data.get("layers") or ()
                                                              if isinstance(g, Mapping))):
         raise f.fail("kv_lora_rank", "latent attention with a sliding window is not modelled")
@@ -485,6 +491,7 @@ def model_from_mapping(data: Mapping[str, Any], where: str, source: str = "") ->
         qk_rope_head_dim=f.int("qk_rope_head_dim", default=0 if not kv_lora else None, minimum=0 if not kv_lora else 1),
         v_head_dim=f.int("v_head_dim", default=0 if not kv_lora else head_dim, minimum=0),
         shared_expert_gate=f.bool("shared_expert_gate", True),
+        norms_per_layer=norms_per_layer,
         attention_sinks=f.bool("attention_sinks", False),
         router_bias=f.bool("router_bias", False),
         layer_groups=groups,
@@ -897,6 +904,38 @@ def model_from_hf_config(cfg: Mapping[str, Any], where: str, name: str) -> Model
             "n_expert_active": g("num_experts_per_tok", "experts_per_token"),
         }
         out["layers"] = _attention_layers(cfg, where, n_layer, g("sliding_window"))
+    elif mt == "gemma3":  # the multimodal wrapper: the language model is its text_config (the vision tower is not modelled)
+        text = cfg.get("text_config")
+        if not isinstance(text, Mapping):
+            raise ProfileError(f"{where}: field 'text_config': missing or not an object (gemma3 keeps its language model there)")
+        return model_from_hf_config(dict(text) | {"model_type": "gemma3_text"}, f"{where}: text_config", name)
+    elif mt == "gemma3_text":
+        # Gemma3TextConfig's defaults where the published configs leave keys out (gemma-3-27b-it's text_config
+        # gives only the sizes): vocab 262208, 131072 positions, one full-attention layer in 6, tied embeddings
+        n_layer = g("num_hidden_layers")
+        pattern = cfg.get("sliding_window_pattern") or 6
+        out |= {
+            "n_layer": n_layer,
+            "d_model": g("hidden_size"),
+            "n_head": g("num_attention_heads"),
+            "n_kv_head": g("num_key_value_heads"),
+            "head_dim": g("head_dim"),
+            "d_ff": g("intermediate_size"),
+            "ffn": "geglu",
+            "vocab_size": g("vocab_size", default=262208),
+            "max_seq_len": g("max_position_embeddings", default=131072),
+            "tied_embeddings": bool(cfg.get("tie_word_embeddings", True)),
+            "norm": "rmsnorm",
+            "positional": "rope",
+            "bias": bool(cfg.get("attention_bias")),
+            "norms_per_layer": 4,
+        }
+        if cfg.get("layer_types") is not None:
+            out["layers"] = _attention_layers(cfg, where, n_layer, g("sliding_window"))
+        else:  # layer i is global when (i + 1) is a multiple of the pattern, as transformers builds it
+            n_full = n_layer // pattern
+            out["layers"] = [grp for grp in ({"count": n_layer - n_full, "sliding_window": g("sliding_window")},
+                                            {"count": n_full, "sliding_window": None}) if grp["count"]]
     elif mt in ("deepseek_v3", "kimi_k2"):
         n_layer, n_head = g("num_hidden_layers"), g("num_attention_heads")
         n_kv = g("num_key_value_heads", default=n_head)
@@ -982,8 +1021,8 @@ def model_from_hf_config(cfg: Mapping[str, Any], where: str, name: str) -> Model
             "bias": True,
         }
     else:
-        known = ("llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, phi3, gpt_oss, deepseek_v3, kimi_k2, "
-                 "gpt2, opt, gpt_neox")
+        known = ("llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, phi3, gpt_oss, gemma3, gemma3_text, "
+                 "deepseek_v3, kimi_k2, gpt2, opt, gpt_neox")
         raise ProfileError(f"{where}: field 'model_type': unsupported {mt!r} (supported: {known})")
     return model_from_mapping(out, where, source=where)
 

@@ -42,6 +42,10 @@ VARIANTS = {
     # stacks of layer kinds: gpt-oss / Gemma's sliding and full layers, DeepSeek's dense layer before MoE ones
     "stack-window": model_from_mapping(FAMILIES["llama"] | {"name": "tiny-oss", "layers": [
         {"count": 1, "sliding_window": 16}, {"count": 1}]}, "test"),
+    # gemma 3: GeGLU, RMSNorm before and after each sub-layer, local and global layers
+    "gemma": model_from_mapping(FAMILIES["llama"] | {"name": "tiny-gemma", "ffn": "geglu", "norms_per_layer": 4,
+                                                     "layers": [{"count": 1, "sliding_window": 16}, {"count": 1}]},
+                                "test"),
     "stack-moe": model_from_mapping(FAMILIES["moe"] | {"name": "tiny-dsv3", "n_layer": 3, "d_ff_shared": 128, "layers": [
         {"count": 1, "n_expert": 1, "d_ff": 384}, {"count": 2}]}, "test"),
 }

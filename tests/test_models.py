@@ -140,6 +140,7 @@ PUBLISHED = [
     ("qwen3-30b-a3b", 30.5e9, 3.3e9, True, 0.02),  # card: "3.3B activated", two digits (we count 3.353B)
     ("qwen3-235b-a22b", 235e9, 22e9, True, 0.01),
     ("phi-3-medium", 14e9, 14e9, True, 0.01),
+    ("gemma-3-27b", 27e9, 27e9, True, 0.01),  # the language model (27.4B with its 0.4B vision tower)
 ]
 
 
@@ -153,7 +154,7 @@ def test_builtin_parameter_counts_match_published_figures(name, total, active, w
 
 @pytest.mark.parametrize("config, builtin", [
     ("gpt-oss-20b", "gpt-oss-20b"), ("gpt-oss-120b", "gpt-oss-120b"), ("qwen3-30b-a3b", "qwen3-30b-a3b"),
-    ("qwen3-235b-a22b", "qwen3-235b-a22b"), ("phi-3-medium-4k", "phi-3-medium"),
+    ("qwen3-235b-a22b", "qwen3-235b-a22b"), ("phi-3-medium-4k", "phi-3-medium"), ("gemma-3-27b", "gemma-3-27b"),
 ])
 def test_published_config_json_reads_as_the_builtin_profile(config, builtin):
     hf = load_model(str(HF / f"{config}.json"))
@@ -427,3 +428,22 @@ def test_mla_form_option_on_the_command_line():
     assert "mla_kv_up" in names and "mla_q_absorb" not in names
     r = CliRunner().invoke(app, ["analyze", "-m", "deepseek-v3", "--mla-form", "lazy"])
     assert r.exit_code == 2 and "--mla-form" in r.output
+
+
+def test_gemma3_local_global_layers_and_sandwich_norms():
+    m = load_model(str(HF / "gemma-3-27b.json"))
+    # one global layer in 6 (layers 5, 11, ..., 59): 10 global, 52 with a 1024-token window
+    assert [(g.count, g.sliding_window) for g in m.layer_groups] == [(52, 1024), (10, None)]
+    # 4 RMSNorms per layer and the final one: 249 launches; GeGLU has a gate row
+    ops = rows(enumerate_ops(m, "decode", 1, kv_len=4000))
+    assert ops[("norm", "rmsnorm")].launches == 4 * 62 + 1
+    assert ("ffn_gate", "") in ops
+    # KV cache at 8000 positions, bf16: K and V of 16 heads x 128 = 8 KiB per token and layer;
+    # 52 layers keep 1024 tokens, 10 keep 8000: (52 x 1024 + 10 x 8000) x 8192 B
+    sc = Scenario(prompt_len=7000, gen_len=1001, dtypes=Dtypes.of("bf16"))
+    assert memory_use(m, sc, 1).kv_cache_bytes == (52 * 1024 + 10 * 8000) * 8192
+    # the multimodal wrapper's text_config is read as its own config (a misspelt key inside it is still named)
+    cfg = json.loads((HF / "gemma-3-27b.json").read_text())
+    cfg["text_config"]["num_key_value_head"] = 16
+    with pytest.raises(ProfileError, match="did you mean 'num_key_value_heads'"):
+        model_from_hf_config(cfg, "c.json", "g")

@@ -122,7 +122,7 @@ def _uniform_ops(model: ModelSpec, phase: str, batch: int, q: int, kv_len: int, 
     norm_weights = model.norm_params * w_other
     ops: list[OpCost] = [
         elementwise_cost(
-            "norm", rows=T, width=d, a_bytes=a, launches=2 * nl + (1 if head else 0), compute_dtype=cd, ctx=ctx,
+            "norm", rows=T, width=d, a_bytes=a, launches=model.norms_per_layer * nl + (1 if head else 0), compute_dtype=cd, ctx=ctx,
             weight_bytes=norm_weights, variant=model.norm,
         ),
     ]
@@ -143,7 +143,7 @@ def _uniform_ops(model: ModelSpec, phase: str, batch: int, q: int, kv_len: int, 
     else:
         moe = {}
     ffn = mm | moe
-    if model.ffn == "swiglu":
+    if model.n_ffn_matrices == 3:  # gated: swiglu, geglu
         ops.append(matmul_cost("ffn_gate", tokens=T, k=d, n=model.d_ff, **ffn))
     ops.append(matmul_cost("ffn_up", tokens=T, k=d, n=model.d_ff, **ffn))
     ops.append(matmul_cost("ffn_down", tokens=T, k=model.d_ff, n=d, **ffn))

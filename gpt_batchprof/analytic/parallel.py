@@ -211,7 +211,7 @@ def weight_split(model: ModelSpec, par: Parallelism, dtypes: Dtypes) -> WeightSp
     we = DTYPE_BYTES[dtypes.expert_weight] if m.is_moe else w  # routed experts' own dtype (gpt-oss: mxfp4)
     sharded = (2 * d * q_local + n_mat * d * fs) * w + n_mat * d * experts * f * we \
         + (0 if kv_replicated else kv_mat + kv_bias)
-    replicated = 2 * norm * wo + (kv_mat + kv_bias if kv_replicated else 0)
+    replicated = m.norms_per_layer * norm * wo + (kv_mat + kv_bias if kv_replicated else 0)
     if m.bias:  # column-parallel biases are split, row-parallel ones (added after the all-reduce) are whole
         sharded += (q_local + experts * (n_mat - 1) * f) * wo
         replicated += (d + experts * d) * wo

@@ -153,7 +153,8 @@ class FeedForward(nn.Module):
     def __init__(self, spec: ModelSpec):
         super().__init__()
         d, f = spec.d_model, spec.d_ff
-        self.gated = spec.ffn == "swiglu"
+        self.gated = spec.n_ffn_matrices == 3
+        self.act = F.silu if spec.ffn == "swiglu" else (lambda t: F.gelu(t, approximate="tanh"))
         if self.gated:
             self.ffn_gate = nn.Linear(d, f, bias=spec.bias)
         self.ffn_up = nn.Linear(d, f, bias=spec.bias)
@@ -161,7 +162,7 @@ class FeedForward(nn.Module):
 
     def forward(self, x):  # (N, d) or (B, T, d)
         if self.gated:
-            return self.ffn_down(F.silu(self.ffn_gate(x)) * self.ffn_up(x))
+            return self.ffn_down(self.act(self.ffn_gate(x)) * self.ffn_up(x))
         return self.ffn_down(F.gelu(self.ffn_up(x), approximate="tanh"))
 
 
@@ -233,12 +234,18 @@ class Block(nn.Module):
     def __init__(self, spec: ModelSpec, attention: str):
         super().__init__()
         self.norm_attn, self.norm_ffn = _norm(spec), _norm(spec)
+        # gemma 2/3: each sub-layer's output is normalised too, before the residual add
+        self.post = spec.norms_per_layer == 4
+        if self.post:
+            self.norm_attn_out, self.norm_ffn_out = _norm(spec), _norm(spec)
         self.attn = Attention(spec, attention)
         self.ffn = MoE(spec) if spec.is_moe else FeedForward(spec)
 
     def forward(self, x, k_cache, v_cache, pos: int, rope, slopes):
-        x = x + self.attn(self.norm_attn(x), k_cache, v_cache, pos, rope, slopes)
-        return x + self.ffn(self.norm_ffn(x))
+        a = self.attn(self.norm_attn(x), k_cache, v_cache, pos, rope, slopes)
+        x = x + (self.norm_attn_out(a) if self.post else a)
+        f = self.ffn(self.norm_ffn(x))
+        return x + (self.norm_ffn_out(f) if self.post else f)
 
 
 class GPT(nn.Module):
