@@ -108,14 +108,31 @@ def test_decode_sum_of_a_stack_equals_the_step_by_step_sum():
     assert closed == pytest.approx(walked, rel=1e-12)
 
 
-def test_a_stack_on_several_gpus_is_refused_in_one_line():
+def test_a_stack_over_several_gpus():
     from gpt_batchprof.analytic import Parallelism
+    from gpt_batchprof.analytic.parallel import weight_split
 
     hw = hardware_from_mapping({"name": "g", "kind": "gpu", "memory_gb": 80, "memory_bandwidth_gb_s": 2000,
                                 "peak_tflops": {"fp16": 300}, "interconnect": {"name": "x", "bandwidth_gb_s": 100}},
                                "test")
-    with pytest.raises(BatchprofError, match="stack of different layer kinds"):
-        serving_report(stack(), hw, Scenario(prompt_len=8, gen_len=4), (1,), Parallelism(tp=2))
+    # layers that differ only in their attention split like a uniform model: tp 2 halves the heads
+    ops = rows(enumerate_ops(stack(), "decode", 1, kv_len=10, parallel=Parallelism(tp=2)))
+    # window layer: 2 of the 4 heads x 4 keys x 2 x 16 = 256 FLOPs; full layer: 2 x 11 x 32 = 704
+    assert ops[("attn_score", "window 4")].flops == 256 and ops[("attn_score", "full")].flops == 704
+    assert ("tp_allreduce", "") in ops
+    # each GPU keeps its 2 K/V heads of both kinds: half the single-GPU cache (7680 B for 2 sequences)
+    sc = Scenario(prompt_len=8, gen_len=4)
+    assert memory_use(stack(), sc, 2, Parallelism(tp=2)).kv_cache_bytes == 7680 / 2
+    # on one GPU the per-GPU split counts what the model counts (gpt-oss: sinks and router biases included)
+    oss = load_model("gpt-oss-20b")
+    assert weight_split(oss, Parallelism(), Dtypes.of("bf16")).total_bytes == oss.weight_bytes("bf16", "bf16")
+    serving_report(oss, hw, Scenario(prompt_len=64, gen_len=8), (1, 4), Parallelism(tp=2, ep=2))
+    # a stack of dense and MoE layers, or pipeline stages of a stack, are refused in one line
+    mixed = model_from_mapping(STACK | {"n_layer": 2, "d_ff": 32, "n_expert": 4, "n_expert_active": 2,
+                                        "layers": [{"count": 1, "n_expert": 1, "d_ff": 128}, {"count": 1}]}, "t")
+    for model, par in ((mixed, Parallelism(tp=2)), (stack(), Parallelism(pp=2))):
+        with pytest.raises(BatchprofError, match="stack of different layer kinds"):
+            serving_report(model, hw, Scenario(prompt_len=8, gen_len=4), (1,), par)
 
 
 @pytest.mark.parametrize("layers, msg", [

@@ -100,9 +100,13 @@ class Parallelism:
         if m.is_mla and not self.is_single:
             raise BatchprofError(f"{self.label()}: {m.name} uses multi-head latent attention; splitting it over "
                                  "several GPUs is not modelled yet (run it on one: --tp 1 --pp 1 --ep 1)")
-        if m.is_stack and not self.is_single:
-            raise BatchprofError(f"{self.label()}: {m.name} is a stack of different layer kinds; splitting one "
-                                 "over several GPUs is not modelled yet (run it on one: --tp 1 --pp 1 --ep 1)")
+        if m.is_stack and not self.is_single and (self.pp > 1 or len({g.ffn_kind for g in m.layer_groups}) > 1):
+            raise BatchprofError(
+                f"{self.label()}: {m.name} is a stack of different layer kinds; tensor and expert parallelism "
+                "are modelled for stacks whose layers differ only in their attention (--pp 1), not this one")
+        for g in m.layer_groups:
+            if g.d_ff % tp or g.d_ff_shared % tp:
+                raise BatchprofError(f"--tp {tp} does not divide the FFN width of {m.name}'s {g.ffn_kind} layers")
         if m.n_head % tp:
             raise BatchprofError(f"--tp {tp} does not divide {m.name}'s {m.n_head} query heads")
         if m.n_kv_head % tp and tp % m.n_kv_head:
@@ -151,6 +155,7 @@ def local_model(model: ModelSpec, par: Parallelism) -> ModelSpec:
     Its operators are those of the sharded model; experts keep their count (expert
     parallelism is applied to the MoE rows separately).
     """
+    groups = tuple(replace(g, d_ff=g.d_ff // par.tp, d_ff_shared=g.d_ff_shared // par.tp) for g in model.layer_groups)
     return replace(
         model,
         name=f"{model.name}/{par.label()}",
@@ -160,7 +165,18 @@ def local_model(model: ModelSpec, par: Parallelism) -> ModelSpec:
         d_ff=model.d_ff // par.tp,
         d_ff_shared=model.d_ff_shared // par.tp,
         vocab_size=padded_vocab_per_gpu(model, par.tp),
+        layer_groups=groups,  # a stack (one FFN kind, see Parallelism.check): each group's FFN split alike
     )
+
+
+def ffn_uniform(model: ModelSpec) -> ModelSpec:
+    """A stack whose layers differ only in their attention, as a uniform model with its one FFN kind
+    (weights and the expert-parallel FFN rows do not depend on the attention window)."""
+    if not model.layer_groups:
+        return model
+    g = model.layer_groups[0]
+    return replace(model, d_ff=g.d_ff, n_expert=g.n_expert, n_expert_active=g.n_expert_active,
+                   d_ff_shared=g.d_ff_shared, sliding_window=None, layer_groups=())
 
 
 def replica_batch(batch: int, par: Parallelism) -> int:
@@ -197,7 +213,7 @@ def weight_split(model: ModelSpec, par: Parallelism, dtypes: Dtypes) -> WeightSp
     (embeddings, LM head, norms, router, biases) at the activation dtype when the weights are a
     quantised format.
     """
-    m, tp = model, par.tp
+    m, tp = ffn_uniform(model), par.tp
     w = DTYPE_BYTES[dtypes.weight]
     wo = DTYPE_BYTES[dtypes.unquantised]
     d, hd, n_mat = m.d_model, m.head_dim, m.n_ffn_matrices
@@ -216,8 +232,10 @@ def weight_split(model: ModelSpec, par: Parallelism, dtypes: Dtypes) -> WeightSp
         sharded += (q_local + experts * (n_mat - 1) * f) * wo
         replicated += (d + experts * d) * wo
     if m.is_moe:
-        replicated += d * m.n_expert * wo  # router
-    if m.d_ff_shared:
+        replicated += (d + (1 if m.router_bias else 0)) * m.n_expert * wo  # router (and its bias)
+    if m.attention_sinks:
+        sharded += m.n_head // tp * wo  # one sink per query head
+    if m.d_ff_shared and m.shared_expert_gate:
         replicated += d * wo  # the shared expert's gate
     vocab = padded_vocab_per_gpu(m, tp) * d * wo
     positions = m.max_seq_len * d * wo if m.positional == "learned" else 0
@@ -265,6 +283,7 @@ def shard_ops(local: tuple[OpCost, ...], model: ModelSpec, phase: str, batch: in
     Every row totals the stage's ``micro_batches`` micro-batches; the step time follows
     from them with :func:`pipelined`.
     """
+    model = ffn_uniform(model)
     loc = local_model(model, par)
     b = micro_batch(batch, par)
     ops = list(local)
