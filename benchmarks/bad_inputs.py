@@ -78,6 +78,12 @@ def make_files(d: Path) -> None:
         "hw-dup.yaml": hw + "kind: gpu\n",
         "hw-binary.yaml": b"\x89PNG\r\n\x1a\n" + bytes(range(200)),
         "hw-nan.yaml": _sub(hw, "memory_bandwidth_gb_s", "memory_bandwidth_gb_s: .nan"),
+        # a measured: table claiming 1e9 GFLOP/s of an A100's 312 TFLOP/s fp16 (issue 19)
+        "hw-impossible-table.yaml": "name: impossible\nkind: gpu\nmemory_gb: 80\nmemory_bandwidth_gb_s: 2039\n"
+                                    "peak_tflops: {fp16: 312}\n"
+                                    "measured:\n  device_name: x\n  torch_version: '0'\n  threads: 1\n"
+                                    "  date: '2026-12-04'\n  overhead_us: {eager: 5}\n  tables:\n"
+                                    "    matmul.fp16: {unit: GFLOP/s, m: [1], n: [4096], k: [4096], values: [[[1.0e+9]]]}\n",
         "hf-nan/config.json": json.dumps(HF_LLAMA)[:-1] + ', "hidden_size": NaN}',
         "hf-inf/config.json": json.dumps(HF_LLAMA | {"rms_norm_eps": 1e-05})[:-1] + ', "rope_theta": 1e400}',
         "hf-dup/config.json": json.dumps(HF_LLAMA)[:-1] + ', "num_hidden_layers": 40}',
@@ -100,6 +106,16 @@ def make_files(d: Path) -> None:
                              '"hardware": "a100-80gb", "predicted_time_s": NaN}\n',
         "exp[draft]/m.yaml": _sub(model, "n_kv_head", "n_kv_heads: 8"),
         "subdir/config.json": json.dumps(HF_LLAMA),
+        # --engine hf: what transformers would build differently, or only refuse with a KeyError deep inside
+        "gpt2-mqa.yaml": _sub(_builtin("models", "gpt2"), "n_kv_head", "n_kv_head: 1"),
+        "gpt2-window.yaml": _builtin("models", "gpt2") + "sliding_window: 256\n",
+        "gpt2-experts.yaml": _builtin("models", "gpt2") + "n_expert: 4\nn_expert_active: 2\n",
+        # a window on a llama label (a Gemma-2 config relabelled) would be dropped; qwen2's windowed and
+        # full layers are a stack of layer kinds now, no longer a bad input
+        "hf-llama-window/config.json": json.dumps(HF_LLAMA | {"sliding_window": 4096}),
+        "trace-ns.csv": "arrival_s,prompt_len,gen_len\n1.7e18,64,8\n1.7000000005e18,64,8\n",
+        "hf-act/config.json": json.dumps(HF_LLAMA | {"hidden_act": "swishy"}),
+        "hf-rope/config.json": json.dumps(HF_LLAMA | {"rope_scaling": {"rope_type": "bogus", "factor": 2.0}}),
     }
     for rel, content in files.items():
         p = d / rel
@@ -131,6 +147,13 @@ def _make_results(d: Path) -> None:
     (d / "wrong-type.jsonl").write_text(jl[0] + json.dumps(json.loads(jl[1]) | {"batch": "many"}) + "\n")
     (d / "list-row.jsonl").write_text(jl[0] + "[1, 2]\n")
     (d / "locked.csv").write_text(lines[0] + lines[1])
+    header = lines[0].rstrip("\n").split(",")
+    for name, col, value in (("neg-time", "predicted_time_s", "-1"), ("zero-time", "predicted_time_s", "0"),
+                             ("inf-time", "predicted_time_s", "inf"), ("batch-0", "batch", "0"),
+                             ("batch-1.5", "batch", "1.5"), ("neg-rate", "predicted_items_per_s", "-5")):
+        cells = lines[2].rstrip("\n").split(",")  # an analytic row: no quoted cells
+        cells[header.index(col)] = value
+        (d / f"{name}.csv").write_text(lines[0] + lines[1] + ",".join(cells) + "\n")
 
 
 # --------------------------------------------------------------------------- the table
@@ -163,12 +186,15 @@ def cases() -> list[Case]:
     a("config.json MLA", "kv_lora_rank", "-m", "hf-mla/config.json")
     a("config.json experts on dense", "num_local_experts", "-m", "hf-moe-on-dense/config.json")
     a("config.json binary", "not utf-8", "-m", "hf-binary/config.json")
+    a("config.json window on a llama label", "would be dropped", "-m", "hf-llama-window/config.json")
     a("config.json a list", "json object", "-m", "hf-list/config.json")
     a("hardware misspelt key", "did you mean 'launch_overhead_us'", "-H", "hw-misspelt.yaml")
     a("hardware duplicate key", "duplicate key 'kind'", "-H", "hw-dup.yaml")
     a("hardware binary", "not utf-8", "-H", "hw-binary.yaml")
     a("hardware NaN", "memory_bandwidth_gb_s", "-H", "hw-nan.yaml")
     a("hardware is a directory", "is a directory", "-H", "emptydir")
+    a("hardware table above its peak", "1e+09 GFLOP/s is 3.21e+03x the profile's peak fp16", "-H",
+      "hw-impossible-table.yaml")
     # analyze: option values
     a("batch 1e300", "--batch", "-b", "1e300")
     a("batch 10^40", "--batch", "-b", big)
@@ -197,6 +223,10 @@ def cases() -> list[Case]:
                   shell="{cli} analyze --per-op -b 1..256 | true"))
     c.append(Case("stdout is /dev/full", ("analyze",), "no space", process=True,
                   shell="{cli} analyze -f json >/dev/full"))
+    for cmd in ("analyze -f json", "analyze", "sweep -m gpt2 -b 1,2 -s 64 --no-progress -f json",
+                "simulate -n 20 -r 5 -f json", "profiles list", "analyze --help", "--version"):  # fd 1 closed
+        c.append(Case(f"{cmd} with stdout closed (>&-)", (cmd.split()[0],), "stdout: closed", process=True,
+                      shell="{cli} " + cmd + " >&-"))
     # bench / calibrate: all refused during validation, before torch times anything
     b = lambda name, expect, *args: c.append(Case(name, ("bench",) + args, expect))  # noqa: E731
     b("bench --rep-ms nan", "--rep-ms", "--rep-ms", "nan")
@@ -243,6 +273,9 @@ def cases() -> list[Case]:
     s("--overwrite without -o", "--overwrite", "--overwrite")
     s("results file held by another sweep", "in use", "-o", "locked.csv", "--resume", hold_lock="locked.csv")
     s("results as .txt", ".csv or .jsonl", "-o", "protected.txt")
+    s("sweep an empty --model list", "--model: no values given", "-m", ",")
+    s("sweep an empty --op list", "--op: no values given", "--op", ", ,")
+    s("sweep an empty --phase list", "--phase: no values given", "--phase", ",")
     s("sweep --export is a directory", "is a directory", "-f", "csv", "--export", "emptydir")
     # plot
     p = lambda name, expect, *args: c.append(Case(name, ("plot",) + args + ("--plot", "plots"), expect))  # noqa: E731
@@ -255,6 +288,57 @@ def cases() -> list[Case]:
     p("plot duplicate keys json", "duplicate key", "results-dup.json")
     p("plot a directory", "is a directory", "emptydir")
     p("plot missing file", "cannot read", "nothing.csv")
+    p("plot a negative time", "neg-time.csv: point 2: predicted_time_s is '-1'", "neg-time.csv")
+    p("plot a zero time", "not a finite time > 0", "zero-time.csv")
+    p("plot an infinite time", "not a finite time > 0", "inf-time.csv")
+    p("plot batch 0", "batch is '0', not a whole number >= 1", "batch-0.csv")
+    p("plot batch 1.5", "batch is '1.5'", "batch-1.5.csv")
+    p("plot a negative rate", "predicted_items_per_s", "neg-rate.csv")
+    # output paths: refused before any work (issue 19), so no result is measured only to be lost
+    u = "protected.txt/out"  # a path under a file: no folder can be made there
+    for args in (("generate", "-o", u + ".json"), ("generate", "-o", "emptydir"), ("bench", "-o", u + ".json"),
+                 ("calibrate", "-o", u + ".yaml"), ("analyze", "-f", "json", "-o", u + ".json"),
+                 ("simulate", "-r", "5", "-o", u + ".csv"), ("profiles", "list", "-o", u + ".txt")):
+        c.append(Case(f"{args[0]} {' '.join(args[1:])}", args, "emptydir" if "emptydir" in args else "not a folder"))
+    c.append(Case("sweep --export under a file", ("sweep", "-m", "gpt2", "-b", "1", "-s", "64", "--export", u),
+                  "--export"))
+    c.append(Case("sweep --plot is a file", ("sweep", "-m", "gpt2", "-b", "1", "-s", "64", "--plot", "protected.txt"),
+                  "--plot protected.txt: is a file"))
+    c.append(Case("simulate -o onto earlier results", ("simulate", "-r", "5", "-n", "5", "-o", "results.csv"),
+                  "choose another -o, or remove it"))
+    # (2 x 28 heads x 30000^2 scores + 2 x 30000 x 3584 residual) x 2 B + 152064 x 4 B = 94.3 GiB > 80 GiB
+    c.append(Case("simulate a 30k prompt whose activations cannot fit",
+                  ("simulate", "-m", "qwen2-7b", "-r", "1", "-n", "3", "--prompt-len", "30000", "--gen-len", "16",
+                   "--no-chunked-prefill", "--attention", "unfused"),
+                  "activations of one step (94.3 GiB for a 30000-token prompt)"))
+    c.append(Case("simulate a trace in ns read as seconds", ("simulate", "--trace", "trace-ns.csv"), "in ms or ns?"))
+    c.append(Case("simulate --plot is a file", ("simulate", "-r", "5", "--plot", "protected.txt"), "--plot"))
+    c.append(Case("plot --plot is a file", ("plot", "results.csv", "--plot", "protected.txt"), "not a folder"))
+    # generate --engine hf: refused before any weight is built (issue 19)
+    for m, expect in (("gpt2-mqa.yaml", "no MQA (1 K/V heads for 12 query heads)"),
+                      ("gpt2-window.yaml", "no sliding window (256)"), ("gpt2-experts.yaml", "no experts (4)"),
+                      ("hf-act/config.json", "hidden_act 'swishy' is not an activation"),
+                      ("hf-rope/config.json", "rope_scaling type 'bogus'")):
+        c.append(Case(f"generate --engine hf {m}", ("generate", "--engine", "hf", "-m", m), expect))
+    # option limits: one table (cli.common.LIMITS), refused before any work (issue 19)
+    for args, expect in ((("generate", "--threads", "100000"), "--threads: must be between 1 and 4096"),
+                         (("generate", "--runs", "5000"), "--runs: at most 1000"),
+                         (("bench", "--threads", "5000"), "--threads: must be between 1 and 4096, got 5000"),
+                         (("calibrate", "--threads", "5000"), "--threads: must be between 1 and 4096"),
+                         (("sweep", "-m", "gpt2", "--mode", "live", "--threads", "5000"), "--threads: must be between"),
+                         (("simulate", "-r", "5", "--tp", "2048"), "--tp: at most 1024"),
+                         (("generate", "--warmup-runs", "5000"), "--warmup-runs: at most 1000"),
+                         (("simulate", "-r", "5", "-n", "2147483647"), "--requests: at most 10000000"),
+                         (("simulate", "-r", "5", "--duration", "1e9"), "--duration: at most 1000000"),
+                         (("simulate", "-r", "1000", "--duration", "100000"), "about 1e+08 requests"),
+                         (("simulate", "-r", "1..5", "--rate-points", "100000"), "--rate-points: at most 1000"),
+                         (("simulate", "-c", "2000000"), "--concurrency: at most 1000000"),
+                         (("calibrate", "--tp", "5000"), "--tp: at most 1024"),
+                         (("calibrate", "--device", "cpu", "--tp", "1000"), "gloo over 1000 processes"),
+                         (("analyze", "--pp", "2000"), "--pp: at most 1024"),
+                         (("sweep", "-m", "gpt2", "-b", "1", "-s", "64", "--layers", "1000000"), "--layers: at most"),
+                         (("bench", "--rep-ms", "1e6"), "--rep-ms: at most 60000")):
+        c.append(Case(" ".join(args), args, expect))
     # profiles
     c.append(Case("profiles show -f xml", ("profiles", "show", "gpt2", "-f", "xml"), "--format"))
     c.append(Case("profiles show [/]", ("profiles", "show", "[/]"), "[/]"))

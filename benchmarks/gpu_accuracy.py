@@ -6,12 +6,14 @@ measurements at points the profiles did NOT keep (held out: m, n, k, batch, leng
 layout off the kept grid, `gpt_batchprof.measure.aiconfigurator.GRIDS`):
 
 - per operator family and regime: bf16 GEMMs (decode m <= 64, mid, prefill m >= 1024),
-  fp8 GEMMs, fused attention in decode and prefill;
+  fp8 GEMMs, fused attention in decode and prefill, and fused MoE layers (leave one model
+  configuration out: each configuration judged on tables built without it);
 - whole steps of three models whose every layer kernel the database measured exactly
   (Qwen3-8B: dense GQA; OPT-6.7B: MHA; Qwen3-30B-A3B: MoE, 128 experts top-8): the sum of
   the measured kernels of the transformer layers (QKV, attention, out-projection, FFN or
   router + fused MoE) against the sum of the same operators predicted; the LM head, norms,
-  rotary and residual kernels are not in the database and are left out of both sides.
+  rotary and residual kernels are not in the database and are left out of both sides. The MoE
+  model is judged on tables built without its own MoE configuration.
 
 Errors are predicted / measured - 1 (negative: predicted too fast). Launch mode: graphs (the
 database's kernels are what a CUDA-graph step replays). Needs the optional extra:
@@ -51,17 +53,14 @@ MODELS = {  # published config.json shapes (Hugging Face), as our model YAML fie
 LAYER_OPS = ("qkv_proj", "attn_fused", "out_proj", "ffn_gate", "ffn_up", "ffn_down", "moe_router")
 
 
-def quantile(xs: list[float], q: float) -> float:
-    s = sorted(xs)
-    pos = (len(s) - 1) * q
-    lo = int(pos)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+def p90(xs: list[float]) -> float:
+    """The 90th percentile, interpolated between order statistics (as numpy's default)."""
+    return statistics.quantiles(xs, n=10, method="inclusive")[8] if len(xs) > 1 else xs[0]
 
 
 def stats(errors: list[float]) -> str:
     a = [abs(e) for e in errors]
-    return (f"{len(a)} | {100 * statistics.median(a):.1f}% | {100 * quantile(a, 0.9):.1f}% | "
+    return (f"{len(a)} | {100 * statistics.median(a):.1f}% | {100 * p90(a):.1f}% | "
             f"{100 * statistics.median(errors):+.1f}%") if a else "0 | - | - | -"
 
 
@@ -115,14 +114,14 @@ def attention_rows(db, gpu_hw, sheet, rng, samples):
         df = df[df["kernel_source"] == aic._pick_kernel(df, phase)]
         grid = aic.GRIDS[f"attn_{phase}"]
         points = aic.attention_points(df, phase)
-        batches, heads, kvs = ({k[i] for k in points} for i in range(3))
         kept = set()
-        for bkv in grid["batch_kv_heads"]:
-            for g in grid["gqa"]:
-                lay = aic.layout_for(int(bkv), int(g), batches, kvs, heads)
-                if lay:
-                    for L in grid["kv_len" if phase == "decode" else "seq_len"]:
-                        for hd in grid["head_dim"]:
+        for hd in grid["head_dim"]:
+            layouts = {(b, h, kv) for (b, h, kv, d, _) in points if d == hd}
+            for bkv in grid["batch_kv_heads"]:
+                for g in grid["gqa"]:
+                    lay = aic.layout_for(int(bkv), int(g), layouts)
+                    if lay:
+                        for L in grid["kv_len" if phase == "decode" else "seq_len"]:
                             kept.add((lay[0], lay[1], lay[2], int(hd), int(L)))
         lengths = grid["kv_len" if phase == "decode" else "seq_len"]
         cands = [(k, t) for k, t in points.items()
@@ -132,6 +131,45 @@ def attention_rows(db, gpu_hw, sheet, rng, samples):
         for (b, h, kv, hd, keys), t in rng.sample(cands, min(samples, len(cands))):
             cal, roof = errors_of(attention_cost(phase, b, h, kv, hd, keys), t, gpu_hw, sheet)
             out.append((f"attention {phase}", cal, roof))
+    return out
+
+
+def moe_model(h: int, i: int, k: int, e: int):
+    return model_from_mapping({"name": "moe-probe", "n_layer": 1, "d_model": h, "n_head": max(1, h // 128),
+                               "head_dim": 128, "d_ff": i, "ffn": "swiglu", "vocab_size": 32000,
+                               "max_seq_len": 4096, "norm": "rmsnorm", "n_expert": e, "n_expert_active": k}, "probe")
+
+
+EXPERT_OPS = ("ffn_gate", "ffn_up", "ffn_down")
+
+
+def without_config(gpu_hw, db, cfg):
+    """The profile with its moe table rebuilt without one model configuration (leave one out)."""
+    import pandas as pd
+
+    df = pd.read_parquet(aic.newest(db.root, "moe", "vllm", "moe_perf.parquet"))
+    gap = gpu_hw.graph_launch_overhead_s or 0.0
+    t, _ = aic.moe_table(df, gap, exclude=(cfg,))
+    tables = dict(gpu_hw.measured.tables) | {t.name: t}
+    return dataclasses.replace(gpu_hw, measured=dataclasses.replace(gpu_hw.measured, tables=tables))
+
+
+def moe_rows(db, gpu_hw, sheet):
+    import pandas as pd
+
+    curves = aic.moe_curves(pd.read_parquet(aic.newest(db.root, "moe", "vllm", "moe_perf.parquet")))
+    out = []
+    for cfg, pts in curves.items():
+        hw_out = without_config(gpu_hw, db, cfg)
+        model = moe_model(*cfg)
+        for t_tokens in sorted({p_[1] / (6.0 * cfg[2] * cfg[0] * cfg[1]) for p_ in pts}):
+            T = int(round(t_tokens))
+            meas = next(lat for m, f, lat in pts if round(f / (6.0 * cfg[2] * cfg[0] * cfg[1])) == T)
+            ops = [o for o in enumerate_ops(model, "decode", T, 1, 0, dtypes=BF16) if o.op in EXPERT_OPS]
+            cal = sum(predict(o, hw_out, "graphs").time_s for o in ops)
+            roof = sum(predict(o, sheet, "graphs").time_s for o in ops)
+            regime = "MoE tokens<=64" if T <= 64 else "MoE tokens>64"
+            out.append((regime, cal / meas - 1, roof / meas - 1))
     return out
 
 
@@ -184,6 +222,8 @@ def step_rows(db, gpu_hw, sheet, kernels: Kernels):
     cases += [("prefill", b, s, s) for b in (1, 2, 4) for s in (512, 1024, 2048)]
     for name, spec in MODELS.items():
         model = model_from_mapping({"name": name.split()[0]} | spec, name)
+        hw_m = (without_config(gpu_hw, db, (model.d_model, model.d_ff, model.n_expert_active, model.n_expert))
+                if model.n_expert > 1 else gpu_hw)
         for phase, b, q, keys in cases:
             meas = kernels.layer(model, phase, b, q, keys)
             if meas is None:
@@ -192,7 +232,7 @@ def step_rows(db, gpu_hw, sheet, kernels: Kernels):
             ops = [o for o in enumerate_ops(model, phase, b, q, kv_len, dtypes=BF16, attention="fused")
                    if o.op in LAYER_OPS]
             per_layer = lambda hw: sum(predict(o, hw, "graphs").time_s for o in ops) / model.n_layer  # noqa: E731
-            cal, roof = per_layer(gpu_hw), per_layer(sheet)
+            cal, roof = per_layer(hw_m), per_layer(sheet)
             out.append((name, phase, b, keys, meas, cal, roof))
     return out
 
@@ -216,7 +256,8 @@ def main(argv=None) -> int:
         db = aic.locate(gpu)
         rng = random.Random(args.seed)
         print(f"{gpu}: per-operator ...", file=sys.stderr)
-        ops = gemm_rows(db, hw, sheet, rng, args.samples) + attention_rows(db, hw, sheet, rng, args.samples)
+        ops = (gemm_rows(db, hw, sheet, rng, args.samples) + attention_rows(db, hw, sheet, rng, args.samples)
+               + moe_rows(db, hw, sheet))
         lines += [f"## {gpu} ({hw.measured.device_name}; tables: {hw.measured.source.get('framework')} "
                   f"{hw.measured.source.get('framework_version')})", "",
                   "### Per operator, held-out shapes", "",

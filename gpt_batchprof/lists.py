@@ -21,7 +21,11 @@ N = TypeVar("N", int, float)
 def _parse_list(text: str, option: str, one: Callable[[str], N], span: Callable[[N, N], list[N]],
                 example: str) -> tuple[N, ...]:
     values: list[N] = []
-    for part in (p.strip() for p in str(text).split(",")):
+    parts = [p.strip() for p in str(text).split(",")]
+    if len(parts) > 1 and not all(parts):
+        raise BatchprofError(f"{option}: empty item in '{text}' (write values separated by single commas, "
+                             "like 1,2,8)")
+    for part in parts:
         if not part:
             continue
         try:
@@ -63,8 +67,11 @@ def parse_float_list(text: str, option: str, points: int = 8) -> tuple[float, ..
     """'5', '1,2,4' or 'a..b' (``points`` values evenly spaced from a to b); all finite and > 0."""
 
     def spaced(lo: float, hi: float) -> list[float]:
-        if not hi > lo or points < 2:
-            raise ValueError
+        if points < 2:
+            raise BatchprofError(f"--rate-points must be >= 2 to space values over a range, got {points}")
+        if not hi > lo:
+            raise BatchprofError(f"{option}: the range {lo:g}..{hi:g} must go upwards (write {hi:g}..{lo:g})"
+                                 if hi < lo else f"{option}: the range {lo:g}..{hi:g} is empty (give one value)")
         return [lo + (hi - lo) * i / (points - 1) for i in range(points)]
 
     values = _parse_list(text, option, float, spaced, "numbers like 5 or 1,2,4 or a range 1..20")
@@ -74,5 +81,10 @@ def parse_float_list(text: str, option: str, points: int = 8) -> tuple[float, ..
     return values
 
 
-def parse_name_list(text: str) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(p.strip() for p in str(text).split(",") if p.strip()))
+def parse_name_list(text: str, option: str | None = None) -> tuple[str, ...]:
+    """'a,b,a' -> ('a', 'b'); with ``option``, a list of nothing (',') is refused as the
+    number lists are, instead of silently meaning "the default"."""
+    names = tuple(dict.fromkeys(p.strip() for p in str(text).split(",") if p.strip()))
+    if option is not None and not names:
+        raise BatchprofError(f"{option}: no values given")
+    return names

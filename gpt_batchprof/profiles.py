@@ -319,6 +319,25 @@ class Interconnect:
 
 
 INTERCONNECT_KEYS = ("name", "bandwidth_gb_s", "latency_us")
+ENGINE_KEYS = ("name", "per_step_us", "per_layer_us", "per_request_us", "source")
+
+
+@dataclass(frozen=True)
+class EngineOverhead:
+    """What a serving engine adds to the kernels of each forward step, beyond the operators priced:
+
+    ``per_step_s`` once per step (scheduling, input preparation, sampling launch); ``per_layer_s``
+    per layer of the step (glue kernels between the big ones: rotary, KV-cache write, activation);
+    ``per_request_s`` per sequence in the step (sampling, detokenisation, output processing)."""
+
+    name: str
+    per_step_s: float
+    per_layer_s: float
+    per_request_s: float
+    source: str = ""
+
+    def step_s(self, layers: int, sequences: int) -> float:
+        return self.per_step_s + layers * self.per_layer_s + sequences * self.per_request_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,6 +356,7 @@ class HardwareSpec:
     source: str = ""
     interconnect: Interconnect | None = None  # how devices of this kind talk to each other (TP/PP/EP)
     measured: MeasuredTables | None = None  # efficiency tables from `calibrate` (the `measured:` section)
+    engine: EngineOverhead | None = None  # a serving engine's per-step costs beyond the kernels (`engine:`)
 
     def peak(self, dtype: str) -> float:
         """Peak FLOP/s for matmuls in ``dtype``."""
@@ -362,8 +382,9 @@ class HardwareSpec:
         return self.peak(dtype) / self.memory_bandwidth_bytes_per_s
 
     def to_dict(self) -> dict[str, Any]:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("measured", "interconnect")}
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("measured", "interconnect", "engine")}
         d["peak_flops_per_s"] = dict(self.peak_flops_per_s)
+        d["engine"] = asdict(self.engine) if self.engine is not None else None
         d["interconnect"] = asdict(self.interconnect) if self.interconnect is not None else None
         if self.measured is not None:
             d["measured"] = self.measured.summary()
@@ -583,7 +604,8 @@ def hardware_from_mapping(data: Mapping[str, Any], where: str, source: str = "")
             ) from None
     price = f.num("price_per_hour_usd", default=0.0, positive=False) if f.has("price_per_hour_usd") else None
     interconnect = interconnect_from_mapping(data["interconnect"], where) if f.has("interconnect") else None
-    return HardwareSpec(
+    engine = engine_from_mapping(data["engine"], where) if f.has("engine") else None
+    hw = HardwareSpec(
         name=name,
         kind=kind,
         memory_bytes=memory_bytes,
@@ -597,6 +619,31 @@ def hardware_from_mapping(data: Mapping[str, Any], where: str, source: str = "")
         source=source,
         interconnect=interconnect,
         measured=measured_from_mapping(data["measured"], where) if data.get("measured") is not None else None,
+        engine=engine,
+    )
+    if hw.measured is not None:  # tables that cannot be this device's (issue 19): refused, not priced
+        from gpt_batchprof.analytic.efficiency import implausible_rate
+
+        bad = implausible_rate(hw.measured, hw.peak_flops_per_s.get, hw.memory_bandwidth_bytes_per_s)
+        if bad:
+            raise ProfileError(f"{where}: field 'measured.tables.{bad[0]}': {bad[1]}")
+    return hw
+
+
+def engine_from_mapping(data: Any, where: str) -> EngineOverhead:
+    """The optional ``engine:`` section (microseconds); unknown keys refused."""
+    if not isinstance(data, Mapping):
+        raise ProfileError(f"{where}: field 'engine': expected a mapping ({', '.join(ENGINE_KEYS)})")
+    unknown = [k for k in data if k not in ENGINE_KEYS]
+    if unknown:
+        raise ProfileError(f"{where}: field 'engine.{unknown[0]}': unknown key (known: {', '.join(ENGINE_KEYS)})")
+    f = _Fields(data, where, prefix="engine.")
+    return EngineOverhead(
+        name=f.str("name"),
+        per_step_s=f.num("per_step_us", default=0.0, positive=False) * 1e-6,
+        per_layer_s=f.num("per_layer_us", default=0.0, positive=False) * 1e-6,
+        per_request_s=f.num("per_request_us", default=0.0, positive=False) * 1e-6,
+        source=f.str("source", default="") if f.has("source") else "",
     )
 
 
@@ -632,6 +679,12 @@ def hardware_to_yaml_mapping(hw: HardwareSpec) -> dict[str, Any]:
         d["l2_cache_mb"] = round(hw.l2_cache_bytes / 1e6, 3)
     if hw.price_per_hour_usd is not None:
         d["price_per_hour_usd"] = hw.price_per_hour_usd
+    if hw.engine is not None:
+        e = hw.engine
+        d["engine"] = {"name": e.name, "per_step_us": round(e.per_step_s * 1e6, 3),
+                       "per_layer_us": round(e.per_layer_s * 1e6, 3), "per_request_us": round(e.per_request_s * 1e6, 3)}
+        if e.source:
+            d["engine"]["source"] = e.source
     if hw.measured is not None:
         d["measured"] = measured_to_yaml_mapping(hw.measured)
     if hw.interconnect is not None:
@@ -838,6 +891,26 @@ def _attention_layers(cfg: Mapping[str, Any], where: str, n_layer: int, window: 
     sliding = types.count("sliding_attention")
     groups = [{"count": sliding, "sliding_window": window}, {"count": n_layer - sliding, "sliding_window": None}]
     return [grp for grp in groups if grp["count"]]
+def _windowed_layers(cfg: Mapping[str, Any], where: str, mt: str, n_layer: Any) -> int:
+    """How many layers a config's sliding window applies to (a stack of windowed and full layers
+    when not all or none).
+
+    As transformers builds them: an explicit ``layer_types`` list says it per layer; mistral,
+    mixtral and phi3 window every layer; qwen2/qwen3 only with ``use_sliding_window: true``, and then
+    only the layers from ``max_window_layers`` on (default 28), so Qwen2-7B (28 layers) has none."""
+    types = cfg.get("layer_types")
+    if isinstance(types, list) and types:
+        return sum(t == "sliding_attention" for t in types)
+    if not isinstance(n_layer, int) or isinstance(n_layer, bool):
+        return 0  # the field checks name the bad value
+    if mt in ("mistral", "mixtral", "phi3"):
+        return n_layer
+    if not cfg.get("use_sliding_window"):
+        return 0
+    first = cfg.get("max_window_layers", 28)
+    if not isinstance(first, int) or isinstance(first, bool):
+        return n_layer  # the field checks name the bad value
+    return min(n_layer, max(0, n_layer - max(0, first)))
 
 
 @hf_keys.checked
@@ -866,19 +939,23 @@ def model_from_hf_config(cfg: Mapping[str, Any], where: str, name: str) -> Model
         }
         if cfg.get("head_dim"):
             out["head_dim"] = cfg["head_dim"]
-        # Sliding-window attention: mistral/mixtral/phi3 apply `sliding_window` when set; qwen2/3
-        # only with `use_sliding_window: true` (then to every layer here: a documented upper
-        # bound when `max_window_layers` limits it to some).
         window = cfg.get("sliding_window")
         if window and mt == "llama":  # LlamaConfig has no window: e.g. a Gemma-2 config labelled llama
             raise ProfileError(f"{where}: field 'sliding_window': {window} would be dropped (model_type llama "
                                "has no sliding window); label the config with its own model_type")
-        if window and (mt in ("mistral", "mixtral", "phi3") or cfg.get("use_sliding_window")):
+        n_window = _windowed_layers(cfg, where, mt, out["n_layer"]) if window else 0
+        if n_window and n_window >= out["n_layer"]:
             out["sliding_window"] = window
         if mt == "mixtral":
             out |= {"n_expert": g("num_local_experts"), "n_expert_active": g("num_experts_per_tok")}
         if mt in ("qwen2_moe", "qwen3_moe"):
             out |= _qwen_moe_layers(cfg, g, out["n_layer"])
+        if n_window and n_window < out["n_layer"]:  # some layers windowed, the rest full: a stack
+            if "layers" in out:
+                raise ProfileError(f"{where}: field 'sliding_window': windowed layers in a stack of dense and MoE "
+                                   f"layers are not modelled (model_type {mt})")
+            out["layers"] = [{"count": n_window, "sliding_window": window},
+                             {"count": out["n_layer"] - n_window, "sliding_window": None}]
     elif mt == "gpt_oss":
         n_head, n_layer = g("num_attention_heads"), g("num_hidden_layers")
         if cfg.get("attention_bias") is False:

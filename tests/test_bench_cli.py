@@ -145,3 +145,25 @@ def test_calibrate_quick_writes_a_profile_that_loads(tmp_path):
     # the file is accepted by analyze
     r = runner.invoke(app, ["analyze", "-m", "gpt2", "-H", str(out), "--dtype", "fp32", "-b", "1", "-f", "json"])
     assert r.exit_code == 0, r.output
+
+
+def test_interrupted_bench_keeps_an_earlier_output_file(files, tmp_path, monkeypatch):
+    """Issue 19: Ctrl-C after the first row used to replace a complete bench.json."""
+    import gpt_batchprof.measure.bench as B
+
+    real = B.iter_bench
+
+    def first_row_then_ctrl_c(*a, **kw):
+        for row in real(*a, **kw):
+            yield row
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(B, "iter_bench", first_row_then_ctrl_c)
+    earlier = tmp_path / "bench.json"
+    earlier.write_text("a complete earlier result\n")
+    r = runner.invoke(app, ["bench", "-m", str(files / "tiny.yaml"), *QUICK, "--op", "qkv_proj", "--phase", "decode",
+                            "-f", "json", "-o", str(earlier)])
+    assert r.exit_code == 130, r.output
+    assert earlier.read_text() == "a complete earlier result\n"
+    doc = json.loads((tmp_path / "bench.partial.json").read_text())
+    assert doc["complete"] is False and len(doc["rows"]) == 1

@@ -24,8 +24,9 @@ def cost(op, flops=0.0, nbytes=0.0, launches=1, dtype="fp32", **shape):
 
 def test_kernel_table_maps_every_operator_kind_to_its_table_and_coordinates():
     assert kernel_table(cost("qkv_proj", m=4, n=96, k=32)) == ("matmul", (4, 96, 32))
-    # a dense op run as `batch` independent products (MoE experts) is a batched matmul
-    assert kernel_table(cost("ffn_up", m=3, n=64, k=32, batch=8)) == ("bmm", (8, 3, 64, 32))
+    # a dense op run as `batch` independent products (MoE experts) is a fused MoE kernel first (rows per
+    # expert, elements of one expert matrix: 64 x 32), then a batched matmul
+    assert kernel_table(cost("ffn_up", m=3, n=64, k=32, batch=8)) == ("moe", (3, 2048))
     assert kernel_table(cost("lm_head", m=2, n=1000, k=256)) == ("matmul", (2, 1000, 256))
     assert kernel_table(cost("attn_score", m=4, n=130, k=32, batch=6)) == ("bmm", (6, 4, 130, 32))
     assert kernel_table(cost("attn_context", m=4, n=130, k=32, batch=6)) == ("bmm", (6, 4, 130, 32))
@@ -36,10 +37,15 @@ def test_kernel_table_maps_every_operator_kind_to_its_table_and_coordinates():
         ("attn_decode", (4, 300, 4.0, 64)), ("sdpa_decode", (16, 300, 64)))
     assert kernel_tables(cost("attn_fused", m=100, n=100, k=64, batch=2, heads=8)) == (
         ("attn_prefill", (16, 100, 1.0, 64)), ("sdpa_prefill", (16, 100, 64)))  # kv_heads 0 -> heads (MHA)
+    # a chunk of 5 queries over 575 keys does 5 x 570 + 15 = 2865 pairs per head: the square causal prefill
+    # doing as many is sqrt(2 x 2865) = 75.7 long (SDPA's table keeps the query length)
+    chunk = kernel_tables(cost("attn_fused", m=5, n=575, k=128, batch=1, heads=32, kv_heads=8))
+    assert chunk[0][0] == "attn_prefill" and chunk[0][1] == pytest.approx((8, 75.6968, 4.0, 128), rel=1e-5)
+    assert chunk[1] == ("sdpa_prefill", (32, 5, 128))
     assert kernel_tables(cost("attn_fused", m=1, n=300, k=64, batch=3)) == (
         ("attn_decode", (3, 300, 1.0, 64)), ("sdpa_decode", (3, 300, 64)))  # heads 0 -> 1
-    # a grouped expert GEMM: the bmm table only
-    assert kernel_tables(cost("ffn_up", m=3, n=64, k=32, batch=8)) == (("bmm", (8, 3, 64, 32)),)
+    # a grouped expert GEMM: the fused-MoE table (rows per expert, elements of one expert matrix), then bmm
+    assert kernel_tables(cost("ffn_up", m=3, n=64, k=32, batch=8)) == (("moe", (3, 2048)), ("bmm", (8, 3, 64, 32)))
     # memory-bound kernels: bytes per launch (4 launches of 4000 B = 1000 B each)
     assert kernel_table(cost("attn_softmax", nbytes=4000.0, launches=4)) == ("softmax", (1000.0,))
     assert kernel_table(cost("norm", nbytes=4000.0, launches=4, variant="rmsnorm")) == ("rmsnorm", (1000.0,))

@@ -476,3 +476,26 @@ def test_roofline_fields_appear_only_when_the_prediction_is_calibrated():
     assert (row["roofline_ttft_s"], row["roofline_e2e_s"]) == (roof.ttft_s, roof.e2e_s)
     assert row["roofline_e2e_s"] != row["predicted_e2e_s"]
     assert row["predicted_e2e_s"] == serving_report(spec, cal, sc, (2,)).points[0].e2e_s
+
+
+def test_interrupted_run_never_replaces_an_earlier_file(monkeypatch, tiny_yaml, tmp_path):
+    """Issue 19: Ctrl-C used to replace a complete gen.json with a one-row partial one."""
+    earlier = tmp_path / "gen.json"
+    earlier.write_text('{"complete": true, "rows": ["a finished earlier run"]}\n')
+    _fail_at(monkeypatch, 2, KeyboardInterrupt())
+    r = runner.invoke(app, ["generate", "-m", str(tiny_yaml), "-f", "json", "-o", str(earlier), *QUICK])
+    assert r.exit_code == 130
+    assert earlier.read_text() == '{"complete": true, "rows": ["a finished earlier run"]}\n'
+    partial = tmp_path / "gen.partial.json"
+    doc = json.loads(partial.read_text())
+    assert doc["complete"] is False and [row["batch"] for row in doc["rows"]] == [1]
+    assert f"kept {earlier} as it was; the finished part goes to {partial}" in " ".join(r.stderr.split())
+
+
+def test_interrupted_run_with_no_earlier_file_writes_the_partial_result_there(monkeypatch, tiny_yaml, tmp_path):
+    out = tmp_path / "gen.json"
+    _fail_at(monkeypatch, 2, KeyboardInterrupt())
+    r = runner.invoke(app, ["generate", "-m", str(tiny_yaml), "-f", "json", "-o", str(out), *QUICK])
+    assert r.exit_code == 130
+    assert json.loads(out.read_text())["complete"] is False
+    assert not (tmp_path / "gen.partial.json").exists()

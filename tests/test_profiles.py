@@ -172,3 +172,32 @@ def test_wheel_ships_the_profiles_and_finds_them_from_another_directory(tmp_path
     env = {"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert out.stdout.strip() == "124439808", out.stderr
+
+
+# --------------------------------------------------------------------------- Qwen2 sliding window (issue 19)
+
+QWEN2_7B = {"model_type": "qwen2", "hidden_size": 3584, "num_hidden_layers": 28, "num_attention_heads": 28,
+            "num_key_value_heads": 4, "intermediate_size": 18944, "vocab_size": 152064,
+            "max_position_embeddings": 32768, "sliding_window": 4096, "use_sliding_window": True}
+
+
+@pytest.mark.parametrize("extra, window", [
+    ({}, None),                          # max_window_layers defaults to 28: layers 28.. are windowed, of 28: none
+    ({"max_window_layers": 28}, None),
+    ({"max_window_layers": 0}, 4096),    # every layer from 0 on
+    ({"use_sliding_window": False, "max_window_layers": 0}, None),
+    ({"layer_types": ["sliding_attention"] * 28}, 4096),
+    ({"layer_types": ["full_attention"] * 28}, None),
+])
+def test_qwen2_window_applies_to_the_layers_max_window_layers_says(tmp_path, extra, window):
+    p = tmp_path / "config.json"
+    p.write_text(json.dumps(QWEN2_7B | extra))
+    assert load_model(str(p)).sliding_window == window
+
+
+def test_qwen2_window_on_some_layers_only_is_a_stack(tmp_path):
+    # layers 20..27 windowed, 0..19 full (was refused before models were stacks of layer kinds)
+    p = tmp_path / "config.json"
+    p.write_text(json.dumps(QWEN2_7B | {"max_window_layers": 20}))
+    m = load_model(str(p))
+    assert [(g.count, g.sliding_window) for g in m.layer_groups] == [(8, 4096), (20, None)]

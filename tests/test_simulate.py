@@ -127,7 +127,9 @@ def test_continuous_beats_static_on_mean_ttft_by_the_counted_steps(weights_bound
 
 
 def test_a_full_cache_makes_admission_wait_and_growth_preempts(weights_bound):
-    """Cache of exactly 4 blocks of 4 tokens (weights + 16 tokens of KV). Two requests at
+    """Cache of exactly 4 blocks of 4 tokens (weights + the largest step's activations + 16
+    tokens of KV; the activations: a 4-token prefill, (2 x 4 x 2048 residual + FFN 4 x 8192)
+    x 2 B + 1000 fp32 logits = 102,304 B, more than the 2-sequence decode's 57,152). Two requests at
     t=0, prompt 4, output 6: each needs ceil((4 + 6 - 1) / 4) = 3 blocks, 6 in all > 4.
     Both prefill (1 block each), then grow: after 2 decode steps each holds 2 blocks (4
     used); at the step writing token 8 of its cache each needs a 3rd: the younger one is
@@ -135,7 +137,7 @@ def test_a_full_cache_makes_admission_wait_and_growth_preempts(weights_bound):
     m, hw0 = weights_bound
     weights = m.weight_bytes("fp16", "fp16")
     kv16 = 16 * m.kv_bytes_per_token("fp16")
-    hw = hardware_from_mapping({"name": "tight", "kind": "gpu", "memory_gb": (weights + kv16) / 1e9,
+    hw = hardware_from_mapping({"name": "tight", "kind": "gpu", "memory_gb": (weights + 102_304 + kv16) / 1e9,
                                 "memory_bandwidth_gb_s": 1, "peak_tflops": {"fp16": 1000}}, "test")
     res = simulate(m, hw, Workload(trace=(Request(0.0, 4, 6), Request(0.0, 4, 6))), ServerConfig(max_batch=2,
                    block_size=4))

@@ -137,22 +137,33 @@ def test_llama_2_70b_needs_tensor_parallelism_on_h100():
     assert len(d["requests"]) == 10
 
 
-@pytest.mark.parametrize("model, tp, ep, kv_per_token", [
-    # llama-2-70b: 80 layers, 8 K/V heads of 128, fp16: 2 (K, V) x 80 x (8/tp) x 128 x 2 B per GPU
-    ("llama-2-70b", 2, 1, 2 * 80 * 4 * 128 * 2),   # 163,840 B
-    ("llama-2-70b", 4, 1, 2 * 80 * 2 * 128 * 2),   # 81,920 B
-    ("llama-2-70b", 8, 1, 2 * 80 * 1 * 128 * 2),   # 40,960 B
-    ("llama-2-70b", 16, 1, 2 * 80 * 1 * 128 * 2),  # 8 K/V heads < 16 GPUs: one head each, replicated
-    # mixtral-8x7b: 32 layers, 8 K/V heads of 128; TP 2 -> 4 heads; EP 2: two groups, a cache each
-    ("mixtral-8x7b", 2, 2, 2 * 32 * 4 * 128 * 2),  # 65,536 B
+@pytest.mark.parametrize("model, tp, ep, kv_per_token, activations", [
+    # llama-2-70b: 80 layers, 8 K/V heads of 128, fp16: 2 (K, V) x 80 x (8/tp) x 128 x 2 B per GPU.
+    # Activations of the largest step (prompt 512, output 128, 2048 tokens and 256 sequences per
+    # step, unfused): the larger of the 512-token prefill, (2 x 512 x 8192 residual + the widest of
+    # FFN inner 512 x 2 x 28672/tp, QKV, scores 2 x 64/tp heads x 512 x 512) x 2 B + logits 1 x
+    # 32000/tp x 4 B, and the 256-sequence decode at 639 keys (residual 2 x 256 x 8192, scores
+    # 2 x 256 x 64/tp x 639, FFN 256 x 2 x 28672/tp; logits 256 x 32000/tp x 4 B). The prefill is
+    # larger at every tp: its scores (tp 2: (8,388,608 + 16,777,216) x 2 + 64,000).
+    ("llama-2-70b", 2, 1, 2 * 80 * 4 * 128 * 2, 50_395_648),   # 163,840 B per token
+    ("llama-2-70b", 4, 1, 2 * 80 * 2 * 128 * 2, 33_586_432),   # 81,920 B; (8,388,608 + 8,388,608) x 2 + 32,000
+    ("llama-2-70b", 8, 1, 2 * 80 * 1 * 128 * 2, 25_181_824),   # 40,960 B; (8,388,608 + 4,194,304) x 2 + 16,000
+    # 8 K/V heads < 16 GPUs: one head each, replicated; (8,388,608 + 2,097,152) x 2 + 8,000
+    ("llama-2-70b", 16, 1, 2 * 80 * 1 * 128 * 2, 20_979_520),
+    # mixtral-8x7b: 32 layers, 8 K/V heads of 128; TP 2 -> 4 heads; EP 2: two groups, a cache each.
+    # Prefill's widest tensor is the FFN of 2 active experts: 512 x 2 x (2 x 7168) = 14,680,064;
+    # (4,194,304 + 14,680,064) x 2 + 16000 x 4
+    ("mixtral-8x7b", 2, 2, 2 * 32 * 4 * 128 * 2, 37_812_736),  # 65,536 B
 ])
-def test_kv_capacity_is_the_memory_left_by_analyzes_sharded_weights(model, tp, ep, kv_per_token):
-    """Blocks of 16 tokens on the fullest GPU = floor((memory - its weights) / (16 x KV bytes per
-    token on that GPU)); with --ep, every one of the ep groups has such a cache. The weights
-    per GPU are analyze's (its JSON), the KV bytes per token worked by hand above."""
+def test_kv_capacity_is_the_memory_left_by_analyzes_sharded_weights(model, tp, ep, kv_per_token, activations):
+    """Blocks of 16 tokens on the fullest GPU = floor((memory - its weights - the activations of
+    the largest step) / (16 x KV bytes per token on that GPU)); with --ep, every one of the ep
+    groups has such a cache. The weights per GPU are analyze's (its JSON), the KV bytes per token
+    and the activations worked by hand above."""
     args = ("-m", model, "-H", H100, "--tp", str(tp), "--ep", str(ep))
     w = analyze_json(*args, "-b", "1")["weights_per_gpu"]
-    blocks = int((H100_BYTES - w["sharded_bytes"] - w["replicated_bytes"]) // (16 * kv_per_token)) * ep
+    free = H100_BYTES - w["sharded_bytes"] - w["replicated_bytes"] - activations
+    blocks = int(free // (16 * kv_per_token)) * ep
     s = simulate_json(*args, "--rate", "1", "-n", "4")["settings"]
     assert s["kv_blocks"] == blocks
     assert s["kv_capacity_tokens"] == 16 * blocks

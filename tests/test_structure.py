@@ -21,11 +21,14 @@ ROOT = Path(gpt_batchprof.__file__).resolve().parent
 KNOWN_CIRCLES = {
     frozenset({"gpt_batchprof.measure.calibrate", "gpt_batchprof.measure.tables"}),
     frozenset({"gpt_batchprof.measure.generate", "gpt_batchprof.measure.hf"}),
+    # disaggregated serving (simulate/pools.py) and the engine call each other inside functions
+    frozenset({"gpt_batchprof.simulate.engine", "gpt_batchprof.simulate.pools"}),
     # profiles parses the `measured:` section with analytic.efficiency's Table, and importing that
     # module runs analytic/__init__.py, which imports everything analytic (and so profiles).
     frozenset({"gpt_batchprof.profiles", "gpt_batchprof.analytic", "gpt_batchprof.analytic.analyze",
                "gpt_batchprof.analytic.gpt", "gpt_batchprof.analytic.dtypes", "gpt_batchprof.analytic.parallel",
-               "gpt_batchprof.analytic.roofline", "gpt_batchprof.analytic.serving"}),
+               "gpt_batchprof.analytic.roofline", "gpt_batchprof.analytic.serving",
+               "gpt_batchprof.analytic.speculative"}),
 }
 # (from package, to package) arrows the layering forbids: measure must not render, report must not
 # depend on simulate's engine, analytic must not reach up at all.
@@ -37,6 +40,7 @@ KNOWN_ARROWS = {
     ("gpt_batchprof.measure.generate", "gpt_batchprof.report"),
     ("gpt_batchprof.measure.generate", "gpt_batchprof.report.units"),
     ("gpt_batchprof.report.simulate_tables", "gpt_batchprof.simulate"),
+    ("gpt_batchprof.report.simulate_tables", "gpt_batchprof.simulate.metrics"),
 }
 
 

@@ -11,6 +11,10 @@
   (batch x K/V heads, seq_len or kv_len, query heads per K/V head, head_dim); preferred over
   ``sdpa_*`` when a profile has both. FLOPs are counted as ``enumerate_ops`` counts them
   (4 x head_dim per visible query-key pair);
+- ``moe.<dtype>``: a fused MoE kernel (all routed experts' GEMMs in one grouped launch, e.g. vLLM's
+  fused_moe), FLOP/s of the whole layer's expert GEMMs over (rows per touched expert, elements of one
+  expert weight matrix); each expert-GEMM row of a step is charged its own FLOPs at that rate, so
+  the rows of one layer add up to the kernel's time. Preferred over ``bmm`` for expert GEMMs;
 - ``layernorm.<dtype>``, ``rmsnorm.<dtype>``, ``softmax.<dtype>``: bytes/s over bytes moved per call;
 - ``copy``: bytes/s of a device copy over bytes moved (read + write) per call;
 - ``overhead_s``: seconds per kernel call on top of its work ("eager"; "graphs" on CUDA).
@@ -41,7 +45,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from itertools import product
-from typing import Mapping
+from typing import Callable, Mapping
 
 from gpt_batchprof.analytic.ops import DENSE_OPS, OpCost
 
@@ -53,12 +57,13 @@ KIND_AXES: dict[str, tuple[str, ...]] = {
     "sdpa_decode": ("batch_heads", "kv_len", "head_dim"),
     "attn_prefill": ("batch_kv_heads", "seq_len", "gqa", "head_dim"),
     "attn_decode": ("batch_kv_heads", "kv_len", "gqa", "head_dim"),
+    "moe": ("rows_per_expert", "expert_weights"),
     "layernorm": ("bytes",),
     "rmsnorm": ("bytes",),
     "softmax": ("bytes",),
     "copy": ("bytes",),
 }
-FLOP_KINDS = ("matmul", "bmm", "sdpa_prefill", "sdpa_decode", "attn_prefill", "attn_decode")
+FLOP_KINDS = ("matmul", "bmm", "sdpa_prefill", "sdpa_decode", "attn_prefill", "attn_decode", "moe")
 UNTYPED_KINDS = ("copy",)  # one table for every dtype (bytes are bytes)
 LAUNCH_MODES = ("eager", "graphs")
 # Operators whose kernel is a plain (or, for MoE experts, grouped) matmul: every dense operator of
@@ -204,6 +209,45 @@ class MeasuredTables:
         return out
 
 
+# How far a measured rate may exceed the profile's ceiling before the table is refused as not
+# this device's. FLOP/s: a kernel never beats its device's peak, but the stored rates are net of
+# the per-call overhead and the profile's peak may come from a few square shapes (bmm reaches
+# 1.5x calibrate's peak on the development CPU), so 4x. Bytes/s: small copies run from cache,
+# which on a CPU is several times DRAM (5.8x measured on the development CPU; L1 more), so 50x.
+MAX_OVER_PEAK = 4.0
+MAX_OVER_BANDWIDTH = 50.0
+
+
+def best_flop_rate(measured: MeasuredTables, dtype: str) -> float:
+    """The highest FLOP/s any of the tables measured for ``dtype`` (0 when none)."""
+    return max((v for t in measured.tables.values() if t.kind in FLOP_KINDS and t.dtype == dtype
+                for v in t.values if v is not None), default=0.0)
+
+
+def implausible_rate(measured: MeasuredTables, peak_of: Callable[[str], float | None],
+                     bandwidth_bytes_per_s: float) -> tuple[str, str] | None:
+    """The first table rate too far above the profile's peaks for the two to describe one device
+    (``peak_of(dtype)``: the profile's peak FLOP/s, None when it has none), as
+    ``(table name, why)``; None when every rate is plausible. Rates above the ceiling but within the
+    margins stay, and predictions that lean on them say so (``Prediction.below_roofline``)."""
+    for name, t in measured.tables.items():
+        values = [v for v in t.values if v is not None]
+        if not values:
+            continue
+        top = max(values)
+        if t.kind in FLOP_KINDS:
+            ceiling, limit, what = peak_of(t.dtype), MAX_OVER_PEAK, f"the profile's peak {t.dtype}"
+            shown = f"{top / 1e9:.4g} GFLOP/s"
+            ceiling_shown = f"{(ceiling or 0) / 1e12:.4g} TFLOP/s"
+        else:
+            ceiling, limit, what = bandwidth_bytes_per_s, MAX_OVER_BANDWIDTH, "the profile's memory bandwidth"
+            shown, ceiling_shown = f"{top / 1e9:.4g} GB/s", f"{bandwidth_bytes_per_s / 1e9:.4g} GB/s"
+        if ceiling and top > limit * ceiling:
+            return name, (f"{shown} is {top / ceiling:.3g}x {what} ({ceiling_shown}); no device beats its ceiling "
+                          f"by more than {limit:g}x (tables from another device, or a unit slip?)")
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Calibrated:
     """The table-based time of one operator row (all its launches)."""
@@ -223,7 +267,7 @@ def kernel_tables(cost: OpCost) -> tuple[tuple[str, tuple[float, ...]], ...]:
     per = max(cost.launches, 1)
     if cost.op in _DENSE:
         if s.batch > 1:  # a batch of expert GEMMs (a fused MoE kernel runs them grouped: no matmul stand-in)
-            return (("bmm", (s.batch, s.m, s.n, s.k)),)
+            return ("moe", (s.m, s.n * s.k)), ("bmm", (s.batch, s.m, s.n, s.k))
         return (("matmul", (s.m, s.n, s.k)),)
     if cost.op in ("attn_score", "attn_context"):
         return (("bmm", (s.batch, s.m, s.n, s.k)),)
@@ -233,7 +277,11 @@ def kernel_tables(cost: OpCost) -> tuple[tuple[str, tuple[float, ...]], ...]:
         gqa = (s.heads or 1) / (s.kv_heads or s.heads or 1)
         if s.m == 1:
             return ("attn_decode", (kvh, s.n, gqa, s.k)), ("sdpa_decode", (bh, s.n, s.k))
-        return ("attn_prefill", (kvh, s.m, gqa, s.k)), ("sdpa_prefill", (bh, s.m, s.k))
+        # a chunk of q new queries over n keys (chunked prefill, a speculative verify): read the square
+        # causal prefill doing as many query-key pairs, sqrt(2 x pairs) long, not the q-long one
+        pairs = s.m * (s.n - s.m) + s.m * (s.m + 1) / 2
+        length = s.m if s.n <= s.m else math.sqrt(2 * pairs)
+        return ("attn_prefill", (kvh, length, gqa, s.k)), ("sdpa_prefill", (bh, s.m, s.k))
     if cost.op == "attn_softmax":
         return (("softmax", (cost.bytes / per,)),)
     if cost.op == "norm":

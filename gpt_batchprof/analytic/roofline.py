@@ -33,6 +33,8 @@ from gpt_batchprof.analytic.parallel import collective_terms
 from gpt_batchprof.errors import BatchprofError, ProfileError
 from gpt_batchprof.profiles import HardwareSpec
 
+TIE = 1 - 1e-9  # a calibrated figure this close to its roofline counterpart equals it (interpolation rounding)
+
 # Bounds a prediction names: compute, memory, overhead; link and latency for collectives.
 LAUNCH_MODES = ("eager", "graphs")
 
@@ -90,6 +92,9 @@ class Prediction:
     prediction: str = "roofline"  # "calibrated" | "roofline" | "mixed" (a group of both): where time_s comes from
     extrapolated: bool = False  # calibrated outside the measured grid (clamped to its edge)
     tables: tuple[str, ...] = ()  # the measured tables time_s was read from
+    # a calibrated time_s below roofline_time_s is impossible for a true ceiling: why it happened
+    # (a table rate above the profile's peak, a measured overhead below its launch overhead); "" when not
+    below_roofline: str = ""
 
     def __post_init__(self) -> None:
         if not self.bound:
@@ -131,8 +136,37 @@ def predict(cost: OpCost, hw: HardwareSpec, launch: str = "eager", strict: bool 
     cal = None if roofline_only or hw.measured is None else calibrated_time(cost, hw.measured, launch)
     if cal is None:
         return Prediction(cost, compute_s, memory_s, overhead_s, roofline_s)
+    below = _below_roofline(cost, hw, cal, compute_s, memory_s, overhead_s) if cal.time_s < roofline_s * TIE \
+        else ""
     return Prediction(cost, compute_s, memory_s, overhead_s, cal.time_s, roofline_time_s=roofline_s,
-                      prediction="calibrated", extrapolated=cal.extrapolated, tables=cal.tables)
+                      prediction="calibrated", extrapolated=cal.extrapolated, tables=cal.tables, below_roofline=below)
+
+
+def _below_roofline(cost: OpCost, hw: HardwareSpec, cal, compute_s: float, memory_s: float, overhead_s: float) -> str:
+    """Why a calibrated time fell below the roofline of the same profile: what the calibrated
+    time implies beyond a ceiling. Its work time (calibrated minus overhead) does the op's FLOPs
+    faster than the profile's peak, or moves its bytes faster than its bandwidth (inputs still in
+    cache from the kernel before, tables from another machine or thread count, peaks set too
+    low), or its measured overhead is below the profile's launch overhead. The roofline stays the
+    bound it was; this says which number to distrust."""
+    causes = []
+    work_s = cal.time_s - cal.overhead_s
+    if work_s > 0 and cost.flops and cost.flops / work_s > hw.peak(cost.compute_dtype) / TIE:
+        causes.append(f"{cal.tables[0]} achieves {cost.flops / work_s / 1e12:.4g} TFLOP/s, above the profile's "
+                      f"peak {hw.peak(cost.compute_dtype) / 1e12:.4g}")
+    if work_s > 0 and cost.bytes and cost.bytes / work_s > hw.memory_bandwidth_bytes_per_s / TIE:
+        causes.append(f"{'/'.join(cal.tables)} implies {cost.bytes / work_s / 1e9:.4g} GB/s, above the profile's "
+                      f"{hw.memory_bandwidth_bytes_per_s / 1e9:.4g} GB/s (inputs held in cache?)")
+    if cal.overhead_s < overhead_s * TIE:
+        per = max(cost.launches, 1)
+        causes.append(f"measured overhead {cal.overhead_s / per * 1e6:.3g} us per kernel, below the profile's "
+                      f"{overhead_s / per * 1e6:.3g} us")
+    return "; ".join(causes) or "the measured tables undercut the roofline"
+
+
+def below_roofline_causes(preds: Sequence[Prediction]) -> list[str]:
+    """The distinct causes among predictions whose calibrated time is below their roofline."""
+    return list(dict.fromkeys(c for p in preds if p.below_roofline for c in p.below_roofline.split("; ")))
 
 
 def predict_collective(cost: OpCost, hw: HardwareSpec, roofline_only: bool = False) -> Prediction:
@@ -189,7 +223,8 @@ def combine(preds: Sequence[Prediction], op: str, launches: int, shape: OpShape 
                       total(lambda p: p.overhead_s), total(lambda p: p.time_s), bound=dominant.bound, note=notes,
                       roofline_time_s=total(lambda p: p.roofline_time_s), prediction=prediction_of(preds),
                       extrapolated=any(p.extrapolated for p in preds),
-                      tables=tuple(dict.fromkeys(t for p in preds for t in p.tables)))
+                      tables=tuple(dict.fromkeys(t for p in preds for t in p.tables)),
+                      below_roofline="; ".join(below_roofline_causes(preds)))
 
 
 def step_time(costs: Sequence[OpCost], hw: HardwareSpec, launch: str = "eager", roofline_only: bool = False) -> float:

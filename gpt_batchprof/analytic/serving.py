@@ -131,6 +131,7 @@ class ServingPoint:
     roofline_itl_s: float | None = None
     roofline_e2e_s: float | None = None
     roofline_tokens_per_s: float | None = None
+    engine_step_s: float = 0.0  # the serving engine's share of each step (included in the times above)
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,9 +316,25 @@ def decode_attention_time(model: ModelSpec, hw: HardwareSpec, scenario: Scenario
     return total
 
 
+def engine_step_s(model: ModelSpec, hw: HardwareSpec, sequences: int) -> float:
+    """What the profile's serving engine adds to one forward step over ``sequences`` sequences,
+    beyond its kernels (``engine:`` in the hardware profile; 0 without one): once per step, per
+    layer (every layer's glue is on the token's path, whatever the pipeline), per sequence."""
+    return 0.0 if hw.engine is None else hw.engine.step_s(model.n_layer, sequences)
+
+
 def latencies(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batch: int,
               parallel: Parallelism = Parallelism(), roofline_only: bool = False) -> tuple[float, float, float]:
-    """(TTFT, ITL, end-to-end) in seconds for one batch (best predictions, or the roofline's)."""
+    """(TTFT, ITL, end-to-end) in seconds for one batch (best predictions, or the roofline's),
+    each step charged the serving engine's overhead (:func:`engine_step_s`) on top of its kernels."""
+    eng = engine_step_s(model, hw, batch)
+    ttft, itl, e2e = kernel_latencies(model, hw, scenario, batch, parallel, roofline_only)
+    return ttft + eng, itl + eng, e2e + scenario.gen_len * eng  # gen_len steps: the prefill and gen_len - 1 decodes
+
+
+def kernel_latencies(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batch: int,
+                     parallel: Parallelism = Parallelism(), roofline_only: bool = False) -> tuple[float, float, float]:
+    """(TTFT, ITL, end-to-end) of the kernels alone."""
     if not parallel.is_single:
         return parallel_latencies(model, hw, scenario, batch, parallel, roofline_only)
     launch, ro = scenario.launch_for(hw), roofline_only
@@ -403,7 +420,7 @@ def serving_report(
                 speedup=tps / base_tps, latency_growth=e2e / base_e2e, memory=mem,
                 fits=mem.total_bytes <= hw.memory_bytes, cost_per_million_tokens_usd=cost,
                 roofline_ttft_s=roof[0], roofline_itl_s=roof[1], roofline_e2e_s=roof[2],
-                roofline_tokens_per_s=b * scenario.gen_len / roof[2],
+                roofline_tokens_per_s=b * scenario.gen_len / roof[2], engine_step_s=engine_step_s(model, hw, b),
             )
         )
     return ServingReport(tuple(points), critical_batch(model, hw, scenario, parallel),

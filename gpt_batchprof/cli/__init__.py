@@ -27,6 +27,9 @@ class OneLineErrors(TyperGroup):
 
     def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
+        from gpt_batchprof.cli.streams import prepare_streams
+
+        prepare_streams()  # symbols the output encoding lacks in ASCII; a closed stdout as a broken pipe
         try:
             rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
                               standalone_mode=False, **extra)
@@ -40,6 +43,9 @@ class OneLineErrors(TyperGroup):
             from rich.text import Text
 
             msg = e.format_message().strip().replace("\n", " ")
+            if not msg and ctx is not None and isinstance(ctx.command, typer.core.TyperGroup):
+                # no_args_is_help: the help is printed above; say what was missing
+                msg = f"missing command (choose from {', '.join(ctx.command.list_commands(ctx))})"
             if hint and not msg.endswith((".", "?")):
                 msg += "."
             err_console.print(Text.assemble(("error:", "bold red"), f" {msg}{hint}"),
@@ -49,6 +55,19 @@ class OneLineErrors(TyperGroup):
             if not standalone_mode:
                 raise
             sys.exit(130)
+        except (BrokenPipeError, SystemExit) as e:  # --help / --version to a closed stdout (commands handle their own)
+            from gpt_batchprof.cli.streams import ClosedStdout
+
+            # Rich's help writer exits 1 silently on a broken pipe: make it the one line, exit 2
+            silent_exit = isinstance(e, SystemExit) and e.code == 1 and ClosedStdout.attempted
+            if not standalone_mode or not (isinstance(e, BrokenPipeError) or silent_exit):
+                raise
+            from gpt_batchprof.cli.common import fail
+
+            try:
+                fail("stdout: closed before all output was written (broken pipe)")
+            except typer.Exit as ex:
+                sys.exit(ex.exit_code)
         if not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)

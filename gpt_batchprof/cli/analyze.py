@@ -5,7 +5,8 @@ from __future__ import annotations
 from gpt_batchprof.cli.common import (
     DEFAULT_BATCHES, AttentionOpt, BatchOpt, ContextLenOpt, DtypeOpt, EpOpt, FormatOpt,
     GenLenOpt, HardwareOpt, KvDtypeOpt, LaunchOpt, MicroBatchesOpt, ModelOpt, OutputOpt, PhaseOpt, PpOpt,
-    PromptLenOpt, TpOpt, WeightDtypeOpt, ExpertDtypeOpt, choice, guarded, load_hardware_or_auto, parallel_of, parse_int_list,
+    PromptLenOpt, TpOpt, WeightDtypeOpt, ExpertDtypeOpt, AcceptanceOpt, DraftOpt, SpeculateOpt, choice, speculation_of,
+    guarded, load_hardware_or_auto, parallel_of, parse_int_list,
     phases_of, render,
 )
 from typing import Annotated
@@ -57,6 +58,9 @@ def analyze_cmd(
     pp: PpOpt = 1,
     ep: EpOpt = 1,
     micro_batches: MicroBatchesOpt = 1,
+    speculate: SpeculateOpt = 0,
+    acceptance: AcceptanceOpt = 0.7,
+    draft: DraftOpt = None,
     per_op: Annotated[bool, typer.Option("--per-op", help="Add the operator breakdown (FLOPs, bytes, intensity, bound).")] = False,
     fmt: FormatOpt = "table",
     output: OutputOpt = None,
@@ -69,6 +73,8 @@ def analyze_cmd(
 
     Causal prefill attention is counted as each kernel computes it: unfused QK^T and x V compute the full square (the mask comes after); fused attention skips masked tiles, so it counts only the visible query-key pairs (about half).
 
+    With --speculate K --draft MODEL|mtp --acceptance A a table compares plain decoding with speculative decoding per batch: a verify step of K + 1 tokens of the target plus K draft decode steps yield (1 - A^(K+1)) / (1 - A) tokens; see docs/simulate.md.
+
     With --tp/--pp/--ep the figures are per GPU (of the slowest pipeline stage, the fullest GPU for memory); all-reduce, all-to-all and send/recv are operator rows priced by the profile's interconnect; see docs/parallel.md.
     """
     from gpt_batchprof.analytic import analyze
@@ -78,9 +84,10 @@ def analyze_cmd(
     scenario = scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention,
                                      launch, expert_dtype, mla_form)
     hw = load_hardware_or_auto(hardware)
+    m = load_model(model)
     scenario = with_attention(scenario, hw)
-    result = analyze(load_model(model), hw, scenario, phases_of(phase),
-                     parse_int_list(batch), parallel_of(tp, pp, ep, micro_batches))
+    result = analyze(m, hw, scenario, phases_of(phase), parse_int_list(batch), parallel_of(tp, pp, ep, micro_batches),
+                     speculation_of(speculate, acceptance, draft, m))
     render_analyze(result, fmt, per_op, output)
 
 
@@ -91,6 +98,10 @@ def render_analyze(result, fmt: str, per_op: bool, output) -> None:
     def markdown() -> str:
         summary = [summary_row(p) for p in result.report.points]
         sections = [("Serving figures per batch", summary)] + ([("Operators", ops())] if per_op else [])
+        if result.speculation is not None:
+            from dataclasses import asdict
+
+            sections.append(("Speculative decoding", [asdict(p) for p in result.speculative]))
         extra = "\n" + "".join(f"{k}: {v}\n" for k, v in report_fields(result.report).items())
         if not result.parallel.is_single:
             extra += f"parallel: {result.parallel.label()} (figures per GPU)\n"
@@ -112,10 +123,16 @@ def _print_tables(out, result, per_op: bool, tables) -> None:
     out.print(tables.summary_table(result.report, result.hardware))
     if result.hardware.measured is not None:
         out.print()
-        out.print(tables.roofline_table(result.report))
+        from gpt_batchprof.analytic.roofline import below_roofline_causes
+
+        out.print(tables.roofline_table(result.report, below_roofline_causes(result.predictions)))
     out.print()
     out.print(tables.memory_table(result.report, result.hardware, result.parallel))
+    tables.engine_line(out, result.report, result.hardware, result.model.n_layer)
     tables.summary_footer(out, result.report)
+    if result.speculation is not None:
+        out.print()
+        out.print(tables.speculative_table(result.speculative, result.speculation))
     if per_op:
         for phase in result.phases:
             preds = [p for p in result.predictions if p.cost.phase == phase]

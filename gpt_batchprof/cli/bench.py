@@ -10,7 +10,7 @@ import typer
 from gpt_batchprof.cli.common import (
     AttentionOpt, BatchOpt, ContextLenOpt, EpOpt, FormatOpt, GenLenOpt, KvDtypeOpt, MicroBatchesOpt, ModelOpt,
     OutputOpt, PhaseOpt, PpOpt, PromptLenOpt, TpOpt, WeightDtypeOpt, check_live_options, choice, console, emit, err_console, guarded,
-    load_hardware_or_auto, parallel_of, parse_int_list, phases_of, progress_bar, render, run_keeping_partial,
+    load_hardware_or_auto, output_for, parallel_of, parse_int_list, phases_of, progress_bar, render, run_keeping_partial,
 )
 from gpt_batchprof.errors import BatchprofError
 
@@ -132,7 +132,7 @@ def bench_cmd(
                              warmup_ms * 1e-3, rep_ms * 1e-3, ops, depth, width)
     parallel.check(spec, hw)
     result = _run_with_progress(run_bench, spec, hw, scenario, phases, batches, settings, parallel)
-    _render(result, fmt, output)
+    _render(result, fmt, output_for(output, result.complete))  # a partial run never replaces a file
     if not result.complete:
         raise typer.Exit(130)
     if min_efficiency is not None:
@@ -215,6 +215,8 @@ def calibrate_cmd(
 
             status.update(f"calibrating the interconnect: all-reduce over {tp} processes")
             cal = dataclasses.replace(cal, link=calibrate_interconnect(dev, tp, quick=quick))
+    if output is not None:  # the profile first: a closed stdout below must not lose minutes of measuring
+        emit(hardware_yaml(cal, name, measured), output)
     if fmt == "json":
         from gpt_batchprof.report import export
 
@@ -226,8 +228,6 @@ def calibrate_cmd(
     if measured is not None:
         for w in measured.warnings:
             err_console.print(f"WARNING: {w}", style="bold red", highlight=False, soft_wrap=True)
-    if output is not None:
-        emit(hardware_yaml(cal, name, measured), output)
 
 
 def _import_tables(source: str, hardware: str | None, fmt: str, output: Path | None) -> None:

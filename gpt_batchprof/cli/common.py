@@ -7,6 +7,7 @@ import functools
 import math
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional, TypeVar
 
@@ -38,6 +39,39 @@ CAUSAL_HELP = (
 
 MAX_BUDGET_MS = 60_000.0  # a minute of warm-up or timing per kernel is surely a typo
 MAX_THREADS = 4096
+MAX_REQUESTS = 10_000_000  # simulate serves ~10k requests/s on one core: 10M is ~20 minutes
+
+
+@dataclass(frozen=True)
+class Limit:
+    """What one numeric option may be: ``low`` (None: the core checks the lower bound with its own
+    message) up to ``high``, and why the ceiling is where it is."""
+
+    low: float | None
+    high: float
+    why: str
+
+
+# The one table of option limits, by parameter name, for every command that has the option
+# (applied by :func:`check_numbers` before any work). Lower bounds that the core already
+# checks with a message of its own are left to it (low=None).
+LIMITS: dict[str, Limit] = {
+    "threads": Limit(1, MAX_THREADS, "more threads than any machine has"),
+    "runs": Limit(None, 1000, "a median over 1000 generations is already exact"),
+    "warmup_runs": Limit(None, 1000, "a median over 1000 generations is already exact"),
+    "requests": Limit(None, MAX_REQUESTS, "about 20 minutes of simulation; percentiles settle long before"),
+    "concurrency": Limit(None, 1_000_000, "a million clients"),
+    "duration": Limit(None, 1e6, "11.6 days of simulated time"),
+    "rate_points": Limit(None, 1000, "each point is a whole simulation"),
+    "tp": Limit(None, 1024, "more GPUs than one model instance spans"),
+    "pp": Limit(None, 1024, "more stages than any model has layers"),
+    "ep": Limit(None, 1024, "more expert groups than any model has experts"),
+    "micro_batches": Limit(None, 65536, "a pipeline bubble is negligible long before"),
+    "layers": Limit(None, 100_000, "more layers than any model has"),
+    "depth": Limit(None, 100_000, "more layers than any model has"),
+    "warmup_ms": Limit(None, MAX_BUDGET_MS, "a minute per kernel"),
+    "rep_ms": Limit(None, MAX_BUDGET_MS, "a minute per kernel"),
+}
 
 DEFAULT_BATCHES = "1,2,4,8,16,32,64,128,256"
 
@@ -110,6 +144,8 @@ def guarded(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             check_numbers(kwargs)
+            check_stdout_open(kwargs)
+            check_output_paths(kwargs)
             return fn(*args, **kwargs)
         except BatchprofError as e:
             fail(str(e))
@@ -128,6 +164,32 @@ def guarded(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def check_stdout_open(options: dict[str, Any]) -> None:
+    """A command whose result goes to stdout (no -o / --export given) is refused before any work
+    when stdout was closed before it started (``>&-``): nothing it computed could be shown."""
+    from gpt_batchprof.cli.streams import ClosedStdout
+
+    if isinstance(sys.stdout, ClosedStdout) and options.get("output") is None and options.get("export") is None:
+        raise BrokenPipeError(errno.EPIPE, "stdout is closed")
+
+
+OUTPUT_FILES = {"output": "--output", "export": "--export"}  # the parameters every command writes a file to
+OUTPUT_FOLDERS = {"plot": "--plot"}
+
+
+def check_output_paths(options: dict[str, Any]) -> None:
+    """Every output file and folder a command was given, checked writable before any work, so
+    minutes of measuring never end in "cannot write" (the writer still writes all or nothing)."""
+    from gpt_batchprof.files import check_writable_file, check_writable_folder
+
+    for name, opt in OUTPUT_FILES.items():
+        if isinstance(options.get(name), Path):
+            check_writable_file(options[name], opt)
+    for name, opt in OUTPUT_FOLDERS.items():
+        if isinstance(options.get(name), Path):
+            check_writable_folder(options[name], opt)
+
+
 def check_numbers(options: dict[str, Any]) -> None:
     """Every numeric option of every command: floats finite (no nan / inf), integers within
     2^31 - 1 (no batch, length, width or thread count beyond that is meant). Option names are
@@ -141,6 +203,17 @@ def check_numbers(options: dict[str, Any]) -> None:
         elif abs(v) > MAX_INT:
             shown = str(v) if abs(v) < 10**30 else f"a {len(str(abs(v)))}-digit number"
             raise BatchprofError(f"{opt}: must be <= {MAX_INT} (2^31 - 1), got {shown}")
+        limit = LIMITS.get(name)
+        if limit is None:
+            continue
+        if limit.low is not None and not limit.low <= v <= limit.high:
+            raise BatchprofError(f"{opt}: must be between {_num(limit.low)} and {_num(limit.high)}, got {_num(v)}")
+        if v > limit.high:
+            raise BatchprofError(f"{opt}: at most {_num(limit.high)} ({limit.why}), got {_num(v)}")
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
 
 
 def check_finite(value: float | None, option: str) -> None:
@@ -156,11 +229,7 @@ def check_live_options(warmup_ms: float, rep_ms: float, threads: int | None) -> 
         raise BatchprofError(f"--warmup-ms: must be >= 0, got {warmup_ms:g}")
     if rep_ms <= 0:
         raise BatchprofError(f"--rep-ms: must be > 0, got {rep_ms:g}")
-    if warmup_ms > MAX_BUDGET_MS or rep_ms > MAX_BUDGET_MS:
-        raise BatchprofError(f"--warmup-ms and --rep-ms: at most {MAX_BUDGET_MS:g} ms per kernel "
-                             f"(got {warmup_ms:g}, {rep_ms:g})")
-    if threads is not None and not 1 <= threads <= MAX_THREADS:
-        raise BatchprofError(f"--threads: must be between 1 and {MAX_THREADS}, got {threads}")
+    check_numbers({"warmup_ms": warmup_ms, "rep_ms": rep_ms, "threads": threads})  # the ceilings (LIMITS)
 
 
 def write_stdout(text: str) -> None:
@@ -214,6 +283,33 @@ def progress_bar():
                     console=err_console, transient=True)
 
 
+def partial_path(output: Path) -> Path:
+    """Where an incomplete result goes when ``output`` already holds a file: beside it, with
+    ``.partial`` before the suffix (gen.json -> gen.partial.json)."""
+    return output.with_name(f"{output.stem}.partial{output.suffix}")
+
+
+def output_for(output: Path | None, complete: bool) -> Path | None:
+    """The file a result is written to: ``output``, except that an interrupted (incomplete) run
+    never replaces a file already there (it may be a complete result); the partial result then
+    goes beside it (:func:`partial_path`), and a line says so."""
+    if complete or output is None or not output.exists() or not output.is_file():
+        return output
+    beside = partial_path(output)
+    note(f"incomplete run: kept {output} as it was; the finished part goes to {beside}", style="yellow")
+    return beside
+
+
+def folder_for(folder: Path | None, complete: bool) -> Path | None:
+    """:func:`output_for` for an output folder (``--plot``): an incomplete run's plots go to
+    ``FOLDER.partial`` when ``folder`` already holds files, so earlier plots are kept."""
+    if complete or folder is None or not folder.is_dir() or not any(folder.iterdir()):
+        return folder
+    beside = folder.with_name(folder.name + ".partial")
+    note(f"incomplete run: kept {folder} as it was; its plots go to {beside}", style="yellow")
+    return beside
+
+
 def run_keeping_partial(progress, run: Callable[[], Any], what: str) -> Any:
     """``run()`` under ``progress``; on Ctrl-C, the partial result the core attached to the
     KeyboardInterrupt (``.partial``, with ``.rows``), so finished rows are still reported."""
@@ -237,3 +333,24 @@ def render(fmt: str, output: Path | None, *, doc: Callable[[], Any], rows: Calla
 
     show(Views(json=doc, csv=lambda: export.to_csv(rows()), markdown=markdown, table=table), fmt, output,
          width=160)
+
+
+SpeculateOpt = Annotated[int, typer.Option("--speculate", help="Speculative decoding: tokens the draft proposes per step (0: off); needs --draft.")]
+AcceptanceOpt = Annotated[float, typer.Option("--acceptance", help="Probability that a drafted token is accepted (0..1); tokens per verify step (1 - a^(k+1)) / (1 - a).")]
+DraftOpt = Annotated[Optional[str], typer.Option("--draft", help="Draft model for --speculate (a model name, YAML or config.json), or mtp: multi-token-prediction heads, one layer of the target.")]
+
+
+def speculation_of(k: int, acceptance: float, draft: "str | None", model):
+    """The speculative-decoding setting of --speculate/--acceptance/--draft (None: off)."""
+    from gpt_batchprof.errors import BatchprofError
+
+    if not k:
+        if draft is not None:
+            raise BatchprofError("--draft needs --speculate K (tokens drafted per step)")
+        return None
+    if draft is None:
+        raise BatchprofError("--speculate needs --draft MODEL (a smaller model) or --draft mtp")
+    from gpt_batchprof.analytic.speculative import MTP, Speculation, mtp_draft
+    from gpt_batchprof.profiles import load_model
+
+    return Speculation(k, acceptance, mtp_draft(model) if draft == MTP else load_model(draft))

@@ -14,10 +14,9 @@ import typer
 
 from gpt_batchprof.cli.bench import BenchDtypeOpt, BenchHardwareOpt, DeviceOpt, ThreadsOpt, live_device, live_hardware
 from gpt_batchprof.cli.common import (
-    AttentionOpt, BatchOpt, FormatOpt, GenLenOpt, ModelOpt, OutputOpt, PromptLenOpt, choice, guarded,
+    AttentionOpt, BatchOpt, FormatOpt, GenLenOpt, ModelOpt, OutputOpt, PromptLenOpt, choice, guarded, output_for,
     parse_int_list, progress_bar, render, run_keeping_partial,
 )
-from gpt_batchprof.errors import BatchprofError
 
 EngineOpt = Annotated[str, typer.Option(
     "--engine", help="reference: the built-in reference GPT (analyze's operators at analyze's shapes). hf: the "
@@ -58,15 +57,14 @@ def generate_cmd(
 
     choice(fmt, FORMATS, "--format")
     choice(engine, ENGINES, "--engine")
-    if threads is not None and threads < 1:
-        raise BatchprofError(f"--threads: must be >= 1, got {threads}")
+    # --threads, --runs, --warmup-runs: bounded by common.LIMITS before this runs
     batches = parse_int_list(batch)
     spec = load_model(model)
     if engine == "hf":
-        from gpt_batchprof.measure.hf import config_dict, require_transformers
+        from gpt_batchprof.measure.hf import check_config, config_dict, require_transformers
 
         require_transformers()
-        config_dict(spec)  # an architecture transformers has, before any weight is built
+        check_config(config_dict(spec), model)  # an architecture and values transformers has, before any weight
     dev, dtype = live_device(device, dtype)
     # decode steps from CUDA graphs only where they are captured (reference engine, not MoE): predict the same
     graphed = dev == "cuda" and cuda_graphs and engine == "reference" and not spec.is_moe
@@ -76,7 +74,7 @@ def generate_cmd(
     settings = GenerateSettings(dev, device_name(dev), torch_version(), n_threads, engine, cuda_graphs,
                                 warmup_runs, runs, seed)
     result = _run_with_progress(run_generate, spec, hw, scenario, batches, settings)
-    _render(result, fmt, output)
+    _render(result, fmt, output_for(output, result.complete))  # a partial run never replaces a file
     if not result.complete:
         raise typer.Exit(130)
 

@@ -104,6 +104,9 @@ def _show_table(title: str, data: dict):
             v = f"{v:,} ({v / 1e9:.3f} B)"
         elif k == "interconnect" and v:
             v = f"{v['name']}: {v['bandwidth_bytes_per_s'] / 1e9:g} GB/s per direction, {v['latency_s'] * 1e6:g} us"
+        elif k == "engine" and v:
+            v = (f"{v['name']}: {v['per_step_s'] * 1e6:g} us per step + {v['per_layer_s'] * 1e6:g} us per layer "
+                 f"+ {v['per_request_s'] * 1e6:g} us per sequence")
         elif k == "measured" and v:
             src = v.get("source") or {}
             origin = (f"imported from {src.get('package')} {src.get('package_version')} ({src.get('framework')} "

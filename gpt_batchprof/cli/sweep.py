@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from gpt_batchprof.cli.common import (
-    check_live_options, choice, console, err_console, guarded, note, show,
+    check_live_options, choice, console, err_console, folder_for, guarded, note, output_for, show,
 )
 
 ListOpt = Optional[str]
@@ -78,10 +78,7 @@ def sweep_cmd(
             raise g.BatchprofError(f"--export {export}: is the --output stream file; choose another file")
     elif overwrite:
         raise g.BatchprofError("--overwrite needs --output FILE (the file to start again)")
-    if export is not None and export.is_dir():
-        raise g.BatchprofError(f"--export {export}: is a directory, not a file")
-    if plot is not None and plot.exists() and not plot.is_dir():
-        raise g.BatchprofError(f"--plot {plot}: is a file, not a folder")
+    # --export and --plot: checked writable before any work by common.check_output_paths
 
     file_data = g.load_sweep_file(config) if config is not None else {}
     preset = preset or file_data.get("preset")
@@ -127,11 +124,11 @@ def sweep_cmd(
         for op_name, why in timer.unsupported.items():
             note(f"not timed: {op_name}: {why}", style="yellow")
 
-    _render(outcome.rows, spec, fmt, export)
+    _render(outcome.rows, spec, fmt, output_for(export, not outcome.interrupted))  # never over a full export
     if output is not None:
         note(f"{outcome.new} new point(s), {outcome.skipped} kept from {output}; {outcome.elapsed_s:.2f} s")
     if plot is not None and outcome.rows:
-        _plot(outcome.rows, plot, grid.hardware)
+        _plot(outcome.rows, folder_for(plot, not outcome.interrupted), grid.hardware)  # never over full plots
     if outcome.interrupted:
         note(f"interrupted: {len(outcome.rows)} of {len(grid)} points done"
              + (f", kept in {output} (--resume to finish)" if output else ""), style="yellow")
@@ -146,16 +143,16 @@ def _apply_flags(spec, g, **flags):
         changes["workload"] = flags["workload"]
     models: tuple[str, ...] = ()
     if flags["model"]:
-        models += parse_name_list(flags["model"])
+        models += parse_name_list(flags["model"], "--model")
     if flags["d_model"]:
         models += tuple(f"d{d}" for d in parse_int_list(flags["d_model"], "--d-model"))
     if models:
         changes["models"] = models
     for key, opt in (("hardware", "hardware"), ("op", "ops"), ("dtype", "dtypes"), ("attention", "attentions")):
         if flags[key]:
-            changes[opt] = parse_name_list(flags[key])
+            changes[opt] = parse_name_list(flags[key], f"--{key}")
     if flags["phase"]:
-        phases = parse_name_list(flags["phase"])
+        phases = parse_name_list(flags["phase"], "--phase")
         changes["phases"] = ("prefill", "decode") if phases == ("both",) else phases
     if flags["batch"]:
         changes["batches"] = parse_int_list(flags["batch"], "--batch")
@@ -249,7 +246,10 @@ def plot_cmd(
     columns = read_columns(results)  # columns, not a dict per row: large files plot in seconds
     if not columns.get("workload"):
         raise BatchprofError(f"{results}: no points in it")
-    _plot(columns, plot, _load_hw(columns["hardware"], hardware))
+    try:
+        _plot(columns, plot, _load_hw(columns["hardware"], hardware))
+    except BatchprofError as e:
+        raise BatchprofError(f"{results}: {e}" if str(e).startswith("point ") else str(e)) from None
 
 
 def _load_hw(row_hardware, names: Optional[str]):
@@ -257,7 +257,7 @@ def _load_hw(row_hardware, names: Optional[str]):
     from gpt_batchprof.profiles import load_hardware
     from gpt_batchprof.lists import parse_name_list
 
-    wanted = parse_name_list(names) if names else tuple(dict.fromkeys(row_hardware))
+    wanted = parse_name_list(names, "--hardware") if names else tuple(dict.fromkeys(row_hardware))
     out = {}
     for n in wanted:
         try:

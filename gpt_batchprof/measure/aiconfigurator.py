@@ -9,6 +9,10 @@ of :mod:`gpt_batchprof.analytic.efficiency`:
 - ``attention/`` context and generation tables -> ``attn_prefill.bf16`` / ``attn_decode.bf16``
   over (batch x K/V heads, length, query heads per K/V head, head_dim), bf16 K/V cache,
   no sliding window; FLOPs counted as ``enumerate_ops`` counts them;
+- ``moe/`` fused MoE layers (bf16, balanced routing, no TP/EP) -> ``moe.bf16`` over (rows per
+  touched expert, elements of one expert matrix): each measured model configuration gives one
+  curve along the rows axis (resampled log-log onto the kept rows); its matrix size is a point
+  of the second axis;
 - ``comm/`` all-reduce -> the profile's ``interconnect`` (bandwidth and per-step latency
   fitted to the ring formula the pricing uses).
 
@@ -35,6 +39,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from gpt_batchprof.analytic.efficiency import MeasuredTables, Table
+from gpt_batchprof.analytic.gpt import expected_experts_touched
 from gpt_batchprof.analytic.ops import causal_pairs
 from gpt_batchprof.errors import BatchprofError
 from gpt_batchprof.profiles import HardwareSpec, Interconnect
@@ -56,8 +61,8 @@ GEMM_DTYPES = {"bf16": "bfloat16", "fp8": "fp8"}  # our dtype -> the database's 
 GRIDS: dict[str, dict[str, tuple[float, ...]]] = {
     "matmul": {
         "m": (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768),
-        "n": (128, 512, 1024, 2048, 4096, 8192, 16384, 65536),
-        "k": (128, 512, 1024, 2048, 4096, 8192, 16384, 65536),
+        "n": (32, 128, 512, 1024, 2048, 4096, 8192, 16384, 65536),
+        "k": (32, 128, 512, 1024, 2048, 4096, 8192, 16384, 65536),
     },
     "attn_decode": {
         "batch_kv_heads": (1, 4, 16, 64, 256, 1024, 4096, 16384),
@@ -65,6 +70,7 @@ GRIDS: dict[str, dict[str, tuple[float, ...]]] = {
         "gqa": (1, 2, 4, 8),
         "head_dim": (64, 128, 256),
     },
+    "moe": {"rows_per_expert": (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)},  # + the configs' matrices
     "attn_prefill": {
         "batch_kv_heads": (1, 4, 16, 64, 256, 1024, 4096),
         "seq_len": (16, 64, 256, 1024, 4096, 16384),
@@ -186,11 +192,11 @@ def _attention_rows(df):
     return df[sel]
 
 
-def layout_for(bkv: int, gqa: int, batches: Iterable[int], kv_heads: Iterable[int], heads: Iterable[int]):
-    """A measured (batch, heads, kv_heads) with batch x kv_heads = ``bkv`` and heads = gqa x kv_heads:
-    8 K/V heads where the database allows (the common layout), else the most K/V heads."""
-    batches, kv_heads, heads = set(batches), set(kv_heads), set(heads)
-    options = [kv for kv in kv_heads if bkv % kv == 0 and bkv // kv in batches and kv * gqa in heads]
+def layout_for(bkv: int, gqa: int, measured: set[tuple[int, int, int]]):
+    """A measured (batch, heads, kv_heads) with batch x kv_heads = ``bkv`` and heads = gqa x kv_heads
+    (``measured``: the layouts the database has at one head_dim): 8 K/V heads where it has them
+    (the common layout), else the most K/V heads."""
+    options = [kv for (b, h, kv) in measured if b * kv == bkv and h == kv * gqa]
     if not options:
         return None
     kv = 8 if 8 in options else max(options)
@@ -213,25 +219,76 @@ def attention_table(df, phase: str, overhead_s: float, grid=None) -> tuple[Table
     kernel = _pick_kernel(rows, f"{phase} attention")
     rows = rows[rows["kernel_source"] == kernel]
     points = attention_points(rows, phase)
-    batches = {k[0] for k in points}
-    heads = {k[1] for k in points}
-    kvs = {k[2] for k in points}
     length_axis = grid["kv_len" if phase == "decode" else "seq_len"]
     cells = {}
-    for bkv in grid["batch_kv_heads"]:
-        for g in grid["gqa"]:
-            lay = layout_for(int(bkv), int(g), batches, kvs, heads)
-            if lay is None:
-                continue
-            b, h, kv = lay
-            for L in length_axis:
-                for hd in grid["head_dim"]:
+    for hd in grid["head_dim"]:
+        layouts = {(b, h, kv) for (b, h, kv, d, _) in points if d == hd}
+        for bkv in grid["batch_kv_heads"]:
+            for g in grid["gqa"]:
+                lay = layout_for(int(bkv), int(g), layouts)
+                if lay is None:
+                    continue
+                b, h, kv = lay
+                for L in length_axis:
                     t = points.get((b, h, kv, int(hd), int(L)))
                     if t is None:
                         continue
                     q = 1 if phase == "decode" else int(L)
                     cells[(bkv, L, g, hd)] = attention_flops(b, h, int(hd), q, int(L)) / _net(t, overhead_s)
     return _table(kind, "bf16", grid, cells), kernel
+
+
+def moe_curves(df, exclude: Iterable[tuple[int, int, int, int]] = ()) -> dict[tuple[int, int, int, int], list]:
+    """(hidden, inter, topk, experts) -> [(rows per touched expert, FLOP/s-ready (flops, seconds))], bf16,
+    balanced routing, one GPU (no TP/EP); rows per expert as `enumerate_ops` counts them (uniform routing)."""
+    sel = ((df["moe_dtype"] == "bfloat16") & (df["moe_tp_size"] == 1) & (df["moe_ep_size"] == 1)
+           & (df["distribution"] == "balanced"))
+    rows = df[sel]
+    if rows.empty:
+        return {}
+    rows = rows[rows["kernel_source"] == _pick_kernel(rows, "moe bf16")]
+    out: dict[tuple[int, int, int, int], list] = {}
+    keys = ["hidden_size", "inter_size", "topk", "num_experts", "num_tokens"]
+    for (h, i, k, e, t), lat in rows.groupby(keys)["latency"].median().items():
+        cfg = (int(h), int(i), int(k), int(e))
+        if cfg in exclude:
+            continue
+        touched = max(1, round(expected_experts_touched(e, k, t)))
+        m = max(1, round(t * k / touched))
+        out.setdefault(cfg, []).append((m, 3 * 2.0 * t * k * h * i, lat * 1e-3))  # gate, up, down: 3 GEMMs
+    return {c: sorted(v) for c, v in out.items()}
+
+
+def moe_table(df, overhead_s: float, exclude=(), grid=None) -> tuple[Table | None, str]:
+    """``moe.bf16``: each configuration's FLOP/s along its rows per expert, resampled log-log onto the
+    kept rows axis (no extrapolation past its measured range: those cells stay null); configurations
+    sharing a matrix size are averaged in log rate."""
+    import math
+
+    curves = moe_curves(df, exclude)
+    if not curves:
+        return None, ""
+    m_axis = (grid or GRIDS["moe"])["rows_per_expert"]
+    by_w: dict[int, list[dict[float, float]]] = {}
+    for (h, i, _k, _e), pts in curves.items():
+        rates = sorted({m: f / _net(t, overhead_s) for m, f, t in pts}.items())  # last duplicate m wins
+        at = {}
+        for target in m_axis:
+            for (m0, r0), (m1, r1) in zip(rates, rates[1:]):
+                if m0 <= target <= m1:
+                    u = 0.0 if m1 == m0 else (math.log(target) - math.log(m0)) / (math.log(m1) - math.log(m0))
+                    at[target] = math.exp((1 - u) * math.log(r0) + u * math.log(r1))
+                    break
+        by_w.setdefault(h * i, []).append(at)
+    w_axis = tuple(sorted(by_w))
+    cells = {}
+    for w in w_axis:
+        for m in m_axis:
+            vals = [c[m] for c in by_w[w] if m in c]
+            if vals:
+                cells[(m, w)] = math.exp(sum(math.log(v) for v in vals) / len(vals))
+    kernel = _pick_kernel(df[df["moe_dtype"] == "bfloat16"], "moe bf16")
+    return _table("moe", "bf16", {"rows_per_expert": m_axis, "expert_weights": w_axis}, cells), kernel
 
 
 def allreduce_link(df, n_ranks: int | None = None) -> tuple[Interconnect, dict[str, Any]] | None:
@@ -260,13 +317,13 @@ def allreduce_link(df, n_ranks: int | None = None) -> tuple[Interconnect, dict[s
 
 
 def convert(hw: HardwareSpec, framework: str = "vllm", system: str | None = None,
-            progress=lambda s: None) -> tuple[MeasuredTables, Interconnect | None, dict[str, Any]]:
+            progress=lambda s: None, exclude_moe: Iterable[tuple[int, int, int, int]] = ()) -> tuple[MeasuredTables, Interconnect | None, dict[str, Any]]:
     """The `measured:` tables (and the fitted interconnect) of ``hw`` from the installed database."""
-    import pandas as pd
-
     if framework not in FRAMEWORKS:
         raise BatchprofError(f"--from aiconfigurator:{framework}: unknown framework (known: {', '.join(FRAMEWORKS)})")
-    db = locate(system or hw.name)
+    db = locate(system or hw.name)  # one line and exit 2 without the extra (pandas, pyarrow, the package)
+    import pandas as pd
+
     gap = hw.graph_launch_overhead_s if hw.graph_launch_overhead_s is not None else 0.0
     tables: dict[str, Table] = {}
     kernels: dict[str, str] = {}
@@ -292,6 +349,14 @@ def convert(hw: HardwareSpec, framework: str = "vllm", system: str | None = None
             continue
         progress(f"reading {path.relative_to(db.root.parent)}")
         t, kernel = attention_table(pd.read_parquet(path), phase, gap)
+        if t is not None:
+            tables[t.name] = t
+            kernels[t.name] = kernel
+            versions[t.name] = path.parent.name
+    path = newest(db.root, "moe", framework, "moe_perf.parquet")
+    if path is not None:
+        progress(f"reading {path.relative_to(db.root.parent)}")
+        t, kernel = moe_table(pd.read_parquet(path), gap, exclude=tuple(exclude_moe))
         if t is not None:
             tables[t.name] = t
             kernels[t.name] = kernel

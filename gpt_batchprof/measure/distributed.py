@@ -64,8 +64,14 @@ def check_world(device: str, world: int) -> str:
         if not dist.is_nccl_available():
             raise BatchprofError("this torch build has no NCCL backend; use --device cpu (gloo)")
     else:
+        import os
+
         import torch.distributed as dist
 
+        most = max(8, 4 * (os.cpu_count() or 1))  # gloo: one process each, sharing this CPU's cores
+        if world > most:
+            raise BatchprofError(f"gloo over {world} processes on a {os.cpu_count()}-core CPU: at most {most} "
+                                 "here (each process is a whole torch runtime)")
         if not dist.is_gloo_available():
             raise BatchprofError("this torch build has no gloo backend (needed for collectives on the CPU)")
     return BACKENDS[device]

@@ -35,8 +35,51 @@ def require_transformers():
     return transformers
 
 
+def _refuse_missing(spec: ModelSpec, arch: str, *, gqa: bool, experts: bool, window: bool,
+                    free_head_dim: bool) -> None:
+    """One line when transformers' ``arch`` cannot hold what ``spec`` asks for: building it anyway
+    would time a different model (MHA for MQA, a dense FFN for experts, full attention for a window)."""
+    lacks = []
+    if not gqa and spec.n_kv_head != spec.n_head:
+        lacks.append(f"{'MQA' if spec.n_kv_head == 1 else 'GQA'} ({spec.n_kv_head} K/V heads for {spec.n_head} "
+                     "query heads)")
+    if not experts and spec.is_moe:
+        lacks.append(f"experts ({spec.n_expert})")
+    if not window and spec.sliding_window:
+        lacks.append(f"sliding window ({spec.sliding_window})")
+    if not free_head_dim and spec.head_dim * spec.n_head != spec.d_model:
+        lacks.append(f"head_dim {spec.head_dim} (d_model / n_head is {spec.d_model // spec.n_head})")
+    if lacks:
+        raise BatchprofError(
+            f"--engine hf: {spec.name} would be built as transformers' {arch}, which has no {' and no '.join(lacks)}; "
+            "give its config.json as --model, or use --engine reference")
+
+
+def check_config(cfg: dict[str, Any], where: str) -> dict[str, Any]:
+    """Refuse, before any weight is built, the config values transformers only rejects deep inside
+    model construction (a KeyError traceback): an activation or a RoPE scaling it does not have."""
+    from transformers.activations import ACT2FN
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    for key in ("hidden_act", "activation_function", "hidden_activation"):
+        act = cfg.get(key)
+        if isinstance(act, str) and act not in ACT2FN:
+            raise BatchprofError(f"--engine hf: {where}: {key} '{act}' is not an activation transformers has "
+                                 f"(it has {', '.join(sorted(ACT2FN))})")
+    for key in ("rope_scaling", "rope_parameters"):
+        rope = cfg.get(key)
+        if isinstance(rope, dict):
+            kind = rope.get("rope_type", rope.get("type", "default"))
+            known = ("default",) + tuple(ROPE_INIT_FUNCTIONS)
+            if kind not in known:
+                raise BatchprofError(f"--engine hf: {where}: {key} type '{kind}' is not a RoPE scaling transformers "
+                                     f"has (it has {', '.join(known)})")
+    return cfg
+
+
 def config_dict(spec: ModelSpec) -> dict[str, Any]:
-    """The config.json behind ``spec`` when it was loaded from one, else one written from the spec."""
+    """The config.json behind ``spec`` when it was loaded from one, else one written from the spec
+    (refused when no transformers architecture can be built exactly as the spec says)."""
     if spec.source.endswith(".json"):
         import json
 
@@ -47,10 +90,12 @@ def config_dict(spec: ModelSpec) -> dict[str, Any]:
                              "written from the profile cannot express; give its config.json as --model")
     common = {"vocab_size": spec.vocab_size, "tie_word_embeddings": spec.tied_embeddings}
     if spec.positional == "learned" and spec.norm == "layernorm" and spec.ffn == "gelu":
+        _refuse_missing(spec, "gpt2", gqa=False, experts=False, window=False, free_head_dim=False)
         return common | {"model_type": "gpt2", "n_positions": spec.max_seq_len, "n_embd": spec.d_model,
                          "n_layer": spec.n_layer, "n_head": spec.n_head, "n_inner": spec.d_ff,
                          "activation_function": "gelu_new"}
     if spec.positional == "rope" and spec.norm == "layernorm" and spec.ffn == "gelu" and not spec.is_moe:
+        _refuse_missing(spec, "gpt_neox", gqa=False, experts=False, window=False, free_head_dim=False)
         return common | {"model_type": "gpt_neox", "hidden_size": spec.d_model, "num_hidden_layers": spec.n_layer,
                          "num_attention_heads": spec.n_head, "intermediate_size": spec.d_ff,
                          "max_position_embeddings": spec.max_seq_len, "rotary_pct": 1.0, "hidden_act": "gelu"}
@@ -60,6 +105,7 @@ def config_dict(spec: ModelSpec) -> dict[str, Any]:
                       "head_dim": spec.head_dim, "intermediate_size": spec.d_ff,
                       "max_position_embeddings": spec.max_seq_len, "attention_bias": spec.bias}
         if spec.d_ff_shared:
+            _refuse_missing(spec, "qwen2_moe", gqa=True, experts=True, window=False, free_head_dim=True)
             return d | {"model_type": "qwen2_moe", "num_experts": spec.n_expert, "moe_intermediate_size": spec.d_ff,
                         "shared_expert_intermediate_size": spec.d_ff_shared,
                         "num_experts_per_tok": spec.n_expert_active}
@@ -82,7 +128,8 @@ class HFEngine:
         from gpt_batchprof.measure.generate import torch_dtype_of
 
         transformers = require_transformers()
-        cfg = {k: v for k, v in (cfg or config_dict(spec)).items() if not k.startswith("_")}  # "_comment"
+        cfg = {k: v for k, v in check_config(cfg or config_dict(spec), spec.source or spec.name).items()
+               if not k.startswith("_")}  # "_comment"
         model_type = cfg.pop("model_type", None)
         try:
             config = transformers.AutoConfig.for_model(model_type, **cfg)

@@ -42,7 +42,7 @@ def bench_header(out: Console, result) -> None:
               f"activations {dt.act}, KV {dt.kv}; {sc.attention} attention. Times are totals over all "
               "layers (median x launches); IQR relative to the median; roof = share of the roofline reached "
               "(roofline / measured); pred = the prediction (calibrated from the profile's measured tables when it has them, "
-              "* = outside the measured grid), err = pred / meas - 1; achieved = FLOP/s when compute-bound, else bytes/s.",
+              "* = outside the measured grid, ! = below the roofline: see below_roofline in JSON), err = pred / meas - 1; achieved = FLOP/s when compute-bound, else bytes/s.",
               style="dim", highlight=False)
 
 
@@ -76,7 +76,7 @@ def bench_table(rows: Sequence, title: str) -> Table:
         ok = r.status == "ok"
         iqr = fmt_pct(r.measured_iqr_s / r.measured_time_s) if ok and r.measured_time_s else "-"
         p = r.prediction
-        pred = fmt_time(p.time_s) + ("*" if p.extrapolated else "")
+        pred = fmt_time(p.time_s) + ("*" if p.extrapolated else "") + ("!" if p.below_roofline else "")
         err = _error_markup(r.prediction_error) if ok else "-"
         cells = [str(c.batch), c.op, fmt_time(r.measured_time_s) if ok else "-", iqr, pred, err]
         if calibrated:

@@ -557,6 +557,33 @@ def _save(plt, fig, path: Path) -> None:
         plt.close(fig)
 
 
+POSITIVE = ("predicted_time_s", "measured_time_s", "roofline_time_s", "ttft_s", "itl_s", "measured_ttft_s",
+            "measured_itl_s", "roofline_ttft_s", "roofline_itl_s")  # a time of 0 or less is no measurement
+NON_NEGATIVE = ("predicted_flops_per_s", "predicted_items_per_s", "measured_flops_per_s", "measured_items_per_s",
+                "intensity", "flops", "bytes")
+
+
+def check_values(table: "_Table") -> None:
+    """Refuse, naming the first point, what no sweep writes and a log axis cannot draw: a batch
+    that is not a whole number >= 1, a time that is not finite and > 0, a rate, intensity,
+    FLOP or byte count that is negative or infinite. Empty cells (not measured) are fine."""
+    import numpy as np
+
+    def first(bad, name: str, why: str) -> None:
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise BatchprofError(f"point {i + 1}: {name} is {table._whole(name)[i]!r}, {why}")
+
+    batch = table.num("batch")
+    first(~(np.isfinite(batch) & (batch >= 1) & (batch == np.floor(batch))), "batch", "not a whole number >= 1")
+    for name in POSITIVE:
+        v = table.num(name)
+        first(~np.isnan(v) & ~(np.isfinite(v) & (v > 0)), name, "not a finite time > 0")
+    for name in NON_NEGATIVE:
+        v = table.num(name)
+        first(~np.isnan(v) & ~(np.isfinite(v) & (v >= 0)), name, "not a finite number >= 0")
+
+
 def plot_all(data: Sequence[Any] | Mapping[str, Sequence], folder: Path,
              hardware: Mapping[str, Any] | None = None) -> list[Path]:
     """Every plot the rows support; returns the files written. ``data``: the rows (dicts or
@@ -571,6 +598,7 @@ def plot_all(data: Sequence[Any] | Mapping[str, Sequence], folder: Path,
     hardware = hardware or {}
     written: list[Path] = []
     table = _Table(columns=data) if isinstance(data, Mapping) else _Table(rows=data)
+    check_values(table)
     for wl, tab in table.where("workload").items():
         if wl == "generation":
             written.append(_generation(plt, tab, folder / "generation.png"))

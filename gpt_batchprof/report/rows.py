@@ -35,6 +35,7 @@ def op_row(p: Prediction) -> dict[str, Any]:
         "roofline_time_s": p.roofline_time_s,
         "prediction": p.prediction,
         "extrapolated": p.extrapolated,
+        "below_roofline": p.below_roofline or None,  # why a calibrated time beats its ceiling (impossible)
         "bound": p.bound,
         "shape": asdict(c.shape),
     }
@@ -51,6 +52,7 @@ def summary_row(p: ServingPoint) -> dict[str, Any]:
         "roofline_itl_s": p.roofline_itl_s,
         "roofline_e2e_s": p.roofline_e2e_s,
         "roofline_tokens_per_s": p.roofline_tokens_per_s,
+        "engine_step_s": p.engine_step_s,
         "speedup": p.speedup,
         "latency_growth": p.latency_growth,
         "weights_bytes": p.memory.weights_bytes,
@@ -103,7 +105,13 @@ def analyze_dict(result: AnalyzeResult) -> dict[str, Any]:
         "weights_per_gpu": {"sharded_bytes": result.weights.sharded_bytes,
                             "replicated_bytes": result.weights.replicated_bytes},
         "pipeline_bubble_fraction": result.parallel.bubble_fraction,
-    }
+    } | ({"speculative": speculative_dict(result)} if result.speculation is not None else {})
+
+
+def speculative_dict(result: AnalyzeResult) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return result.speculation.to_dict() | {"points": [asdict(p) for p in result.speculative]}
 
 
 def bench_row_dict(row) -> dict[str, Any]:

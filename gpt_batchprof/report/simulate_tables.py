@@ -10,6 +10,7 @@ from rich.console import Console
 from gpt_batchprof.report.tables import compact_table
 from gpt_batchprof.report.units import fmt_bytes, fmt_pct, fmt_rate, fmt_time
 from gpt_batchprof.simulate import LoadPoint, RateSearch, SimResult
+from gpt_batchprof.simulate.metrics import slo_percentiles
 
 
 def settings_dict(model, hw, res: SimResult) -> dict[str, Any]:
@@ -29,7 +30,29 @@ def settings_dict(model, hw, res: SimResult) -> dict[str, Any]:
         "prediction": hw.prediction,
         "slo_ttft_s": slo.ttft_s, "slo_itl_s": slo.itl_s, "slo_percentile": slo.percentile,
         "steps": res.steps, "interrupted": res.interrupted,
+        "rescale_trace": w.rescale_trace, "prefix_caching": c.prefix_caching, "shared_prefix_len": w.shared_prefix_len,
+        "prefix_groups": w.prefix_groups if w.shared_prefix_len else None,
+        "speculation": c.speculation.to_dict() if c.speculation is not None else None,
+        "replicas": c.replicas, "disagg": c.disagg.label() if c.disagg is not None else None,
+        "kv_link_bytes_per_s": c.disagg.link(hw)[0] if c.disagg is not None else None, "gpus": res.gpus,
     } | c.parallel.to_dict()
+
+
+def pool_dict(res: SimResult) -> dict[str, Any]:
+    """A pool's figures per GPU (and the KV hand-over when disaggregated)."""
+    return {"gpus": res.gpus, "goodput_per_gpu_rps": res.goodput_per_gpu_rps,
+            "throughput_per_gpu_rps": res.summary.throughput_rps / res.gpus,
+            "kv_transfer_s_mean": res.kv_transfer_s_mean}
+
+
+def _is_pool(res: SimResult) -> bool:
+    return res.config.replicas > 1 or res.config.disagg is not None
+
+
+def prefix_dict(res: SimResult) -> dict[str, Any]:
+    """What the prefix cache saved (with --prefix-caching): token counts and the hit rate."""
+    return {"hit_rate": res.prefix_hit_rate, "prompt_tokens": res.prompt_tokens,
+            "hit_tokens": res.prefix_hit_tokens, "prefill_tokens_computed": res.prefill_tokens}
 
 
 def request_rows(res: SimResult) -> list[dict[str, Any]]:
@@ -37,12 +60,18 @@ def request_rows(res: SimResult) -> list[dict[str, Any]]:
 
 
 def point_row(p: LoadPoint) -> dict[str, Any]:
+    extra = {"prefix_hit_rate": p.result.prefix_hit_rate} if p.result.config.prefix_caching else {}
+    if _is_pool(p.result):
+        extra |= {"goodput_per_gpu_rps": p.result.goodput_per_gpu_rps}
     return {"rate_rps": p.rate_rps, "meets_slo": p.meets, "ttft_s_at_slo_percentile": p.ttft_at_percentile_s,
-            "itl_s_at_slo_percentile": p.itl_at_percentile_s} | asdict(p.result.summary)
+            "itl_s_at_slo_percentile": p.itl_at_percentile_s} | asdict(p.result.summary) | extra
 
 
 def single_json(model, hw, res: SimResult) -> dict[str, Any]:
-    return {"settings": settings_dict(model, hw, res), "summary": asdict(res.summary),
+    extra = {"prefix_cache": prefix_dict(res)} if res.config.prefix_caching else {}
+    if _is_pool(res):
+        extra["pool"] = pool_dict(res)
+    return {"settings": settings_dict(model, hw, res), "summary": asdict(res.summary), **extra,
             "requests": request_rows(res)}
 
 
@@ -53,7 +82,8 @@ def sweep_json(model, hw, points: Sequence[LoadPoint]) -> dict[str, Any]:
 
 def search_json(model, hw, search: RateSearch) -> dict[str, Any]:
     out = single_json(model, hw, search.best.result)
-    return {"settings": out["settings"], "max_rate_rps": search.max_rate_rps, "summary": out["summary"],
+    extra = {k: out[k] for k in ("prefix_cache", "pool") if k in out}
+    return {"settings": out["settings"], "max_rate_rps": search.max_rate_rps, "summary": out["summary"], **extra,
             "search": [point_row(p) for p in search.points], "requests": out["requests"]}
 
 
@@ -88,6 +118,21 @@ def header(out: Console, model, hw, res: SimResult, sweep: bool = False) -> None
     out.print(f"{sched}; KV cache {cap.kv_blocks:,} blocks x {cap.block_size} tokens "
               f"({cap.kv_blocks * cap.block_size:,} tokens); SLO {_slo_text(res)} at p{res.slo.percentile:g}",
               style="dim", highlight=False)
+    if c.disagg is not None:
+        bw, lat = c.disagg.link(hw)
+        pre, dec = c.disagg.layouts(c.parallel)
+        out.print(f"disaggregated: {c.disagg.prefill} prefill (x{pre.world} GPUs) + {c.disagg.decode} decode "
+                  f"(x{dec.world} GPUs) instance(s), {res.gpus} GPUs; "
+                  f"KV caches cross a {fmt_rate(bw / 1e9)} GB/s link ({fmt_time(lat)} latency)",
+                  style="dim", highlight=False)
+    elif c.replicas > 1:
+        out.print(f"aggregated: {c.replicas} replicas, {res.gpus} GPUs, arrivals dealt round-robin",
+                  style="dim", highlight=False)
+    if c.speculation is not None:
+        sp = c.speculation
+        out.print(f"speculative decoding: {sp.k} tokens drafted by {sp.draft.name}, acceptance {sp.acceptance:g}, "
+                  f"{sp.tokens_per_step:.3g} tokens per verify step (decode-only steps; draft weights and cache "
+                  f"included in memory)", style="dim", highlight=False)
     if not c.parallel.is_single:
         out.print(f"one server over {c.parallel.label()} ({hw.interconnect.name}); {fmt_bytes(cap.weights_bytes)} of weights "
                   f"on the fullest GPU", style="dim", highlight=False)
@@ -109,6 +154,14 @@ def figures(out: Console, res: SimResult) -> None:
               f"goodput {fmt_rate(s.goodput_rps)} req/s meeting {_slo_text(res)}", highlight=False)
     out.print(f"mean batch {s.mean_batch:.1f} sequences; KV cache {fmt_pct(s.kv_utilisation)} used on average; "
               f"{s.preemptions} preemption(s)", highlight=False)
+    if _is_pool(res):
+        hand = (f"; KV transfer {fmt_time(res.kv_transfer_s_mean)} on average (in TTFT)"
+                if res.kv_transfer_s_mean is not None else "")
+        out.print(f"per GPU ({res.gpus}): goodput {fmt_rate(res.goodput_per_gpu_rps)} req/s, throughput "
+                  f"{fmt_rate(s.throughput_rps / res.gpus)} req/s{hand}", highlight=False)
+    if res.config.prefix_caching:
+        out.print(f"prefix cache: {fmt_pct(res.prefix_hit_rate)} of {res.prompt_tokens:,} prompt tokens found cached; "
+                  f"{res.prefill_tokens:,} prompt tokens computed", highlight=False)
 
 
 def print_single(out: Console, model, hw, res: SimResult) -> None:
@@ -151,3 +204,47 @@ def print_search(out: Console, model, hw, search: RateSearch) -> None:
     out.print(load_table(sorted(search.points, key=lambda p: p.rate_rps), "Rates tried"))
     out.print(f"[bold]highest rate meeting the SLO[/] ({_slo_text(res)} at p{pct:g}): "
               f"[bold]{fmt_rate(search.max_rate_rps)} req/s[/] (the table above is that run)", highlight=False)
+
+
+# ----------------------------------------------------------------------------- aggregated vs disaggregated
+
+
+def compare_row(name: str, res: SimResult, max_rate: float | None) -> dict[str, Any]:
+    s = res.summary
+    ttft, itl = slo_percentiles(res.records, res.slo)
+    return {"mode": name, "layout": res.config.disagg.label() if res.config.disagg else f"{res.config.replicas}x",
+            "gpus": res.gpus, "max_rate_rps": max_rate,
+            "max_rate_per_gpu_rps": max_rate / res.gpus if max_rate is not None else None,
+            "throughput_rps": s.throughput_rps, "goodput_rps": s.goodput_rps,
+            "goodput_per_gpu_rps": res.goodput_per_gpu_rps, "ttft_s_at_slo_percentile": ttft,
+            "itl_s_at_slo_percentile": itl, "ttft_s_p50": s.ttft_s_p50, "itl_s_p50": s.itl_s_p50,
+            "kv_transfer_s_mean": res.kv_transfer_s_mean,
+            "meets_slo": ttft <= res.slo.ttft_s and itl <= res.slo.itl_s}
+
+
+def compare_json(model, hw, results) -> dict[str, Any]:
+    return {"settings": settings_dict(model, hw, results[-1][1]),
+            "compare": [compare_row(name, res, rate) for name, res, rate in results]}
+
+
+def print_compare(out: Console, model, hw, results) -> None:
+    res = results[-1][1]
+    header(out, model, hw, res)
+    pct = res.slo.percentile
+    search = results[0][2] is not None
+    cols = [("", "left"), ("GPUs", "right")] + ([("max req/s", "right"), ("per GPU", "right")] if search else []) + [
+        ("goodput", "right"), ("per GPU", "right"), (f"TTFT p{pct:g}", "right"), (f"ITL p{pct:g}", "right"),
+        ("KV transfer", "right"), ("SLO", "left")]
+    t = compact_table("Aggregated vs disaggregated at equal GPU count" + (" (each at its highest rate meeting the SLO)"
+                                                                           if search else ""), cols)
+    for name, r, rate in results:
+        row = compare_row(name, r, rate)
+        t.add_row(f"{name} ({row['layout']})", str(r.gpus),
+                  *([fmt_rate(rate), fmt_rate(rate / r.gpus)] if search else []),
+                  fmt_rate(row["goodput_rps"]), fmt_rate(row["goodput_per_gpu_rps"]),
+                  fmt_time(row["ttft_s_at_slo_percentile"]), fmt_time(row["itl_s_at_slo_percentile"]),
+                  fmt_time(r.kv_transfer_s_mean) if r.kv_transfer_s_mean is not None else "-",
+                  "[green]met[/]" if row["meets_slo"] else "[red]missed[/]")
+    out.print()
+    out.print(t)
+    out.print(f"SLO {_slo_text(res)} at p{pct:g}", style="dim", highlight=False)

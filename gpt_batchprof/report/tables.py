@@ -89,15 +89,25 @@ def summary_table(report: ServingReport, hw: HardwareSpec) -> Table:
     return t
 
 
-def roofline_table(report: ServingReport) -> Table:
+def roofline_table(report: ServingReport, below_roofline: Sequence[str] = ()) -> Table:
     """The roofline's figures (the ceiling) beside a calibrated prediction, and how far below it
-    the calibrated one lands (roofline tokens/s / calibrated tokens/s)."""
+    the calibrated one lands (roofline tokens/s / calibrated tokens/s). ``below_roofline``: why
+    operators were calibrated faster than their ceiling (``roofline.below_roofline_causes``); a
+    ratio under 1x is then explained in the caption, not left to look like a result."""
     t = compact_table("The roofline (ceiling) per batch",
                       [("batch", "right"), ("TTFT", "right"), ("ITL", "right"), ("e2e", "right"),
                        ("tok/s", "right"), ("roofline / calibrated tok/s", "right")])
     for p in report.points:
         t.add_row(str(p.batch), fmt_time(p.roofline_ttft_s), fmt_time(p.roofline_itl_s), fmt_time(p.roofline_e2e_s),
                   fmt_rate(p.roofline_tokens_per_s), fmt_ratio(p.roofline_tokens_per_s / p.tokens_per_s))
+    if below_roofline or any(p.roofline_tokens_per_s < p.tokens_per_s for p in report.points):
+        shown = f"e.g. {below_roofline[0]}" if below_roofline else ""
+        t.caption = ("note: some calibrated times are below their roofline"
+                     + (f" ({escape(shown)}; every cause: below_roofline in --format json --per-op)" if shown else "")
+                     + ": the measured tables beat this profile's ceilings (cache-resident data, tables from "
+                     "another machine, or peaks set too low); the roofline is no bound for those operators")
+        t.caption_style = "yellow"
+        t.caption_justify = "left"
     return t
 
 
@@ -112,6 +122,20 @@ def memory_table(report: ServingReport, hw: HardwareSpec, parallel=None) -> Tabl
                   fmt_bytes(m.activation_bytes), fmt_bytes(m.total_bytes),
                   "[green]yes[/]" if p.fits else "[red]no[/]")
     return t
+
+
+def engine_line(console: Console, report: ServingReport, hw: HardwareSpec, n_layer: int) -> None:
+    """The serving engine's share of each step, apart from the kernels (included in every time above)."""
+    e = hw.engine
+    if e is None:
+        return
+    per = ", ".join(f"batch {p.batch}: {fmt_time(p.engine_step_s)}" for p in report.points[:6])
+    console.print(
+        f"engine ({escape(e.name)}), included in every step above: {fmt_time(e.per_step_s)} per step + {n_layer} layers "
+        f"x {fmt_time(e.per_layer_s)} + batch x {fmt_time(e.per_request_s)} = {per}"
+        + (" ..." if len(report.points) > 6 else "") + " (the profile's engine: section)",
+        highlight=False, soft_wrap=False,
+    )
 
 
 def summary_footer(console: Console, report: ServingReport) -> None:
@@ -135,16 +159,30 @@ def ops_table(preds: Sequence[Prediction], title: str) -> Table:
             ("time", "right")] + ([("roofline", "right")] if calibrated else []) + [("share", "right"), ("bound", "left")]
     t = compact_table(title, cols)
     if calibrated:
-        t.caption = "time: calibrated from the measured tables (* = outside the measured grid, clamped); roofline: the ceiling"
+        t.caption = ("time: calibrated from the measured tables (* = outside the measured grid, clamped; ! = below "
+                     "the roofline, impossible: see below_roofline in --format json); roofline: the ceiling")
     for batch, group in groupby(preds, key=lambda p: p.cost.batch):
         rows = list(group)
         total = sum(p.time_s for p in rows)
         for i, p in enumerate(rows):
             c = p.cost
             cells = [str(batch) if i == 0 else "", c.label, fmt_count(c.flops), fmt_bytes(c.bytes),
-                     f"{c.intensity:.1f}", fmt_time(p.time_s) + ("*" if p.extrapolated else "")]
+                     f"{c.intensity:.1f}",
+                     fmt_time(p.time_s) + ("*" if p.extrapolated else "") + ("!" if p.below_roofline else "")]
             if calibrated:
                 cells.append(fmt_time(p.roofline_time_s))
             cells += [fmt_pct(p.time_s / total if total else 0), bound_markup(p.bound)]
             t.add_row(*cells, end_section=(i == len(rows) - 1))
+    return t
+
+
+def speculative_table(points, spec) -> Table:
+    """Plain decoding against speculative decoding, per batch."""
+    t = compact_table(f"Speculative decoding: {spec.k} drafted by {escape(spec.draft.name)}, acceptance "
+                      f"{spec.acceptance:g}, {spec.tokens_per_step:.3g} tokens per verify step",
+                      [("batch", "right"), ("ITL plain", "right"), ("verify", "right"), ("draft x k", "right"),
+                       ("ITL spec", "right"), ("speed-up", "right"), ("tok/s spec", "right")])
+    for p in points:
+        t.add_row(str(p.batch), fmt_time(p.itl_s), fmt_time(p.verify_s), fmt_time(p.draft_s), fmt_time(p.spec_itl_s),
+                  f"{p.speedup:.2f}x", fmt_rate(p.tokens_per_s))
     return t

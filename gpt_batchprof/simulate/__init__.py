@@ -10,10 +10,11 @@ from gpt_batchprof.simulate.engine import SCHEDULERS, Capacity, ServerConfig, Si
 from gpt_batchprof.simulate.metrics import REQUEST_COLUMNS, RequestRecord, Slo, Summary
 from gpt_batchprof.simulate.search import LoadPoint, RateSearch, find_max_rate, sweep_rates
 from gpt_batchprof.simulate.steptime import StepModel
-from gpt_batchprof.simulate.workload import Lengths, Request, Workload, parse_duration, parse_lengths, read_trace
+from gpt_batchprof.simulate.traces import Trace, load_trace, read_trace
+from gpt_batchprof.simulate.workload import Lengths, Request, Workload, parse_duration, parse_lengths
 
 __all__ = [
     "SCHEDULERS", "Capacity", "ServerConfig", "SimResult", "simulate", "REQUEST_COLUMNS", "RequestRecord",
     "Slo", "Summary", "LoadPoint", "RateSearch", "find_max_rate", "sweep_rates", "StepModel", "Lengths",
-    "Request", "Workload", "parse_duration", "parse_lengths", "read_trace",
+    "Request", "Workload", "parse_duration", "parse_lengths", "read_trace", "load_trace", "Trace",
 ]

@@ -31,16 +31,22 @@ import heapq
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from gpt_batchprof.analytic import Dtypes, Parallelism, Scenario, check_length, memory_use
+from gpt_batchprof.analytic.speculative import Speculation
 from gpt_batchprof.errors import BatchprofError
 from gpt_batchprof.profiles import HardwareSpec, ModelSpec
 from gpt_batchprof.simulate.metrics import RequestRecord, Slo, Summary, summarise
+from gpt_batchprof.simulate.prefix import PrefixCache
 from gpt_batchprof.simulate.steptime import StepModel
 from gpt_batchprof.simulate.workload import Workload
 
+if TYPE_CHECKING:
+    from gpt_batchprof.simulate.pools import Disagg
+
 SCHEDULERS = ("continuous", "static")
+ROLES = ("both", "prefill", "decode")  # what an instance does: all of a request, or one phase (--disagg)
 WATERMARK = 0.01  # share of KV blocks an admission must leave free
 DEFAULT_TOKENS_PER_STEP = 2048
 
@@ -57,6 +63,11 @@ class ServerConfig:
     attention: str = "unfused"
     launch: str = "auto"  # per-kernel overhead: eager, graphs, or auto (graphs on a GPU), as in analyze
     parallel: Parallelism = Parallelism()  # the server is one model instance over tp x pp x ep GPUs
+    prefix_caching: bool = False  # keep prompt-prefix KV blocks for later requests (LRU, see prefix.py)
+    speculation: Speculation | None = None  # speculative decoding in decode-only steps
+    replicas: int = 1  # identical servers sharing the arrivals round-robin (aggregated pool)
+    disagg: "Disagg | None" = None  # prefill and decode on separate instances (see pools.py)
+    role: str = "both"  # set by pools.py on each instance of a disaggregated pool
 
     def __post_init__(self) -> None:
         if self.scheduler not in SCHEDULERS:
@@ -69,6 +80,18 @@ class ServerConfig:
             raise BatchprofError(f"--block-size must be >= 1, got {self.block_size}")
         if not (math.isfinite(self.batch_timeout_s) and self.batch_timeout_s >= 0):
             raise BatchprofError(f"--batch-timeout must be >= 0 seconds, got {self.batch_timeout_s}")
+        if self.prefix_caching and self.scheduler != "continuous":
+            raise BatchprofError("--prefix-caching needs --scheduler continuous (a static batch pads its prompts)")
+        if self.replicas < 1:
+            raise BatchprofError(f"--replicas must be >= 1, got {self.replicas}")
+        if self.disagg is not None and self.replicas > 1:
+            raise BatchprofError("give --disagg P:D or --replicas N, not both (--compare runs both at equal GPU count)")
+        if self.disagg is not None and self.scheduler != "continuous":
+            raise BatchprofError("--disagg needs --scheduler continuous")
+        if self.role not in ROLES:
+            raise BatchprofError(f"unknown role '{self.role}'")
+        if self.speculation is not None and not self.parallel.is_single:
+            raise BatchprofError("--speculate is modelled on one GPU; drop --tp/--pp/--ep")
 
     def tokens_per_step(self, longest_prompt: int) -> int:
         budget = self.max_tokens_per_step
@@ -103,10 +126,49 @@ class SimResult:
     summary: Summary
     steps: int
     interrupted: bool = False
+    prefill_tokens: int = 0  # prompt tokens computed (recomputation after preemption included)
+    prompt_tokens: int = 0  # prompt tokens the admitted requests needed (with --prefix-caching)
+    prefix_hit_tokens: int = 0  # of those, found in the prefix cache
+    gpus: int = 1  # all GPUs of the pool: instances x tp x pp x ep
+    kv_transfer_s_mean: float | None = None  # disaggregated: mean KV transfer, prefill to decode instance
+    busy_s: float = 0.0  # time the server ran steps (pools add these up)
+    seq_s: float = 0.0  # integral of the batch size over busy time
+    kv_share_s: float = 0.0  # integral of the share of KV blocks in use
+
+    @property
+    def goodput_per_gpu_rps(self) -> float:
+        return self.summary.goodput_rps / self.gpus
+
+    @property
+    def prefix_hit_rate(self) -> float | None:
+        """Share of prompt tokens served from the prefix cache (None without prefix caching)."""
+        if not self.config.prefix_caching:
+            return None
+        return self.prefix_hit_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
 
 
-def kv_capacity(model: ModelSpec, hw: HardwareSpec, cfg: ServerConfig, longest: int) -> Capacity:
-    """Blocks of KV cache in the device memory left after the weights.
+def step_activation_reserve(model: ModelSpec, cfg: ServerConfig, longest_prompt: int, longest: int,
+                            budget: int) -> float:
+    """Device memory kept for the transient activations of the server's largest step, with
+    analyze's model of them (``step_activation_bytes``, on the fullest GPU's slice of the model):
+    the larger of the longest prompt's biggest prefill chunk (``min(budget, prompt)`` tokens over
+    all the prompt's keys: its score matrix, unfused) and a full batch of decode tokens
+    (``min(max_batch, budget)`` sequences at the longest cache). A step mixing both is counted as
+    the larger of the two."""
+    from gpt_batchprof.analytic.parallel import local_model
+    from gpt_batchprof.analytic.serving import step_activation_bytes
+
+    par = cfg.parallel
+    loc = model if par.is_single else local_model(model, par)
+    chunk, seqs = min(budget, longest_prompt), min(cfg.max_batch, budget)
+    return max(step_activation_bytes(loc, cfg.dtypes, cfg.attention, 1, chunk, longest_prompt),
+               step_activation_bytes(loc, cfg.dtypes, cfg.attention, seqs, 1, max(1, longest - 1)))
+
+
+def kv_capacity(model: ModelSpec, hw: HardwareSpec, cfg: ServerConfig, longest: int,
+                longest_prompt: int | None = None) -> Capacity:
+    """Blocks of KV cache in the device memory left after the weights and the activations of the
+    largest step (:func:`step_activation_reserve`; analyze's memory model, as its max batch uses).
 
     Across several GPUs, those of the fullest GPU, from analyze's ``memory_use``: its sharded
     (and replicated) weights, and the KV bytes of its layers and K/V heads. With ``--ep`` each
@@ -118,13 +180,25 @@ def kv_capacity(model: ModelSpec, hw: HardwareSpec, cfg: ServerConfig, longest: 
     unit.check_fits_model(model)  # dtypes that do not apply to the model (--expert-dtype on a dense one)
     one = memory_use(model, unit, 1, par)
     weights, per_token = one.weights_bytes, one.kv_cache_bytes
+    if cfg.speculation is not None:  # the draft sits beside the target: its weights, and a cache of its own
+        d = memory_use(cfg.speculation.draft, Scenario(prompt_len=1, gen_len=1, dtypes=cfg.dtypes,
+                                                       attention=cfg.attention), 1)
+        weights, per_token = weights + d.weights_bytes, per_token + d.kv_cache_bytes
     where = hw.name if par.is_single else f"{hw.name} at {par.label()}"
     if weights >= hw.memory_bytes:
         hint = "" if par.is_single else " per GPU"
         raise BatchprofError(f"{model.name} does not fit {where}: its {cfg.dtypes.weight} weights take "
                              f"{weights / 1e9:.1f} GB{hint}, more than its {hw.memory_bytes / 1e9:.1f} GB of memory"
                              + ("; shard it with --tp/--pp" if par.is_single else ""))
-    blocks = int((hw.memory_bytes - weights) // (cfg.block_size * per_token))
+    prompt = longest - 1 if longest_prompt is None else longest_prompt
+    acts = step_activation_reserve(model, cfg, prompt, longest, cfg.tokens_per_step(prompt))
+    if weights + acts >= hw.memory_bytes:
+        fix = ("--attention fused, " if cfg.attention == "unfused" else "") + \
+            ("a smaller --max-tokens-per-step or --max-batch" if cfg.chunked_prefill else "--chunked-prefill")
+        raise BatchprofError(f"{model.name} on {where}: the activations of one step ({acts / 2**30:.1f} GiB for a "
+                             f"{prompt}-token prompt) do not fit beside the {weights / 2**30:.1f} GiB of weights in "
+                             f"{hw.memory_bytes / 2**30:.1f} GiB; try {fix}")
+    blocks = int((hw.memory_bytes - weights - acts) // (cfg.block_size * per_token))
     need = -(-max(1, longest - 1) // cfg.block_size)
     if blocks < need:
         raise BatchprofError(f"{model.name} on {where}: the KV cache left after the weights holds {blocks} blocks "
@@ -134,7 +208,8 @@ def kv_capacity(model: ModelSpec, hw: HardwareSpec, cfg: ServerConfig, longest: 
 
 def server_steps(model: ModelSpec, hw: HardwareSpec, cfg: ServerConfig) -> StepModel:
     """The step-time model of the server ``cfg`` describes (shared by the runs of a sweep)."""
-    return StepModel(model, hw, cfg.dtypes, cfg.attention, launch=cfg.launch, parallel=cfg.parallel)
+    return StepModel(model, hw, cfg.dtypes, cfg.attention, launch=cfg.launch, parallel=cfg.parallel,
+                     speculation=cfg.speculation)
 
 
 def check_lengths(model: ModelSpec, workload: Workload) -> None:
@@ -145,10 +220,13 @@ def check_lengths(model: ModelSpec, workload: Workload) -> None:
 
 class _Seq:
     __slots__ = ("idx", "P", "G", "arrival", "start", "first", "target", "done", "g", "blocks", "epoch",
-                 "d0", "g0", "base", "preempted")
+                 "d0", "g0", "base", "preempted", "prefix", "ptok", "shared", "held")
 
-    def __init__(self, idx: int, arrival: float, P: int, G: int):
+    def __init__(self, idx: int, arrival: float, P: int, G: int, prefix: tuple[int, ...] = (), ptok: int = 0):
         self.idx, self.arrival, self.P, self.G = idx, arrival, P, G
+        self.prefix, self.ptok = prefix, ptok
+        self.shared = 0  # of its blocks, those owned by the prefix cache
+        self.held: list[tuple[int, int]] = []  # prefix-cache entries it pins
         self.start = self.first = math.nan
         self.target, self.done, self.g, self.blocks, self.epoch = P, 0, 0, 0, 0
         self.d0 = -1  # step counter at which it began decoding; -1 while not decoding
@@ -159,10 +237,15 @@ class _Seq:
 def simulate(model: ModelSpec, hw: HardwareSpec, workload: Workload, cfg: ServerConfig = ServerConfig(),
              slo: Slo = Slo(), on_request: Callable[[RequestRecord], None] | None = None,
              steps: StepModel | None = None) -> SimResult:
-    """Run the workload through one server; ``on_request`` sees every request as it finishes."""
+    """Run the workload through one server (or the pool of ``cfg.replicas`` / ``cfg.disagg``);
+    ``on_request`` sees every request as it finishes."""
+    if cfg.replicas > 1 or cfg.disagg is not None:
+        from gpt_batchprof.simulate.pools import simulate_pool
+
+        return simulate_pool(model, hw, workload, cfg, slo, on_request, steps)
     check_lengths(model, workload)
     cfg.parallel.check(model, hw)  # analyze's check: a layout the model can be cut into, a link to price
-    cap = kv_capacity(model, hw, cfg, workload.longest)
+    cap = kv_capacity(model, hw, cfg, workload.longest, workload.longest_prompt)
     budget = cfg.tokens_per_step(workload.longest_prompt)
     steps = steps or server_steps(model, hw, cfg)
     run = _Continuous if cfg.scheduler == "continuous" else _Static
@@ -179,7 +262,10 @@ def simulate(model: ModelSpec, hw: HardwareSpec, workload: Workload, cfg: Server
         raise BatchprofError("no request arrived (is --duration shorter than the first arrival?)")
     busy = sim.busy_s or math.nan
     summary = summarise(records, slo, sim.seq_s / busy, sim.kv_share_s, sim.preemptions)
-    return SimResult(workload, cfg, cap, budget, slo, records, summary, sim.n_steps, interrupted)
+    pc = sim.cache
+    return SimResult(workload, cfg, cap, budget, slo, records, summary, sim.n_steps, interrupted, sim.prefill_tokens,
+                     pc.prompt_tokens if pc else 0, pc.hit_tokens if pc else 0, cfg.parallel.world,
+                     busy_s=sim.busy_s, seq_s=sim.seq_s, kv_share_s=sim.kv_share_s)
 
 
 class _Server:
@@ -192,13 +278,14 @@ class _Server:
         self.waiting: deque[_Seq] = deque()
         self.records: list[RequestRecord] = []
         self.busy_s = self.seq_s = self.kv_share_s = 0.0
-        self.preemptions = self.n_steps = 0
+        self.preemptions = self.n_steps = self.prefill_tokens = 0
+        self.cache = PrefixCache(self.bs) if cfg.prefix_caching else None
 
     def pull_arrivals(self) -> None:
         nt = self.arrivals.next_time()
         while nt is not None and nt <= self.now:
-            t, idx, p, g = self.arrivals.pop()
-            self.waiting.append(_Seq(idx, t, p, g))
+            t, idx, *rest = self.arrivals.pop()
+            self.waiting.append(_Seq(idx, t, *rest))
             nt = self.arrivals.next_time()
 
     def account(self, dt: float, n_seqs: int) -> None:
@@ -226,6 +313,25 @@ class _Continuous(_Server):
         self.n_dec = 0
         self.base_sum = 0  # sum over decoding sequences of (cache length - D)
         self.reserve = int(WATERMARK * self.cap.kv_blocks)
+        self.prefilled = self.cfg.role == "decode"  # requests arrive with their prompt cached, first token out
+
+    def admit_prefilled(self, s: _Seq) -> bool:
+        """A decode instance takes a request whose prompt's KV came from a prefill instance:
+        blocks for its P cached tokens, then it decodes from its second token on."""
+        need = -(-s.P // self.bs)
+        if need > self.available() - self.reserve:
+            return False
+        self.reclaim(need)
+        self.free -= need
+        s.blocks, s.done, s.g = need, s.P, 1
+        self.running[s.idx] = s
+        s.start = s.first = self.now
+        if s.G <= 1:
+            self.release(s)
+            self.finish(s, self.now)
+        else:
+            self.join_decode(s, 1)
+        return True
 
     # --- decoding sequences: token count and cache length are implicit in D -------------------
     def generated(self, s: _Seq) -> int:
@@ -255,9 +361,48 @@ class _Continuous(_Server):
         self.base_sum -= s.base
 
     def release(self, s: _Seq) -> None:
-        self.free += s.blocks
+        self.free += s.blocks - s.shared
+        if s.held:
+            for key in s.held:
+                self.cache.unpin(key)
+            s.held, s.shared = [], 0
         s.blocks = 0
         del self.running[s.idx]
+
+    # --- prefix cache ------------------------------------------------------------------------
+    def available(self) -> int:
+        """Blocks free now or freed by evicting unused prefix-cache entries."""
+        return self.free + (self.cache.evictable if self.cache else 0)
+
+    def reclaim(self, blocks: int) -> None:
+        """Evict unused cache entries until ``blocks`` blocks are free (or none is left)."""
+        if self.cache is not None and self.free < blocks:
+            self.free += self.cache.evict(blocks - self.free)
+
+    def reuse_prefix(self, s: _Seq) -> None:
+        """``s`` (about to be admitted) takes the cached leading blocks of its prompt."""
+        hits = self.cache.lookup(s.P, s.prefix, s.ptok)
+        if hits:
+            s.held = hits
+            s.shared = s.blocks = sum(self.cache.blocks[k] for k in hits)
+            s.done = s.shared * self.bs
+
+    def drop_prefix(self, s: _Seq) -> None:
+        """Undo :meth:`reuse_prefix` for a request that could not be admitted after all."""
+        for key in s.held:
+            self.cache.unpin(key)
+        s.held, s.shared, s.blocks, s.done = [], 0, 0, 0
+
+    def share_prefix(self, s: _Seq) -> None:
+        """``s`` has computed its prompt: the prefix blocks it computed join the cache."""
+        c = self.cache
+        per_key = s.ptok // self.bs
+        for j in range(len(s.held), c.usable(s.P, s.prefix, s.ptok)):
+            key = (j, s.prefix[j])
+            if not c.insert(key, per_key):
+                break
+            s.held.append(key)
+            s.shared += per_key
 
     def preempt(self, victim: _Seq) -> None:
         if victim.d0 >= 0:
@@ -273,6 +418,7 @@ class _Continuous(_Server):
     def take_block(self, s: _Seq) -> bool:
         """One more block for ``s``, preempting the youngest sequences if need be; False if
         ``s`` itself was preempted."""
+        self.reclaim(1)
         while self.free == 0:
             victim = self.running[next(reversed(self.running))]
             self.preempt(victim)
@@ -304,7 +450,7 @@ class _Continuous(_Server):
             if room < self.budget or self.n_dec:
                 return 0
             c = s.target - s.done  # a recomputed prompt longer than a step goes alone
-        fit = (s.blocks + self.free - reserve) * self.bs - s.done
+        fit = (s.blocks + self.available() - reserve) * self.bs - s.done
         if c > fit:
             if not self.cfg.chunked_prefill:
                 return 0
@@ -312,6 +458,7 @@ class _Continuous(_Server):
         if c <= 0:
             return 0
         need = -(-(s.done + c) // self.bs) - s.blocks
+        self.reclaim(need)
         self.free -= need
         s.blocks += need
         return c
@@ -338,9 +485,22 @@ class _Continuous(_Server):
                     room -= c
             while self.waiting and room > 0 and len(self.running) < self.cfg.max_batch:
                 s = self.waiting[0]
+                if self.prefilled and not s.preempted:
+                    if not self.admit_prefilled(s):
+                        break
+                    self.waiting.popleft()
+                    room -= 1
+                    continue
+                if self.cache is not None and s.prefix and not s.held:
+                    self.reuse_prefix(s)
                 c = self.chunk_for(s, room, self.reserve)
                 if not c:
+                    if s.held:
+                        self.drop_prefix(s)
                     break
+                if self.cache is not None:
+                    self.cache.prompt_tokens += s.target
+                    self.cache.hit_tokens += s.done
                 self.waiting.popleft()
                 self.running[s.idx] = s
                 self.prefilling.append(s)
@@ -366,8 +526,11 @@ class _Continuous(_Server):
         self.n_steps += 1
         for s, c in chunks:
             s.done += c
+            self.prefill_tokens += c
         for s in completing:
             self.prefilling.remove(s)
+            if self.cache is not None and s.prefix:
+                self.share_prefix(s)
             s.g += 1
             if math.isnan(s.first):
                 s.first = self.now
@@ -460,6 +623,7 @@ class _Static(_Server):
         for s in batch:
             s.start = t0
         self.now += self.steps.mixed_step_s(0, 0, [(p_max, 0)] * b, b)
+        self.prefill_tokens += b * p_max
         times = [self.now]  # times[i]: when token i + 1 is out
         step = self.steps.decode_step_s
         for kv in range(p_max, p_max + g_max - 1):

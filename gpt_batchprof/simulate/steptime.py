@@ -40,9 +40,11 @@ from __future__ import annotations
 
 
 from gpt_batchprof.analytic import Dtypes, Parallelism, enumerate_ops, launch_mode, step_time
+from gpt_batchprof.analytic.serving import engine_step_s
 from gpt_batchprof.analytic.gpt import attention_ops
 from gpt_batchprof.analytic.ops import KV_DEPENDENT_OPS
 from gpt_batchprof.analytic.parallel import local_model, micro_batch, micro_batches, pipelined
+from gpt_batchprof.analytic.speculative import Speculation, spec_step
 from gpt_batchprof.profiles import HardwareSpec, ModelSpec
 
 _ATTENTION = frozenset(KV_DEPENDENT_OPS)  # attention, and latent attention's decompression of every key
@@ -53,7 +55,8 @@ class StepModel:
     """Memoised step times for one model, device, dtype set, attention kind and GPU layout."""
 
     def __init__(self, model: ModelSpec, hw: HardwareSpec, dtypes: Dtypes = Dtypes(), attention: str = "unfused",
-                 kv_grid: int = KV_GRID, launch: str = "auto", parallel: Parallelism = Parallelism()):
+                 kv_grid: int = KV_GRID, launch: str = "auto", parallel: Parallelism = Parallelism(),
+                 speculation: Speculation | None = None):
         self.model, self.hw, self.dtypes, self.attention = model, hw, dtypes, attention
         self.launch = launch_mode(launch, hw)  # per-kernel overhead as analyze charges it
         self.kv_grid = max(1, kv_grid)
@@ -66,6 +69,8 @@ class StepModel:
         self._dense: dict[int, float] = {}
         self._head: dict[int, float] = {}
         self._prefill_attn: dict[tuple[int, int, int], float] = {}
+        self.speculation = speculation
+        self._spec: dict[tuple[int, int], float] = {}
 
     def _ops(self, phase: str, batch: int, new_tokens: int = 1, kv_len: int = 0):
         return enumerate_ops(self.model, phase, batch, new_tokens=new_tokens, kv_len=kv_len,
@@ -81,14 +86,34 @@ class StepModel:
     def decode_step_s(self, n: int, kv: int) -> float:
         """A step of ``n`` decode tokens at ``kv`` cached tokens each: analyze's decode step."""
         t = self._decode.get((n, kv))
+        if t is None and self.speculation is not None:
+            t = self._decode[(n, kv)] = self._speculative_s(n, kv)
         if t is None:
             dense = self._decode_dense.get(n)
             if dense is None:
                 ops = self._ops("decode", n)
                 dense = step_time(tuple(o for o in ops if o.op not in _ATTENTION), self.hw, self.launch)
                 self._decode_dense[n] = dense
-            t = self._decode[(n, kv)] = self._pipelined(dense + self._decode_attention_s(n, kv), n)
+            t = self._decode[(n, kv)] = (self._pipelined(dense + self._decode_attention_s(n, kv), n)
+                                         + engine_step_s(self.model, self.hw, n))
         return t
+
+    def _speculative_s(self, n: int, kv: int) -> float:
+        """With speculative decoding, the mean time per token of a decode-only step: a verify
+        of k + 1 tokens and k draft steps over the tokens they yield (analytic.speculative);
+        linear in the cache length but for bound flips, so interpolated like decode attention."""
+        g = self.kv_grid
+        lo = kv - kv % g
+
+        def at(c: int) -> float:
+            t = self._spec.get((n, c))
+            if t is None:
+                t = self._spec[(n, c)] = spec_step(self.model, self.hw, self.speculation, n, c, self.dtypes,
+                                                   self.attention, self.launch).time_per_token_s
+            return t
+
+        t = at(lo)
+        return t if lo == kv else t + (at(lo + g) - t) * (kv - lo) / g
 
     def _decode_attention_s(self, n: int, kv: int) -> float:
         """Decode attention of ``n`` sequences at ``kv`` cached tokens on the slowest stage,
@@ -158,4 +183,4 @@ class StepModel:
             count = -(-count // par.ep)
             k = min(m, count)
             t += k * self._prefill_attention_s(q, kv, -(-count // k))
-        return self._pipelined(t, seqs)
+        return self._pipelined(t, seqs) + engine_step_s(self.model, self.hw, seqs)

@@ -10,28 +10,30 @@ both arrivals and lengths, or only lengths when a rate or a concurrency is given
 
 from __future__ import annotations
 
-import csv
 import heapq
-import json
 import math
 import random
 import re
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Iterator
 
 from gpt_batchprof.errors import BatchprofError
 
-TRACE_COLUMNS = ("arrival_s", "prompt_len", "gen_len")
 DEFAULT_REQUESTS = 1000
 _UNITS_S = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6}
 
 
 @dataclass(frozen=True, slots=True)
 class Request:
+    """One request. ``prefix``: keys of the prompt's leading blocks of ``prefix_tokens`` tokens
+    each (Mooncake's ``hash_ids``, or a shared system prompt's group): equal keys, in the
+    same leading positions, are equal tokens, which a prefix cache can reuse."""
+
     arrival_s: float
     prompt_len: int
     gen_len: int
+    prefix: tuple[int, ...] = ()
+    prefix_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,57 +77,29 @@ def parse_duration(text: str, option: str) -> float:
     return value * _UNITS_S[unit]
 
 
-def _trace_value(raw: object, column: str, where: str) -> float:
-    kind = "a number" if column == "arrival_s" else "an integer"
-    try:
-        if isinstance(raw, bool):
-            raise ValueError
-        value = float(raw) if column == "arrival_s" else int(str(raw).strip())
-    except (TypeError, ValueError):
-        raise BatchprofError(f"{where}: {column} '{raw}' is not {kind}") from None
-    if column == "arrival_s" and not (math.isfinite(value) and value >= 0):
-        raise BatchprofError(f"{where}: arrival_s must be a finite time >= 0, got {raw}")
-    if column != "arrival_s" and value < 1:
-        raise BatchprofError(f"{where}: {column} must be >= 1, got {raw}")
-    return value
+TIME_RESOLUTION_S = 1e-9  # arrivals must be told apart to 1 ns: steps of small models take microseconds
 
 
-def read_trace(path: Path) -> tuple[Request, ...]:
-    """Requests of a CSV or JSON Lines trace, sorted by arrival (stable)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", ".jsonl"):
-        raise BatchprofError(f"{path}: a trace must be .csv or .jsonl (got '{suffix or 'no extension'}')")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise BatchprofError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
-    rows: list[tuple[str, dict]] = []
-    if suffix == ".csv":
-        reader = csv.DictReader(text.splitlines())
-        missing = [c for c in TRACE_COLUMNS if c not in (reader.fieldnames or ())]
-        if missing:
-            raise BatchprofError(f"{path}: missing column {', '.join(repr(c) for c in missing)} "
-                                 f"(a trace needs {', '.join(TRACE_COLUMNS)})")
-        rows = [(f"{path} line {i}", r) for i, r in enumerate(reader, 2)]
-    else:
-        for i, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError:
-                raise BatchprofError(f"{path} line {i}: not JSON") from None
-            if not isinstance(obj, dict):
-                raise BatchprofError(f"{path} line {i}: expected an object with {', '.join(TRACE_COLUMNS)}")
-            missing = [c for c in TRACE_COLUMNS if c not in obj]
-            if missing:
-                raise BatchprofError(f"{path} line {i}: missing {', '.join(repr(c) for c in missing)}")
-            rows.append((f"{path} line {i}", obj))
-    if not rows:
-        raise BatchprofError(f"{path}: no requests in the trace")
-    reqs = [Request(*(_trace_value(r.get(c), c, where) for c in TRACE_COLUMNS)) for where, r in rows]
-    return tuple(sorted(reqs, key=lambda q: q.arrival_s))
+def rebase_trace(reqs: tuple[Request, ...], where: str) -> tuple[tuple[Request, ...], float]:
+    """The trace with its clock checked: ``(requests, shift_s)``.
+
+    Arrival times are floats; at absolute (epoch) timestamps, ~1.7e9 s, a float resolves only
+    0.24 us, and a column of epoch milliseconds or nanoseconds read as seconds resolves 0.24 ms
+    or minutes, so latencies come out as multiples of that (0 ns). Arrivals whose largest value
+    cannot be resolved to 1 ns are shifted so the first one is at 0 (``shift_s`` says by how
+    much); a trace whose span still cannot be resolved (an arrival_s column in ms or ns?) is
+    refused."""
+    if not reqs:
+        return reqs, 0.0
+    first, last = reqs[0].arrival_s, reqs[-1].arrival_s
+    if math.ulp(last) <= TIME_RESOLUTION_S:
+        return reqs, 0.0
+    span = last - first
+    if math.ulp(span) > TIME_RESOLUTION_S:
+        raise BatchprofError(f"{where}: arrival_s spans {span:.4g} s ({span / 86400:.3g} days), too long to resolve "
+                             f"steps to 1 ns (a float of that size resolves {math.ulp(span):.2g} s); arrival_s is "
+                             "in seconds: is the column in ms or ns?")
+    return tuple(replace(r, arrival_s=r.arrival_s - first) for r in reqs), first
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,12 +114,20 @@ class Workload:
     duration_s: float | None = None
     trace: tuple[Request, ...] | None = None
     seed: int = 0
+    shared_prefix_len: int = 0  # tokens of a system prompt shared within a group (synthetic prefixes)
+    prefix_groups: int = 1  # distinct shared prefixes; each request draws one uniformly
+    rescale_trace: bool = False  # a rate rescales the trace's own arrivals (bursts kept) instead of drawing Poisson ones
 
     def __post_init__(self) -> None:
         if self.rate_rps is not None and not (math.isfinite(self.rate_rps) and self.rate_rps > 0):
             raise BatchprofError(f"--rate must be a finite number > 0, got {self.rate_rps}")
         if self.concurrency is not None and self.concurrency < 1:
             raise BatchprofError(f"--concurrency must be >= 1, got {self.concurrency}")
+        if self.rescale_trace and (self.trace is None or self.concurrency is not None):
+            raise BatchprofError("--rescale-trace rescales a trace's arrivals to each --rate: give --trace FILE "
+                                 "and no --concurrency")
+        if self.rescale_trace and self.rate_rps is not None:
+            raise BatchprofError("a rescaled trace keeps its own arrivals (Workload.with_rate rescales them)")
         if self.rate_rps is not None and self.concurrency is not None:
             raise BatchprofError("give --rate or --concurrency, not both")
         if self.rate_rps is None and self.concurrency is None and self.trace is None:
@@ -154,6 +136,15 @@ class Workload:
             raise BatchprofError(f"--requests must be >= 1, got {self.requests}")
         if self.duration_s is not None and not (math.isfinite(self.duration_s) and self.duration_s > 0):
             raise BatchprofError(f"--duration must be > 0 seconds, got {self.duration_s}")
+        if self.shared_prefix_len < 0:
+            raise BatchprofError(f"--shared-prefix-len must be >= 0, got {self.shared_prefix_len}")
+        if self.prefix_groups < 1:
+            raise BatchprofError(f"--prefix-groups must be >= 1, got {self.prefix_groups}")
+        shortest = (min(r.prompt_len for r in self.trace) if self.trace is not None else self.prompt.lo) \
+            if self.shared_prefix_len else 0
+        if self.shared_prefix_len and self.shared_prefix_len >= shortest:
+            raise BatchprofError(f"--shared-prefix-len {self.shared_prefix_len} must be shorter than the shortest "
+                                 f"prompt ({shortest} tokens): a request computes at least one token of its own")
 
     @property
     def limit(self) -> int | None:
@@ -175,19 +166,40 @@ class Workload:
         return max(r.prompt_len for r in self.trace) if self.trace is not None else self.prompt.hi
 
     def with_rate(self, rate_rps: float) -> "Workload":
+        """The workload at ``rate_rps``: Poisson arrivals, or with ``rescale_trace`` the trace's
+        own arrival times scaled so that its mean rate, (n - 1) / (last - first), is ``rate_rps``."""
         from dataclasses import replace
 
-        return replace(self, rate_rps=rate_rps, concurrency=None)
+        if not self.rescale_trace:
+            return replace(self, rate_rps=rate_rps, concurrency=None)
+        if not (math.isfinite(rate_rps) and rate_rps > 0):
+            raise BatchprofError(f"--rate must be a finite number > 0, got {rate_rps}")
+        t = self.trace
+        t0, span = t[0].arrival_s, t[-1].arrival_s - t[0].arrival_s
+        if len(t) < 2 or span <= 0:
+            raise BatchprofError("every request of the trace arrives at the same time: it has no rate to rescale")
+        scale = (len(t) - 1) / span / rate_rps
+        return replace(self, trace=tuple(replace(r, arrival_s=(r.arrival_s - t0) * scale) for r in t))
 
-    def lengths(self) -> Iterator[tuple[int, int]]:
-        """(prompt_len, gen_len) per request: the trace's in order (cycled), or drawn."""
+    def lengths(self) -> Iterator[tuple[int, int, tuple[int, ...], int]]:
+        """(prompt_len, gen_len, prefix keys, tokens per key) per request: the trace's in order
+        (cycled), or drawn. With --shared-prefix-len L every request without prefix keys of
+        its own starts with the L tokens of one of --prefix-groups groups (one key, the
+        group, drawn uniformly)."""
+        groups = random.Random(f"{self.seed}:prefix")
+        L, G = self.shared_prefix_len, self.prefix_groups
+
+        def shared() -> tuple[tuple[int, ...], int]:
+            return ((groups.randrange(G) if G > 1 else 0,), L) if L else ((), 0)
+
         if self.trace is not None:
             while True:
                 for r in self.trace:
-                    yield r.prompt_len, r.gen_len
+                    yield (r.prompt_len, r.gen_len, r.prefix, r.prefix_tokens) if r.prefix or not L else \
+                        (r.prompt_len, r.gen_len, *shared())
         rng = random.Random(f"{self.seed}:lengths")
         while True:
-            yield self.prompt.draw(rng), self.gen.draw(rng)
+            yield self.prompt.draw(rng), self.gen.draw(rng), *shared()
 
     def arrivals(self) -> "Arrivals":
         return Arrivals(self)
@@ -198,7 +210,7 @@ class Arrivals:
     closed loop, a new request when one finishes."""
 
     def __init__(self, w: Workload):
-        self._heap: list[tuple[float, int, int, int]] = []  # (time, index, prompt, gen)
+        self._heap: list[tuple] = []  # (time, index, prompt, gen, prefix keys, tokens per key)
         self._lengths = w.lengths()
         self._limit = w.limit
         self._duration = w.duration_s
@@ -207,9 +219,12 @@ class Arrivals:
         if self._closed:
             for _ in range(w.concurrency):
                 self._issue(0.0)
-        elif w.rate_rps is None:  # the trace's own arrivals
+        elif w.rate_rps is None:  # the trace's own arrivals (up to --duration when given)
+            lengths = w.lengths()
             for r in w.trace[: self._limit]:
-                self._push(r.arrival_s, r.prompt_len, r.gen_len)
+                if self._duration is not None and r.arrival_s > self._duration:
+                    break
+                self._push(r.arrival_s, *next(lengths))
         else:
             rng, t = random.Random(f"{w.seed}:arrivals"), 0.0
             while self._limit is None or self.issued < self._limit:
@@ -218,8 +233,8 @@ class Arrivals:
                     break
                 self._issue(t)
 
-    def _push(self, t: float, p: int, g: int) -> None:
-        heapq.heappush(self._heap, (t, self.issued, p, g))
+    def _push(self, t: float, p: int, g: int, prefix: tuple[int, ...] = (), prefix_tokens: int = 0) -> None:
+        heapq.heappush(self._heap, (t, self.issued, p, g, prefix, prefix_tokens))
         self.issued += 1
 
     def _issue(self, t: float) -> None:
@@ -227,13 +242,12 @@ class Arrivals:
             return
         if self._duration is not None and t > self._duration:
             return
-        p, g = next(self._lengths)
-        self._push(t, p, g)
+        self._push(t, *next(self._lengths))
 
     def next_time(self) -> float | None:
         return self._heap[0][0] if self._heap else None
 
-    def pop(self) -> tuple[float, int, int, int]:
+    def pop(self) -> tuple:
         return heapq.heappop(self._heap)
 
     def finished(self, t: float) -> None:

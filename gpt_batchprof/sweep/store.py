@@ -249,8 +249,10 @@ class StreamWriter:
     started again with ``overwrite=True``; otherwise it is refused, untouched.
     """
 
+    RESUMABLE = "--resume to finish them, --overwrite to start again, or choose another -o"
+
     def __init__(self, path: Path, resume: bool = False, overwrite: bool = False,
-                 columns: Sequence[str] = COLUMNS):
+                 columns: Sequence[str] = COLUMNS, existing_hint: str = RESUMABLE):
         self.path = Path(path)
         self.columns = tuple(columns)
         self._fields = attrgetter(*self.columns)  # a SweepRow's values, in column order
@@ -267,8 +269,7 @@ class StreamWriter:
             self._lock = _claim(fd, self.path)
             size = os.fstat(fd).st_size
             if size and not resume and not overwrite:
-                raise BatchprofError(f"{self.path}: already holds results; --resume to finish them, "
-                                     "--overwrite to start again, or choose another -o")
+                raise BatchprofError(f"{self.path}: already holds results; {existing_hint}")
             if overwrite:
                 os.ftruncate(fd, 0)
             elif resume and size:
