@@ -110,9 +110,9 @@ def make_files(d: Path) -> None:
         "gpt2-mqa.yaml": _sub(_builtin("models", "gpt2"), "n_kv_head", "n_kv_head: 1"),
         "gpt2-window.yaml": _builtin("models", "gpt2") + "sliding_window: 256\n",
         "gpt2-experts.yaml": _builtin("models", "gpt2") + "n_expert: 4\nn_expert_active: 2\n",
-        "hf-qwen2-mixed-window/config.json": json.dumps(
-            HF_LLAMA | {"model_type": "qwen2", "sliding_window": 1024, "use_sliding_window": True,
-                        "max_window_layers": 16}),
+        # a window on a llama label (a Gemma-2 config relabelled) would be dropped; qwen2's windowed and
+        # full layers are a stack of layer kinds now, no longer a bad input
+        "hf-llama-window/config.json": json.dumps(HF_LLAMA | {"sliding_window": 4096}),
         "trace-ns.csv": "arrival_s,prompt_len,gen_len\n1.7e18,64,8\n1.7000000005e18,64,8\n",
         "hf-act/config.json": json.dumps(HF_LLAMA | {"hidden_act": "swishy"}),
         "hf-rope/config.json": json.dumps(HF_LLAMA | {"rope_scaling": {"rope_type": "bogus", "factor": 2.0}}),
@@ -186,8 +186,7 @@ def cases() -> list[Case]:
     a("config.json MLA", "kv_lora_rank", "-m", "hf-mla/config.json")
     a("config.json experts on dense", "num_local_experts", "-m", "hf-moe-on-dense/config.json")
     a("config.json binary", "not utf-8", "-m", "hf-binary/config.json")
-    a("config.json qwen2 window on some layers", "16 of 32 layers use the sliding window", "-m",
-      "hf-qwen2-mixed-window/config.json")
+    a("config.json window on a llama label", "would be dropped", "-m", "hf-llama-window/config.json")
     a("config.json a list", "json object", "-m", "hf-list/config.json")
     a("hardware misspelt key", "did you mean 'launch_overhead_us'", "-H", "hw-misspelt.yaml")
     a("hardware duplicate key", "duplicate key 'kind'", "-H", "hw-dup.yaml")

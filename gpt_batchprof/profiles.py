@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -21,10 +21,18 @@ from gpt_batchprof.errors import ProfileError
 if TYPE_CHECKING:  # analytic.efficiency is imported inside the parser (it imports analytic, which imports us)
     from gpt_batchprof.analytic.efficiency import MeasuredTables
 
-# Bytes per element of each storage dtype. int4 is weights only: two values per byte plus,
-# as real int4 formats store them (GPTQ, AWQ, bitsandbytes-style group quantisation), one
-# fp16 scale per group of INT4_GROUP_SIZE weights: 4 + 16/128 = 4.125 bits per weight.
+# Bytes per element of each storage dtype. The 4-bit formats are weights only, each value with
+# its share of a block scale:
+# - int4: two values per byte plus, as real int4 formats store them (GPTQ, AWQ,
+#   bitsandbytes-style group quantisation), one fp16 scale per group of INT4_GROUP_SIZE
+#   weights: 4 + 16/128 = 4.125 bits per weight;
+# - mxfp4 (OCP Microscaling, gpt-oss's experts): e2m1 values with one 8-bit (e8m0) scale per
+#   block of 32: 4 + 8/32 = 4.25 bits;
+# - nvfp4 (NVIDIA Blackwell): e2m1 values with one fp8 (e4m3) scale per block of 16:
+#   4 + 8/16 = 4.5 bits (its one fp32 scale per tensor is left out: 4 bytes a matrix).
 INT4_GROUP_SIZE = 128
+MXFP4_BLOCK = 32
+NVFP4_BLOCK = 16
 DTYPE_BYTES: dict[str, float] = {
     "fp32": 4.0,
     "fp16": 2.0,
@@ -32,24 +40,68 @@ DTYPE_BYTES: dict[str, float] = {
     "fp8": 1.0,
     "int8": 1.0,
     "int4": (4 + 16 / INT4_GROUP_SIZE) / 8,
+    "mxfp4": (4 + 8 / MXFP4_BLOCK) / 8,
+    "nvfp4": (4 + 8 / NVFP4_BLOCK) / 8,
 }
 # Quantised weight formats: checkpoints in them quantise only the linear layers of the
 # blocks; embeddings, the LM head, norms, MoE routers and biases keep the activation dtype.
-QUANTISED_DTYPES = ("int4", "int8", "fp8")
+QUANTISED_DTYPES = ("int4", "int8", "fp8", "mxfp4", "nvfp4")
+
+
+def unquantised_dtype(weight_dtype: str, act_dtype: str) -> str:
+    """Dtype of the weights a quantised checkpoint leaves alone (embeddings, LM head, norms,
+    routers, biases): the activation dtype when ``weight_dtype`` is a quantised format, else
+    ``weight_dtype`` itself. The one place this rule is written."""
+    return act_dtype if weight_dtype in QUANTISED_DTYPES else weight_dtype
 ACT_DTYPES = ("fp32", "fp16", "bf16", "fp8", "int8")
-WEIGHT_DTYPES = ("fp32", "fp16", "bf16", "fp8", "int8", "int4")
+WEIGHT_DTYPES = ("fp32", "fp16", "bf16", "fp8", "int8", "int4", "mxfp4", "nvfp4")
 KV_DTYPES = ("fp32", "fp16", "bf16", "fp8", "int8")
 PEAK_DTYPES = ("fp32", "tf32", "fp16", "bf16", "fp8", "int8")
 
-FFN_KINDS = {"gelu": 2, "swiglu": 3}  # number of weight matrices in one FFN
+# number of weight matrices in one FFN: gelu (up, down); gated FFNs (gate, up, down) with SiLU
+# (swiglu: llama) or tanh-GELU (geglu: gemma) on the gate
+FFN_KINDS = {"gelu": 2, "swiglu": 3, "geglu": 3}
 NORM_KINDS = ("layernorm", "rmsnorm")
 POSITIONAL_KINDS = ("rope", "learned", "alibi")
 HARDWARE_KINDS = ("gpu", "cpu")
 
 
 @dataclass(frozen=True, slots=True)
+class LayerGroup:
+    """``count`` layers of one kind: their attention (full, or a sliding window of
+    ``sliding_window`` tokens) and their FFN (dense of width ``d_ff`` when ``n_expert`` is 1,
+    else ``n_expert_active`` of ``n_expert`` experts of width ``d_ff`` plus a shared expert of
+    ``d_ff_shared``). Everything else (heads, widths, norms, biases) is the model's."""
+
+    count: int
+    sliding_window: int | None
+    d_ff: int
+    n_expert: int = 1
+    n_expert_active: int = 1
+    d_ff_shared: int = 0
+
+    @property
+    def attention_kind(self) -> str:
+        return "full" if self.sliding_window is None else f"window {self.sliding_window}"
+
+    @property
+    def ffn_kind(self) -> str:
+        if self.n_expert == 1:
+            return f"dense {self.d_ff}"
+        shared = f" + shared {self.d_ff_shared}" if self.d_ff_shared else ""
+        return f"{self.n_expert_active} of {self.n_expert} x {self.d_ff}{shared}"
+
+
+@dataclass(frozen=True, slots=True)
 class ModelSpec:
-    """A decoder-only GPT. Sizes are per layer unless the name says otherwise."""
+    """A decoder-only GPT. Sizes are per layer unless the name says otherwise.
+
+    A model is a stack of layer kinds: with ``layer_groups`` empty every layer is the one the
+    fields describe; otherwise each group's attention and FFN fields replace the model-level
+    ones for its ``count`` layers (gpt-oss alternates sliding and full attention, DeepSeek-V3
+    starts with dense layers before MoE ones). :meth:`parts` gives each group as a uniform
+    model of its own, which is how every figure follows the stack.
+    """
 
     name: str
     n_layer: int
@@ -69,7 +121,42 @@ class ModelSpec:
     n_expert_active: int = 1
     d_ff_shared: int = 0  # MoE shared expert (qwen2_moe): an always-active FFN of this width
     sliding_window: int | None = None  # attention span and KV cache capped at this many tokens
+    # Multi-head latent attention (DeepSeek-V2/V3, Kimi-K2) when kv_lora_rank > 0: K and V are
+    # decompressed from a per-token latent of kv_lora_rank values plus a rotary key of
+    # qk_rope_head_dim shared by all heads (what the cache holds); head_dim is the non-rotary part
+    # of each query/key head, v_head_dim the value head; q_lora_rank > 0 compresses the queries too.
+    kv_lora_rank: int = 0
+    q_lora_rank: int = 0
+    qk_rope_head_dim: int = 0
+    v_head_dim: int = 0
+    shared_expert_gate: bool = True  # qwen2_moe scales its shared expert by a sigmoid gate; DeepSeek's has none
+    norms_per_layer: int = 2  # before attention and FFN; gemma 2/3 also normalise each one's output (4)
+    attention_sinks: bool = False  # gpt-oss: one learned logit per query head joins every softmax
+    router_bias: bool = False  # gpt-oss: the MoE router has a bias per expert
+    layer_groups: tuple[LayerGroup, ...] = ()  # empty: every layer as above
     source: str = ""
+
+    def parts(self) -> tuple["ModelSpec", ...]:
+        """The stack as uniform models, one per layer group (just ``(self,)`` when uniform).
+
+        Each part has the group's layers and attention / FFN fields; embeddings, final norm and
+        LM head belong to the whole model (callers count them once)."""
+        if not self.layer_groups:
+            return (self,)
+        return tuple(
+            replace(self, n_layer=g.count, sliding_window=g.sliding_window, d_ff=g.d_ff, n_expert=g.n_expert,
+                    n_expert_active=g.n_expert_active, d_ff_shared=g.d_ff_shared, layer_groups=())
+            for g in self.layer_groups
+        )
+
+    def layer_specs(self) -> tuple["ModelSpec", ...]:
+        """One uniform model per layer, in the order the stack runs them."""
+        return tuple(p for p in self.parts() for _ in range(p.n_layer))
+
+    @property
+    def is_stack(self) -> bool:
+        """Whether layers differ (more than one layer group)."""
+        return len(self.layer_groups) > 1
 
     # --- derived sizes (computed from the fields, never stored twice) ---
     @property
@@ -81,12 +168,30 @@ class ModelSpec:
         return self.n_kv_head * self.head_dim
 
     @property
+    def is_mla(self) -> bool:
+        return self.kv_lora_rank > 0
+
+    @property
+    def mla_matrices(self) -> dict[str, tuple[int, int]]:
+        """(in, out) of each projection of a latent-attention layer, by operator name."""
+        d, nh, r = self.d_model, self.n_head, self.qk_rope_head_dim
+        q_in = self.q_lora_rank or d
+        mats = {"mla_q_down": (d, self.q_lora_rank)} if self.q_lora_rank else {}
+        return mats | {
+            "mla_q_up": (q_in, nh * (self.head_dim + r)),
+            "mla_kv_down": (d, self.kv_lora_rank + r),  # the latent and the rotary key: what is cached
+            "mla_kv_up": (self.kv_lora_rank, nh * (self.head_dim + self.v_head_dim)),  # K (non-rotary) and V
+            "out_proj": (nh * self.v_head_dim, d),
+        }
+
+    @property
     def n_ffn_matrices(self) -> int:
         return FFN_KINDS[self.ffn]
 
     @property
     def is_moe(self) -> bool:
-        return self.n_expert > 1
+        """Whether any layer has experts."""
+        return any(p.n_expert > 1 for p in self.parts())
 
     @property
     def embedding_params(self) -> int:
@@ -96,7 +201,9 @@ class ModelSpec:
             n += self.max_seq_len * self.d_model
         return n
 
-    def _norm_params(self) -> int:
+    @property
+    def norm_params(self) -> int:
+        """Weights of one norm (scale, plus a shift for layernorm): the one place they are counted."""
         return (2 if self.norm == "layernorm" else 1) * self.d_model
 
     @property
@@ -105,20 +212,32 @@ class ModelSpec:
         QKV, output projection, every expert's FFN and the shared expert's."""
         d, q, kv = self.d_model, self.q_dim, self.kv_dim
         ffn = self.n_ffn_matrices * d * (self.n_expert * self.d_ff + self.d_ff_shared)
+        if self.is_mla:
+            return sum(i * o for i, o in self.mla_matrices.values()) + ffn
         return d * (q + 2 * kv) + q * d + ffn
 
     @property
     def layer_other_params(self) -> int:
         """Biases, norms, the MoE router and the shared expert's gate of one block."""
         d, q, kv, f = self.d_model, self.q_dim, self.kv_dim, self.d_ff
-        n = 2 * self._norm_params()
+        n = self.norms_per_layer * self.norm_params
         if self.bias:
             n += (q + 2 * kv) + d + self.n_expert * ((self.n_ffn_matrices - 1) * f + d)
-        if self.is_moe:
-            n += d * self.n_expert
-        if self.d_ff_shared:
+        if self.n_expert > 1:
+            n += d * self.n_expert + (self.n_expert if self.router_bias else 0)
+        if self.d_ff_shared and self.shared_expert_gate:
             n += d  # sigmoid gate of the shared expert: d_model -> 1
+        if self.is_mla:  # RMSNorms of the compressed query and of the latent
+            n += self.q_lora_rank + self.kv_lora_rank
+        if self.attention_sinks:
+            n += self.n_head
         return n
+
+    @property
+    def expert_params(self) -> int:
+        """Weights of one routed expert of a layer (its matrices, and biases where the model has them)."""
+        f, n_mat = self.d_ff, self.n_ffn_matrices
+        return n_mat * self.d_model * f + (((n_mat - 1) * f + self.d_model) if self.bias else 0)
 
     @property
     def layer_params(self) -> int:
@@ -134,29 +253,55 @@ class ModelSpec:
         return positions if self.sliding_window is None else min(positions, self.sliding_window)
 
     @property
+    def stack_params(self) -> int:
+        """Weights of every layer of the stack (no embeddings, final norm or head)."""
+        return sum(p.n_layer * p.layer_params for p in self.parts())
+
+    @property
     def n_params(self) -> int:
         """Every weight: embeddings, all layers, final norm, and an untied LM head."""
-        return self.embedding_params + self.n_layer * self.layer_params + self._norm_params() + self.head_params
+        return self.embedding_params + self.stack_params + self.norm_params + self.head_params
 
-    def weight_bytes(self, weight_dtype: str, act_dtype: str) -> float:
-        """Bytes of every weight: the blocks' linear layers at ``weight_dtype``, the rest
-        (embeddings, LM head, norms, routers, biases) at ``act_dtype`` when the weight dtype
-        is a quantised format, else at ``weight_dtype`` too."""
-        matrices = self.n_layer * self.layer_matrix_params
-        other_dtype = act_dtype if weight_dtype in QUANTISED_DTYPES else weight_dtype
-        return matrices * DTYPE_BYTES[weight_dtype] + (self.n_params - matrices) * DTYPE_BYTES[other_dtype]
+    @property
+    def n_params_active(self) -> int:
+        """Weights one token uses: all of them but the routed experts it is not sent to
+        (``n_expert - n_expert_active`` per MoE layer). Embeddings and head included, as the
+        Qwen and Llama 4 model cards count them; gpt-oss's card leaves the token embedding out
+        (``n_params_active - embedding_params``)."""
+        idle = sum(p.n_layer * (p.n_expert - p.n_expert_active) * p.expert_params for p in self.parts())
+        return self.n_params - idle
+
+    @property
+    def routed_expert_matrix_params(self) -> int:
+        """Weights of the routed experts' matrices over all layers (what ``expert_dtype`` stores)."""
+        return sum(p.n_layer * p.n_expert * p.n_ffn_matrices * p.d_model * p.d_ff
+                   for p in self.parts() if p.n_expert > 1)
+
+    def weight_bytes(self, weight_dtype: str, act_dtype: str, expert_dtype: str | None = None) -> float:
+        """Bytes of every weight: the blocks' linear layers at ``weight_dtype`` (the routed experts'
+        matrices at ``expert_dtype`` when given: gpt-oss ships only its experts in MXFP4), the rest
+        (embeddings, LM head, norms, routers, biases) at ``act_dtype`` when the weight dtype is a
+        quantised format, else at ``weight_dtype`` too."""
+        matrices = sum(p.n_layer * p.layer_matrix_params for p in self.parts())
+        other_dtype = unquantised_dtype(weight_dtype, act_dtype)
+        total = matrices * DTYPE_BYTES[weight_dtype] + (self.n_params - matrices) * DTYPE_BYTES[other_dtype]
+        if expert_dtype is not None and expert_dtype != weight_dtype:
+            total += self.routed_expert_matrix_params * (DTYPE_BYTES[expert_dtype] - DTYPE_BYTES[weight_dtype])
+        return total
 
     @property
     def n_params_non_embedding(self) -> int:
         """Layers and final norm only (the count that FLOPs per token scale with)."""
-        return self.n_layer * self.layer_params + self._norm_params()
+        return self.stack_params + self.norm_params
 
     def kv_bytes_per_token(self, kv_dtype: str) -> float:
-        """KV cache of one token over all layers: K and V, n_kv_head x head_dim each."""
+        """KV cache of one token over all layers: K and V, n_kv_head x head_dim each (MLA: the latent)."""
+        if self.is_mla:  # the latent and the shared rotary key, one each per token and layer
+            return self.n_layer * (self.kv_lora_rank + self.qk_rope_head_dim) * DTYPE_BYTES[kv_dtype]
         return 2.0 * self.n_layer * self.kv_dim * DTYPE_BYTES[kv_dtype]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"n_params": self.n_params}
+        return asdict(self) | {"n_params": self.n_params, "n_params_active": self.n_params_active}
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,14 +478,24 @@ def model_from_mapping(data: Mapping[str, Any], where: str, source: str = "") ->
     if d_ff_shared and n_expert == 1:
         raise f.fail("d_ff_shared", "a shared expert needs a mixture of experts (n_expert > 1)")
     sliding_window = f.int("sliding_window") if f.has("sliding_window") else None
+    n_layer, d_ff = f.int("n_layer"), f.int("d_ff")
+    kv_lora = f.int("kv_lora_rank", default=0, minimum=0)
+    norms_per_layer = f.int("norms_per_layer", default=2)
+    if norms_per_layer not in (2, 4):
+        raise f.fail("norms_per_layer", f"must be 2 (pre-norm) or 4 (pre- and post-norm, gemma), got {norms_per_layer}")
+    if kv_lora and (sliding_window or f.has("layers") and any("sliding_window" in g for g in data.get("layers") or ()
+                                                             if isinstance(g, Mapping))):
+        raise f.fail("kv_lora_rank", "latent attention with a sliding window is not modelled")
+    groups = _layer_groups(data.get("layers"), where, n_layer, LayerGroup(
+        n_layer, sliding_window, d_ff, n_expert, n_expert_active, d_ff_shared))
     return ModelSpec(
         name=f.str("name"),
-        n_layer=f.int("n_layer"),
+        n_layer=n_layer,
         d_model=d_model,
         n_head=n_head,
         n_kv_head=n_kv_head,
         head_dim=head_dim,
-        d_ff=f.int("d_ff"),
+        d_ff=d_ff,
         ffn=f.str("ffn", choices=tuple(FFN_KINDS)),
         vocab_size=f.int("vocab_size"),
         max_seq_len=f.int("max_seq_len"),
@@ -352,8 +507,60 @@ def model_from_mapping(data: Mapping[str, Any], where: str, source: str = "") ->
         n_expert_active=n_expert_active,
         d_ff_shared=d_ff_shared,
         sliding_window=sliding_window,
+        kv_lora_rank=kv_lora,
+        q_lora_rank=f.int("q_lora_rank", default=0, minimum=0),
+        qk_rope_head_dim=f.int("qk_rope_head_dim", default=0 if not kv_lora else None, minimum=0 if not kv_lora else 1),
+        v_head_dim=f.int("v_head_dim", default=0 if not kv_lora else head_dim, minimum=0),
+        shared_expert_gate=f.bool("shared_expert_gate", True),
+        norms_per_layer=norms_per_layer,
+        attention_sinks=f.bool("attention_sinks", False),
+        router_bias=f.bool("router_bias", False),
+        layer_groups=groups,
         source=source,
     )
+
+
+LAYER_GROUP_KEYS = ("count", "sliding_window", "d_ff", "n_expert", "n_expert_active", "d_ff_shared")
+
+
+def _layer_groups(raw: Any, where: str, n_layer: int, model_level: LayerGroup) -> tuple[LayerGroup, ...]:
+    """The ``layers:`` list: groups of ``count`` layers, each key replacing the model-level one
+    (``sliding_window: null``: full attention; ``n_expert: 1``: a dense FFN, whose ``d_ff`` is then
+    required). Groups of the same kind are merged (the order of layers changes no figure on one
+    device)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not raw:
+        raise ProfileError(f"{where}: field 'layers': must be a list of layer groups (count: N, ...), got {raw!r:.60}")
+    groups: dict[tuple, LayerGroup] = {}
+    for i, g in enumerate(raw):
+        key = f"layers[{i}]"
+        if not isinstance(g, Mapping):
+            raise ProfileError(f"{where}: field '{key}': must be a mapping (count: N, ...), got {g!r:.60}")
+        for k in g:
+            if k not in LAYER_GROUP_KEYS:
+                near = difflib.get_close_matches(str(k), LAYER_GROUP_KEYS, n=1)
+                hint = f"; did you mean '{near[0]}'?" if near else f" (known: {', '.join(LAYER_GROUP_KEYS)})"
+                raise ProfileError(f"{where}: unknown field '{key}.{k}'{hint}")
+        f = _Fields(g, where, prefix=f"{key}.")
+        n_expert = f.int("n_expert", default=model_level.n_expert)
+        dense = n_expert == 1
+        active = f.int("n_expert_active", default=1 if dense else model_level.n_expert_active)
+        if active > n_expert:
+            raise f.fail("n_expert_active", f"{active} is more than n_expert={n_expert}")
+        shared = f.int("d_ff_shared", default=0 if dense else model_level.d_ff_shared, minimum=0)
+        if shared and dense:
+            raise f.fail("d_ff_shared", "a shared expert needs a mixture of experts (n_expert > 1)")
+        window = (f.int("sliding_window") if f.has("sliding_window") else None) if "sliding_window" in g \
+            else model_level.sliding_window
+        d_ff = f.int("d_ff", default=model_level.d_ff if n_expert == model_level.n_expert else None)
+        kind = (window, d_ff, n_expert, active, shared)
+        count = f.int("count") + (groups[kind].count if kind in groups else 0)
+        groups[kind] = LayerGroup(count, *kind)
+    total = sum(g.count for g in groups.values())
+    if total != n_layer:
+        raise ProfileError(f"{where}: field 'layers': the groups' counts add up to {total}, not n_layer={n_layer}")
+    return tuple(groups.values())
 
 
 # Ways to give device memory, and their unit in bytes. HBM and GPU memory are binary
@@ -640,32 +847,70 @@ def _hf_get(cfg: Mapping[str, Any], where: str, *keys: str, default: Any = None)
     raise ProfileError(f"{where}: field '{keys[0]}': missing (required for this model_type)")
 
 
-def _windowed_layers(cfg: Mapping[str, Any], where: str, mt: str, n_layer: Any) -> bool:
-    """Whether a config's sliding window applies to its layers: all of them (True), none (False),
-    or some, which one window size for the whole stack cannot express (refused).
+def _projection_biases(cfg: Mapping[str, Any], where: str, mt: str) -> bool:
+    """llama-style ``attention_bias`` and ``mlp_bias``: both true is a model with a bias on every
+    projection (the schema's ``bias``); one without the other is refused (one flag cannot say it)."""
+    if mt.startswith("qwen2"):
+        return True  # qwen2's q/k/v biases are always there (its config has no such keys)
+    attn, mlp = cfg.get("attention_bias") is True, cfg.get("mlp_bias") is True
+    if attn != mlp:
+        key = "attention_bias" if attn else "mlp_bias"
+        raise ProfileError(f"{where}: field '{key}': biases on only the "
+                           f"{'attention' if attn else 'FFN'} projections are not modelled (model_type {mt})")
+    return attn
 
-    As transformers builds them: an explicit ``layer_types`` list says it per layer; mistral and
-    mixtral window every layer; qwen2/qwen3 only with ``use_sliding_window: true``, and then only
-    the layers from ``max_window_layers`` on (default 28), so Qwen2-7B (28 layers) has none."""
+
+def _qwen_moe_layers(cfg: Mapping[str, Any], g: Callable, n_layer: int) -> dict[str, Any]:
+    """qwen2_moe / qwen3_moe: layer i is MoE unless it is in ``mlp_only_layers`` or (i + 1) is not a
+    multiple of ``decoder_sparse_step`` (as transformers builds them); the others are dense FFNs of
+    ``intermediate_size``."""
+    step = cfg.get("decoder_sparse_step") or 1
+    dense_only = set(cfg.get("mlp_only_layers") or ())
+    moe = {
+        "n_expert": g("num_experts"),
+        "n_expert_active": g("num_experts_per_tok"),
+        "d_ff": g("moe_intermediate_size"),
+        "d_ff_shared": cfg.get("shared_expert_intermediate_size") or 0,
+    }
+    n_dense = sum(1 for i in range(n_layer) if i in dense_only or (i + 1) % step)
+    if n_dense:
+        moe["layers"] = [{"count": n_layer - n_dense}, {"count": n_dense, "n_expert": 1, "d_ff": g("intermediate_size")}]
+    return moe
+
+
+def _attention_layers(cfg: Mapping[str, Any], where: str, n_layer: int, window: int) -> list[dict[str, Any]]:
+    """``layer_types`` ("sliding_attention" / "full_attention" per layer) as layer groups."""
+    types = cfg.get("layer_types")
+    if not isinstance(types, list) or len(types) != n_layer:
+        raise ProfileError(f"{where}: field 'layer_types': must list the attention of each of the "
+                           f"{n_layer} layers, got {types!r:.60}")
+    unknown = sorted({t for t in types if t not in ("sliding_attention", "full_attention")})
+    if unknown:
+        raise ProfileError(f"{where}: field 'layer_types': {unknown[0]!r} is not modelled "
+                           "(known: sliding_attention, full_attention)")
+    sliding = types.count("sliding_attention")
+    groups = [{"count": sliding, "sliding_window": window}, {"count": n_layer - sliding, "sliding_window": None}]
+    return [grp for grp in groups if grp["count"]]
+def _windowed_layers(cfg: Mapping[str, Any], where: str, mt: str, n_layer: Any) -> int:
+    """How many layers a config's sliding window applies to (a stack of windowed and full layers
+    when not all or none).
+
+    As transformers builds them: an explicit ``layer_types`` list says it per layer; mistral,
+    mixtral and phi3 window every layer; qwen2/qwen3 only with ``use_sliding_window: true``, and then
+    only the layers from ``max_window_layers`` on (default 28), so Qwen2-7B (28 layers) has none."""
     types = cfg.get("layer_types")
     if isinstance(types, list) and types:
-        windowed = sum(t == "sliding_attention" for t in types)
-        key = "layer_types"
-    elif mt in ("mistral", "mixtral"):
-        return True
-    elif not cfg.get("use_sliding_window"):
-        return False
-    else:
-        first = cfg.get("max_window_layers", 28)
-        if not isinstance(n_layer, int) or not isinstance(first, int) or isinstance(first, bool):
-            return True  # the field checks name the bad value
-        windowed, key = max(0, n_layer - max(0, first)), "max_window_layers"
-    if windowed == 0:
-        return False
-    if isinstance(n_layer, int) and windowed < n_layer:
-        raise ProfileError(f"{where}: field '{key}': {windowed} of {n_layer} layers use the sliding window and the "
-                           f"rest full attention; a mix of windowed and full layers is not modelled (model_type {mt})")
-    return True
+        return sum(t == "sliding_attention" for t in types)
+    if not isinstance(n_layer, int) or isinstance(n_layer, bool):
+        return 0  # the field checks name the bad value
+    if mt in ("mistral", "mixtral", "phi3"):
+        return n_layer
+    if not cfg.get("use_sliding_window"):
+        return 0
+    first = cfg.get("max_window_layers", 28)
+    if not isinstance(first, int) or isinstance(first, bool):
+        return n_layer  # the field checks name the bad value
+    return min(n_layer, max(0, n_layer - max(0, first)))
 
 
 @hf_keys.checked
@@ -676,7 +921,7 @@ def model_from_hf_config(cfg: Mapping[str, Any], where: str, name: str) -> Model
     mt = cfg.get("model_type")
     g = lambda *keys, default=None: _hf_get(cfg, where, *keys, default=default)  # noqa: E731
     out: dict[str, Any] = {"name": name}
-    if mt in ("llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3"):
+    if mt in ("llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "phi3"):
         n_head = g("num_attention_heads")
         out |= {
             "n_layer": g("num_hidden_layers"),
@@ -690,22 +935,120 @@ def model_from_hf_config(cfg: Mapping[str, Any], where: str, name: str) -> Model
             "tied_embeddings": bool(cfg.get("tie_word_embeddings", False)),
             "norm": "rmsnorm",
             "positional": "rope",
-            "bias": mt.startswith("qwen2"),
+            "bias": mt.startswith("qwen2") or _projection_biases(cfg, where, mt),
         }
         if cfg.get("head_dim"):
             out["head_dim"] = cfg["head_dim"]
         window = cfg.get("sliding_window")
-        if window and _windowed_layers(cfg, where, mt, out["n_layer"]):
+        if window and mt == "llama":  # LlamaConfig has no window: e.g. a Gemma-2 config labelled llama
+            raise ProfileError(f"{where}: field 'sliding_window': {window} would be dropped (model_type llama "
+                               "has no sliding window); label the config with its own model_type")
+        n_window = _windowed_layers(cfg, where, mt, out["n_layer"]) if window else 0
+        if n_window and n_window >= out["n_layer"]:
             out["sliding_window"] = window
         if mt == "mixtral":
             out |= {"n_expert": g("num_local_experts"), "n_expert_active": g("num_experts_per_tok")}
-        if mt == "qwen2_moe":
-            out |= {
-                "n_expert": g("num_experts"),
-                "n_expert_active": g("num_experts_per_tok"),
-                "d_ff": g("moe_intermediate_size"),
-                "d_ff_shared": cfg.get("shared_expert_intermediate_size") or 0,
-            }
+        if mt in ("qwen2_moe", "qwen3_moe"):
+            out |= _qwen_moe_layers(cfg, g, out["n_layer"])
+        if n_window and n_window < out["n_layer"]:  # some layers windowed, the rest full: a stack
+            if "layers" in out:
+                raise ProfileError(f"{where}: field 'sliding_window': windowed layers in a stack of dense and MoE "
+                                   f"layers are not modelled (model_type {mt})")
+            out["layers"] = [{"count": n_window, "sliding_window": window},
+                             {"count": out["n_layer"] - n_window, "sliding_window": None}]
+    elif mt == "gpt_oss":
+        n_head, n_layer = g("num_attention_heads"), g("num_hidden_layers")
+        if cfg.get("attention_bias") is False:
+            raise ProfileError(f"{where}: field 'attention_bias': false is not modelled for gpt_oss "
+                               "(its experts keep their biases)")
+        out |= {
+            "n_layer": n_layer,
+            "d_model": g("hidden_size"),
+            "n_head": n_head,
+            "n_kv_head": g("num_key_value_heads", default=n_head),
+            "head_dim": g("head_dim"),
+            "d_ff": g("intermediate_size"),
+            "ffn": "swiglu",
+            "vocab_size": g("vocab_size"),
+            "max_seq_len": g("max_position_embeddings"),
+            "tied_embeddings": bool(cfg.get("tie_word_embeddings", False)),
+            "norm": "rmsnorm",
+            "positional": "rope",
+            "bias": True,  # q, k, v, o and every expert's projections
+            "attention_sinks": True,
+            "router_bias": True,
+            "n_expert": g("num_local_experts"),
+            "n_expert_active": g("num_experts_per_tok", "experts_per_token"),
+        }
+        out["layers"] = _attention_layers(cfg, where, n_layer, g("sliding_window"))
+    elif mt == "gemma3":  # the multimodal wrapper: the language model is its text_config (the vision tower is not modelled)
+        text = cfg.get("text_config")
+        if not isinstance(text, Mapping):
+            raise ProfileError(f"{where}: field 'text_config': missing or not an object (gemma3 keeps its language model there)")
+        return model_from_hf_config(dict(text) | {"model_type": "gemma3_text"}, f"{where}: text_config", name)
+    elif mt == "gemma3_text":
+        # Gemma3TextConfig's defaults where the published configs leave keys out (gemma-3-27b-it's text_config
+        # gives only the sizes): vocab 262208, 131072 positions, one full-attention layer in 6, tied embeddings
+        n_layer = g("num_hidden_layers")
+        pattern = cfg.get("sliding_window_pattern") or 6
+        out |= {
+            "n_layer": n_layer,
+            "d_model": g("hidden_size"),
+            "n_head": g("num_attention_heads"),
+            "n_kv_head": g("num_key_value_heads"),
+            "head_dim": g("head_dim"),
+            "d_ff": g("intermediate_size"),
+            "ffn": "geglu",
+            "vocab_size": g("vocab_size", default=262208),
+            "max_seq_len": g("max_position_embeddings", default=131072),
+            "tied_embeddings": bool(cfg.get("tie_word_embeddings", True)),
+            "norm": "rmsnorm",
+            "positional": "rope",
+            "bias": bool(cfg.get("attention_bias")),
+            "norms_per_layer": 4,
+        }
+        if cfg.get("layer_types") is not None:
+            out["layers"] = _attention_layers(cfg, where, n_layer, g("sliding_window"))
+        else:  # layer i is global when (i + 1) is a multiple of the pattern, as transformers builds it
+            n_full = n_layer // pattern
+            out["layers"] = [grp for grp in ({"count": n_layer - n_full, "sliding_window": g("sliding_window")},
+                                            {"count": n_full, "sliding_window": None}) if grp["count"]]
+    elif mt in ("deepseek_v3", "kimi_k2"):
+        n_layer, n_head = g("num_hidden_layers"), g("num_attention_heads")
+        n_kv = g("num_key_value_heads", default=n_head)
+        if n_kv != n_head:
+            raise ProfileError(f"{where}: field 'num_key_value_heads': {n_kv} differs from num_attention_heads "
+                               f"{n_head}; latent attention has one K/V per query head")
+        first_dense = cfg.get("first_k_dense_replace") or 0
+        freq = cfg.get("moe_layer_freq") or 1
+        # as transformers builds them: MoE where i >= first_k_dense_replace and i % moe_layer_freq == 0
+        n_moe = sum(1 for i in range(n_layer) if i >= first_dense and i % freq == 0)
+        out |= {
+            "n_layer": n_layer,
+            "d_model": g("hidden_size"),
+            "n_head": n_head,
+            "head_dim": g("qk_nope_head_dim"),
+            "kv_lora_rank": g("kv_lora_rank"),
+            "q_lora_rank": cfg.get("q_lora_rank") or 0,
+            "qk_rope_head_dim": g("qk_rope_head_dim"),
+            "v_head_dim": g("v_head_dim"),
+            "d_ff": g("moe_intermediate_size"),
+            "ffn": "swiglu",
+            "vocab_size": g("vocab_size"),
+            "max_seq_len": g("max_position_embeddings"),
+            "tied_embeddings": bool(cfg.get("tie_word_embeddings", False)),
+            "norm": "rmsnorm",
+            "positional": "rope",
+            "bias": bool(cfg.get("attention_bias")),
+            "n_expert": g("n_routed_experts"),
+            "n_expert_active": g("num_experts_per_tok"),
+            "d_ff_shared": (cfg.get("n_shared_experts") or 0) * g("moe_intermediate_size"),
+            "shared_expert_gate": False,
+            # noaux_tc routing adds a per-expert score correction (e_score_correction_bias)
+            "router_bias": cfg.get("topk_method") == "noaux_tc",
+        }
+        if n_moe < n_layer:
+            out["layers"] = [{"count": n_moe}, {"count": n_layer - n_moe, "n_expert": 1, "d_ff": g("intermediate_size")}]
     elif mt == "gpt2":
         d = g("n_embd", "hidden_size")
         out |= {
@@ -755,7 +1098,8 @@ def model_from_hf_config(cfg: Mapping[str, Any], where: str, name: str) -> Model
             "bias": True,
         }
     else:
-        known = "llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, gpt2, opt, gpt_neox"
+        known = ("llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, phi3, gpt_oss, gemma3, gemma3_text, "
+                 "deepseek_v3, kimi_k2, gpt2, opt, gpt_neox")
         raise ProfileError(f"{where}: field 'model_type': unsupported {mt!r} (supported: {known})")
     return model_from_mapping(out, where, source=where)
 

@@ -39,6 +39,21 @@ SPECS = {k: model_from_mapping(v, "test") for k, v in FAMILIES.items()}
 VARIANTS = {
     "moe-shared": model_from_mapping(FAMILIES["moe"] | {"name": "tiny-qwen2-moe", "d_ff_shared": 384}, "test"),
     "window": model_from_mapping(FAMILIES["llama"] | {"name": "tiny-mistral", "sliding_window": 16}, "test"),
+    # stacks of layer kinds: gpt-oss / Gemma's sliding and full layers, DeepSeek's dense layer before MoE ones
+    "stack-window": model_from_mapping(FAMILIES["llama"] | {"name": "tiny-oss", "layers": [
+        {"count": 1, "sliding_window": 16}, {"count": 1}]}, "test"),
+    # DeepSeek-V3: latent attention (naive prefill, absorbed decode), a dense layer, then MoE with a shared expert
+    "mla": model_from_mapping(FAMILIES["moe"] | {"name": "tiny-dsv3-mla", "n_layer": 2, "head_dim": 16,
+                                                 "kv_lora_rank": 48, "q_lora_rank": 40, "qk_rope_head_dim": 8,
+                                                 "v_head_dim": 24, "d_ff_shared": 64, "shared_expert_gate": False,
+                                                 "layers": [{"count": 1, "n_expert": 1, "d_ff": 192}, {"count": 1}]},
+                              "test"),
+    # gemma 3: GeGLU, RMSNorm before and after each sub-layer, local and global layers
+    "gemma": model_from_mapping(FAMILIES["llama"] | {"name": "tiny-gemma", "ffn": "geglu", "norms_per_layer": 4,
+                                                     "layers": [{"count": 1, "sliding_window": 16}, {"count": 1}]},
+                                "test"),
+    "stack-moe": model_from_mapping(FAMILIES["moe"] | {"name": "tiny-dsv3", "n_layer": 3, "d_ff_shared": 128, "layers": [
+        {"count": 1, "n_expert": 1, "d_ff": 384}, {"count": 2}]}, "test"),
 }
 FP32 = Dtypes.of("fp32")
 CPU = G.GenerateSettings("cpu", "test-cpu", torch.__version__, 1, warmup_runs=0)
@@ -88,9 +103,13 @@ def test_one_forward_does_exactly_analyzes_flops(family, attention):
             # causal flash kernel) counts the visible pairs: 4 x hs x B x nh x (P*P - pairs) per layer fewer.
             # With the 16-token window: queries 0..15 see 1..16 keys (136 pairs), the other 16 see 16 each
             # (256): 392 visible, 632 masked.
-            masked = P * P - causal_pairs(P, P, spec.sliding_window)
-            assert masked == (632 if spec.sliding_window else 496)
-            pre = pre - spec.n_layer * 4 * spec.head_dim * B * spec.n_head * masked
+            for part in spec.parts():  # a stack: each kind of layer with its own window
+                masked = P * P - causal_pairs(P, P, part.sliding_window)
+                assert masked == (632 if part.sliding_window else 496)
+                # per (query, key) pair: 2 x (key width + value width); latent attention prefill is naive
+                per_pair = 2 * (part.head_dim + part.qk_rope_head_dim + part.v_head_dim) if part.is_mla \
+                    else 4 * part.head_dim
+                pre = pre - part.n_layer * per_pair * B * part.n_head * masked
         assert pre == want_pre
         assert dec == want_dec
 
@@ -163,6 +182,11 @@ def test_every_shipped_profile_builds_on_meta():
     from gpt_batchprof.profiles import all_models
 
     for spec in all_models():
+        if sum(p.n_layer * p.n_expert for p in spec.parts()) > 512:
+            # thousands of expert modules (qwen3-235b: 94 x 128) take a minute to build even on meta:
+            # one layer of each kind builds the same modules, and must count what its spec counts
+            groups = tuple(dataclasses.replace(g, count=1) for g in spec.layer_groups)
+            spec = dataclasses.replace(spec, n_layer=max(1, len(groups)), layer_groups=groups)
         with torch.device("meta"):
             model = GPT(spec)
         assert sum(p.numel() for p in model.parameters()) == spec.n_params, spec.name

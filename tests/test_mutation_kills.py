@@ -23,11 +23,10 @@ from gpt_batchprof.analytic.ops import OpShape, causal_pairs, matmul_cost, op_gr
 from gpt_batchprof.analytic.parallel import (
     alltoall_time,
     collective_cost,
-    predict_collective,
     ring_allreduce_time,
     stage_layers,
 )
-from gpt_batchprof.analytic.roofline import Prediction, kernel_overhead_s, launch_mode, step_time
+from gpt_batchprof.analytic.roofline import Prediction, kernel_overhead_s, launch_mode, predict_collective, step_time
 from gpt_batchprof.analytic.serving import (
     _sum_linear,
     _sum_roofline,

@@ -195,8 +195,9 @@ def test_qwen2_window_applies_to_the_layers_max_window_layers_says(tmp_path, ext
     assert load_model(str(p)).sliding_window == window
 
 
-def test_qwen2_window_on_some_layers_only_is_refused(tmp_path):
+def test_qwen2_window_on_some_layers_only_is_a_stack(tmp_path):
+    # layers 20..27 windowed, 0..19 full (was refused before models were stacks of layer kinds)
     p = tmp_path / "config.json"
     p.write_text(json.dumps(QWEN2_7B | {"max_window_layers": 20}))
-    with pytest.raises(ProfileError, match=r"field 'max_window_layers': 8 of 28 layers use the sliding window"):
-        load_model(str(p))
+    m = load_model(str(p))
+    assert [(g.count, g.sliding_window) for g in m.layer_groups] == [(8, 4096), (20, None)]

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from itertools import product
 from typing import Callable, Mapping
 
-from gpt_batchprof.analytic.ops import OpCost
+from gpt_batchprof.analytic.ops import DENSE_OPS, OpCost
 
 # kind -> axis names. FLOP_KINDS store FLOP/s, the others bytes/s.
 KIND_AXES: dict[str, tuple[str, ...]] = {
@@ -66,7 +66,9 @@ KIND_AXES: dict[str, tuple[str, ...]] = {
 FLOP_KINDS = ("matmul", "bmm", "sdpa_prefill", "sdpa_decode", "attn_prefill", "attn_decode", "moe")
 UNTYPED_KINDS = ("copy",)  # one table for every dtype (bytes are bytes)
 LAUNCH_MODES = ("eager", "graphs")
-_DENSE = ("qkv_proj", "out_proj", "moe_router", "ffn_gate", "ffn_up", "ffn_down", "lm_head", "mlp")
+# Operators whose kernel is a plain (or, for MoE experts, grouped) matmul: every dense operator of
+# the model (ops.DENSE_OPS, shared-expert FFNs included) and seed 002's MLP. Derived, never hand-copied.
+_DENSE = DENSE_OPS + ("mlp",)
 
 
 def table_name(kind: str, dtype: str = "") -> str:

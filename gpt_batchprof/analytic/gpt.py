@@ -17,53 +17,18 @@ into their neighbours in serving kernels and are not listed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import replace
 
-from gpt_batchprof.analytic.ops import OpCost, OpShape, causal_pairs, elementwise_cost, matmul_cost
-from gpt_batchprof.analytic.parallel import Parallelism
+from gpt_batchprof.analytic.dtypes import Dtypes
+from gpt_batchprof.analytic.ops import (
+    ATTENTION_OPS, OP_NAMES, OpCost, OpShape, causal_pairs, elementwise_cost, expected_experts_touched, matmul_cost,
+)
+from gpt_batchprof.analytic.parallel import Parallelism, local_model, micro_batch, shard_ops
 from gpt_batchprof.errors import BatchprofError
-from gpt_batchprof.profiles import ACT_DTYPES, DTYPE_BYTES, KV_DTYPES, QUANTISED_DTYPES, WEIGHT_DTYPES, ModelSpec
+from gpt_batchprof.profiles import DTYPE_BYTES, ModelSpec
 
 PHASES = ("prefill", "decode")
 ATTENTION_MODES = ("unfused", "fused")
-
-
-@dataclass(frozen=True, slots=True)
-class Dtypes:
-    """Storage dtypes of weights, activations and KV cache. Matmuls run at the activation dtype."""
-
-    weight: str = "fp16"
-    act: str = "fp16"
-    kv: str = "fp16"
-
-    def __post_init__(self) -> None:
-        for what, value, allowed in (
-            ("activation", self.act, ACT_DTYPES),
-            ("weight", self.weight, WEIGHT_DTYPES),
-            ("kv", self.kv, KV_DTYPES),
-        ):
-            if value not in allowed:
-                raise BatchprofError(f"unknown {what} dtype '{value}' (choose from {', '.join(allowed)})")
-
-    @property
-    def unquantised(self) -> str:
-        """Dtype of the weights a quantised checkpoint leaves alone (embeddings, LM head,
-        norms, routers): the activation dtype when ``weight`` is quantised, else ``weight``."""
-        return self.act if self.weight in QUANTISED_DTYPES else self.weight
-
-    @classmethod
-    def of(cls, dtype: str, weight: str | None = None, kv: str | None = None) -> "Dtypes":
-        """``--dtype`` for everything, with ``--weight-dtype`` / ``--kv-dtype`` overrides."""
-        return cls(weight=weight or dtype, act=dtype, kv=kv or dtype)
-
-
-def expected_experts_touched(n_expert: int, n_active: int, tokens: int) -> float:
-    """Distinct experts a batch of ``tokens`` routes to, on average, under uniform routing.
-
-    Each token picks ``n_active`` of ``n_expert``; an expert is missed by one token with
-    probability 1 - n_active/n_expert, so by all of them with that to the power ``tokens``.
-    """
-    return n_expert * (1.0 - (1.0 - n_active / n_expert) ** tokens)
 
 
 def enumerate_ops(
@@ -75,6 +40,7 @@ def enumerate_ops(
     dtypes: Dtypes = Dtypes(),
     attention: str = "unfused",
     parallel: Parallelism = Parallelism(),
+    mla: str = "auto",
 ) -> tuple[OpCost, ...]:
     """The operators of one forward step, each totalled over all layers.
 
@@ -82,19 +48,69 @@ def enumerate_ops(
     chunked). decode: one new token per sequence, ``kv_len`` cached; ``new_tokens`` is ignored.
     ``parallel``: across several GPUs, the operators of one GPU of the slowest pipeline
     stage, collectives included (see :mod:`gpt_batchprof.analytic.parallel`).
+    ``mla``: the form of latent attention (``naive``, ``absorbed``; ``auto``: as engines run each phase).
     """
     if phase not in PHASES:
         raise BatchprofError(f"unknown phase '{phase}' (choose from {', '.join(PHASES)})")
     if attention not in ATTENTION_MODES:
         raise BatchprofError(f"unknown attention mode '{attention}' (choose from {', '.join(ATTENTION_MODES)})")
+    if mla not in ("auto",) + MLA_FORMS:
+        raise BatchprofError(f"--mla-form: unknown form '{mla}' (choose from auto, {', '.join(MLA_FORMS)})")
     q = 1 if phase == "decode" else new_tokens
     if batch < 1 or q < 1 or kv_len < 0:
         raise BatchprofError(f"impossible shape: batch={batch}, new_tokens={q}, kv_len={kv_len}")
-    if not parallel.is_single:
-        from gpt_batchprof.analytic.parallel import sharded_ops
+    if not parallel.is_single:  # one GPU's slice of the model, then the layout's transformation
+        parallel.check(model)
+        local = _device_ops(local_model(model, parallel), phase, micro_batch(batch, parallel), q, kv_len, dtypes,
+                            attention, mla)
+        return shard_ops(local, model, phase, batch, q, kv_len, dtypes, parallel)
+    return _device_ops(model, phase, batch, q, kv_len, dtypes, attention, mla)
 
-        return sharded_ops(model, phase, batch, new_tokens, kv_len, dtypes, attention, parallel)
 
+FFN_OPS = ("moe_router", "ffn_gate", "ffn_up", "ffn_down", "ffn_shared_gate", "ffn_shared_up", "ffn_shared_down")
+
+
+def _stack(model: ModelSpec, per_part) -> tuple[OpCost, ...]:
+    """The rows of a stack of layer kinds: ``per_part(part, last)`` for each uniform part, then rows of
+    the same operator and kernel shape added up (one row, launched by the layers of every part).
+
+    Where the parts' attention (or FFN) differs, its rows carry the layer kind in ``shape.variant``
+    ("window 128", "full"; "dense 18432", "8 of 256 x 2048 + shared 2048"), so that rows of
+    different kernels never merge, even when their shapes happen to agree at this step.
+    """
+    groups = model.layer_groups
+    label_attention = len({g.attention_kind for g in groups}) > 1
+    label_ffn = len({g.ffn_kind for g in groups}) > 1
+    rows: list[OpCost] = []
+    for i, (part, g) in enumerate(zip(model.parts(), groups)):
+        for o in per_part(part, i == len(groups) - 1):
+            if label_attention and o.op in ATTENTION_OPS:
+                o = replace(o, shape=replace(o.shape, variant=g.attention_kind))
+            elif label_ffn and o.op in FFN_OPS:
+                o = replace(o, shape=replace(o.shape, variant=g.ffn_kind))
+            rows.append(o)
+    merged: dict[tuple, OpCost] = {}
+    for o in rows:
+        key = (o.op, o.shape, o.compute_dtype)
+        m = merged.get(key)
+        merged[key] = o if m is None else replace(
+            m, flops=m.flops + o.flops, bytes=m.bytes + o.bytes, weight_bytes=m.weight_bytes + o.weight_bytes,
+            launches=m.launches + o.launches)
+    return tuple(sorted(merged.values(), key=lambda o: OP_NAMES.index(o.op)))  # stable: parts keep their order
+
+
+def _device_ops(model: ModelSpec, phase: str, batch: int, q: int, kv_len: int, dtypes: Dtypes,
+                attention: str, mla: str = "auto") -> tuple[OpCost, ...]:
+    """The operators of one step on one device holding all of ``model`` (``q`` new tokens per sequence)."""
+    if model.layer_groups:
+        return _stack(model, lambda part, last: _uniform_ops(part, phase, batch, q, kv_len, dtypes, attention, last,
+                                                             mla))
+    return _uniform_ops(model, phase, batch, q, kv_len, dtypes, attention, True, mla)
+
+
+def _uniform_ops(model: ModelSpec, phase: str, batch: int, q: int, kv_len: int, dtypes: Dtypes,
+                 attention: str, head: bool, mla: str = "auto") -> tuple[OpCost, ...]:
+    """The operators of ``model``'s layers, all of one kind; with ``head``, the final norm and LM head too."""
     T = batch * q  # tokens through the dense layers
     w, a = DTYPE_BYTES[dtypes.weight], DTYPE_BYTES[dtypes.act]
     w_other = DTYPE_BYTES[dtypes.unquantised]  # norms, router, LM head
@@ -103,54 +119,158 @@ def enumerate_ops(
     ctx = (phase, batch, q, kv_len)
     mm = dict(w_bytes=w, a_bytes=a, launches=nl, compute_dtype=cd, ctx=ctx)
 
-    norm_weights = (2 if model.norm == "layernorm" else 1) * d * w_other
+    norm_weights = model.norm_params * w_other
     ops: list[OpCost] = [
         elementwise_cost(
-            "norm", rows=T, width=d, a_bytes=a, launches=2 * nl + 1, compute_dtype=cd, ctx=ctx,
+            "norm", rows=T, width=d, a_bytes=a, launches=model.norms_per_layer * nl + (1 if head else 0), compute_dtype=cd, ctx=ctx,
             weight_bytes=norm_weights, variant=model.norm,
         ),
-        matmul_cost("qkv_proj", tokens=T, k=d, n=model.q_dim + 2 * model.kv_dim, **mm),
     ]
-
-    ops += attention_ops(model, phase, batch, q, kv_len, dtypes, attention)
-    ops.append(matmul_cost("out_proj", tokens=T, k=model.q_dim, n=d, **mm))
+    if model.is_mla:
+        ops += _mla_ops(model, phase, batch, q, kv_len, dtypes, attention, mm, mla)
+    else:
+        ops.append(matmul_cost("qkv_proj", tokens=T, k=d, n=model.q_dim + 2 * model.kv_dim, **mm))
+        ops += _uniform_attention(model, phase, batch, q, kv_len, dtypes, attention)
+        ops.append(matmul_cost("out_proj", tokens=T, k=model.q_dim, n=d, **mm))
 
     if model.is_moe:
         ops.append(matmul_cost("moe_router", tokens=T, k=d, n=model.n_expert, **(mm | {"w_bytes": w_other})))
         moe = dict(
             experts_touched=expected_experts_touched(model.n_expert, model.n_expert_active, T),
             routes=model.n_expert_active,
+            w_bytes=DTYPE_BYTES[dtypes.expert_weight],
         )
     else:
         moe = {}
-    if model.ffn == "swiglu":
-        ops.append(matmul_cost("ffn_gate", tokens=T, k=d, n=model.d_ff, **mm, **moe))
-    ops.append(matmul_cost("ffn_up", tokens=T, k=d, n=model.d_ff, **mm, **moe))
-    ops.append(matmul_cost("ffn_down", tokens=T, k=model.d_ff, n=d, **mm, **moe))
+    ffn = mm | moe
+    if model.n_ffn_matrices == 3:  # gated: swiglu, geglu
+        ops.append(matmul_cost("ffn_gate", tokens=T, k=d, n=model.d_ff, **ffn))
+    ops.append(matmul_cost("ffn_up", tokens=T, k=d, n=model.d_ff, **ffn))
+    ops.append(matmul_cost("ffn_down", tokens=T, k=model.d_ff, n=d, **ffn))
     if model.d_ff_shared:  # qwen2_moe: an always-active shared expert (gated FFN) next to the routed ones
         ops.append(matmul_cost("ffn_shared_gate", tokens=T, k=d, n=model.d_ff_shared, **mm))
         ops.append(matmul_cost("ffn_shared_up", tokens=T, k=d, n=model.d_ff_shared, **mm))
         ops.append(matmul_cost("ffn_shared_down", tokens=T, k=model.d_ff_shared, n=d, **mm))
 
-    ops.append(
-        matmul_cost("lm_head", tokens=batch, k=d, n=model.vocab_size, w_bytes=w_other, a_bytes=a,
-                    launches=1, compute_dtype=cd, ctx=ctx)
-    )
+    if head:
+        ops.append(
+            matmul_cost("lm_head", tokens=batch, k=d, n=model.vocab_size, w_bytes=w_other, a_bytes=a,
+                        launches=1, compute_dtype=cd, ctx=ctx)
+        )
     return tuple(ops)
 
 
+MLA_FORMS = ("naive", "absorbed")
+
+
+def mla_form(phase: str, mla: str = "auto") -> str:
+    """How latent attention runs: ``mla`` unless ``auto``, which is what serving engines do (vLLM,
+    SGLang): prefill decompresses K and V once (naive: many queries share them, compute-bound anyway);
+    decode attends in the latent space (absorbed: reads only the cached latent, never materialising
+    K and V per step)."""
+    if mla != "auto":
+        return mla
+    return "naive" if phase == "prefill" else "absorbed"
+
+
+def _mla_ops(model: ModelSpec, phase: str, batch: int, q: int, kv_len: int, dtypes: Dtypes, attention: str,
+             mm: dict, mla: str = "auto") -> list[OpCost]:
+    """Projections and attention of a latent-attention layer (all layers of ``model``), in ``mla_form(phase)``.
+
+    Projections: ``mla_q_down`` (d -> q_lora_rank, when there is one), ``mla_q_up`` (-> heads x
+    (head_dim + rope)), ``mla_kv_down`` (d -> kv_lora_rank + rope: the latent and rotary key the cache
+    holds), then either ``mla_kv_up`` (naive: every key in view decompressed into K and V, heads x
+    (head_dim + v_head_dim)) or ``mla_q_absorb`` / ``mla_v_absorb`` (absorbed: each head's query
+    taken into the latent space before attention, and its latent output back to v_head_dim after;
+    the same weights as ``mla_kv_up``, applied to the new tokens only), and ``out_proj``.
+    The RMSNorms of the compressed query and latent (q_lora_rank + kv_lora_rank wide) are left out:
+    a few KB per token. See :func:`_mla_attention` for the attention rows.
+    """
+    T, d, nh = batch * q, model.d_model, model.n_head
+    mats = model.mla_matrices
+    ops = [matmul_cost(name, tokens=T, k=mats[name][0], n=mats[name][1], **mm)
+           for name in ("mla_q_down", "mla_q_up", "mla_kv_down") if name in mats]
+    form = mla_form(phase, mla)
+    kvl, nope, v = model.kv_lora_rank, model.head_dim, model.v_head_dim
+    per_head = dict(mm, experts_touched=nh, routes=nh)  # one small matrix per head, applied to every token
+    if form == "absorbed":
+        ops.append(matmul_cost("mla_q_absorb", tokens=T, k=nope, n=kvl, **per_head))
+    ops += _mla_attention(model, phase, batch, q, kv_len, dtypes, attention, form)  # naive: mla_kv_up first
+    if form == "absorbed":
+        ops.append(matmul_cost("mla_v_absorb", tokens=T, k=kvl, n=v, **per_head))
+    ops.append(matmul_cost("out_proj", tokens=T, k=mats["out_proj"][0], n=d, **mm))
+    return ops
+
+
+def _mla_attention(model: ModelSpec, phase: str, batch: int, q: int, kv_len: int, dtypes: Dtypes, attention: str,
+                   form: str) -> list[OpCost]:
+    """Attention of latent-attention layers over L = kv_len + q keys.
+
+    naive: every head has its own decompressed key of head_dim + rope and value of v_head_dim
+    (activations written by ``mla_kv_up``). absorbed: all heads attend to the one cached latent
+    (kv_lora_rank + rope for the scores, its kv_lora_rank part as the values): an MQA of wide heads.
+    """
+    L = kv_len + q
+    a, kvb, cd = DTYPE_BYTES[dtypes.act], DTYPE_BYTES[dtypes.kv], dtypes.act
+    nl, nh, r, kvl = model.n_layer, model.n_head, model.qk_rope_head_dim, model.kv_lora_rank
+    ctx = (phase, batch, q, kv_len)
+    decompress: list[OpCost] = []
+    if form == "naive":  # every key in view decompressed into K (non-rotary part) and V: grows with the cache
+        w = DTYPE_BYTES[dtypes.weight]
+        decompress = [matmul_cost("mla_kv_up", tokens=batch * L, k=kvl, n=nh * (model.head_dim + model.v_head_dim),
+                                  w_bytes=w, a_bytes=a, launches=nl, compute_dtype=cd, ctx=ctx)]
+    if form == "naive":
+        dk, dv, kv_heads = model.head_dim + r, model.v_head_dim, nh
+        k_read, v_read = batch * nh * L * dk * a, batch * nh * L * dv * a  # decompressed, at the activation dtype
+    else:
+        dk, dv, kv_heads = kvl + r, kvl, 1
+        k_read, v_read = batch * L * dk * kvb, batch * L * dv * kvb  # the cache itself
+    q_in, out = batch * nh * q * dk * a, batch * nh * q * dv * a
+    g = nh // kv_heads
+    attn_shape = dict(heads=nh, kv_heads=kv_heads, causal=q > 1)
+    if attention == "fused":
+        pairs = batch * nh * causal_pairs(q, L)
+        return decompress + [OpCost("attn_fused", phase, batch, q, kv_len, flops=nl * 2.0 * (dk + dv) * pairs,
+                       bytes=nl * (q_in + out + k_read + (v_read if form == "naive" else 0)),
+                       weight_bytes=0.0, launches=nl, compute_dtype=cd,
+                       shape=OpShape(m=q, n=L, k=dk, batch=batch, **attn_shape))]
+    scores = batch * nh * q * L  # the full rectangle: the mask comes after the matmul
+    return decompress + [
+        OpCost("attn_score", phase, batch, q, kv_len, flops=nl * 2.0 * dk * scores,
+               bytes=nl * (q_in + k_read + scores * a), weight_bytes=0.0, launches=nl, compute_dtype=cd,
+               shape=OpShape(m=g * q, n=L, k=dk, batch=batch * kv_heads, **attn_shape)),
+        elementwise_cost("attn_softmax", rows=batch * nh * q, width=L, a_bytes=a, launches=nl, compute_dtype=cd,
+                         ctx=ctx),
+        OpCost("attn_context", phase, batch, q, kv_len, flops=nl * 2.0 * dv * scores,
+               bytes=nl * (scores * a + v_read + out), weight_bytes=0.0, launches=nl, compute_dtype=cd,
+               shape=OpShape(m=g * q, n=dv, k=L, batch=batch * kv_heads, **attn_shape)),
+    ]
+
+
 def attention_ops(
-    model: ModelSpec, phase: str, batch: int, new_tokens: int, kv_len: int, dtypes: Dtypes, attention: str
+    model: ModelSpec, phase: str, batch: int, new_tokens: int, kv_len: int, dtypes: Dtypes, attention: str,
+    mla: str = "auto",
 ) -> list[OpCost]:
     """The attention operators of a step with ``new_tokens`` new (the queries, ``q`` below) and
     ``kv_len`` cached tokens per sequence.
 
-    The only operators whose cost depends on ``kv_len``; `serving` sums just these over the
+    The only operators whose cost depends on ``kv_len`` (``ops.KV_DEPENDENT_OPS``: latent
+    attention's naive form adds the decompression of every key); `serving` sums just these over the
     decode steps. With a sliding window the cache holds at most ``window`` tokens: decode
     reads those only; unfused prefill computes the scores of every new key and of the cached
     ones within the window (the window is a mask applied afterwards), fused prefill only the
-    pairs inside the window.
+    pairs inside the window. A stack of layer kinds gives each kind's rows (see :func:`_stack`).
     """
+    if model.layer_groups:
+        return list(_stack(model, lambda part, last: _uniform_attention(part, phase, batch, new_tokens, kv_len,
+                                                                       dtypes, attention, mla)))
+    return _uniform_attention(model, phase, batch, new_tokens, kv_len, dtypes, attention, mla)
+
+
+def _uniform_attention(model: ModelSpec, phase: str, batch: int, new_tokens: int, kv_len: int, dtypes: Dtypes,
+                       attention: str, mla: str = "auto") -> list[OpCost]:
+    if model.is_mla:
+        return _mla_attention(model, phase, batch, new_tokens, kv_len, dtypes, attention, mla_form(phase, mla))
     q = new_tokens
     window = model.sliding_window
     # Keys in view: every cached one, or those within the window of the first new query.

@@ -18,10 +18,16 @@ from dataclasses import dataclass
 OP_NAMES = (
     "norm",
     "qkv_proj",
+    "mla_q_down",
+    "mla_q_up",
+    "mla_kv_down",
+    "mla_kv_up",
+    "mla_q_absorb",
     "attn_score",
     "attn_softmax",
     "attn_context",
     "attn_fused",
+    "mla_v_absorb",
     "out_proj",
     "moe_router",
     "ffn_gate",
@@ -36,11 +42,18 @@ OP_NAMES = (
     "pp_sendrecv",
 )
 SHARED_EXPERT_OPS = ("ffn_shared_gate", "ffn_shared_up", "ffn_shared_down")  # qwen2_moe's shared expert
+# Multi-head latent attention's projections (DeepSeek-V3): query down/up, the latent (cached) and its
+# decompression into K and V (naive form), or the decompression absorbed into the query and output (absorbed).
+MLA_OPS = ("mla_q_down", "mla_q_up", "mla_kv_down", "mla_kv_up", "mla_q_absorb", "mla_v_absorb")
 # Operator groups (sweep's --op accepts these too).
-DENSE_OPS = ("qkv_proj", "out_proj", "moe_router", "ffn_gate", "ffn_up", "ffn_down") + SHARED_EXPERT_OPS + ("lm_head",)
+DENSE_OPS = ("qkv_proj",) + MLA_OPS + ("out_proj", "moe_router", "ffn_gate", "ffn_up", "ffn_down") + SHARED_EXPERT_OPS \
+    + ("lm_head",)
 ATTENTION_OPS = ("attn_score", "attn_softmax", "attn_context", "attn_fused")
+# Operators whose cost grows with the keys each sequence has in view (the cache length): attention, and
+# latent attention's decompression of every key (naive form). The rest of a step does not depend on it.
+KV_DEPENDENT_OPS = ATTENTION_OPS + ("mla_kv_up",)
 # Dense layers of a transformer block: the ones whose decode boundness defines the critical batch.
-BLOCK_DENSE_OPS = ("qkv_proj", "out_proj", "ffn_gate", "ffn_up", "ffn_down") + SHARED_EXPERT_OPS
+BLOCK_DENSE_OPS = ("qkv_proj",) + MLA_OPS + ("out_proj", "ffn_gate", "ffn_up", "ffn_down") + SHARED_EXPERT_OPS
 # Collectives between GPUs (tensor, expert and pipeline parallelism), priced by the interconnect.
 COLLECTIVE_OPS = ("tp_allreduce", "ep_alltoall", "pp_sendrecv")
 # Composite rows of `bench`: one whole transformer block, and seed 002's plain MLP.
@@ -97,6 +110,13 @@ class OpCost:
     @property
     def group(self) -> str:
         return op_group(self.op)
+
+    @property
+    def label(self) -> str:
+        """The row's name on screen: the operator, and its layer kind where a stack of layer kinds
+        has rows of the same operator for different kinds ("attn_score (window 128)")."""
+        v = self.shape.variant
+        return f"{self.op} ({v})" if v and self.op != "norm" else self.op
 
     @property
     def intensity(self) -> float:
@@ -175,6 +195,15 @@ def elementwise_cost(
         compute_dtype=compute_dtype,
         shape=OpShape(m=rows, n=width, k=0, variant=variant),
     )
+
+
+def expected_experts_touched(n_expert: int, n_active: int, tokens: int) -> float:
+    """Distinct experts a batch of ``tokens`` routes to, on average, under uniform routing.
+
+    Each token picks ``n_active`` of ``n_expert``; an expert is missed by one token with
+    probability 1 - n_active/n_expert, so by all of them with that to the power ``tokens``.
+    """
+    return n_expert * (1.0 - (1.0 - n_active / n_expert) ** tokens)
 
 
 def causal_pairs(q_len: int, kv_len: int, window: int | None = None) -> int:

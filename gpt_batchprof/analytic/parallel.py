@@ -49,16 +49,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
-from gpt_batchprof.analytic.ops import OpCost, OpShape
-from gpt_batchprof.errors import BatchprofError, ProfileError
+from gpt_batchprof.analytic.dtypes import Dtypes
+from gpt_batchprof.analytic.ops import OpCost, OpShape, expected_experts_touched, matmul_cost
+from gpt_batchprof.errors import BatchprofError
 from gpt_batchprof.profiles import DTYPE_BYTES, HardwareSpec, ModelSpec
-
-if TYPE_CHECKING:  # imported lazily at run time (gpt.py and serving.py import this module)
-    from gpt_batchprof.analytic.gpt import Dtypes
-    from gpt_batchprof.analytic.roofline import Prediction
-    from gpt_batchprof.analytic.serving import MemoryUse, Scenario
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +97,16 @@ class Parallelism:
     def check(self, model: ModelSpec, hw: HardwareSpec | None = None) -> "Parallelism":
         """Refuse layouts the model cannot be cut into (and, given ``hw``, multi-GPU without a link)."""
         tp, m = self.tp, model
+        if m.is_mla and not self.is_single:
+            raise BatchprofError(f"{self.label()}: {m.name} uses multi-head latent attention; splitting it over "
+                                 "several GPUs is not modelled yet (run it on one: --tp 1 --pp 1 --ep 1)")
+        if m.is_stack and not self.is_single and (self.pp > 1 or len({g.ffn_kind for g in m.layer_groups}) > 1):
+            raise BatchprofError(
+                f"{self.label()}: {m.name} is a stack of different layer kinds; tensor and expert parallelism "
+                "are modelled for stacks whose layers differ only in their attention (--pp 1), not this one")
+        for g in m.layer_groups:
+            if g.d_ff % tp or g.d_ff_shared % tp:
+                raise BatchprofError(f"--tp {tp} does not divide the FFN width of {m.name}'s {g.ffn_kind} layers")
         if m.n_head % tp:
             raise BatchprofError(f"--tp {tp} does not divide {m.name}'s {m.n_head} query heads")
         if m.n_kv_head % tp and tp % m.n_kv_head:
@@ -150,6 +155,7 @@ def local_model(model: ModelSpec, par: Parallelism) -> ModelSpec:
     Its operators are those of the sharded model; experts keep their count (expert
     parallelism is applied to the MoE rows separately).
     """
+    groups = tuple(replace(g, d_ff=g.d_ff // par.tp, d_ff_shared=g.d_ff_shared // par.tp) for g in model.layer_groups)
     return replace(
         model,
         name=f"{model.name}/{par.label()}",
@@ -159,7 +165,18 @@ def local_model(model: ModelSpec, par: Parallelism) -> ModelSpec:
         d_ff=model.d_ff // par.tp,
         d_ff_shared=model.d_ff_shared // par.tp,
         vocab_size=padded_vocab_per_gpu(model, par.tp),
+        layer_groups=groups,  # a stack (one FFN kind, see Parallelism.check): each group's FFN split alike
     )
+
+
+def ffn_uniform(model: ModelSpec) -> ModelSpec:
+    """A stack whose layers differ only in their attention, as a uniform model with its one FFN kind
+    (weights and the expert-parallel FFN rows do not depend on the attention window)."""
+    if not model.layer_groups:
+        return model
+    g = model.layer_groups[0]
+    return replace(model, d_ff=g.d_ff, n_expert=g.n_expert, n_expert_active=g.n_expert_active,
+                   d_ff_shared=g.d_ff_shared, sliding_window=None, layer_groups=())
 
 
 def replica_batch(batch: int, par: Parallelism) -> int:
@@ -189,34 +206,36 @@ class WeightSplit:
         return self.sharded_bytes + self.replicated_bytes
 
 
-def weight_split(model: ModelSpec, par: Parallelism, dtypes: "Dtypes") -> WeightSplit:
+def weight_split(model: ModelSpec, par: Parallelism, dtypes: Dtypes) -> WeightSplit:
     """Weights of the fullest GPU (first or last pipeline stage), split into sharded and replicated.
 
     As ``ModelSpec.weight_bytes``: the blocks' linear layers at the weight dtype, everything else
     (embeddings, LM head, norms, router, biases) at the activation dtype when the weights are a
     quantised format.
     """
-    from gpt_batchprof.profiles import QUANTISED_DTYPES
-
-    m, tp = model, par.tp
+    m, tp = ffn_uniform(model), par.tp
     w = DTYPE_BYTES[dtypes.weight]
-    wo = DTYPE_BYTES[dtypes.act if dtypes.weight in QUANTISED_DTYPES else dtypes.weight]
+    wo = DTYPE_BYTES[dtypes.unquantised]
     d, hd, n_mat = m.d_model, m.head_dim, m.n_ffn_matrices
     q_local = m.n_head // tp * hd
     kv_local = kv_heads_per_gpu(m, tp) * hd
     f, fs, experts = m.d_ff // tp, m.d_ff_shared // tp, m.n_expert // par.ep
-    norm = (2 if m.norm == "layernorm" else 1) * d
+    norm = m.norm_params
     kv_replicated = m.n_kv_head < tp
     # bytes per layer on one GPU, (sharded, replicated)
     kv_mat, kv_bias = 2 * d * kv_local * w, (2 * kv_local * wo if m.bias else 0)
-    sharded = (2 * d * q_local + n_mat * d * (experts * f + fs)) * w + (0 if kv_replicated else kv_mat + kv_bias)
-    replicated = 2 * norm * wo + (kv_mat + kv_bias if kv_replicated else 0)
+    we = DTYPE_BYTES[dtypes.expert_weight] if m.is_moe else w  # routed experts' own dtype (gpt-oss: mxfp4)
+    sharded = (2 * d * q_local + n_mat * d * fs) * w + n_mat * d * experts * f * we \
+        + (0 if kv_replicated else kv_mat + kv_bias)
+    replicated = m.norms_per_layer * norm * wo + (kv_mat + kv_bias if kv_replicated else 0)
     if m.bias:  # column-parallel biases are split, row-parallel ones (added after the all-reduce) are whole
         sharded += (q_local + experts * (n_mat - 1) * f) * wo
         replicated += (d + experts * d) * wo
     if m.is_moe:
-        replicated += d * m.n_expert * wo  # router
-    if m.d_ff_shared:
+        replicated += (d + (1 if m.router_bias else 0)) * m.n_expert * wo  # router (and its bias)
+    if m.attention_sinks:
+        sharded += m.n_head // tp * wo  # one sink per query head
+    if m.d_ff_shared and m.shared_expert_gate:
         replicated += d * wo  # the shared expert's gate
     vocab = padded_vocab_per_gpu(m, tp) * d * wo
     positions = m.max_seq_len * d * wo if m.positional == "learned" else 0
@@ -255,21 +274,19 @@ def collective_cost(op: str, *, message_bytes: float, launches: int, ranks: int,
                   shape=OpShape(m=rows, n=width, k=0, ranks=ranks))
 
 
-def sharded_ops(model: ModelSpec, phase: str, batch: int, new_tokens: int, kv_len: int, dtypes: "Dtypes",
-                attention: str, par: Parallelism) -> tuple[OpCost, ...]:
-    """Per-GPU operators of the slowest stage for one step of ``batch`` sequences, collectives included.
+def shard_ops(local: tuple[OpCost, ...], model: ModelSpec, phase: str, batch: int, q: int, kv_len: int,
+              dtypes: Dtypes, par: Parallelism) -> tuple[OpCost, ...]:
+    """The layout as a transformation of an operator list: ``local`` (the operators of one GPU's
+    slice, :func:`local_model`, for one micro-batch) becomes the per-GPU operators of the slowest
+    stage for a step of ``batch`` sequences, expert-parallel FFN rows and collectives included.
 
     Every row totals the stage's ``micro_batches`` micro-batches; the step time follows
     from them with :func:`pipelined`.
     """
-    from gpt_batchprof.analytic.gpt import enumerate_ops, expected_experts_touched
-    from gpt_batchprof.analytic.ops import matmul_cost
-
-    par.check(model)
+    model = ffn_uniform(model)
     loc = local_model(model, par)
     b = micro_batch(batch, par)
-    q = 1 if phase == "decode" else new_tokens
-    ops = list(enumerate_ops(loc, phase, b, new_tokens=new_tokens, kv_len=kv_len, dtypes=dtypes, attention=attention))
+    ops = list(local)
     a, nl, d, cd = DTYPE_BYTES[dtypes.act], loc.n_layer, model.d_model, dtypes.act
     ctx = (phase, b, q, kv_len)
     tokens = b * q
@@ -278,7 +295,7 @@ def sharded_ops(model: ModelSpec, phase: str, batch: int, new_tokens: int, kv_le
         # its own group routes, tokens x k; the experts it touches are hit by all ep groups' tokens.
         k = model.n_expert_active
         touched = expected_experts_touched(model.n_expert, k, tokens * par.ep) / par.ep
-        mm = dict(tokens=tokens, w_bytes=DTYPE_BYTES[dtypes.weight], a_bytes=a, launches=nl, compute_dtype=cd,
+        mm = dict(tokens=tokens, w_bytes=DTYPE_BYTES[dtypes.expert_weight], a_bytes=a, launches=nl, compute_dtype=cd,
                   ctx=ctx, experts_touched=touched, routes=k)
         for i, c in enumerate(ops):
             if c.op in ("ffn_gate", "ffn_up"):
@@ -332,30 +349,6 @@ def collective_terms(op: str, nbytes: float, ranks: int, bandwidth: float, laten
     return t - lat, lat
 
 
-def predict_collective(cost: OpCost, hw: HardwareSpec, roofline_only: bool = False) -> "Prediction":
-    """A collective row priced by the interconnect: memory_s holds the bandwidth term, overhead_s the latency.
-
-    A measured link (``measured.interconnect``, e.g. all-reduce fitted from a kernel database)
-    prices the row unless ``roofline_only``; the datasheet ``interconnect`` is then its roofline."""
-    from gpt_batchprof.analytic.roofline import Prediction
-
-    ic = hw.interconnect
-    measured = None if roofline_only or hw.measured is None else hw.measured.link
-    if ic is None and measured is None:
-        raise ProfileError(f"hardware '{hw.name}': no interconnect section to price {cost.op} "
-                           "(add interconnect: name, bandwidth_gb_s, latency_us)")
-    per_call = cost.bytes / cost.launches if cost.launches else 0.0
-    n = cost.launches
-    sheet = (ic.bandwidth_bytes_per_s, ic.latency_s) if ic is not None else measured[1:]
-    link, lat = collective_terms(cost.op, per_call, cost.shape.ranks, *sheet)
-    if measured is None:
-        return Prediction(cost, 0.0, n * link, n * lat, n * (link + lat), bound="link" if link >= lat else "latency")
-    m_link, m_lat = collective_terms(cost.op, per_call, cost.shape.ranks, measured[1], measured[2])
-    return Prediction(cost, 0.0, n * m_link, n * m_lat, n * (m_link + m_lat),
-                      bound="link" if m_link >= m_lat else "latency", roofline_time_s=n * (link + lat),
-                      prediction="calibrated", tables=("interconnect",))
-
-
 # --------------------------------------------------------------------------- time and memory
 
 
@@ -364,49 +357,3 @@ def pipelined(stage_s: float, par: Parallelism, batch: int) -> float:
     takes (m + pp - 1) micro-batch stage-times."""
     m = micro_batches(batch, par)
     return stage_s * (m + par.pp - 1) / m
-
-
-def parallel_latencies(model: ModelSpec, hw: HardwareSpec, scenario: "Scenario", batch: int,
-                       par: Parallelism, roofline_only: bool = False) -> tuple[float, float, float]:
-    """(TTFT, ITL, end-to-end) of a sharded model; as ``serving.latencies``, each step pipelined.
-
-    Only attention depends on the cache length; a pipelined step is linear in its stage time and
-    each micro-batch repeats the same kernels, so the decode sum reuses
-    ``serving.decode_attention_time`` (closed form, or sampled when calibrated) on one GPU's
-    slice of the model.
-    """
-    from gpt_batchprof.analytic.ops import ATTENTION_OPS
-    from gpt_batchprof.analytic.roofline import step_time
-    from gpt_batchprof.analytic.serving import decode_attention_time
-
-    launch, ro = scenario.launch_for(hw), roofline_only
-    prefill = scenario.ops(model, "prefill", batch, par)
-    decode = scenario.ops(model, "decode", batch, par)
-    ttft = pipelined(step_time(prefill, hw, launch, ro), par, batch)
-    itl = pipelined(step_time(decode, hw, launch, ro), par, batch)
-    fixed = step_time(tuple(o for o in decode if o.op not in ATTENTION_OPS), hw, launch, ro)
-    loc, b, m = local_model(model, par), micro_batch(batch, par), micro_batches(batch, par)
-    attention = m * decode_attention_time(loc, hw, scenario, b, launch, ro)
-    return ttft, itl, ttft + pipelined((scenario.gen_len - 1) * fixed + attention, par, batch)
-
-
-def parallel_memory_use(model: ModelSpec, scenario: "Scenario", batch: int, par: Parallelism) -> "MemoryUse":
-    """Memory of the fullest GPU: its weights, the KV cache of its group's sequences for its
-    layers and K/V heads, and the transient activations of one micro-batch at its shapes."""
-    from gpt_batchprof.analytic.serving import MemoryUse, memory_use
-
-    par.check(model)
-    loc = local_model(model, par)
-    kv = memory_use(loc, scenario, replica_batch(batch, par)).kv_cache_bytes
-    act = memory_use(loc, scenario, micro_batch(batch, par)).activation_bytes
-    return MemoryUse(weight_split(model, par, scenario.dtypes).total_bytes, kv, act)
-
-
-def parallel_max_batch(model: ModelSpec, hw: HardwareSpec, scenario: "Scenario", par: Parallelism) -> int:
-    """Largest batch (over all ep groups) whose per-GPU weights, KV cache and activations fit."""
-    one = parallel_memory_use(model, scenario, 1, par)
-    free = hw.memory_bytes - one.weights_bytes
-    if free <= 0:
-        return 0
-    per_sequence = one.kv_cache_bytes + one.activation_bytes
-    return max(0, math.floor(free / per_sequence)) * par.ep

@@ -29,6 +29,7 @@ from typing import Sequence
 
 from gpt_batchprof.analytic.efficiency import calibrated_time
 from gpt_batchprof.analytic.ops import OpCost, OpShape
+from gpt_batchprof.analytic.parallel import collective_terms
 from gpt_batchprof.errors import BatchprofError, ProfileError
 from gpt_batchprof.profiles import HardwareSpec
 
@@ -119,8 +120,6 @@ def predict(cost: OpCost, hw: HardwareSpec, launch: str = "eager", strict: bool 
     and total time with a ``note`` instead of raising (bench still reports the measurement).
     """
     if cost.group == "collective":  # priced by the interconnect, not the roofline
-        from gpt_batchprof.analytic.parallel import predict_collective
-
         return predict_collective(cost, hw, roofline_only)
     memory_s = cost.bytes / hw.memory_bandwidth_bytes_per_s
     overhead_s = cost.launches * kernel_overhead_s(hw, launch)
@@ -168,6 +167,28 @@ def _below_roofline(cost: OpCost, hw: HardwareSpec, cal, compute_s: float, memor
 def below_roofline_causes(preds: Sequence[Prediction]) -> list[str]:
     """The distinct causes among predictions whose calibrated time is below their roofline."""
     return list(dict.fromkeys(c for p in preds if p.below_roofline for c in p.below_roofline.split("; ")))
+
+
+def predict_collective(cost: OpCost, hw: HardwareSpec, roofline_only: bool = False) -> Prediction:
+    """A collective row priced by the interconnect: memory_s holds the bandwidth term, overhead_s the latency.
+
+    A measured link (``measured.interconnect``, e.g. all-reduce fitted from a kernel database)
+    prices the row unless ``roofline_only``; the datasheet ``interconnect`` is then its roofline."""
+    ic = hw.interconnect
+    measured = None if roofline_only or hw.measured is None else hw.measured.link
+    if ic is None and measured is None:
+        raise ProfileError(f"hardware '{hw.name}': no interconnect section to price {cost.op} "
+                           "(add interconnect: name, bandwidth_gb_s, latency_us)")
+    per_call = cost.bytes / cost.launches if cost.launches else 0.0
+    n = cost.launches
+    sheet = (ic.bandwidth_bytes_per_s, ic.latency_s) if ic is not None else measured[1:]
+    link, lat = collective_terms(cost.op, per_call, cost.shape.ranks, *sheet)
+    if measured is None:
+        return Prediction(cost, 0.0, n * link, n * lat, n * (link + lat), bound="link" if link >= lat else "latency")
+    m_link, m_lat = collective_terms(cost.op, per_call, cost.shape.ranks, measured[1], measured[2])
+    return Prediction(cost, 0.0, n * m_link, n * m_lat, n * (m_link + m_lat),
+                      bound="link" if m_link >= m_lat else "latency", roofline_time_s=n * (link + lat),
+                      prediction="calibrated", tables=("interconnect",))
 
 
 def prediction_of(preds: Sequence[Prediction]) -> str:

@@ -17,9 +17,11 @@ import math
 from dataclasses import dataclass
 
 from gpt_batchprof.analytic.gpt import PHASES, Dtypes, attention_ops, enumerate_ops
-from gpt_batchprof.analytic.ops import ATTENTION_OPS, BLOCK_DENSE_OPS, OpCost
+from gpt_batchprof.analytic.ops import BLOCK_DENSE_OPS, KV_DEPENDENT_OPS, OpCost
 from gpt_batchprof.analytic.roofline import kernel_overhead_s, launch_mode, predict, step_time
-from gpt_batchprof.analytic.parallel import Parallelism
+from gpt_batchprof.analytic.parallel import (
+    Parallelism, local_model, micro_batch, micro_batches, pipelined, replica_batch, weight_split,
+)
 from gpt_batchprof.errors import BatchprofError
 from gpt_batchprof.profiles import DTYPE_BYTES, HardwareSpec, ModelSpec
 
@@ -50,6 +52,7 @@ class Scenario:
     dtypes: Dtypes = Dtypes()
     attention: str = "unfused"
     launch: str = "auto"
+    mla: str = "auto"  # latent attention's form: naive, absorbed, or auto (naive prefill, absorbed decode)
 
     def __post_init__(self) -> None:
         for name in ("prompt_len", "gen_len"):
@@ -86,12 +89,14 @@ class Scenario:
         (across several GPUs: one GPU's, collectives included)."""
         q, kv = self.step(phase)
         return enumerate_ops(model, phase, batch, new_tokens=q, kv_len=kv, dtypes=self.dtypes,
-                             attention=self.attention, parallel=parallel)
+                             attention=self.attention, parallel=parallel, mla=self.mla)
 
     def launch_for(self, hw: HardwareSpec) -> str:
         return launch_mode(self.launch, hw)
 
     def check_fits_model(self, model: ModelSpec) -> None:
+        if self.dtypes.expert is not None and not model.is_moe:
+            raise BatchprofError(f"--expert-dtype {self.dtypes.expert}: {model.name} has no experts")
         gen = self.prompt_len + self.gen_len - 1
         if self.context_len is not None and self.context_len + 1 > gen:
             check_length(model, self.context_len + 1, "--context-len + 1")
@@ -154,6 +159,10 @@ def step_activation_bytes(model: ModelSpec, dtypes: Dtypes, attention: str, batc
     tokens = batch * q
     inner = tokens * (model.n_ffn_matrices - 1) * (model.d_ff * model.n_expert_active + model.d_ff_shared)
     qkv = tokens * (model.q_dim + 2 * model.kv_dim)
+    if model.is_mla:  # prefill decompresses K and V of every key in view (naive); decode does not (absorbed)
+        heads = model.n_head * (model.head_dim + model.qk_rope_head_dim)
+        qkv = tokens * heads + (batch * keys * model.n_head * (model.head_dim + model.v_head_dim) if q > 1
+                                else tokens * model.n_head * (model.kv_lora_rank + model.qk_rope_head_dim))
     scores = 2 * batch * model.n_head * q * keys if attention == "unfused" else 0
     return (2 * tokens * model.d_model + max(inner, qkv, scores)) * a + batch * model.vocab_size * 4.0
 
@@ -165,17 +174,16 @@ def memory_use(model: ModelSpec, scenario: Scenario, batch: int, parallel: Paral
     Across several GPUs (``parallel``): those of the fullest GPU (see ``analytic.parallel``).
     """
     if not parallel.is_single:
-        from gpt_batchprof.analytic.parallel import parallel_memory_use
-
         return parallel_memory_use(model, scenario, batch, parallel)
     dt, attn = scenario.dtypes, scenario.attention
-    acts = max(
-        step_activation_bytes(model, dt, attn, batch, scenario.prompt_len, scenario.prompt_len),
-        step_activation_bytes(model, dt, attn, batch, 1, model.kv_tokens(scenario.itl_context + 1)),
-    )
+    parts = model.parts()  # a stack of layer kinds: each kind's cache and its widest layer
+    acts = max(max(
+        step_activation_bytes(p, dt, attn, batch, scenario.prompt_len, scenario.prompt_len),
+        step_activation_bytes(p, dt, attn, batch, 1, p.kv_tokens(scenario.itl_context + 1)),
+    ) for p in parts)
     return MemoryUse(
-        weights_bytes=model.weight_bytes(dt.weight, dt.act),
-        kv_cache_bytes=batch * model.kv_tokens(scenario.positions) * model.kv_bytes_per_token(dt.kv),
+        weights_bytes=model.weight_bytes(dt.weight, dt.act, dt.expert),
+        kv_cache_bytes=sum(batch * p.kv_tokens(scenario.positions) * p.kv_bytes_per_token(dt.kv) for p in parts),
         activation_bytes=acts,
     )
 
@@ -187,8 +195,6 @@ def max_batch(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, parallel: 
     fits on the fullest one, over all expert-parallel groups.
     """
     if not parallel.is_single:
-        from gpt_batchprof.analytic.parallel import parallel_max_batch
-
         return parallel_max_batch(model, hw, scenario, parallel)
     one = memory_use(model, scenario, 1)
     per_sequence = one.kv_cache_bytes + one.activation_bytes
@@ -277,12 +283,15 @@ def decode_attention_time(model: ModelSpec, hw: HardwareSpec, scenario: Scenario
     L, so it is summed by :func:`_sum_sampled` (term by term up to 256 steps; beyond, 64
     trapezoid segments: 4e-6 off the step-by-step sum on a test model, held under 1e-4 by a test).
     """
+    if model.layer_groups:  # a stack of layer kinds: each kind's attention, summed on its own
+        return sum(decode_attention_time(p, hw, scenario, batch, launch, roofline_only) for p in model.parts())
     dt, attn = scenario.dtypes, scenario.attention
     first, steps = scenario.prompt_len, scenario.gen_len - 1
     window = model.sliding_window
 
     def step(kv: int) -> float:  # the attention of the decode step with kv cached tokens
-        return step_time(attention_ops(model, "decode", batch, 1, kv, dt, attn), hw, launch, roofline_only)
+        return step_time(attention_ops(model, "decode", batch, 1, kv, dt, attn, scenario.mla), hw, launch,
+                         roofline_only)
 
     if (hw.measured is not None and not roofline_only) or steps <= EXACT_STEPS:
         return _sum_sampled(step, first, first + steps - 1, kinks=(window - 1,) if window else ())
@@ -292,8 +301,8 @@ def decode_attention_time(model: ModelSpec, hw: HardwareSpec, scenario: Scenario
     if window is not None and hi > window:
         flat = hi - max(lo - 1, window)  # steps that read exactly `window` keys
         hi = max(lo - 1, window)
-    ops1 = attention_ops(model, "decode", batch, 1, 0, dt, attn)  # L = 1
-    ops2 = attention_ops(model, "decode", batch, 1, 1, dt, attn)  # L = 2
+    ops1 = attention_ops(model, "decode", batch, 1, 0, dt, attn, scenario.mla)  # L = 1
+    ops2 = attention_ops(model, "decode", batch, 1, 1, dt, attn, scenario.mla)  # L = 2
     total = 0.0
     for o1, o2 in zip(ops1, ops2):
         per_key_flops, per_key_bytes = o2.flops - o1.flops, o2.bytes - o1.bytes
@@ -327,17 +336,55 @@ def kernel_latencies(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, bat
                      parallel: Parallelism = Parallelism(), roofline_only: bool = False) -> tuple[float, float, float]:
     """(TTFT, ITL, end-to-end) of the kernels alone."""
     if not parallel.is_single:
-        from gpt_batchprof.analytic.parallel import parallel_latencies
-
         return parallel_latencies(model, hw, scenario, batch, parallel, roofline_only)
     launch, ro = scenario.launch_for(hw), roofline_only
     ttft = step_time(scenario.ops(model, "prefill", batch), hw, launch, ro)
     decode = scenario.ops(model, "decode", batch)
     itl = step_time(decode, hw, launch, ro)
     # Only attention depends on the cache length: the rest of a decode step is the same every step.
-    fixed = step_time(tuple(o for o in decode if o.op not in ATTENTION_OPS), hw, launch, ro)
+    fixed = step_time(tuple(o for o in decode if o.op not in KV_DEPENDENT_OPS), hw, launch, ro)
     e2e = ttft + (scenario.gen_len - 1) * fixed + decode_attention_time(model, hw, scenario, batch, launch, ro)
     return ttft, itl, e2e
+
+
+def parallel_latencies(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batch: int,
+                       par: Parallelism, roofline_only: bool = False) -> tuple[float, float, float]:
+    """(TTFT, ITL, end-to-end) of a sharded model; as ``serving.latencies``, each step pipelined.
+
+    Only attention depends on the cache length; a pipelined step is linear in its stage time and
+    each micro-batch repeats the same kernels, so the decode sum reuses
+    ``serving.decode_attention_time`` (closed form, or sampled when calibrated) on one GPU's
+    slice of the model.
+    """
+    launch, ro = scenario.launch_for(hw), roofline_only
+    prefill = scenario.ops(model, "prefill", batch, par)
+    decode = scenario.ops(model, "decode", batch, par)
+    ttft = pipelined(step_time(prefill, hw, launch, ro), par, batch)
+    itl = pipelined(step_time(decode, hw, launch, ro), par, batch)
+    fixed = step_time(tuple(o for o in decode if o.op not in KV_DEPENDENT_OPS), hw, launch, ro)
+    loc, b, m = local_model(model, par), micro_batch(batch, par), micro_batches(batch, par)
+    attention = m * decode_attention_time(loc, hw, scenario, b, launch, ro)
+    return ttft, itl, ttft + pipelined((scenario.gen_len - 1) * fixed + attention, par, batch)
+
+
+def parallel_memory_use(model: ModelSpec, scenario: Scenario, batch: int, par: Parallelism) -> MemoryUse:
+    """Memory of the fullest GPU: its weights, the KV cache of its group's sequences for its
+    layers and K/V heads, and the transient activations of one micro-batch at its shapes."""
+    par.check(model)
+    loc = local_model(model, par)
+    kv = memory_use(loc, scenario, replica_batch(batch, par)).kv_cache_bytes
+    act = memory_use(loc, scenario, micro_batch(batch, par)).activation_bytes
+    return MemoryUse(weight_split(model, par, scenario.dtypes).total_bytes, kv, act)
+
+
+def parallel_max_batch(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, par: Parallelism) -> int:
+    """Largest batch (over all ep groups) whose per-GPU weights, KV cache and activations fit."""
+    one = parallel_memory_use(model, scenario, 1, par)
+    free = hw.memory_bytes - one.weights_bytes
+    if free <= 0:
+        return 0
+    per_sequence = one.kv_cache_bytes + one.activation_bytes
+    return max(0, math.floor(free / per_sequence)) * par.ep
 
 
 def roofline_latencies(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batch: int, parallel: Parallelism,

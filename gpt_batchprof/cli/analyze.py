@@ -5,7 +5,8 @@ from __future__ import annotations
 from gpt_batchprof.cli.common import (
     DEFAULT_BATCHES, AttentionOpt, BatchOpt, ContextLenOpt, DtypeOpt, EpOpt, FormatOpt,
     GenLenOpt, HardwareOpt, KvDtypeOpt, LaunchOpt, MicroBatchesOpt, ModelOpt, OutputOpt, PhaseOpt, PpOpt,
-    PromptLenOpt, TpOpt, WeightDtypeOpt, AcceptanceOpt, DraftOpt, SpeculateOpt, choice, speculation_of, guarded, load_hardware_or_auto, parallel_of, parse_int_list,
+    PromptLenOpt, TpOpt, WeightDtypeOpt, ExpertDtypeOpt, AcceptanceOpt, DraftOpt, SpeculateOpt, choice, speculation_of,
+    guarded, load_hardware_or_auto, parallel_of, parse_int_list,
     phases_of, render,
 )
 from typing import Annotated
@@ -24,13 +25,17 @@ def with_attention(scenario, hw):
     return dataclasses.replace(scenario, attention=attention_mode(scenario.attention, hw))
 
 
-def scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention, launch="auto"):
+def scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention, launch="auto",
+                          expert_dtype=None, mla="auto"):
     from gpt_batchprof.analytic import ATTENTION_MODES, LAUNCH_MODES, Dtypes, Scenario
+    from gpt_batchprof.analytic.gpt import MLA_FORMS
 
     choice(attention, ("auto",) + ATTENTION_MODES, "--attention")
     choice(launch, ("auto",) + LAUNCH_MODES, "--launch")
+    choice(mla, ("auto",) + MLA_FORMS, "--mla-form")
     return Scenario(prompt_len=prompt_len, gen_len=gen_len, context_len=context_len,
-                    dtypes=Dtypes.of(dtype, weight_dtype, kv_dtype), attention=attention, launch=launch)
+                    dtypes=Dtypes.of(dtype, weight_dtype, kv_dtype, expert_dtype), attention=attention, launch=launch,
+                    mla=mla)
 
 
 @guarded
@@ -44,7 +49,9 @@ def analyze_cmd(
     gen_len: GenLenOpt = 128,
     dtype: DtypeOpt = "fp16",
     weight_dtype: WeightDtypeOpt = None,
+    expert_dtype: ExpertDtypeOpt = None,
     kv_dtype: KvDtypeOpt = None,
+    mla_form: Annotated[str, typer.Option("--mla-form", help="Multi-head latent attention (DeepSeek-V3): naive (decompress K and V), absorbed (attend in the latent space), or auto: naive prefill, absorbed decode, as serving engines run it.")] = "auto",
     attention: AttentionOpt = "auto",
     launch: LaunchOpt = "auto",
     tp: TpOpt = 1,
@@ -75,7 +82,7 @@ def analyze_cmd(
 
     choice(fmt, FORMATS, "--format")
     scenario = scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention,
-                                     launch)
+                                     launch, expert_dtype, mla_form)
     hw = load_hardware_or_auto(hardware)
     m = load_model(model)
     scenario = with_attention(scenario, hw)

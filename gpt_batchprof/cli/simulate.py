@@ -9,8 +9,8 @@ import typer
 
 from gpt_batchprof.cli.common import (
     AttentionOpt, DtypeOpt, EpOpt, FormatOpt, HardwareOpt, KvDtypeOpt, LaunchOpt, MicroBatchesOpt, ModelOpt, PpOpt,
-    MAX_REQUESTS, TpOpt, WeightDtypeOpt, AcceptanceOpt, DraftOpt, SpeculateOpt, choice, folder_for, speculation_of,
-    err_console, guarded, load_hardware_or_auto, parallel_of,
+    MAX_REQUESTS, TpOpt, WeightDtypeOpt, ExpertDtypeOpt, AcceptanceOpt, DraftOpt, SpeculateOpt, choice, folder_for,
+    speculation_of, err_console, guarded, load_hardware_or_auto, parallel_of,
     render,
 )
 
@@ -50,6 +50,7 @@ def simulate_cmd(
     seed: Annotated[int, Opt("--seed", help="Seed of arrivals and drawn lengths.")] = 0,
     dtype: DtypeOpt = "fp16",
     weight_dtype: WeightDtypeOpt = None,
+    expert_dtype: ExpertDtypeOpt = None,
     kv_dtype: KvDtypeOpt = None,
     attention: AttentionOpt = "auto",
     launch: LaunchOpt = "auto",
@@ -96,7 +97,8 @@ def simulate_cmd(
     slo = Slo(parse_duration(slo_ttft, "--slo-ttft"), parse_duration(slo_itl, "--slo-itl"), slo_percentile)
     cfg = ServerConfig(scheduler=scheduler, max_batch=max_batch, max_tokens_per_step=max_tokens,
                        chunked_prefill=chunked, batch_timeout_s=parse_duration(batch_timeout, "--batch-timeout"),
-                       block_size=block_size, dtypes=Dtypes.of(dtype, weight_dtype, kv_dtype), attention=attention,
+                       block_size=block_size, dtypes=Dtypes.of(dtype, weight_dtype, kv_dtype, expert_dtype),
+                       attention=attention,
                        launch=launch, parallel=parallel_of(tp, pp, ep, micro_batches), prefix_caching=prefix_caching,
                        speculation=speculation_of(speculate, acceptance, draft, m), replicas=replicas,
                        disagg=_disagg(disagg, kv_link, compare, prefill_tp, decode_tp))

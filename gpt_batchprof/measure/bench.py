@@ -155,14 +155,15 @@ def check_ops(ops: tuple[str, ...]) -> tuple[str, ...]:
     return ops
 
 
-def block_plan(ops: Sequence[OpCost], hw: HardwareSpec, n_layer: int, launch: str = "eager") -> Planned:
+def block_plan(ops: Sequence[OpCost], hw: HardwareSpec, n_layer: int, launch: str = "eager",
+               norms_per_layer: int = 2) -> Planned:
     """One transformer block (every operator but the LM head, norm twice), totalled over layers.
 
     Its roofline is the sum of its kernels' rooflines (they run one after another). Across
     GPUs: one GPU's sharded kernels (collectives have rows of their own).
     """
     members = [c for c in ops if c.op != "lm_head" and c.group != "collective"]
-    per_layer = [2 if c.op == "norm" else 1 for c in members]
+    per_layer = [norms_per_layer if c.op == "norm" else 1 for c in members]
     preds = [predict(c, hw, launch, strict=False) for c in members]
     scale = [rep * n_layer / c.launches for c, rep in zip(members, per_layer)]
     c0 = members[0]
@@ -186,6 +187,9 @@ def plan_bench(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, phases: t
     check_ops(ops)
     scenario.check_fits_model(model)
     wanted = set(ops)
+    if "block" in wanted and model.is_stack:
+        raise BatchprofError(f"--op block: {model.name} is a stack of different layer kinds, so it has no one "
+                             "block to time; time its operators (each kind has rows of its own)")
     model_ops = [o for o in ops if o in OP_NAMES]
     plan: list[Planned] = []
     seen: set[str] = set()
@@ -199,7 +203,7 @@ def plan_bench(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, phases: t
                         plan.append(_single(c, hw, launch))
                 if "block" in wanted:
                     layers = local_model(model, parallel).n_layer * micro_batches(b, parallel)
-                    plan.append(block_plan(costs, hw, layers, launch))
+                    plan.append(block_plan(costs, hw, layers, launch, model.norms_per_layer))
     missing = [o for o in model_ops if o not in seen]
     if missing:
         raise BatchprofError(

@@ -85,6 +85,9 @@ def config_dict(spec: ModelSpec) -> dict[str, Any]:
 
         with open(spec.source, encoding="utf-8") as fh:
             return json.load(fh)
+    if spec.layer_groups or spec.attention_sinks or spec.router_bias or spec.is_mla or spec.norms_per_layer != 2:
+        raise BatchprofError(f"--engine hf: {spec.name} has layer kinds or parts (sinks, router bias) a config "
+                             "written from the profile cannot express; give its config.json as --model")
     common = {"vocab_size": spec.vocab_size, "tie_word_embeddings": spec.tied_embeddings}
     if spec.positional == "learned" and spec.norm == "layernorm" and spec.ffn == "gelu":
         _refuse_missing(spec, "gpt2", gqa=False, experts=False, window=False, free_head_dim=False)

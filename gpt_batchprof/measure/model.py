@@ -1,7 +1,8 @@
 """A compact reference GPT in torch, built from any ModelSpec (gpt-fast / nanoGPT style).
 
 Everything `analyze` predicts runs here under the same operator names and shapes
-(``gpt_batchprof.analytic.enumerate_ops``): ``norm``, one fused ``qkv_proj``, attention as
+(``gpt_batchprof.analytic.enumerate_ops``): ``norm``, one fused ``qkv_proj`` (or latent attention's
+``mla_*`` projections, :class:`LatentAttention`), attention as
 ``attn_score`` -> ``attn_softmax`` -> ``attn_context`` (unfused) or one ``attn_fused`` (torch
 SDPA), ``out_proj``, ``moe_router``, ``ffn_gate`` / ``ffn_up`` / ``ffn_down`` and the
 ``lm_head`` on the last position of each sequence. The KV cache is static and
@@ -35,17 +36,20 @@ class KVCache(nn.Module):
     filling, never by reallocating, so CUDA graphs can keep pointers into it).
     """
 
-    def __init__(self, n_layer: int, batch: int, n_kv_head: int, max_len: int, head_dim: int, dtype, device):
+    def __init__(self, n_layer: int, batch: int, n_kv_head: int, max_len: int, head_dim: int, dtype, device,
+                 v_dim: int | None = None):
         super().__init__()
         shape = (n_layer, batch, n_kv_head, max_len, head_dim)  # (nl, B, nkv, S, hs)
         self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
-        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        # latent attention caches one latent per token in k, and no separate values (v_dim 0)
+        v_shape = shape[:-1] + (head_dim if v_dim is None else v_dim,)
+        self.register_buffer("v", torch.zeros(v_shape, dtype=dtype, device=device), persistent=False)
         self.length = 0
         self.max_len = max_len
 
     @property
     def nbytes(self) -> int:
-        return self.k.numel() * self.k.element_size() * 2
+        return (self.k.numel() + self.v.numel()) * self.k.element_size()
 
 
 def _norm(spec: ModelSpec) -> nn.Module:
@@ -82,6 +86,10 @@ class Attention(nn.Module):
         self.alibi = spec.positional == "alibi"
         self.window = spec.sliding_window
         self.qkv_proj = nn.Linear(spec.d_model, spec.q_dim + 2 * spec.kv_dim, bias=spec.bias)
+        # gpt-oss: a learned logit per query head that joins every softmax (a key with no value).
+        # The unfused path adds it to the softmax; fused SDPA has no place for it and leaves it out
+        # (it is no FLOP and one value per row: the timing is the same).
+        self.sinks = nn.Parameter(torch.zeros(spec.n_head)) if spec.attention_sinks else None
         self.out_proj = nn.Linear(spec.q_dim, spec.d_model, bias=spec.bias)
 
     def forward(self, x, k_cache, v_cache, pos: int, rope, slopes):
@@ -135,17 +143,101 @@ class Attention(nn.Module):
                 if visible is not None:
                     scores = scores.masked_fill(~visible, float("-inf"))
                 scores = scores.view(B, nkv, g * T, L)
-            probs = torch.softmax(scores, dim=-1)  # attn_softmax
+            if self.sinks is not None:  # one more logit per row: head h = kv head h // g, query group h % g
+                sink = self.sinks.to(scores.dtype).view(1, nkv, g, 1, 1).expand(B, nkv, g, T, 1).reshape(B, nkv, g * T, 1)
+                probs = torch.softmax(torch.cat((scores, sink), dim=-1), dim=-1)[..., :-1]  # attn_softmax
+            else:
+                probs = torch.softmax(scores, dim=-1)  # attn_softmax
             y = (probs @ values).view(B, nh, T, hs)  # attn_context: (B, nkv, g*T, hs) -> (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, self.q_dim)  # (B, T, nh*hs)
         return self.out_proj(y)
+
+
+class LatentAttention(nn.Module):
+    """Multi-head latent attention (DeepSeek-V2/V3): the cache holds, per token, a latent of
+    kv_lora_rank values and a rotary key of qk_rope_head_dim shared by all heads.
+
+    Prefill (an empty cache, or several new tokens) runs the naive form: ``mla_kv_up`` decompresses
+    every cached latent into per-head K (non-rotary part) and V, then ordinary attention over
+    head_dim + rope. Decode runs the absorbed form: ``mla_q_absorb`` takes each head's query into the
+    latent space with the K half of mla_kv_up's weight, all heads attend to the cached latents (an
+    MQA of kv_lora_rank + rope wide heads; the latents are the values), and ``mla_v_absorb`` maps
+    each head's latent output through the V half. analyze's ``--mla-form auto``.
+    """
+
+    def __init__(self, spec: ModelSpec, attention: str):
+        super().__init__()
+        d, self.nh = spec.d_model, spec.n_head
+        self.nope, self.r, self.kvl, self.vd = spec.head_dim, spec.qk_rope_head_dim, spec.kv_lora_rank, spec.v_head_dim
+        self.fused = attention == "fused"
+        self.q_lora = spec.q_lora_rank
+        if self.q_lora:
+            self.mla_q_down = nn.Linear(d, self.q_lora, bias=False)
+            self.q_norm = nn.RMSNorm(self.q_lora, eps=1e-6)
+        self.mla_q_up = nn.Linear(self.q_lora or d, self.nh * (self.nope + self.r), bias=False)
+        self.mla_kv_down = nn.Linear(d, self.kvl + self.r, bias=False)
+        self.kv_norm = nn.RMSNorm(self.kvl, eps=1e-6)
+        self.mla_kv_up = nn.Linear(self.kvl, self.nh * (self.nope + self.vd), bias=False)
+        self.out_proj = nn.Linear(self.nh * self.vd, d, bias=False)
+
+    def forward(self, x, k_cache, v_cache, pos: int, rope, slopes):
+        B, T, _ = x.shape
+        nh, nope, r, kvl, vd = self.nh, self.nope, self.r, self.kvl, self.vd
+        q = self.mla_q_up(self.q_norm(self.mla_q_down(x)) if self.q_lora else x)  # (B, T, nh*(nope+r))
+        q_nope, q_rope = q.view(B, T, nh, nope + r).transpose(1, 2).split([nope, r], dim=-1)  # (B, nh, T, .)
+        c, k_rope = self.mla_kv_down(x).split([kvl, r], dim=-1)  # (B, T, kvl), (B, T, r)
+        c = self.kv_norm(c)
+        if rope is not None:
+            cos, sin = rope[0][pos:pos + T], rope[1][pos:pos + T]  # (T, r)
+            q_rope = apply_rope(q_rope, cos, sin)
+            k_rope = apply_rope(k_rope.unsqueeze(1), cos, sin).squeeze(1)
+        end = pos + T
+        k_cache[:, 0, pos:end] = torch.cat((c, k_rope), dim=-1)
+        cached = k_cache[:, 0, :end]  # (B, L, kvl + r)
+        L = end
+        visible = None
+        if T > 1 and pos:  # chunked prefill: query t sees keys up to pos + t
+            qpos = torch.arange(pos, end, device=x.device).view(T, 1)
+            visible = torch.arange(0, end, device=x.device).view(1, L) <= qpos
+        causal = T > 1 and not pos
+        if T > 1 or not pos:  # naive: decompress K and V of every key in view
+            kv = self.mla_kv_up(cached[..., :kvl]).view(B, L, nh, nope + vd).transpose(1, 2)  # (B, nh, L, .)
+            k_nope, values = kv.split([nope, vd], dim=-1)
+            keys = torch.cat((k_nope, cached[..., kvl:].unsqueeze(1).expand(B, nh, L, r)), dim=-1)  # (B, nh, L, nope+r)
+            qf = torch.cat((q_nope, q_rope), dim=-1)  # (B, nh, T, nope+r)
+            y = self._attend(qf, keys, values, visible, causal)  # (B, nh, T, vd)
+        else:  # absorbed: attend in the latent space
+            w_uk, w_uv = self.mla_kv_up.weight.view(nh, nope + vd, kvl).split([nope, vd], dim=1)
+            q_lat = torch.einsum("bhtn,hnc->bhtc", q_nope, w_uk)  # mla_q_absorb: (B, nh, T, kvl)
+            qf = torch.cat((q_lat, q_rope), dim=-1)  # (B, nh, T, kvl + r)
+            y_lat = self._attend(qf, cached.unsqueeze(1), cached[..., :kvl].unsqueeze(1), visible, causal)  # (B, nh, T, kvl)
+            y = torch.einsum("bhtc,hvc->bhtv", y_lat, w_uv)  # mla_v_absorb: (B, nh, T, vd)
+        return self.out_proj(y.transpose(1, 2).reshape(B, T, nh * vd))
+
+    def _attend(self, q, k, v, visible, causal):
+        """q: (B, nh, T, E); k: (B, nkv, L, E); v: (B, nkv, L, Ev), nkv = nh or 1 (all heads share it)."""
+        B, nh, T, E = q.shape
+        scale = 1.0 / math.sqrt(self.nope + self.r)
+        if self.fused:
+            return F.scaled_dot_product_attention(  # attn_fused
+                q, k, v, attn_mask=visible, is_causal=causal, scale=scale, enable_gqa=k.shape[1] != nh)
+        g = nh // k.shape[1]
+        qg = (q * scale).reshape(B, k.shape[1], g * T, E)  # heads sharing one K stacked
+        scores = qg @ k.transpose(-2, -1)  # attn_score: (B, nkv, g*T, L)
+        if causal or visible is not None:
+            L = k.shape[2]
+            mask = visible if visible is not None else torch.ones(T, L, dtype=torch.bool, device=q.device).tril()
+            scores = scores.view(B, k.shape[1], g, T, L).masked_fill(~mask, float("-inf")).view(B, k.shape[1], g * T, L)
+        probs = torch.softmax(scores, dim=-1)  # attn_softmax
+        return (probs @ v).view(B, nh, T, v.shape[-1])  # attn_context
 
 
 class FeedForward(nn.Module):
     def __init__(self, spec: ModelSpec):
         super().__init__()
         d, f = spec.d_model, spec.d_ff
-        self.gated = spec.ffn == "swiglu"
+        self.gated = spec.n_ffn_matrices == 3
+        self.act = F.silu if spec.ffn == "swiglu" else (lambda t: F.gelu(t, approximate="tanh"))
         if self.gated:
             self.ffn_gate = nn.Linear(d, f, bias=spec.bias)
         self.ffn_up = nn.Linear(d, f, bias=spec.bias)
@@ -153,7 +245,7 @@ class FeedForward(nn.Module):
 
     def forward(self, x):  # (N, d) or (B, T, d)
         if self.gated:
-            return self.ffn_down(F.silu(self.ffn_gate(x)) * self.ffn_up(x))
+            return self.ffn_down(self.act(self.ffn_gate(x)) * self.ffn_up(x))
         return self.ffn_down(F.gelu(self.ffn_up(x), approximate="tanh"))
 
 
@@ -171,10 +263,12 @@ class SharedExpert(nn.Module):
         self.ffn_shared_gate = nn.Linear(d, f, bias=False)
         self.ffn_shared_up = nn.Linear(d, f, bias=False)
         self.ffn_shared_down = nn.Linear(f, d, bias=False)
-        self.gate_weight = nn.Parameter(torch.empty(d))
+        self.gate_weight = nn.Parameter(torch.empty(d)) if spec.shared_expert_gate else None  # DeepSeek: none
 
     def forward(self, x):  # (N, d)
         y = self.ffn_shared_down(F.silu(self.ffn_shared_gate(x)) * self.ffn_shared_up(x))
+        if self.gate_weight is None:
+            return y
         return y * torch.sigmoid((x * self.gate_weight).sum(-1, keepdim=True))
 
 
@@ -192,7 +286,7 @@ class MoE(nn.Module):
     def __init__(self, spec: ModelSpec):
         super().__init__()
         self.top_k = spec.n_expert_active
-        self.moe_router = nn.Linear(spec.d_model, spec.n_expert, bias=False)
+        self.moe_router = nn.Linear(spec.d_model, spec.n_expert, bias=spec.router_bias)
         self.experts = nn.ModuleList(FeedForward(spec) for _ in range(spec.n_expert))
         self.shared = SharedExpert(spec) if spec.d_ff_shared else None
 
@@ -223,12 +317,18 @@ class Block(nn.Module):
     def __init__(self, spec: ModelSpec, attention: str):
         super().__init__()
         self.norm_attn, self.norm_ffn = _norm(spec), _norm(spec)
-        self.attn = Attention(spec, attention)
+        # gemma 2/3: each sub-layer's output is normalised too, before the residual add
+        self.post = spec.norms_per_layer == 4
+        if self.post:
+            self.norm_attn_out, self.norm_ffn_out = _norm(spec), _norm(spec)
+        self.attn = LatentAttention(spec, attention) if spec.is_mla else Attention(spec, attention)
         self.ffn = MoE(spec) if spec.is_moe else FeedForward(spec)
 
     def forward(self, x, k_cache, v_cache, pos: int, rope, slopes):
-        x = x + self.attn(self.norm_attn(x), k_cache, v_cache, pos, rope, slopes)
-        return x + self.ffn(self.norm_ffn(x))
+        a = self.attn(self.norm_attn(x), k_cache, v_cache, pos, rope, slopes)
+        x = x + (self.norm_attn_out(a) if self.post else a)
+        f = self.ffn(self.norm_ffn(x))
+        return x + (self.norm_ffn_out(f) if self.post else f)
 
 
 class GPT(nn.Module):
@@ -237,7 +337,8 @@ class GPT(nn.Module):
         self.spec = spec
         self.tok_emb = nn.Embedding(spec.vocab_size, spec.d_model)
         self.pos_emb = nn.Embedding(spec.max_seq_len, spec.d_model) if spec.positional == "learned" else None
-        self.layers = nn.ModuleList(Block(spec, attention) for _ in range(spec.n_layer))
+        # a stack of layer kinds: each layer built from its own kind (window, dense FFN or experts)
+        self.layers = nn.ModuleList(Block(layer, attention) for layer in spec.layer_specs())
         self.norm_final = _norm(spec)
         self.lm_head = nn.Linear(spec.d_model, spec.vocab_size, bias=False)
         if spec.tied_embeddings:
@@ -249,12 +350,15 @@ class GPT(nn.Module):
         """Position tables for sequences up to ``max_len`` (after the weights are on their device)."""
         dev = self.tok_emb.weight.device
         if self.spec.positional == "rope":
-            self.rope = rope_tables(max_len, self.spec.head_dim, dev)
+            dim = self.spec.qk_rope_head_dim if self.spec.is_mla else self.spec.head_dim  # MLA: rotary part only
+            self.rope = rope_tables(max_len, dim, dev)
         elif self.spec.positional == "alibi":
             self.slopes = alibi_slopes(self.spec.n_head).to(dev)
 
     def new_cache(self, batch: int, max_len: int) -> KVCache:
         s, w = self.spec, self.tok_emb.weight
+        if s.is_mla:  # one latent and rotary key per token and layer
+            return KVCache(s.n_layer, batch, 1, max_len, s.kv_lora_rank + s.qk_rope_head_dim, w.dtype, w.device, v_dim=0)
         return KVCache(s.n_layer, batch, s.n_kv_head, max_len, s.head_dim, w.dtype, w.device)
 
     def forward(self, idx: torch.Tensor, cache: KVCache, pos: int) -> torch.Tensor:

@@ -75,6 +75,7 @@ def settings_dict(scenario: Scenario, phases: tuple[str, ...], batches: tuple[in
         "context_len": scenario.itl_context,
         "gen_len": scenario.gen_len,
         "weight_dtype": dt.weight,
+        "expert_dtype": dt.expert_weight,
         "act_dtype": dt.act,
         "kv_dtype": dt.kv,
         "attention": scenario.attention,

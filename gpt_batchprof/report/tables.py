@@ -32,7 +32,8 @@ def header(console: Console, model: ModelSpec, hw: HardwareSpec, scenario: Scena
     )
     console.print(
         f"prompt {scenario.prompt_len}, generate {scenario.gen_len}, ITL at context {scenario.itl_context}; "
-        f"weights {dt.weight}, activations {dt.act}, KV {dt.kv}; {scenario.attention} attention",
+        f"weights {dt.weight}{f' (experts {dt.expert})' if dt.expert else ''}, activations {dt.act}, KV {dt.kv}; "
+        f"{scenario.attention} attention",
         style="dim", highlight=False,
     )
 
@@ -165,7 +166,7 @@ def ops_table(preds: Sequence[Prediction], title: str) -> Table:
         total = sum(p.time_s for p in rows)
         for i, p in enumerate(rows):
             c = p.cost
-            cells = [str(batch) if i == 0 else "", c.op, fmt_count(c.flops), fmt_bytes(c.bytes),
+            cells = [str(batch) if i == 0 else "", c.label, fmt_count(c.flops), fmt_bytes(c.bytes),
                      f"{c.intensity:.1f}",
                      fmt_time(p.time_s) + ("*" if p.extrapolated else "") + ("!" if p.below_roofline else "")]
             if calibrated:

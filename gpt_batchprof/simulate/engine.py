@@ -176,7 +176,9 @@ def kv_capacity(model: ModelSpec, hw: HardwareSpec, cfg: ServerConfig, longest: 
     """
     par = cfg.parallel
     # analyze's memory of one sequence holding one cached token: the weights and the KV bytes per token
-    one = memory_use(model, Scenario(prompt_len=1, gen_len=1, dtypes=cfg.dtypes, attention=cfg.attention), 1, par)
+    unit = Scenario(prompt_len=1, gen_len=1, dtypes=cfg.dtypes, attention=cfg.attention)
+    unit.check_fits_model(model)  # dtypes that do not apply to the model (--expert-dtype on a dense one)
+    one = memory_use(model, unit, 1, par)
     weights, per_token = one.weights_bytes, one.kv_cache_bytes
     if cfg.speculation is not None:  # the draft sits beside the target: its weights, and a cache of its own
         d = memory_use(cfg.speculation.draft, Scenario(prompt_len=1, gen_len=1, dtypes=cfg.dtypes,

@@ -39,14 +39,15 @@ step above.
 from __future__ import annotations
 
 
-from gpt_batchprof.analytic import OP_GROUPS, Dtypes, Parallelism, enumerate_ops, launch_mode, step_time
+from gpt_batchprof.analytic import Dtypes, Parallelism, enumerate_ops, launch_mode, step_time
 from gpt_batchprof.analytic.serving import engine_step_s
 from gpt_batchprof.analytic.gpt import attention_ops
+from gpt_batchprof.analytic.ops import KV_DEPENDENT_OPS
 from gpt_batchprof.analytic.parallel import local_model, micro_batch, micro_batches, pipelined
 from gpt_batchprof.analytic.speculative import Speculation, spec_step
 from gpt_batchprof.profiles import HardwareSpec, ModelSpec
 
-_ATTENTION = frozenset(OP_GROUPS["attention"])
+_ATTENTION = frozenset(KV_DEPENDENT_OPS)  # attention, and latent attention's decompression of every key
 KV_GRID = 16
 
 

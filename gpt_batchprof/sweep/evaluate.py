@@ -60,10 +60,11 @@ class Evaluator:
         return enumerate_ops(m, "decode", batch, kv_len=seq_len, dtypes=dt, attention=attention, parallel=par)
 
     def _preds_uncached(self, hardware: str, model: str, phase: str, batch: int, seq_len: int, dtype: str,
-                        attention: str) -> dict[str, Prediction]:
+                        attention: str) -> tuple[Prediction, ...]:
+        # a tuple, not a dict by operator name: a stack of layer kinds has several rows of one operator
         hw = self.grid.hardware[hardware]
         launch = self.launch(hw)
-        return {c.op: predict(c, hw, launch) for c in self._ops(model, phase, batch, seq_len, dtype, attention)}
+        return tuple(predict(c, hw, launch) for c in self._ops(model, phase, batch, seq_len, dtype, attention))
 
     def launch(self, hw) -> str:
         """The launch mode predictions charge: the spec's, where ``auto`` means graphs on a GPU
@@ -87,9 +88,9 @@ class Evaluator:
         preds = self._preds(p.hardware, p.model, p.phase, p.batch, p.seq_len, p.dtype, p.attention)
         if p.workload == "gpt":
             names = self.grid.op_members[p.op]
-            chosen = [pr for op, pr in preds.items() if op in names]
+            chosen = [pr for pr in preds if pr.cost.op in names]
         else:
-            chosen = list(preds.values())
+            chosen = list(preds)
         group = combine(chosen, p.op, launches=sum(pr.cost.launches for pr in chosen))
         flops, nbytes, t = group.cost.flops, group.cost.bytes, group.time_s
         items = p.batch * group.cost.new_tokens  # tokens through the operator (mlp: rows of the input)

@@ -1,0 +1,44 @@
+"""Storage dtypes of one analysis: weights, activations, KV cache. Pure Python."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gpt_batchprof.errors import BatchprofError
+from gpt_batchprof.profiles import ACT_DTYPES, KV_DTYPES, WEIGHT_DTYPES, unquantised_dtype
+
+
+@dataclass(frozen=True, slots=True)
+class Dtypes:
+    """Storage dtypes of weights, activations and KV cache. Matmuls run at the activation dtype."""
+
+    weight: str = "fp16"
+    act: str = "fp16"
+    kv: str = "fp16"
+    expert: str | None = None  # routed experts' weights, when stored apart (gpt-oss: mxfp4); None: ``weight``
+
+    def __post_init__(self) -> None:
+        for what, value, allowed in (
+            ("activation", self.act, ACT_DTYPES),
+            ("weight", self.weight, WEIGHT_DTYPES),
+            ("kv", self.kv, KV_DTYPES),
+            ("expert", self.expert_weight, WEIGHT_DTYPES),
+        ):
+            if value not in allowed:
+                raise BatchprofError(f"unknown {what} dtype '{value}' (choose from {', '.join(allowed)})")
+
+    @property
+    def unquantised(self) -> str:
+        """Dtype of the weights a quantised checkpoint leaves alone (embeddings, LM head,
+        norms, routers): the activation dtype when ``weight`` is quantised, else ``weight``."""
+        return unquantised_dtype(self.weight, self.act)
+
+    @property
+    def expert_weight(self) -> str:
+        """Dtype of the routed experts' weight matrices."""
+        return self.expert or self.weight
+
+    @classmethod
+    def of(cls, dtype: str, weight: str | None = None, kv: str | None = None, expert: str | None = None) -> "Dtypes":
+        """``--dtype`` for everything, with ``--weight-dtype`` / ``--kv-dtype`` / ``--expert-dtype`` overrides."""
+        return cls(weight=weight or dtype, act=dtype, kv=kv or dtype, expert=expert)
