@@ -442,6 +442,9 @@ def hardware_to_yaml_mapping(hw: HardwareSpec) -> dict[str, Any]:
 #   date: 2026-11-23T14:00:00Z
 #   overhead_us: {eager: 1.9}              # per kernel call; `graphs` too on CUDA
 #   warnings: []                           # e.g. written with --force on a busy machine
+#   host_us_per_layer: {gpt2: 150, llama: 260, moe: 700}  # optional: host time per layer (eager)
+#   quality:                               # optional: how each table was measured
+#     matmul.fp32: {cells: 290, spread_pct: 1.5, spread_p90_pct: 6.0, remeasured: 4, dropped: 0}
 #   tables:
 #     matmul.fp32:                         # kind.dtype (copy: no dtype)
 #       unit: GFLOP/s                      # GFLOP/s for matmul, bmm, sdpa_*; GB/s for copy, norms, softmax
@@ -523,10 +526,27 @@ def measured_from_mapping(data: Any, where: str) -> MeasuredTables:
     warnings = data.get("warnings") or []
     if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
         raise fail("warnings", f"must be a list of strings, got {warnings!r:.60}")
+    from gpt_batchprof.analytic.efficiency import HOST_STYLES
+
+    host = data.get("host_us_per_layer") or {}
+    if not isinstance(host, Mapping):
+        raise fail("host_us_per_layer", f"must be a mapping of block style: MICROSECONDS, got {host!r:.60}")
+    host_s: dict[str, float] = {}
+    for style, v in host.items():
+        if style not in HOST_STYLES:
+            raise fail(f"host_us_per_layer.{style}", f"unknown block style (known: {', '.join(HOST_STYLES)})")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise fail(f"host_us_per_layer.{style}", f"must be a number >= 0, got {v!r}")
+        host_s[str(style)] = float(v) * 1e-6
+    quality = data.get("quality") or {}
+    if not isinstance(quality, Mapping) or not all(
+            isinstance(q, Mapping) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in q.values())
+            for q in quality.values()):
+        raise fail("quality", f"must be a mapping of table name: {{figure: number}}, got {quality!r:.60}")
     return MeasuredTables(
         device_name=f.str("device_name"), torch_version=str(f.str("torch_version")), threads=f.int("threads"),
         date=str(data.get("date") or "") or f.str("date"), overhead_s=overhead, tables=tables,
-        warnings=tuple(warnings),
+        warnings=tuple(warnings), quality={str(k): dict(v) for k, v in quality.items()}, host_s_per_layer=host_s,
     )
 
 
@@ -544,11 +564,17 @@ def measured_to_yaml_mapping(m: MeasuredTables) -> dict[str, Any]:
             vals = [vals[i:i + len(ax)] for i in range(0, len(vals), len(ax))]
         entry["values"] = vals
         tables[name] = entry
-    return {
+    d: dict[str, Any] = {
         "device_name": str(m.device_name), "torch_version": str(m.torch_version), "threads": m.threads, "date": m.date,
         "overhead_us": {k: round(v * 1e6, 3) for k, v in m.overhead_s.items()},
-        "warnings": list(m.warnings), "tables": tables,
+        "warnings": list(m.warnings),
     }
+    if m.host_s_per_layer:
+        d["host_us_per_layer"] = {k: round(v * 1e6, 1) for k, v in m.host_s_per_layer.items()}
+    if m.quality:
+        d["quality"] = {k: dict(v) for k, v in m.quality.items()}
+    d["tables"] = tables
+    return d
 
 
 # --------------------------------------------------------------------------- HF config.json

@@ -25,6 +25,11 @@ between neighbours (unlike splines), while nearest-neighbour would jump by the w
 step (x4 in m) at cell edges. Outside the grid a coordinate is clamped to the edge (the
 edge cell's efficiency is used) and the result is flagged ``extrapolated``.
 
+Host time between kernels (Python, dispatch, the glue kernels no operator lists: residual
+adds, rotary, activations, cache writes) is not in any table: ``calibrate`` measures it per
+layer of the reference engine (``host_us_per_layer``, by block style) and
+:func:`host_time_s` charges n_layer x that figure once per forward step, in eager mode only.
+
 Cells too large to time within the budget are stored as null; such a cell takes the rate of
 the measured cell, at or below it on every axis, with the most work (the product of its
 coordinates): the closest measured point of the compute-bound plateau. A prediction that
@@ -54,6 +59,11 @@ KIND_AXES: dict[str, tuple[str, ...]] = {
 FLOP_KINDS = ("matmul", "bmm", "sdpa_prefill", "sdpa_decode")
 UNTYPED_KINDS = ("copy",)  # one table for every dtype (bytes are bytes)
 LAUNCH_MODES = ("eager", "graphs")
+# Host time per layer is measured on three reference blocks (measure.tables.host_per_layer):
+# gpt2 (layernorm, learned positions, GELU), llama (rmsnorm, rotary, SwiGLU, GQA), moe (llama
+# with 8 experts, 2 active). A style not in a profile falls back along these lists.
+HOST_STYLES = ("gpt2", "llama", "moe")
+HOST_FALLBACK = {"gpt2": ("gpt2", "llama", "moe"), "llama": ("llama", "gpt2", "moe"), "moe": ("moe", "llama", "gpt2")}
 _DENSE = ("qkv_proj", "out_proj", "moe_router", "ffn_gate", "ffn_up", "ffn_down", "lm_head", "mlp")
 
 
@@ -164,6 +174,9 @@ class MeasuredTables:
     overhead_s: Mapping[str, float]  # launch mode -> seconds per kernel call
     tables: Mapping[str, Table]  # by table_name
     warnings: tuple[str, ...] = ()  # e.g. written with --force on a busy machine
+    # Optional (older profiles have neither):
+    quality: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # table -> cells, spread_pct, ...
+    host_s_per_layer: Mapping[str, float] = field(default_factory=dict)  # block style (HOST_STYLES) -> seconds
 
     def table(self, kind: str, dtype: str) -> Table | None:
         return self.tables.get(table_name(kind, dtype))
@@ -171,11 +184,24 @@ class MeasuredTables:
     def overhead(self, launch: str = "eager") -> float:
         return self.overhead_s.get(launch, self.overhead_s.get("eager", 0.0))
 
+    def host_per_layer(self, style: str) -> float:
+        """Host seconds per layer for a block of ``style`` (0 when not measured); a style not
+        measured takes the closest one that was: moe -> llama -> gpt2, or the reverse."""
+        for s in HOST_FALLBACK.get(style, (style,)):
+            if s in self.host_s_per_layer:
+                return self.host_s_per_layer[s]
+        return 0.0
+
     def summary(self) -> dict:
         """Provenance and table names (for JSON output; the grids stay in the YAML)."""
-        return {"device_name": self.device_name, "torch_version": self.torch_version, "threads": self.threads,
-                "date": self.date, "overhead_s": dict(self.overhead_s), "tables": sorted(self.tables),
-                "warnings": list(self.warnings)}
+        d = {"device_name": self.device_name, "torch_version": self.torch_version, "threads": self.threads,
+             "date": self.date, "overhead_s": dict(self.overhead_s), "tables": sorted(self.tables),
+             "warnings": list(self.warnings)}
+        if self.quality:
+            d["quality"] = {k: dict(v) for k, v in self.quality.items()}
+        if self.host_s_per_layer:
+            d["host_s_per_layer"] = dict(self.host_s_per_layer)
+        return d
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,3 +267,22 @@ def calibrated_time(cost: OpCost, measured: MeasuredTables, launch: str = "eager
     overhead1 = measured.overhead(launch)
     total = per * (max(compute1, memory1) + overhead1)
     return Calibrated(total, per * compute1, per * memory1, per * overhead1, extrapolated, tuple(used))
+
+
+def host_style(model) -> str:
+    """Which measured block a model's host time per layer is read from (see HOST_STYLES)."""
+    if model.is_moe:
+        return "moe"
+    return "llama" if model.positional == "rope" else "gpt2"
+
+
+def host_time_s(model, hw, launch: str, roofline_only: bool = False) -> float:
+    """Host time (Python, dispatch, the glue kernels no operator row lists) of one forward step
+    of ``model`` (each of its layers once), charged in eager mode only, from the profile's
+    measured ``host_us_per_layer``: n_layer x the figure of the model's block style. 0 for the
+    roofline, under CUDA graphs (one replay, no host between kernels), and for profiles
+    without the figure (datasheet profiles, older calibrations)."""
+    m = hw.measured
+    if roofline_only or launch != "eager" or m is None or not m.host_s_per_layer:
+        return 0.0
+    return model.n_layer * m.host_per_layer(host_style(model))

@@ -369,13 +369,16 @@ def parallel_latencies(model: ModelSpec, hw: HardwareSpec, scenario: "Scenario",
     from gpt_batchprof.analytic.roofline import step_time
     from gpt_batchprof.analytic.serving import decode_attention_time
 
+    from gpt_batchprof.analytic.efficiency import host_time_s
+
     launch, ro = scenario.launch_for(hw), roofline_only
+    loc, b, m = local_model(model, par), micro_batch(batch, par), micro_batches(batch, par)
+    host = m * host_time_s(loc, hw, launch, ro)  # the stage's layers, once per micro-batch (eager only)
     prefill = scenario.ops(model, "prefill", batch, par)
     decode = scenario.ops(model, "decode", batch, par)
-    ttft = pipelined(step_time(prefill, hw, launch, ro), par, batch)
-    itl = pipelined(step_time(decode, hw, launch, ro), par, batch)
-    fixed = step_time(tuple(o for o in decode if o.op not in ATTENTION_OPS), hw, launch, ro)
-    loc, b, m = local_model(model, par), micro_batch(batch, par), micro_batches(batch, par)
+    ttft = pipelined(step_time(prefill, hw, launch, ro) + host, par, batch)
+    itl = pipelined(step_time(decode, hw, launch, ro) + host, par, batch)
+    fixed = step_time(tuple(o for o in decode if o.op not in ATTENTION_OPS), hw, launch, ro) + host
     attention = m * decode_attention_time(loc, hw, scenario, b, launch, ro)
     return ttft, itl, ttft + pipelined((scenario.gen_len - 1) * fixed + attention, par, batch)
 

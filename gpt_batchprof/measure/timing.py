@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
 NOISY_IQR_FRACTION = 0.10  # IQR / median above this is flagged as noisy
+REPEATS = 3  # a measurement's samples, in the order they were timed, split into this many runs
 
 
 def _quantile(sorted_xs: Sequence[float], q: float) -> float:
@@ -57,6 +58,24 @@ class Measurement:
     @property
     def min_s(self) -> float:
         return min(self.times_s)
+
+    def repeat_medians(self, repeats: int = REPEATS) -> tuple[float, ...]:
+        """Medians of ``repeats`` consecutive runs of the samples, in the order they were timed
+        (fewer when there are fewer samples): a burst of load shows as one slow run."""
+        n = len(self.times_s)
+        r = max(1, min(repeats, n))
+        return tuple(_quantile(sorted(self.times_s[i * n // r:(i + 1) * n // r]), 0.5) for i in range(r))
+
+    @property
+    def best_s(self) -> float:
+        """The best (lowest) of the repeats' medians: what the kernel takes when nothing else runs."""
+        return min(self.repeat_medians())
+
+    @property
+    def spread(self) -> float:
+        """How far the repeats disagree: slowest repeat median / fastest - 1 (0 for one repeat)."""
+        meds = self.repeat_medians()
+        return max(meds) / min(meds) - 1.0 if min(meds) > 0 else math.inf
 
     @property
     def noisy(self) -> bool:
@@ -219,6 +238,9 @@ class FakeTimer:
     """Seeded stand-in for tests: never calls ``fn``; samples ``base_s(label)`` with noise.
 
     ``base_s``: seconds per call, or a function of the label (``"<phase>/<batch>/<op>"``).
+    ``disturb(label, attempt)``: injected load, a factor on the samples of the ``attempt``-th
+    measurement (0, 1, ...) of ``label``: one number for all of them, or one per sample (a
+    burst in the middle of a measurement makes its repeats disagree).
     """
 
     base_s: float | Callable[[str], float] = 1e-3
@@ -227,13 +249,19 @@ class FakeTimer:
     seed: int = 0
     calls: list[str] = field(default_factory=list)
     method: str = "fake"
+    disturb: Callable[[str, int], float | Sequence[float]] | None = None
 
     def measure(self, fn, *, warmup_s: float, rep_s: float, label: str = "") -> Measurement:
+        attempt = self.calls.count(label)
         self.calls.append(label)
         rng = random.Random(f"{self.seed}/{label}")
         base = self.base_s(label) if callable(self.base_s) else self.base_s
-        times = tuple(base * (1.0 + self.noise * rng.uniform(-1.0, 1.0)) for _ in range(self.samples))
-        return Measurement(times, 0, self.method)
+        times = [base * (1.0 + self.noise * rng.uniform(-1.0, 1.0)) for _ in range(self.samples)]
+        if self.disturb is not None:
+            f = self.disturb(label, attempt)
+            factors = [float(f)] * len(times) if isinstance(f, (int, float)) else [float(x) for x in f]
+            times = [t * x for t, x in zip(times, factors)]
+        return Measurement(tuple(times), 0, self.method)
 
 
 def default_timer(device: str, *, l2_cache_bytes: float = 0.0, cuda_graphs: bool = False) -> Timer:
