@@ -22,8 +22,12 @@ silent nonsense):
 - a cell still out of line after ``MAX_ATTEMPTS`` timings is dropped (null: the fill rule of
   efficiency.py applies); a table losing more than ``DROP_LIMIT`` of its cells (and more than
   one) is refused: ``measure_tables`` raises one line (or, with ``force``, records a warning);
+- the CPU timer records the share of CPU time the process got while timing a cell
+  (``Measurement.cpu_share``); a cell under ``CPU_SHARE_MIN`` was descheduled and is
+  re-measured, and a table whose cells stay under it (median) is refused as busy: on an
+  oversubscribed machine every cell is slowed alike, which neither repeats nor neighbours see;
 - each table's quality (cells, median and p90 spread of the repeats, cells re-measured,
-  cells dropped) goes into the YAML (``measured.quality``);
+  cells dropped, median CPU share) goes into the YAML (``measured.quality``);
 - two reference cells (a mid-size matmul and a copy) are timed at the start and at the end;
   when they still differ by more than ``BUSY_TOLERANCE`` after up to two more timings, the
   machine got busy and the calibration is refused the same way.
@@ -59,6 +63,7 @@ DROP_TOLERANCE = 16.0  # and one at most this x below its smaller neighbour's (s
 MAX_ATTEMPTS = 4  # timings of one cell at most: the first and up to three re-measurements
 REMEASURE_PAUSE_S = (0.2, 0.5, 1.0)  # before each round of re-measurements: a burst of load may pass
 DROP_LIMIT = 0.10  # a table losing more of its cells than this (and more than one) is refused
+CPU_SHARE_MIN = 0.85  # a cell whose process got less CPU time than this x wall x threads was descheduled
 
 
 def _pow(lo: int, hi: int, step: int) -> tuple[int, ...]:
@@ -137,7 +142,12 @@ class Cell:
     build: Callable[[], Callable[[int], object]]
     seconds: float | None = None  # best repeat median over every attempt (None: torch cannot run it)
     spread: float = 0.0  # how far the repeats disagreed, in the steadiest attempt
+    share: float | None = None  # the best CPU share of an attempt (Measurement.cpu_share; None: unknown)
     attempts: int = 0
+
+    @property
+    def unsteady(self) -> bool:
+        return self.spread > REPEAT_TOLERANCE or (self.share is not None and self.share < CPU_SHARE_MIN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,13 +157,17 @@ class TableQuality:
     cells: int  # measured cells written
     spread: float  # median over cells of (slowest repeat / fastest - 1)
     spread_p90: float
-    remeasured: int  # cells timed more than once (repeats disagreed, or out of line with a neighbour)
+    remeasured: int  # cells timed more than once (repeats disagreed, out of line, or descheduled)
     dropped: int  # cells still out of line after MAX_ATTEMPTS timings: written as null
+    cpu_share: float | None = None  # median over cells of the CPU share they got (None: not known)
 
     def to_dict(self) -> dict:
-        return {"cells": self.cells, "spread_pct": round(100 * self.spread, 1),
-                "spread_p90_pct": round(100 * self.spread_p90, 1), "remeasured": self.remeasured,
-                "dropped": self.dropped}
+        d = {"cells": self.cells, "spread_pct": round(100 * self.spread, 1),
+             "spread_p90_pct": round(100 * self.spread_p90, 1), "remeasured": self.remeasured,
+             "dropped": self.dropped}
+        if self.cpu_share is not None:
+            d["cpu_share_pct"] = round(100 * self.cpu_share, 1)
+        return d
 
 
 def _coords(axes: tuple[tuple[float, ...], ...], names: tuple[str, ...], flat: int) -> str:
@@ -228,12 +242,13 @@ class _Cells:
                                   rep_s=self.grid.rep_s if rep_s is None else rep_s, label=label)
 
     def seconds(self, fn: Callable[[int], object], label: str, **budgets) -> float:
-        """Best repeat median of ``fn``, timed again (up to MAX_ATTEMPTS) while its repeats disagree."""
+        """Best repeat median of ``fn``, timed again (up to MAX_ATTEMPTS) while its repeats disagree
+        or it did not get its cores."""
         best = None
         for _ in range(MAX_ATTEMPTS):
             m = self.measure(fn, label, **budgets)
             best = m.best_s if best is None else min(best, m.best_s)
-            if m.spread <= REPEAT_TOLERANCE:
+            if not _disturbed(m):
                 break
         return best
 
@@ -258,8 +273,10 @@ class _Cells:
                 m = self.measure(fn, cell.label)
                 cell.spread = m.spread if cell.attempts == 0 else min(cell.spread, m.spread)
                 cell.seconds = m.best_s if cell.seconds is None else min(cell.seconds, m.best_s)
+                if m.cpu_share is not None:
+                    cell.share = m.cpu_share if cell.share is None else max(cell.share, m.cpu_share)
                 cell.attempts += 1
-                if m.spread <= REPEAT_TOLERANCE:
+                if not _disturbed(m):
                     break
             return True
 
@@ -283,8 +300,7 @@ class _Cells:
 
         for pause_s in REMEASURE_PAUSE_S:
             suspects = set(implausible_cells(axes, secs(), work))
-            suspects |= {i for i, c in enumerate(cells) if c is not None and c.seconds is not None
-                         and c.spread > REPEAT_TOLERANCE}
+            suspects |= {i for i, c in enumerate(cells) if c is not None and c.seconds is not None and c.unsteady}
             todo = [i for i in sorted(suspects) if cells[i].attempts < MAX_ATTEMPTS]
             if not todo:
                 break
@@ -300,11 +316,18 @@ class _Cells:
         if not measured:
             return None
         spreads = sorted(c.spread for c in measured)
+        shares = sorted(c.share for c in measured if c.share is not None)
+        share = _quantile(shares, 0.5) if shares else None
         self.quality[name] = TableQuality(
             cells=len(measured), spread=_quantile(spreads, 0.5), spread_p90=_quantile(spreads, 0.9),
             remeasured=sum(c.attempts > 1 for c in cells if c is not None and c.seconds is not None),
-            dropped=len(bad))
-        if len(bad) > max(1, DROP_LIMIT * (len(measured) + len(bad))):
+            dropped=len(bad), cpu_share=share)
+        if share is not None and share < CPU_SHARE_MIN:
+            self.refused.append(
+                f"machine busy: the cells of {name} got {100 * share:.0f}% of the CPU time of their "
+                f"{_threads()} thread(s) (median; under {100 * CPU_SHARE_MIN:.0f}% after re-measuring): other "
+                "processes took the cores (fewer --threads may help)")
+        elif len(bad) > max(1, DROP_LIMIT * (len(measured) + len(bad))):
             i, (j, rule) = next(iter(sorted(bad.items())))
             names = KIND_AXES[kind]
             ri, rj = cells[i].work / cells[i].seconds, cells[j].work / cells[j].seconds
@@ -316,6 +339,17 @@ class _Cells:
                 f"machine busy or unsteady: {len(bad)} of {len(measured) + len(bad)} cells of {name} stayed out of "
                 f"line with their neighbours after {MAX_ATTEMPTS} timings (e.g. {_coords(axes, names, i)}: {how})")
         return Table(kind, dtype, axes, tuple(values))
+
+
+def _disturbed(m) -> bool:
+    """Repeats that disagree, or a process that lost its cores while timing."""
+    return m.spread > REPEAT_TOLERANCE or (m.cpu_share is not None and m.cpu_share < CPU_SHARE_MIN)
+
+
+def _threads() -> int:
+    from gpt_batchprof.measure.timing import _torch_threads
+
+    return _torch_threads()
 
 
 def _quantile(xs: list[float], q: float) -> float:

@@ -176,7 +176,7 @@ def measured_table(measured) -> Table:
              + ")")
     cols = [("table", "left"), ("axes", "left"), ("measured", "right"), ("lowest", "right"), ("highest", "right")]
     if measured.quality:
-        cols += [("spread med/p90", "right"), ("re-measured", "right"), ("dropped", "right")]
+        cols += [("spread med/p90", "right"), ("re-measured", "right"), ("dropped", "right"), ("CPU share", "right")]
     t = compact_table(title, cols)
     for name, tab in sorted(measured.tables.items()):
         vals = [v for v in tab.values if v is not None]
@@ -185,8 +185,10 @@ def measured_table(measured) -> Table:
         row = [name, axes, f"{len(vals)}/{len(tab.values)}", fmt_count(min(vals), u), fmt_count(max(vals), u)]
         if measured.quality:
             q = measured.quality.get(name)
+            share = q.get("cpu_share_pct") if q else None
             row += ([f"{q.get('spread_pct', 0):.1f}% / {q.get('spread_p90_pct', 0):.1f}%",
-                     f"{int(q.get('remeasured', 0))}", f"{int(q.get('dropped', 0))}"] if q else ["-", "-", "-"])
+                     f"{int(q.get('remeasured', 0))}", f"{int(q.get('dropped', 0))}",
+                     "-" if share is None else f"{share:.0f}%"] if q else ["-"] * 4)
         t.add_row(*row)
     return t
 
