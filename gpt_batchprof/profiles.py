@@ -706,6 +706,9 @@ def hardware_to_yaml_mapping(hw: HardwareSpec) -> dict[str, Any]:
 #   dtype_aliases: {fp16: bf16}            # optional: fp16 predictions read the bf16 tables
 #   interconnect: {name: .., bandwidth_gb_s: .., latency_us: ..}  # optional: a measured link priced
 #                                          # instead of the datasheet `interconnect` (kept as the roofline)
+#   host_us_per_layer: {gpt2: 150, llama: 260, moe: 700}  # optional: host time per layer (eager)
+#   quality:                               # optional: how each table was measured
+#     matmul.fp32: {cells: 290, spread_pct: 1.5, spread_p90_pct: 6.0, remeasured: 4, dropped: 0}
 #   tables:
 #     matmul.fp32:                         # kind.dtype (copy: no dtype)
 #       unit: GFLOP/s                      # GFLOP/s for matmul, bmm, sdpa_*; GB/s for copy, norms, softmax
@@ -717,7 +720,9 @@ def hardware_to_yaml_mapping(hw: HardwareSpec) -> dict[str, Any]:
 
 def measured_from_mapping(data: Any, where: str) -> MeasuredTables:
     """Validate a `measured:` section (datasheet units) into MeasuredTables (SI)."""
-    from gpt_batchprof.analytic.efficiency import FLOP_KINDS, KIND_AXES, LAUNCH_MODES, UNTYPED_KINDS, MeasuredTables, Table
+    from gpt_batchprof.analytic.efficiency import (
+        FLOP_KINDS, HOST_STYLES, KIND_AXES, LAUNCH_MODES, UNTYPED_KINDS, MeasuredTables, Table,
+    )
 
     def fail(key: str, why: str) -> ProfileError:
         return ProfileError(f"{where}: field 'measured.{key}': {why}")
@@ -794,6 +799,21 @@ def measured_from_mapping(data: Any, where: str) -> MeasuredTables:
     source = data.get("source") or {}
     if not isinstance(source, Mapping):
         raise fail("source", f"must be a mapping (package, version, framework, ...), got {source!r:.60}")
+    host = data.get("host_us_per_layer") or {}
+    if not isinstance(host, Mapping):
+        raise fail("host_us_per_layer", f"must be a mapping of block style: MICROSECONDS, got {host!r:.60}")
+    host_s: dict[str, float] = {}
+    for style, v in host.items():
+        if style not in HOST_STYLES:
+            raise fail(f"host_us_per_layer.{style}", f"unknown block style (known: {', '.join(HOST_STYLES)})")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise fail(f"host_us_per_layer.{style}", f"must be a number >= 0, got {v!r}")
+        host_s[str(style)] = float(v) * 1e-6
+    quality = data.get("quality") or {}
+    if not isinstance(quality, Mapping) or not all(
+            isinstance(q, Mapping) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in q.values())
+            for q in quality.values()):
+        raise fail("quality", f"must be a mapping of table name: {{figure: number}}, got {quality!r:.60}")
     return MeasuredTables(
         device_name=f.str("device_name"), torch_version=str(f.str("torch_version")),
         threads=f.int("threads", minimum=0),  # 0: not applicable (a GPU)
@@ -802,6 +822,7 @@ def measured_from_mapping(data: Any, where: str) -> MeasuredTables:
         link=(lambda ic: (ic.name, ic.bandwidth_bytes_per_s, ic.latency_s))(
             interconnect_from_mapping(data["interconnect"], f"{where}: measured"))
         if data.get("interconnect") is not None else None,
+        quality={str(k): dict(v) for k, v in quality.items()}, host_s_per_layer=host_s,
     )
 
 
@@ -824,6 +845,10 @@ def measured_to_yaml_mapping(m: MeasuredTables) -> dict[str, Any]:
         "overhead_us": {k: round(v * 1e6, 3) for k, v in m.overhead_s.items()},
         "warnings": list(m.warnings),
     }
+    if m.host_s_per_layer:
+        out["host_us_per_layer"] = {k: round(v * 1e6, 1) for k, v in m.host_s_per_layer.items()}
+    if m.quality:
+        out["quality"] = {k: dict(v) for k, v in m.quality.items()}
     if m.source:
         out["source"] = dict(m.source)
     if m.dtype_aliases:

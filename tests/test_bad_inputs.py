@@ -341,6 +341,6 @@ def test_binary_calibration_cache_is_one_line_naming_the_file(tmp_path, monkeypa
     monkeypatch.setattr(calibrate, "calibrate", lambda *a, **k: pytest.fail("must not re-measure"))
     monkeypatch.setattr(calibrate, "calibrate_with_tables", lambda *a, **k: pytest.fail("must not re-measure"))
     monkeypatch.setattr(calibrate, "slug", lambda text: "this-cpu")  # the cache key, fixed for the test
-    (tmp_path / "this-cpu-tables1.yaml").write_bytes(b"\x89PNG\r\n\x1a\n\xff")
-    with pytest.raises(ProfileError, match=r"this-cpu-tables1\.yaml: not UTF-8 text .*delete the file to calibrate again"):
+    (tmp_path / "this-cpu-tables2.yaml").write_bytes(b"\x89PNG\r\n\x1a\n\xff")
+    with pytest.raises(ProfileError, match=r"this-cpu-tables2\.yaml: not UTF-8 text .*delete the file to calibrate again"):
         calibrate.cached_hardware("cpu")

@@ -169,6 +169,21 @@ def test_input_sets_exceed_the_cache_when_cheap():
     assert input_sets(100e6, 32e6) == 1
     assert input_sets(300e6, 32e6) == 1
     assert input_sets(5e6, 0) == 1
+    assert input_sets(1e6, 32e6, max_sets=256) == 64  # dense layers: weights streamed past twice the cache
+
+
+def test_small_dense_weights_rotate_past_the_cache_and_activations_do_not(tiny_model):
+    """A decode out_proj (256 x 256 fp32: 262 kB of weights, ~264 kB a launch): enough copies to fill
+    2 x 32 MB, ceil(64e6 / 264 kB) = 243; a norm (activations the previous kernel wrote): 8 at most."""
+    from gpt_batchprof.measure.bench import time_costs
+    from gpt_batchprof.analytic.gpt import Dtypes
+
+    timer = FakeTimer(base_s=1e-3, noise=0.0)
+    ops = {o.op: o for o in Scenario(dtypes=Dtypes.of("fp32")).ops(tiny_model, "decode", 1)}
+    dense = time_costs([(ops["out_proj"], 1)], 1, "x", tiny_model, Dtypes.of("fp32"), "cpu", timer, 0, 0, 32e6)
+    norm = time_costs([(ops["norm"], 1)], 1, "x", tiny_model, Dtypes.of("fp32"), "cpu", timer, 0, 0, 32e6)
+    per_launch = ops["out_proj"].bytes / ops["out_proj"].launches
+    assert dense.sets == math.ceil(2 * 32e6 / per_launch) == 243 and norm.sets == 8
 
 
 def test_min_efficiency_selects_rows_below_share():

@@ -34,6 +34,11 @@ between neighbours (unlike splines), while nearest-neighbour would jump by the w
 step (x4 in m) at cell edges. Outside the grid a coordinate is clamped to the edge (the
 edge cell's efficiency is used) and the result is flagged ``extrapolated``.
 
+Host time between kernels (Python, dispatch, the glue kernels no operator lists: residual
+adds, rotary, activations, cache writes) is not in any table: ``calibrate`` measures it per
+layer of the reference engine (``host_us_per_layer``, by block style) and
+:func:`host_time_s` charges n_layer x that figure once per forward step, in eager mode only.
+
 Cells too large to time within the budget are stored as null; such a cell takes the rate of
 the measured cell, at or below it on every axis, with the most work (the product of its
 coordinates): the closest measured point of the compute-bound plateau. A prediction that
@@ -69,6 +74,11 @@ LAUNCH_MODES = ("eager", "graphs")
 # Operators whose kernel is a plain (or, for MoE experts, grouped) matmul: every dense operator of
 # the model (ops.DENSE_OPS, shared-expert FFNs included) and seed 002's MLP. Derived, never hand-copied.
 _DENSE = DENSE_OPS + ("mlp",)
+# Host time per layer is measured on three reference blocks (measure.tables.host_per_layer):
+# gpt2 (layernorm, learned positions, GELU), llama (rmsnorm, rotary, SwiGLU, GQA), moe (llama
+# with 8 experts, 2 active). A style not in a profile falls back along these lists.
+HOST_STYLES = ("gpt2", "llama", "moe")
+HOST_FALLBACK = {"gpt2": ("gpt2", "llama", "moe"), "llama": ("llama", "gpt2", "moe"), "moe": ("moe", "llama", "gpt2")}
 
 
 def table_name(kind: str, dtype: str = "") -> str:
@@ -185,6 +195,9 @@ class MeasuredTables:
     # a measured collective link (e.g. all-reduce fitted from a kernel database): name, bytes/s, seconds
     # per ring step; priced instead of the profile's datasheet interconnect, which stays the roofline
     link: tuple[str, float, float] | None = None
+    # Optional (older profiles have neither):
+    quality: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # table -> cells, spread_pct, ...
+    host_s_per_layer: Mapping[str, float] = field(default_factory=dict)  # block style (HOST_STYLES) -> seconds
 
     def table(self, kind: str, dtype: str) -> Table | None:
         found = self.tables.get(table_name(kind, dtype))
@@ -194,6 +207,14 @@ class MeasuredTables:
 
     def overhead(self, launch: str = "eager") -> float:
         return self.overhead_s.get(launch, self.overhead_s.get("eager", 0.0))
+
+    def host_per_layer(self, style: str) -> float:
+        """Host seconds per layer for a block of ``style`` (0 when not measured); a style not
+        measured takes the closest one that was: moe -> llama -> gpt2, or the reverse."""
+        for s in HOST_FALLBACK.get(style, (style,)):
+            if s in self.host_s_per_layer:
+                return self.host_s_per_layer[s]
+        return 0.0
 
     def summary(self) -> dict:
         """Provenance and table names (for JSON output; the grids stay in the YAML)."""
@@ -206,6 +227,10 @@ class MeasuredTables:
             out["source"] = dict(self.source)
         if self.link is not None:
             out["interconnect"] = {"name": self.link[0], "bandwidth_bytes_per_s": self.link[1], "latency_s": self.link[2]}
+        if self.quality:
+            out["quality"] = {k: dict(v) for k, v in self.quality.items()}
+        if self.host_s_per_layer:
+            out["host_s_per_layer"] = dict(self.host_s_per_layer)
         return out
 
 
@@ -323,3 +348,22 @@ def calibrated_time(cost: OpCost, measured: MeasuredTables, launch: str = "eager
     overhead1 = measured.overhead(launch)
     total = per * (max(compute1, memory1) + overhead1)
     return Calibrated(total, per * compute1, per * memory1, per * overhead1, extrapolated, tuple(used))
+
+
+def host_style(model) -> str:
+    """Which measured block a model's host time per layer is read from (see HOST_STYLES)."""
+    if model.is_moe:
+        return "moe"
+    return "llama" if model.positional == "rope" else "gpt2"
+
+
+def host_time_s(model, hw, launch: str, roofline_only: bool = False) -> float:
+    """Host time (Python, dispatch, the glue kernels no operator row lists) of one forward step
+    of ``model`` (each of its layers once), charged in eager mode only, from the profile's
+    measured ``host_us_per_layer``: n_layer x the figure of the model's block style. 0 for the
+    roofline, under CUDA graphs (one replay, no host between kernels), and for profiles
+    without the figure (datasheet profiles, older calibrations)."""
+    m = hw.measured
+    if roofline_only or launch != "eager" or m is None or not m.host_s_per_layer:
+        return 0.0
+    return model.n_layer * m.host_per_layer(host_style(model))

@@ -9,6 +9,10 @@ cache length of the decode steps, prompt_len + gen_len // 2 - 1).
 
 tokens/s = batch x gen_len / e2e, where e2e (TTFT included) is the time from the start of
 the prefill to the last token of the batch.
+
+Each forward step (the prefill, every decode step) is the sum of its operators plus, in eager
+mode on a profile that measured it, the host time between kernels (``host_time_s``:
+n_layer x the measured host time per layer).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from gpt_batchprof.analytic.efficiency import host_time_s
 from gpt_batchprof.analytic.gpt import PHASES, Dtypes, attention_ops, enumerate_ops
 from gpt_batchprof.analytic.ops import BLOCK_DENSE_OPS, KV_DEPENDENT_OPS, OpCost
 from gpt_batchprof.analytic.roofline import kernel_overhead_s, launch_mode, predict, step_time
@@ -338,11 +343,12 @@ def kernel_latencies(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, bat
     if not parallel.is_single:
         return parallel_latencies(model, hw, scenario, batch, parallel, roofline_only)
     launch, ro = scenario.launch_for(hw), roofline_only
-    ttft = step_time(scenario.ops(model, "prefill", batch), hw, launch, ro)
+    host = host_time_s(model, hw, launch, ro)  # per forward step, eager mode, calibrated profiles only
+    ttft = step_time(scenario.ops(model, "prefill", batch), hw, launch, ro) + host
     decode = scenario.ops(model, "decode", batch)
-    itl = step_time(decode, hw, launch, ro)
+    itl = step_time(decode, hw, launch, ro) + host
     # Only attention depends on the cache length: the rest of a decode step is the same every step.
-    fixed = step_time(tuple(o for o in decode if o.op not in KV_DEPENDENT_OPS), hw, launch, ro)
+    fixed = step_time(tuple(o for o in decode if o.op not in KV_DEPENDENT_OPS), hw, launch, ro) + host
     e2e = ttft + (scenario.gen_len - 1) * fixed + decode_attention_time(model, hw, scenario, batch, launch, ro)
     return ttft, itl, e2e
 
@@ -357,12 +363,13 @@ def parallel_latencies(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, b
     slice of the model.
     """
     launch, ro = scenario.launch_for(hw), roofline_only
+    loc, b, m = local_model(model, par), micro_batch(batch, par), micro_batches(batch, par)
+    host = m * host_time_s(loc, hw, launch, ro)  # the stage's layers, once per micro-batch (eager only)
     prefill = scenario.ops(model, "prefill", batch, par)
     decode = scenario.ops(model, "decode", batch, par)
-    ttft = pipelined(step_time(prefill, hw, launch, ro), par, batch)
-    itl = pipelined(step_time(decode, hw, launch, ro), par, batch)
-    fixed = step_time(tuple(o for o in decode if o.op not in KV_DEPENDENT_OPS), hw, launch, ro)
-    loc, b, m = local_model(model, par), micro_batch(batch, par), micro_batches(batch, par)
+    ttft = pipelined(step_time(prefill, hw, launch, ro) + host, par, batch)
+    itl = pipelined(step_time(decode, hw, launch, ro) + host, par, batch)
+    fixed = step_time(tuple(o for o in decode if o.op not in KV_DEPENDENT_OPS), hw, launch, ro) + host
     attention = m * decode_attention_time(loc, hw, scenario, b, launch, ro)
     return ttft, itl, ttft + pipelined((scenario.gen_len - 1) * fixed + attention, par, batch)
 

@@ -173,8 +173,8 @@ def calibrate_cmd(
     hardware: Annotated[Optional[str], typer.Option("--hardware", "-H", help="Datasheet profile to compare with (built-in name or YAML): adds measured/datasheet columns.")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Smaller grids and budgets (under 30 s on a 2-core CPU; rougher figures).")] = False,
     tables: Annotated[bool, typer.Option("--tables/--no-tables", help="Also measure the efficiency tables (the `measured:` section: achieved FLOP/s and bandwidth over log-spaced grids of shapes) that predictions interpolate. --no-tables: the three ceilings only.")] = True,
-    force: Annotated[bool, typer.Option("--force", help="Write the tables even when the machine looks busy (the same reference kernels differ by > 20% between start and end); the profile then carries a warning.")] = False,
-    threads: ThreadsOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Write the tables even when the machine looks busy (a table whose cells stay out of line with their neighbours after re-measuring, or reference kernels > 20% apart between start and end); the profile then carries a warning.")] = False,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads (default on the CPU: the cores actually idle now, from /proc/stat: on a shared machine, threads competing with another process for a core stall each other).")] = None,
     tp: Annotated[int, typer.Option("--tp", help="Also measure the interconnect: all-reduce across this many processes (gloo on the CPU, NCCL over this many GPUs) from 4 KiB up; the written profile gets an interconnect section (best bus bandwidth, per-step latency).")] = 1,
     name: Annotated[Optional[str], typer.Option("--name", help="Profile name in the written YAML (default: calibrated-<device>).")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json (to stdout).")] = "table",
@@ -183,7 +183,7 @@ def calibrate_cmd(
 ) -> None:
     """Measure this device's ceilings: the best dense matmul FLOP/s per dtype it supports (a few large square shapes, the max, as mamf-finder does; fp32, tf32 / fp16 / bf16 / fp8 / int8 on CUDA where the GPU has them), memory bandwidth from a large copy (bytes read + written), and the launch overhead of a tiny kernel.
 
-    It then measures the efficiency tables (unless --no-tables): dense matmul FLOP/s over a log-spaced (M, N, K) grid per dtype, batched matmuls, fused attention, copy / norm / softmax bandwidth against bytes moved, and the per-kernel overhead. Predictions from a profile with these tables interpolate them (see docs/bench.md). A busy machine (reference kernels timed at the start and end differ by > 20%) is refused with exit 2 unless --force.
+    It then measures the efficiency tables (unless --no-tables): dense matmul FLOP/s over a log-spaced (M, N, K) grid per dtype (weights rotated past the last-level cache, so decode shapes stream them from memory as a model does), batched matmuls, fused attention, copy / norm / softmax bandwidth against bytes moved, the per-kernel overhead, and on the CPU the host time per layer between kernels (charged in eager mode). Predictions from a profile with these tables interpolate them (see docs/bench.md). Each cell is the best of its repeats; a cell whose repeats disagree, or that is out of line with its neighbours, is re-measured, and one that stays out of line is dropped; the quality of each table is printed and recorded. A table that stays implausible, or reference kernels that differ by > 20% between start and end, is refused with exit 2 unless --force.
 
     With --hardware NAME the figures are printed next to that datasheet profile. With -o FILE they are written as a hardware profile YAML (with a header naming device, torch version and date), which any command takes as --hardware FILE. On a 2-core CPU: about 3 minutes (--quick: under 30 s; --no-tables: about 15 s).
     """
@@ -203,6 +203,11 @@ def calibrate_cmd(
         from gpt_batchprof.measure.distributed import calibrate_interconnect, check_world
 
         check_world(dev, tp)
+    if dev == "cpu" and threads is None:
+        from gpt_batchprof.measure.device import free_cores
+
+        threads, why = free_cores()
+        err_console.print(f"calibrating with {threads} thread(s): {why} (--threads N to choose)", highlight=False)
     measured = None
     with err_console.status(f"calibrating {dev}") as status:
         say = lambda s: status.update(f"calibrating {dev}: {s}")  # noqa: E731

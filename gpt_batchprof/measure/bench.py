@@ -26,6 +26,7 @@ from gpt_batchprof.profiles import HardwareSpec, ModelSpec
 BENCH_OPS = OP_NAMES + ("block", "mlp")
 LAUNCH_BOUND_S = 20e-6  # CUDA kernels shorter than this are mostly launch overhead without graphs
 ROTATE_CAP_BYTES = 512 * 2**20  # never allocate more than this just to rotate input copies
+DENSE_MAX_SETS = 256  # copies a dense (weight-streaming) kernel may rotate; others: 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,7 +279,11 @@ def time_costs(parts: Sequence[tuple[OpCost, int]], launches: int, label: str, m
     from gpt_batchprof.measure import kernels as K
 
     per_launch = sum(K.per_launch_bytes(c) * rep for c, rep in parts)
-    sets = 1 if (device == "cuda" and not cuda_graphs) else input_sets(per_launch, cache_bytes)
+    # Dense layers' weights stream from memory in a model (each layer has its own): rotate as many
+    # copies as fill twice the cache. Other kernels read activations the previous kernel just wrote.
+    dense = all(c.op in K.DENSE for c, _ in parts)
+    sets = 1 if (device == "cuda" and not cuda_graphs) else input_sets(per_launch, cache_bytes,
+                                                                       DENSE_MAX_SETS if dense else 8)
     kernel = None
     try:
         built = [(K.build_kernel(c, model, dtypes, device, sets), rep) for c, rep in parts]
@@ -313,7 +318,14 @@ def iter_bench(plan: tuple[Planned, ...], model: ModelSpec, scenario: Scenario, 
 
     timer = timer or default_timer(settings.device, l2_cache_bytes=hw.l2_cache_bytes,
                                    cuda_graphs=settings.cuda_graphs)
-    cache = hw.l2_cache_bytes or 32e6
+    if hw.l2_cache_bytes:
+        cache = hw.l2_cache_bytes
+    elif settings.device == "cpu":
+        from gpt_batchprof.measure.device import last_level_cache_bytes
+
+        cache = last_level_cache_bytes()[0]
+    else:
+        cache = 32e6
     collectives = collective_rows(plan, settings)  # one launch of N processes for all of them
     common = dict(device_name=settings.device_name, torch_version=settings.torch_version)
     torch.manual_seed(0)

@@ -99,12 +99,13 @@ def hardware_yaml(cal: Calibration, name: str | None = None, measured: MeasuredT
 
 def _median_time(fn: Callable[[], object], device: str, budget_s: float, min_reps: int = 3,
                  max_reps: int = 200) -> float:
-    """Median seconds per call within a time budget, through the same timers `bench` uses."""
+    """Seconds per call within a time budget, through the same timers `bench` uses: the best of
+    the repeats' medians (``Measurement.best_s``), so a burst of load does not lower a ceiling."""
     from gpt_batchprof.measure.timing import CpuTimer, CudaTimer
 
     timer = (CudaTimer(min_reps=min_reps, max_reps=max_reps) if device == "cuda"
              else CpuTimer(min_reps=min_reps, max_reps=max_reps))
-    return timer.measure(lambda i: fn(), warmup_s=budget_s / 4, rep_s=budget_s).median_s
+    return timer.measure(lambda i: fn(), warmup_s=budget_s / 4, rep_s=budget_s).best_s
 
 
 def _matmul_fn(dtype: str, n: int, device: str):
@@ -245,8 +246,10 @@ def calibrate(device: str = "cpu", quick: bool = False, threads: int | None = No
         else:
             sizes = (256, 512, 1024) if quick else (256, 512, 1024, 2048)
             call_cap, budget, copy_bytes = (0.05, 0.1, 64 * 2**20) if quick else (0.4, 0.6, 256 * 2**20)
+            from gpt_batchprof.measure.device import last_level_cache_bytes
+
             memory = physical_memory_bytes()
-            l2 = 0.0
+            l2 = last_level_cache_bytes()[0]  # the CPU's last-level cache: bench rotates its inputs past it
         skipped, todo = dtypes_to_try(device)
         peaks: dict[str, float] = {}
         shapes: dict[str, int] = {}
@@ -289,9 +292,10 @@ def cache_dir() -> Path:
 
 
 def calibrate_with_tables(device: str = "cpu", quick: bool = False, threads: int | None = None,
-                          force: bool = False, grid=None,
-                          progress: Callable[[str], None] | None = None) -> tuple[Calibration, MeasuredTables]:
-    """The ceilings and the efficiency tables (measure/tables.py), at one thread count."""
+                          force: bool = False, grid=None, progress: Callable[[str], None] | None = None,
+                          timer=None) -> tuple[Calibration, MeasuredTables]:
+    """The ceilings and the efficiency tables (measure/tables.py), at one thread count.
+    ``timer``: times the table cells (tests inject a FakeTimer; default: the device's)."""
     from gpt_batchprof.measure.device import require_torch
     from gpt_batchprof.measure.tables import default_grid, measure_tables
 
@@ -301,7 +305,8 @@ def calibrate_with_tables(device: str = "cpu", quick: bool = False, threads: int
     if device == "cpu" and threads:
         torch.set_num_threads(threads)
     try:
-        tables = measure_tables(device, grid or default_grid(device, quick), force=force, progress=progress)
+        tables = measure_tables(device, grid or default_grid(device, quick), force=force, progress=progress,
+                                timer=timer)
     finally:
         torch.set_num_threads(old)
     return cal, tables
@@ -319,7 +324,7 @@ def cached_hardware(device: str, threads: int | None = None, refresh: bool = Fal
     if device == "cpu" and threads:
         torch.set_num_threads(threads)
     try:
-        key = slug(f"{device_name(device)}-torch{torch.__version__}") + "-tables1"
+        key = slug(f"{device_name(device)}-torch{torch.__version__}") + "-tables2"
     finally:
         torch.set_num_threads(old)
     path = cache_dir() / f"{key}.yaml"

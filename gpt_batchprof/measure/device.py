@@ -64,6 +64,120 @@ def physical_memory_bytes() -> float:
         return 0.0
 
 
+# --------------------------------------------------------------------------- what this CPU has free
+
+DEFAULT_LLC_BYTES = 32 * 2**20  # assumed last-level cache when the OS does not say (a common server L3 slice)
+_SYS_CPU = "/sys/devices/system/cpu"
+
+
+def _size_bytes(text: str) -> float:
+    """'32768K', '32 MiB', '1024' (bytes) -> bytes; 0 when unreadable."""
+    import re
+
+    m = re.match(r"\s*([0-9.]+)\s*([KMG]?)(i?B)?", text.strip(), re.I)
+    if not m:
+        return 0.0
+    return float(m.group(1)) * {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}[m.group(2).upper()]
+
+
+def _cpus_in_use() -> list[int]:
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return list(range(os.cpu_count() or 1))
+
+
+def last_level_cache_bytes(root: str = _SYS_CPU) -> tuple[float, str]:
+    """(bytes, where from) of the last-level cache that this process's CPUs share among them.
+
+    From sysfs (``cpuN/cache/index*/``: the highest level of type Data or Unified; one
+    instance per distinct ``shared_cpu_list`` among the CPUs this process may run on, so two
+    L3 slices count twice), else ``lscpu -B``, else ``DEFAULT_LLC_BYTES`` (32 MiB).
+    """
+    best: dict[str, float] = {}  # shared_cpu_list -> size, for the highest level seen
+    top = 0
+    for cpu in _cpus_in_use():
+        base = os.path.join(root, f"cpu{cpu}", "cache")
+        try:
+            entries = [e for e in os.listdir(base) if e.startswith("index")]
+        except OSError:
+            continue
+        for e in entries:
+            try:
+                def read(name: str) -> str:
+                    with open(os.path.join(base, e, name), encoding="utf-8") as fh:
+                        return fh.read().strip()
+
+                level, kind, size = int(read("level")), read("type"), _size_bytes(read("size"))
+                shared = read("shared_cpu_list") if os.path.exists(os.path.join(base, e, "shared_cpu_list")) else str(cpu)
+            except (OSError, ValueError):
+                continue
+            if kind not in ("Data", "Unified") or size <= 0 or level < top:
+                continue
+            if level > top:
+                top, best = level, {}
+            best[shared] = size
+    if best:
+        return float(sum(best.values())), f"sysfs: L{top}, {len(best)} instance(s)"
+    try:
+        import subprocess
+
+        out = subprocess.run(["lscpu", "-B"], capture_output=True, text=True, timeout=5).stdout
+        for name in ("L3 cache", "L2 cache"):
+            for line in out.splitlines():
+                if line.startswith(name + ":"):
+                    size = _size_bytes(line.split(":", 1)[1])
+                    if size > 0:
+                        return size, f"lscpu: {name}"
+    except (OSError, ValueError, subprocess.SubprocessError):
+        pass
+    return float(DEFAULT_LLC_BYTES), "default (the OS did not say)"
+
+
+def _cpu_times(path: str = "/proc/stat") -> dict[int, tuple[int, int]]:
+    """cpu number -> (idle jiffies incl. iowait, total jiffies)."""
+    out: dict[int, tuple[int, int]] = {}
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            name, *vals = line.split()
+            if not name.startswith("cpu") or name == "cpu":
+                continue
+            nums = [int(v) for v in vals[:8]]
+            out[int(name[3:])] = (nums[3] + (nums[4] if len(nums) > 4 else 0), sum(nums))
+    return out
+
+
+def free_cores(window_s: float = 0.3, sample=None) -> tuple[int, str]:
+    """(threads to use, why): the cores of this process's CPU set that are actually idle.
+
+    The idle share of each allowed CPU over ``window_s`` (``/proc/stat``), summed and rounded
+    (at least 1); without ``/proc/stat`` the CPU count minus the 1-minute load average.
+    ``sample``: a stand-in for ``_cpu_times`` (tests).
+    """
+    import time
+
+    cpus = _cpus_in_use()
+    read = sample or _cpu_times
+    try:
+        a = read()
+        time.sleep(window_s)
+        b = read()
+        idle = 0.0
+        for c in cpus:
+            if c in a and c in b and b[c][1] > a[c][1]:
+                idle += (b[c][0] - a[c][0]) / (b[c][1] - a[c][1])
+        n = max(1, min(len(cpus), int(idle + 0.5)))
+        return n, f"{idle:.1f} of {len(cpus)} cores idle"
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return len(cpus), f"{len(cpus)} cores (load unknown)"
+    n = max(1, min(len(cpus), int(len(cpus) - load + 0.5)))
+    return n, f"{len(cpus)} cores, load average {load:.1f}"
+
+
 def datasheet_hardware(device: str) -> str:
     """The built-in profile that best describes this device (for the default --hardware)."""
     if device != "cuda":

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
 NOISY_IQR_FRACTION = 0.10  # IQR / median above this is flagged as noisy
+REPEATS = 3  # a measurement's samples, in the order they were timed, split into this many runs
 
 
 def _quantile(sorted_xs: Sequence[float], q: float) -> float:
@@ -36,6 +37,10 @@ class Measurement:
     times_s: tuple[float, ...]
     warmup_calls: int = 0
     method: str = ""  # "cpu-clock" | "cuda-events" | "cuda-graph" | "fake"
+    # CPU time this process got over the timed calls / (wall time x torch threads): about 1 when
+    # its threads had their cores to themselves, 0.5 when each shared a core with another
+    # runnable process. None where it says nothing (CUDA events, fakes that do not set it).
+    cpu_share: float | None = None
 
     def __post_init__(self) -> None:
         if not self.times_s:
@@ -57,6 +62,24 @@ class Measurement:
     @property
     def min_s(self) -> float:
         return min(self.times_s)
+
+    def repeat_medians(self, repeats: int = REPEATS) -> tuple[float, ...]:
+        """Medians of ``repeats`` consecutive runs of the samples, in the order they were timed
+        (fewer when there are fewer samples): a burst of load shows as one slow run."""
+        n = len(self.times_s)
+        r = max(1, min(repeats, n))
+        return tuple(_quantile(sorted(self.times_s[i * n // r:(i + 1) * n // r]), 0.5) for i in range(r))
+
+    @property
+    def best_s(self) -> float:
+        """The best (lowest) of the repeats' medians: what the kernel takes when nothing else runs."""
+        return min(self.repeat_medians())
+
+    @property
+    def spread(self) -> float:
+        """How far the repeats disagree: slowest repeat median / fastest - 1 (0 for one repeat)."""
+        meds = self.repeat_medians()
+        return max(meds) / min(meds) - 1.0 if min(meds) > 0 else math.inf
 
     @property
     def noisy(self) -> bool:
@@ -92,6 +115,15 @@ def call_counts(estimate_s: float, warmup_s: float, rep_s: float,
     return warm, reps
 
 
+def _torch_threads() -> int:
+    try:
+        import torch
+
+        return max(1, torch.get_num_threads())
+    except ImportError:
+        return 1
+
+
 @dataclass
 class CpuTimer:
     """A monotonic clock around every call (``time.perf_counter_ns``); threads fixed by the caller."""
@@ -110,11 +142,14 @@ class CpuTimer:
         for i in range(warm):
             fn(i + 2)
         times = []
+        cpu0, wall0 = time.process_time(), clock()
         for i in range(reps):
             t0 = clock()
             fn(i)
             times.append((clock() - t0) * 1e-9)
-        return Measurement(tuple(times), warm, self.method)
+        cpu, wall = time.process_time() - cpu0, (clock() - wall0) * 1e-9
+        share = cpu / (wall * _torch_threads()) if wall > 0 else None
+        return Measurement(tuple(times), warm, self.method, cpu_share=share)
 
 
 @dataclass
@@ -219,6 +254,10 @@ class FakeTimer:
     """Seeded stand-in for tests: never calls ``fn``; samples ``base_s(label)`` with noise.
 
     ``base_s``: seconds per call, or a function of the label (``"<phase>/<batch>/<op>"``).
+    ``disturb(label, attempt)``: injected load, a factor on the samples of the ``attempt``-th
+    measurement (0, 1, ...) of ``label``: one number for all of them, or one per sample (a
+    burst in the middle of a measurement makes its repeats disagree). ``cpu_share(label,
+    attempt)``: the injected ``Measurement.cpu_share`` (a process that lost its core).
     """
 
     base_s: float | Callable[[str], float] = 1e-3
@@ -227,13 +266,21 @@ class FakeTimer:
     seed: int = 0
     calls: list[str] = field(default_factory=list)
     method: str = "fake"
+    disturb: Callable[[str, int], float | Sequence[float]] | None = None
+    cpu_share: Callable[[str, int], float | None] | None = None  # injected Measurement.cpu_share
 
     def measure(self, fn, *, warmup_s: float, rep_s: float, label: str = "") -> Measurement:
+        attempt = self.calls.count(label)
         self.calls.append(label)
         rng = random.Random(f"{self.seed}/{label}")
         base = self.base_s(label) if callable(self.base_s) else self.base_s
-        times = tuple(base * (1.0 + self.noise * rng.uniform(-1.0, 1.0)) for _ in range(self.samples))
-        return Measurement(times, 0, self.method)
+        times = [base * (1.0 + self.noise * rng.uniform(-1.0, 1.0)) for _ in range(self.samples)]
+        if self.disturb is not None:
+            f = self.disturb(label, attempt)
+            factors = [float(f)] * len(times) if isinstance(f, (int, float)) else [float(x) for x in f]
+            times = [t * x for t, x in zip(times, factors)]
+        share = self.cpu_share(label, attempt) if self.cpu_share is not None else None
+        return Measurement(tuple(times), 0, self.method, cpu_share=share)
 
 
 def default_timer(device: str, *, l2_cache_bytes: float = 0.0, cuda_graphs: bool = False) -> Timer:

@@ -165,18 +165,31 @@ def calibration_table(cal, datasheet=None) -> Table:
 
 
 def measured_table(measured) -> Table:
-    """One line per efficiency table: its axes, how many cells were measured, and the range of rates."""
+    """One line per efficiency table: its axes, how many cells were measured, the range of rates,
+    and (when recorded) its quality: spread of the repeats, cells re-measured and dropped."""
     from gpt_batchprof.analytic.efficiency import unit
 
-    t = compact_table(f"efficiency tables (overhead per kernel call: "
-                      + ", ".join(f"{k} {fmt_time(v)}" for k, v in measured.overhead_s.items()) + ")",
-                      [("table", "left"), ("axes", "left"), ("measured", "right"), ("lowest", "right"),
-                       ("highest", "right")])
+    host = measured.host_s_per_layer
+    title = ("efficiency tables (overhead per kernel call: "
+             + ", ".join(f"{k} {fmt_time(v)}" for k, v in measured.overhead_s.items())
+             + ("; host time per layer: " + ", ".join(f"{k} {fmt_time(v)}" for k, v in host.items()) if host else "")
+             + ")")
+    cols = [("table", "left"), ("axes", "left"), ("measured", "right"), ("lowest", "right"), ("highest", "right")]
+    if measured.quality:
+        cols += [("spread med/p90", "right"), ("re-measured", "right"), ("dropped", "right"), ("CPU share", "right")]
+    t = compact_table(title, cols)
     for name, tab in sorted(measured.tables.items()):
         vals = [v for v in tab.values if v is not None]
         axes = " x ".join(f"{a} {fmt_count(ax[0])}..{fmt_count(ax[-1])}" for a, ax in zip(tab.axis_names, tab.axes))
         u = unit(tab.kind)
-        t.add_row(name, axes, f"{len(vals)}/{len(tab.values)}", fmt_count(min(vals), u), fmt_count(max(vals), u))
+        row = [name, axes, f"{len(vals)}/{len(tab.values)}", fmt_count(min(vals), u), fmt_count(max(vals), u)]
+        if measured.quality:
+            q = measured.quality.get(name)
+            share = q.get("cpu_share_pct") if q else None
+            row += ([f"{q.get('spread_pct', 0):.1f}% / {q.get('spread_p90_pct', 0):.1f}%",
+                     f"{int(q.get('remeasured', 0))}", f"{int(q.get('dropped', 0))}",
+                     "-" if share is None else f"{share:.0f}%"] if q else ["-"] * 4)
+        t.add_row(*row)
     return t
 
 

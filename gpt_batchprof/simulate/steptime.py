@@ -9,8 +9,10 @@ mean cache length: its FLOPs and bytes are linear in the length, so this equals 
 sequences up to rounding of the mean to a whole token. Prefill chunks of equal shape share
 one kernel; chunks of different shapes are separate kernels.
 
-Every time comes from ``gpt_batchprof.analytic.step_time`` (``predict`` per operator), so a
-calibrated profile changes the simulation the way it changes ``analyze``. Times are memoised
+Every time comes from ``gpt_batchprof.analytic.step_time`` (``predict`` per operator), plus the
+host time of one forward (``analytic.efficiency.host_time_s``: eager mode, calibrated profiles
+that measured it; once per micro-batch), so a calibrated profile changes the simulation the
+way it changes ``analyze``. Times are memoised
 per shape. Decode attention, the one term evaluated at every cache length, is predicted
 exactly at multiples of ``kv_grid`` tokens and interpolated linearly in between: under the
 roofline it is linear in the cache length (FLOPs and bytes both are), so this is exact but
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 
 from gpt_batchprof.analytic import Dtypes, Parallelism, enumerate_ops, launch_mode, step_time
+from gpt_batchprof.analytic.efficiency import host_time_s
 from gpt_batchprof.analytic.serving import engine_step_s
 from gpt_batchprof.analytic.gpt import attention_ops
 from gpt_batchprof.analytic.ops import KV_DEPENDENT_OPS
@@ -63,6 +66,8 @@ class StepModel:
         self.parallel = parallel.check(model, hw)
         # one GPU's slice (the model itself on one GPU): its attention and LM head
         self.local = model if parallel.is_single else local_model(model, parallel)
+        # host time between kernels of one forward of the stage's layers (eager, calibrated profiles)
+        self.host_s = host_time_s(self.local, hw, self.launch)
         self._decode_attn: dict[tuple[int, int], float] = {}
         self._decode: dict[tuple[int, int], float] = {}
         self._decode_dense: dict[int, float] = {}
@@ -94,7 +99,8 @@ class StepModel:
                 ops = self._ops("decode", n)
                 dense = step_time(tuple(o for o in ops if o.op not in _ATTENTION), self.hw, self.launch)
                 self._decode_dense[n] = dense
-            t = self._decode[(n, kv)] = (self._pipelined(dense + self._decode_attention_s(n, kv), n)
+            host = micro_batches(n, self.parallel) * self.host_s
+            t = self._decode[(n, kv)] = (self._pipelined(dense + host + self._decode_attention_s(n, kv), n)
                                          + engine_step_s(self.model, self.hw, n))
         return t
 
@@ -172,7 +178,7 @@ class StepModel:
         tokens = n_decode + sum(q for q, _ in chunks)
         m = micro_batches(seqs, par)
         slots = min(par.ep * m, seqs)  # (group, micro-batch) pairs sharing the tokens; 1 on one GPU
-        t = m * self._dense_s(-(-tokens // slots)) + (m * self._head_s(-(-n_out // slots)) if n_out else 0.0)
+        t = m * (self._dense_s(-(-tokens // slots)) + self.host_s) + (m * self._head_s(-(-n_out // slots)) if n_out else 0.0)
         if n_decode:
             t += self._decode_attention_s(n_decode, kv_mean)
         shapes: dict[tuple[int, int], int] = {}
