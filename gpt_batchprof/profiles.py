@@ -731,16 +731,21 @@ def measured_from_mapping(data: Any, where: str) -> MeasuredTables:
         raise ProfileError(f"{where}: field 'measured': must be a mapping (see docs/bench.md), got {data!r:.60}")
     f = _Fields(data, where)
     f.fail = lambda key, why: fail(key, why)  # type: ignore[method-assign]
+    def microseconds(key: str, node: Mapping, known: tuple[str, ...], what: str) -> dict[str, float]:
+        """A mapping of name: microseconds (names from ``known``), in seconds."""
+        out: dict[str, float] = {}
+        for name, v in node.items():
+            if name not in known:
+                raise fail(f"{key}.{name}", f"unknown {what} (known: {', '.join(known)})")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise fail(f"{key}.{name}", f"must be a number >= 0, got {v!r}")
+            out[str(name)] = float(v) * 1e-6
+        return out
+
     over = data.get("overhead_us")
     if not isinstance(over, Mapping) or "eager" not in over:
         raise fail("overhead_us", "missing or not a mapping with at least 'eager: MICROSECONDS'")
-    overhead: dict[str, float] = {}
-    for mode, v in over.items():
-        if mode not in LAUNCH_MODES:
-            raise fail(f"overhead_us.{mode}", f"unknown launch mode (known: {', '.join(LAUNCH_MODES)})")
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-            raise fail(f"overhead_us.{mode}", f"must be a number >= 0, got {v!r}")
-        overhead[mode] = float(v) * 1e-6
+    overhead = microseconds("overhead_us", over, LAUNCH_MODES, "launch mode")
     raw_tables = data.get("tables")
     if not isinstance(raw_tables, Mapping) or not raw_tables:
         raise fail("tables", "missing or not a mapping of table name: grid")
@@ -802,13 +807,7 @@ def measured_from_mapping(data: Any, where: str) -> MeasuredTables:
     host = data.get("host_us_per_layer") or {}
     if not isinstance(host, Mapping):
         raise fail("host_us_per_layer", f"must be a mapping of block style: MICROSECONDS, got {host!r:.60}")
-    host_s: dict[str, float] = {}
-    for style, v in host.items():
-        if style not in HOST_STYLES:
-            raise fail(f"host_us_per_layer.{style}", f"unknown block style (known: {', '.join(HOST_STYLES)})")
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-            raise fail(f"host_us_per_layer.{style}", f"must be a number >= 0, got {v!r}")
-        host_s[str(style)] = float(v) * 1e-6
+    host_s = microseconds("host_us_per_layer", host, HOST_STYLES, "block style")
     quality = data.get("quality") or {}
     if not isinstance(quality, Mapping) or not all(
             isinstance(q, Mapping) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in q.values())
@@ -938,6 +937,25 @@ def _windowed_layers(cfg: Mapping[str, Any], where: str, mt: str, n_layer: Any) 
     return min(n_layer, max(0, n_layer - max(0, first)))
 
 
+def _rope_decoder_fields(cfg: Mapping[str, Any], g: Callable[..., Any]) -> dict[str, Any]:
+    """The fields every rotary, RMSNorm, gated-FFN decoder's config.json states the same way
+    (llama, mistral, qwen, phi3, gpt_oss): read in one place."""
+    n_head = g("num_attention_heads")
+    return {
+        "n_layer": g("num_hidden_layers"),
+        "d_model": g("hidden_size"),
+        "n_head": n_head,
+        "n_kv_head": g("num_key_value_heads", default=n_head),
+        "d_ff": g("intermediate_size"),
+        "ffn": "swiglu",
+        "vocab_size": g("vocab_size"),
+        "max_seq_len": g("max_position_embeddings"),
+        "tied_embeddings": bool(cfg.get("tie_word_embeddings", False)),
+        "norm": "rmsnorm",
+        "positional": "rope",
+    }
+
+
 @hf_keys.checked
 def model_from_hf_config(cfg: Mapping[str, Any], where: str, name: str) -> ModelSpec:
     """Map a Hugging Face ``config.json`` to the profile schema, then validate it."""
@@ -947,21 +965,7 @@ def model_from_hf_config(cfg: Mapping[str, Any], where: str, name: str) -> Model
     g = lambda *keys, default=None: _hf_get(cfg, where, *keys, default=default)  # noqa: E731
     out: dict[str, Any] = {"name": name}
     if mt in ("llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "phi3"):
-        n_head = g("num_attention_heads")
-        out |= {
-            "n_layer": g("num_hidden_layers"),
-            "d_model": g("hidden_size"),
-            "n_head": n_head,
-            "n_kv_head": g("num_key_value_heads", default=n_head),
-            "d_ff": g("intermediate_size"),
-            "ffn": "swiglu",
-            "vocab_size": g("vocab_size"),
-            "max_seq_len": g("max_position_embeddings"),
-            "tied_embeddings": bool(cfg.get("tie_word_embeddings", False)),
-            "norm": "rmsnorm",
-            "positional": "rope",
-            "bias": mt.startswith("qwen2") or _projection_biases(cfg, where, mt),
-        }
+        out |= _rope_decoder_fields(cfg, g) | {"bias": mt.startswith("qwen2") or _projection_biases(cfg, where, mt)}
         if cfg.get("head_dim"):
             out["head_dim"] = cfg["head_dim"]
         window = cfg.get("sliding_window")
@@ -986,19 +990,8 @@ def model_from_hf_config(cfg: Mapping[str, Any], where: str, name: str) -> Model
         if cfg.get("attention_bias") is False:
             raise ProfileError(f"{where}: field 'attention_bias': false is not modelled for gpt_oss "
                                "(its experts keep their biases)")
-        out |= {
-            "n_layer": n_layer,
-            "d_model": g("hidden_size"),
-            "n_head": n_head,
-            "n_kv_head": g("num_key_value_heads", default=n_head),
+        out |= _rope_decoder_fields(cfg, g) | {
             "head_dim": g("head_dim"),
-            "d_ff": g("intermediate_size"),
-            "ffn": "swiglu",
-            "vocab_size": g("vocab_size"),
-            "max_seq_len": g("max_position_embeddings"),
-            "tied_embeddings": bool(cfg.get("tie_word_embeddings", False)),
-            "norm": "rmsnorm",
-            "positional": "rope",
             "bias": True,  # q, k, v, o and every expert's projections
             "attention_sinks": True,
             "router_bias": True,
@@ -1048,22 +1041,13 @@ def model_from_hf_config(cfg: Mapping[str, Any], where: str, name: str) -> Model
         freq = cfg.get("moe_layer_freq") or 1
         # as transformers builds them: MoE where i >= first_k_dense_replace and i % moe_layer_freq == 0
         n_moe = sum(1 for i in range(n_layer) if i >= first_dense and i % freq == 0)
-        out |= {
-            "n_layer": n_layer,
-            "d_model": g("hidden_size"),
-            "n_head": n_head,
+        out |= _rope_decoder_fields(cfg, g) | {
             "head_dim": g("qk_nope_head_dim"),
             "kv_lora_rank": g("kv_lora_rank"),
             "q_lora_rank": cfg.get("q_lora_rank") or 0,
             "qk_rope_head_dim": g("qk_rope_head_dim"),
             "v_head_dim": g("v_head_dim"),
-            "d_ff": g("moe_intermediate_size"),
-            "ffn": "swiglu",
-            "vocab_size": g("vocab_size"),
-            "max_seq_len": g("max_position_embeddings"),
-            "tied_embeddings": bool(cfg.get("tie_word_embeddings", False)),
-            "norm": "rmsnorm",
-            "positional": "rope",
+            "d_ff": g("moe_intermediate_size"),  # the routed experts' width (dense layers: intermediate_size)
             "bias": bool(cfg.get("attention_bias")),
             "n_expert": g("n_routed_experts"),
             "n_expert_active": g("num_experts_per_tok"),
