@@ -131,7 +131,8 @@ def build_kernel(cost: OpCost, model: ModelSpec, dtypes: Dtypes, device: str, se
             fn = lambda i: torch.bmm(xs[i % sets], ws[i % sets], out=outs[i % sets])  # noqa: E731
         else:
             xs = [_randn((s.m, s.k), act, device) for _ in range(sets)]  # (tokens, k)
-            ws = [_randn((s.k, s.n), right, device) for _ in range(sets)]  # (k, n)
+            # stored (n, k) as nn.Linear keeps its weight (x @ W^T): the layout models run
+            ws = [_randn((s.n, s.k), right, device).t() for _ in range(sets)]  # (k, n), column-major
             outs = [torch.empty((s.m, s.n), dtype=torch_dtype(act), device=device) for _ in range(sets)]
             fn = lambda i: torch.mm(xs[i % sets], ws[i % sets], out=outs[i % sets])  # noqa: E731
     elif op in ("attn_score", "attn_context"):
