@@ -85,14 +85,16 @@ UNMODELLED: dict[str, tuple[Callable[[str, Any], bool], str]] = {
 }
 
 
-def check_hf_keys(cfg: Mapping[str, Any], read: set[str], where: str) -> None:
-    """Refuse misspelt and unmodelled keys of ``cfg``; ``read``: the keys the mapping asked for."""
+def check_hf_keys(cfg: Mapping[str, Any], read: set[str], where: str, complete: bool = True) -> None:
+    """Refuse misspelt and unmodelled keys of ``cfg``; ``read``: the keys the mapping asked for.
+    ``complete``: the mapping ran to its end (when it stopped early on a bad value, a key it had not
+    reached yet is not "unmodelled": only misspellings are named, then the mapping's own error)."""
     mt = str(cfg.get("model_type"))
     for key in cfg:
         if key in read:
             continue
         rule = UNMODELLED.get(key)
-        if rule is not None and rule[0](mt, cfg[key]):
+        if complete and rule is not None and rule[0](mt, cfg[key]):
             raise ProfileError(f"{where}: field '{key}': {rule[1]} (model_type {mt})")
         # same number of '_'-parts: a typo inside a word (num_key_value_head), not another
         # real key built on ours (use_sliding_window next to sliding_window)
@@ -105,7 +107,7 @@ def check_hf_keys(cfg: Mapping[str, Any], read: set[str], where: str) -> None:
 
 def _check(cfg: Mapping[str, Any], view: Any, where: str, failed: bool) -> None:
     # also when the loader failed: a misspelt required key is better named as a misspelling
-    check_hf_keys(cfg, view.asked, where)
+    check_hf_keys(cfg, view.asked, where, complete=not failed)
 
 
 def checked(loader: Callable) -> Callable:

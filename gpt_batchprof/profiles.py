@@ -116,7 +116,8 @@ class ModelSpec:
     tied_embeddings: bool = False
     norm: str = "layernorm"
     positional: str = "rope"
-    bias: bool = False
+    bias: bool = False  # a bias on every projection: q, k, v, o and the FFN's
+    qkv_bias: bool = False  # qwen2 family: biases on the q, k and v projections only
     n_expert: int = 1
     n_expert_active: int = 1
     d_ff_shared: int = 0  # MoE shared expert (qwen2_moe): an always-active FFN of this width
@@ -132,6 +133,7 @@ class ModelSpec:
     shared_expert_gate: bool = True  # qwen2_moe scales its shared expert by a sigmoid gate; DeepSeek's has none
     norms_per_layer: int = 2  # before attention and FFN; gemma 2/3 also normalise each one's output (4)
     attention_sinks: bool = False  # gpt-oss: one learned logit per query head joins every softmax
+    qk_norm: bool = False  # qwen3, gemma3: an RMSNorm (head_dim weights) over each query and key head
     router_bias: bool = False  # gpt-oss: the MoE router has a bias per expert
     layer_groups: tuple[LayerGroup, ...] = ()  # empty: every layer as above
     source: str = ""
@@ -223,6 +225,8 @@ class ModelSpec:
         n = self.norms_per_layer * self.norm_params
         if self.bias:
             n += (q + 2 * kv) + d + self.n_expert * ((self.n_ffn_matrices - 1) * f + d)
+        elif self.qkv_bias:
+            n += q + 2 * kv
         if self.n_expert > 1:
             n += d * self.n_expert + (self.n_expert if self.router_bias else 0)
         if self.d_ff_shared and self.shared_expert_gate:
@@ -231,6 +235,8 @@ class ModelSpec:
             n += self.q_lora_rank + self.kv_lora_rank
         if self.attention_sinks:
             n += self.n_head
+        if self.qk_norm:  # one weight vector for all query heads and one for all key heads
+            n += 2 * self.head_dim
         return n
 
     @property
@@ -503,6 +509,7 @@ def model_from_mapping(data: Mapping[str, Any], where: str, source: str = "") ->
         norm=f.str("norm", default="layernorm", choices=NORM_KINDS),
         positional=f.str("positional", default="rope", choices=POSITIONAL_KINDS),
         bias=f.bool("bias", False),
+        qkv_bias=f.bool("qkv_bias", False),
         n_expert=n_expert,
         n_expert_active=n_expert_active,
         d_ff_shared=d_ff_shared,
@@ -514,6 +521,7 @@ def model_from_mapping(data: Mapping[str, Any], where: str, source: str = "") ->
         shared_expert_gate=f.bool("shared_expert_gate", True),
         norms_per_layer=norms_per_layer,
         attention_sinks=f.bool("attention_sinks", False),
+        qk_norm=f.bool("qk_norm", False),
         router_bias=f.bool("router_bias", False),
         layer_groups=groups,
         source=source,
@@ -874,8 +882,6 @@ def _hf_get(cfg: Mapping[str, Any], where: str, *keys: str, default: Any = None)
 def _projection_biases(cfg: Mapping[str, Any], where: str, mt: str) -> bool:
     """llama-style ``attention_bias`` and ``mlp_bias``: both true is a model with a bias on every
     projection (the schema's ``bias``); one without the other is refused (one flag cannot say it)."""
-    if mt.startswith("qwen2"):
-        return True  # qwen2's q/k/v biases are always there (its config has no such keys)
     attn, mlp = cfg.get("attention_bias") is True, cfg.get("mlp_bias") is True
     if attn != mlp:
         key = "attention_bias" if attn else "mlp_bias"
@@ -965,7 +971,12 @@ def model_from_hf_config(cfg: Mapping[str, Any], where: str, name: str) -> Model
     g = lambda *keys, default=None: _hf_get(cfg, where, *keys, default=default)  # noqa: E731
     out: dict[str, Any] = {"name": name}
     if mt in ("llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "phi3"):
-        out |= _rope_decoder_fields(cfg, g) | {"bias": mt.startswith("qwen2") or _projection_biases(cfg, where, mt)}
+        if mt.startswith("qwen2"):  # Qwen2Attention: q, k, v with biases, o_proj and the FFN without (no config key)
+            out |= _rope_decoder_fields(cfg, g) | {"bias": False, "qkv_bias": True}
+        else:
+            out |= _rope_decoder_fields(cfg, g) | {"bias": _projection_biases(cfg, where, mt)}
+        if mt in ("qwen3", "qwen3_moe"):  # Qwen3Attention normalises each query and key head (q_norm, k_norm)
+            out["qk_norm"] = True
         if cfg.get("head_dim"):
             out["head_dim"] = cfg["head_dim"]
         window = cfg.get("sliding_window")
@@ -1024,6 +1035,7 @@ def model_from_hf_config(cfg: Mapping[str, Any], where: str, name: str) -> Model
             "positional": "rope",
             "bias": bool(cfg.get("attention_bias")),
             "norms_per_layer": 4,
+            "qk_norm": True,  # Gemma3Attention's q_norm and k_norm
         }
         if cfg.get("layer_types") is not None:
             out["layers"] = _attention_layers(cfg, where, n_layer, g("sliding_window"))

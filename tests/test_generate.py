@@ -50,6 +50,7 @@ VARIANTS = {
                               "test"),
     # gemma 3: GeGLU, RMSNorm before and after each sub-layer, local and global layers
     "gemma": model_from_mapping(FAMILIES["llama"] | {"name": "tiny-gemma", "ffn": "geglu", "norms_per_layer": 4,
+                                                     "qk_norm": True,
                                                      "layers": [{"count": 1, "sliding_window": 16}, {"count": 1}]},
                                 "test"),
     "stack-moe": model_from_mapping(FAMILIES["moe"] | {"name": "tiny-dsv3", "n_layer": 3, "d_ff_shared": 128, "layers": [

@@ -141,8 +141,9 @@ def test_hf_configs_of_other_families(tmp_path):
             "num_key_value_heads": 4, "intermediate_size": 18944, "vocab_size": 152064,
             "max_position_embeddings": 32768, "tie_word_embeddings": False}
     m = load_model(hf(tmp_path, qwen))
-    assert (m.n_kv_head, m.bias) == (4, True)
-    assert m.n_params == pytest.approx(7.62e9, rel=0.005)  # Qwen2-7B: 7,615,616,512
+    # q, k and v have biases, o_proj and the FFN none (Qwen2Attention, Qwen2MLP)
+    assert (m.n_kv_head, m.bias, m.qkv_bias) == (4, False, True)
+    assert m.n_params == 7_615_616_512  # Qwen2-7B as published (the safetensors index's total)
 
 
 def test_hf_config_errors(tmp_path):

@@ -223,13 +223,16 @@ def weight_split(model: ModelSpec, par: Parallelism, dtypes: Dtypes) -> WeightSp
     norm = m.norm_params
     kv_replicated = m.n_kv_head < tp
     # bytes per layer on one GPU, (sharded, replicated)
-    kv_mat, kv_bias = 2 * d * kv_local * w, (2 * kv_local * wo if m.bias else 0)
+    qkv_biased = m.bias or m.qkv_bias
+    kv_mat, kv_bias = 2 * d * kv_local * w, (2 * kv_local * wo if qkv_biased else 0)
     we = DTYPE_BYTES[dtypes.expert_weight] if m.is_moe else w  # routed experts' own dtype (gpt-oss: mxfp4)
     sharded = (2 * d * q_local + n_mat * d * fs) * w + n_mat * d * experts * f * we \
         + (0 if kv_replicated else kv_mat + kv_bias)
     replicated = m.norms_per_layer * norm * wo + (kv_mat + kv_bias if kv_replicated else 0)
-    if m.bias:  # column-parallel biases are split, row-parallel ones (added after the all-reduce) are whole
-        sharded += (q_local + experts * (n_mat - 1) * f) * wo
+    if qkv_biased:  # column-parallel biases are split, row-parallel ones (added after the all-reduce) are whole
+        sharded += q_local * wo
+    if m.bias:
+        sharded += experts * (n_mat - 1) * f * wo
         replicated += (d + experts * d) * wo
     if m.is_moe:
         replicated += (d + (1 if m.router_bias else 0)) * m.n_expert * wo  # router (and its bias)

@@ -5,7 +5,9 @@ weights, nothing downloaded): the user's own ``config.json`` when ``--model`` is
 a config of the matching transformers architecture written from the ModelSpec (GPT-2 for
 learned positions + LayerNorm + GELU, GPT-NeoX for rotary + LayerNorm + GELU, Llama for
 rotary + RMSNorm + SwiGLU, Mistral when it has a sliding window, Mixtral for its MoE form,
-Qwen2-MoE when the experts have a shared one).
+Qwen2 / Qwen2-MoE for q/k/v biases or a shared expert, Qwen3 / Qwen3-MoE for q/k norms,
+Gemma 3, gpt-oss and DeepSeek-V3 for their layer stacks). Either way the built model must hold
+exactly the profile's weights, or the run is refused: it would time another model.
 
 Cache: transformers' ``DynamicCache``, what ``model.generate()`` uses by default, so the
 figures are what a plain transformers deployment reaches. It grows by concatenation
@@ -48,7 +50,7 @@ def _refuse_missing(spec: ModelSpec, arch: str, *, gqa: bool, experts: bool, win
     if not window and spec.sliding_window:
         lacks.append(f"sliding window ({spec.sliding_window})")
     if not free_head_dim and spec.head_dim * spec.n_head != spec.d_model:
-        lacks.append(f"head_dim {spec.head_dim} (d_model / n_head is {spec.d_model // spec.n_head})")
+        lacks.append(f"head_dim {spec.head_dim} apart from d_model / n_head ({spec.d_model} / {spec.n_head})")
     if lacks:
         raise BatchprofError(
             f"--engine hf: {spec.name} would be built as transformers' {arch}, which has no {' and no '.join(lacks)}; "
@@ -77,18 +79,102 @@ def check_config(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     return cfg
 
 
-def config_dict(spec: ModelSpec) -> dict[str, Any]:
-    """The config.json behind ``spec`` when it was loaded from one, else one written from the spec
-    (refused when no transformers architecture can be built exactly as the spec says)."""
-    if spec.source.endswith(".json"):
-        import json
+# config.json model_types transformers builds under another name: the multimodal wrappers keep their
+# language model in text_config (its own model_type), Kimi-K2 is DeepSeek-V3's architecture (its
+# config.json names DeepseekV3ForCausalLM and ships no modelling code of its own).
+TEXT_MODEL_TYPES = {"gemma3": "gemma3_text", "llama4": "llama4_text"}
+SAME_ARCHITECTURE = {"kimi_k2": "deepseek_v3"}
 
-        with open(spec.source, encoding="utf-8") as fh:
-            return json.load(fh)
-    if spec.layer_groups or spec.attention_sinks or spec.router_bias or spec.is_mla or spec.norms_per_layer != 2:
-        raise BatchprofError(f"--engine hf: {spec.name} has layer kinds or parts (sinks, router bias) a config "
-                             "written from the profile cannot express; give its config.json as --model")
+
+def language_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The part of a config.json transformers builds a causal LM from, with a model_type it knows."""
+    mt = cfg.get("model_type")
+    if mt in TEXT_MODEL_TYPES and isinstance(cfg.get("text_config"), dict):
+        return dict(cfg["text_config"]) | {"model_type": TEXT_MODEL_TYPES[mt]}
+    if mt in SAME_ARCHITECTURE:
+        return dict(cfg) | {"model_type": SAME_ARCHITECTURE[mt]}
+    return dict(cfg)
+
+
+def _layer_types(spec: ModelSpec) -> list[str]:
+    """transformers' per-layer attention list, in the order the stack runs its layers."""
+    return ["full_attention" if p.sliding_window is None else "sliding_attention" for p in spec.layer_specs()]
+
+
+def _one_window(spec: ModelSpec) -> int | None:
+    windows = {p.sliding_window for p in spec.parts()} - {None}
+    if len(windows) > 1:
+        raise BatchprofError(f"--engine hf: {spec.name} has windows of {sorted(windows)} tokens; transformers' "
+                             "configs hold one; give its config.json as --model, or use --engine reference")
+    return next(iter(windows), None)
+
+
+def _ffn_groups(spec: ModelSpec) -> tuple[list[int], int | None]:
+    """Indices of the dense layers of an MoE stack, and their width (None when there are none)."""
+    dense = [i for i, p in enumerate(spec.layer_specs()) if p.n_expert == 1]
+    widths = {spec.layer_specs()[i].d_ff for i in dense}
+    moe = {(p.d_ff, p.n_expert, p.n_expert_active, p.d_ff_shared) for p in spec.parts() if p.n_expert > 1}
+    if len(widths) > 1 or len(moe) > 1:
+        raise BatchprofError(f"--engine hf: {spec.name} has several dense or MoE layer kinds; transformers' configs "
+                             "hold one of each; give its config.json as --model, or use --engine reference")
+    return dense, next(iter(widths), None)
+
+
+def _moe_fields(spec: ModelSpec) -> ModelSpec:
+    """The MoE layers' part of a stack (the model itself when uniform)."""
+    return next((p for p in spec.parts() if p.n_expert > 1), spec)
+
+
+def _from_spec(spec: ModelSpec) -> dict[str, Any]:
+    """A config.json for the transformers architecture that builds exactly what ``spec`` describes."""
     common = {"vocab_size": spec.vocab_size, "tie_word_embeddings": spec.tied_embeddings}
+    rope_decoder = spec.positional == "rope" and spec.norm == "rmsnorm"
+    d = common | {"hidden_size": spec.d_model, "num_hidden_layers": spec.n_layer,
+                  "num_attention_heads": spec.n_head, "num_key_value_heads": spec.n_kv_head,
+                  "head_dim": spec.head_dim, "intermediate_size": spec.d_ff,
+                  "max_position_embeddings": spec.max_seq_len, "attention_bias": spec.bias}
+    if spec.is_mla and rope_decoder and spec.ffn == "swiglu":  # DeepSeek-V3 / Kimi-K2
+        dense, dense_ff = _ffn_groups(spec)  # built first, as DeepSeek-V3 places them (the order costs nothing)
+        moe = _moe_fields(spec)
+        if moe.d_ff_shared % moe.d_ff:
+            raise BatchprofError(f"--engine hf: {spec.name}'s shared expert ({moe.d_ff_shared}) is not a whole "
+                                 f"number of experts of {moe.d_ff}; DeepSeek-V3's config counts them")
+        return d | {"model_type": "deepseek_v3", "intermediate_size": dense_ff or spec.d_ff,
+                    "moe_intermediate_size": moe.d_ff, "n_routed_experts": moe.n_expert,
+                    "num_experts_per_tok": moe.n_expert_active, "n_shared_experts": moe.d_ff_shared // moe.d_ff,
+                    "first_k_dense_replace": len(dense), "n_group": 1, "topk_group": 1,
+                    "q_lora_rank": spec.q_lora_rank or None, "kv_lora_rank": spec.kv_lora_rank,
+                    "qk_rope_head_dim": spec.qk_rope_head_dim, "qk_nope_head_dim": spec.head_dim,
+                    "v_head_dim": spec.v_head_dim, "head_dim": spec.qk_rope_head_dim}
+    if spec.attention_sinks and rope_decoder and spec.ffn == "swiglu":  # gpt-oss
+        return d | {"model_type": "gpt_oss", "num_local_experts": spec.n_expert,
+                    "num_experts_per_tok": spec.n_expert_active, "sliding_window": _one_window(spec) or 0,
+                    "layer_types": _layer_types(spec)}
+    if spec.norms_per_layer == 4 and rope_decoder and spec.ffn == "geglu" and not spec.is_moe:  # Gemma 3
+        return d | {"model_type": "gemma3_text", "sliding_window": _one_window(spec) or spec.max_seq_len,
+                    "layer_types": _layer_types(spec), "hidden_activation": "gelu_pytorch_tanh"}
+    if spec.qk_norm and rope_decoder and spec.ffn == "swiglu" and not spec.d_ff_shared:  # Qwen3, Qwen3-MoE
+        _refuse_missing(spec, "qwen3", gqa=True, experts=True, window=False, free_head_dim=True)
+        if not spec.is_moe:
+            return d | {"model_type": "qwen3"}
+        dense, dense_ff = _ffn_groups(spec)
+        moe = _moe_fields(spec)
+        return d | {"model_type": "qwen3_moe", "intermediate_size": dense_ff or spec.d_ff, "num_experts": moe.n_expert,
+                    "moe_intermediate_size": moe.d_ff, "num_experts_per_tok": moe.n_expert_active,
+                    "mlp_only_layers": dense, "decoder_sparse_step": 1}
+    if spec.is_stack and spec.d_ff_shared and rope_decoder and spec.ffn == "swiglu" and spec.shared_expert_gate \
+            and not (spec.attention_sinks or spec.router_bias or spec.is_mla or spec.qk_norm or _one_window(spec)):
+        dense, dense_ff = _ffn_groups(spec)  # Qwen2-MoE: dense layers listed in mlp_only_layers
+        moe = _moe_fields(spec)
+        return d | {"model_type": "qwen2_moe", "qkv_bias": spec.qkv_bias, "intermediate_size": dense_ff or spec.d_ff,
+                    "num_experts": moe.n_expert,
+                    "moe_intermediate_size": moe.d_ff, "shared_expert_intermediate_size": moe.d_ff_shared,
+                    "num_experts_per_tok": moe.n_expert_active, "mlp_only_layers": dense, "decoder_sparse_step": 1}
+    if spec.layer_groups or spec.attention_sinks or spec.router_bias or spec.is_mla or spec.norms_per_layer != 2 \
+            or spec.qk_norm:
+        raise BatchprofError(f"--engine hf: {spec.name} has layer kinds or parts (sinks, router bias, q/k norms) no "
+                             "transformers architecture written from the profile holds together; give its "
+                             "config.json as --model, or use --engine reference")
     if spec.positional == "learned" and spec.norm == "layernorm" and spec.ffn == "gelu":
         _refuse_missing(spec, "gpt2", gqa=False, experts=False, window=False, free_head_dim=False)
         return common | {"model_type": "gpt2", "n_positions": spec.max_seq_len, "n_embd": spec.d_model,
@@ -99,25 +185,46 @@ def config_dict(spec: ModelSpec) -> dict[str, Any]:
         return common | {"model_type": "gpt_neox", "hidden_size": spec.d_model, "num_hidden_layers": spec.n_layer,
                          "num_attention_heads": spec.n_head, "intermediate_size": spec.d_ff,
                          "max_position_embeddings": spec.max_seq_len, "rotary_pct": 1.0, "hidden_act": "gelu"}
-    if spec.positional == "rope" and spec.norm == "rmsnorm" and spec.ffn == "swiglu":
-        d = common | {"hidden_size": spec.d_model, "num_hidden_layers": spec.n_layer,
-                      "num_attention_heads": spec.n_head, "num_key_value_heads": spec.n_kv_head,
-                      "head_dim": spec.head_dim, "intermediate_size": spec.d_ff,
-                      "max_position_embeddings": spec.max_seq_len, "attention_bias": spec.bias}
+    if rope_decoder and spec.ffn == "swiglu":
         if spec.d_ff_shared:
             _refuse_missing(spec, "qwen2_moe", gqa=True, experts=True, window=False, free_head_dim=True)
-            return d | {"model_type": "qwen2_moe", "num_experts": spec.n_expert, "moe_intermediate_size": spec.d_ff,
+            return d | {"model_type": "qwen2_moe", "qkv_bias": spec.qkv_bias, "num_experts": spec.n_expert,
+                        "moe_intermediate_size": spec.d_ff,
                         "shared_expert_intermediate_size": spec.d_ff_shared,
                         "num_experts_per_tok": spec.n_expert_active}
         if spec.is_moe:
             return d | {"model_type": "mixtral", "num_local_experts": spec.n_expert,
                         "num_experts_per_tok": spec.n_expert_active, "sliding_window": spec.sliding_window}
+        if spec.qkv_bias and not spec.bias:  # Qwen2: biases on q, k and v only
+            _refuse_missing(spec, "qwen2", gqa=True, experts=False, window=False, free_head_dim=True)
+            return d | {"model_type": "qwen2"}
         if spec.sliding_window:
             return d | {"model_type": "mistral", "sliding_window": spec.sliding_window}
         return d | {"model_type": "llama"}
     raise BatchprofError(
         f"--engine hf: no transformers architecture matches {spec.name} ({spec.positional} positions, "
         f"{spec.norm}, {spec.ffn}); give its config.json as --model, or use --engine reference")
+
+
+def config_dict(spec: ModelSpec) -> dict[str, Any]:
+    """The config.json behind ``spec`` when it was loaded from one (its language model, under a
+    model_type transformers builds), else one written from the spec (refused when no transformers
+    architecture can be built exactly as the spec says)."""
+    if spec.source.endswith(".json"):
+        import json
+
+        with open(spec.source, encoding="utf-8") as fh:
+            return language_config(json.load(fh))
+    return _from_spec(spec)
+
+
+def stored_numel(model) -> int:
+    """Values the model stores: its parameters and persistent buffers (DeepSeek-V3's per-expert
+    score correction is a buffer), each shared tensor (tied embeddings) once."""
+    seen: dict[int, int] = {}
+    for t in model.state_dict(keep_vars=True).values():
+        seen[id(t)] = t.numel()
+    return sum(seen.values())
 
 
 class HFEngine:
@@ -139,25 +246,39 @@ class HFEngine:
         self.model = transformers.AutoModelForCausalLM.from_config(
             config, dtype=torch_dtype_of(scenario), attn_implementation=attn).to(settings.device).eval()
         self.vocab_size = config.vocab_size
+        built, want = stored_numel(self.model), spec.n_params
+        if built != want:  # a key the config carries that the profile's mapping did not read, or the reverse
+            raise BatchprofError(f"--engine hf: transformers' {type(self.model).__name__} built from "
+                                 f"{spec.source or spec.name} holds {built:,} weights, the profile {want:,}; "
+                                 "it would time another model (use --engine reference)")
 
     def session(self, batch: int, max_len: int) -> "HFSession":
-        return HFSession(self.model)
+        return HFSession(self.model, cache_argument(self.model))
+
+
+def cache_argument(model) -> str:
+    """The keyword the model's forward takes its KV cache by: ``cache`` from transformers 5.2x
+    (``past_key_values`` is deprecated there, to be removed in 5.40), ``past_key_values`` before."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 @dataclass
 class HFSession:
     model: Any
+    cache_kw: str = "past_key_values"
     cache: Any = None
 
     def prefill(self, prompt):
         from transformers import DynamicCache
 
         self.cache = DynamicCache()  # every generation starts empty
-        out = self.model(input_ids=prompt, past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+        out = self.model(input_ids=prompt, use_cache=True, logits_to_keep=1, **{self.cache_kw: self.cache})
         return out.logits[:, -1].argmax(-1, keepdim=True)  # (B, 1)
 
     def decode(self, tok, pos: int):
-        out = self.model(input_ids=tok, past_key_values=self.cache, use_cache=True)
+        out = self.model(input_ids=tok, use_cache=True, **{self.cache_kw: self.cache})
         return out.logits[:, -1].argmax(-1, keepdim=True)  # (B, 1)
 
     @property

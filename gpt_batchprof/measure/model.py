@@ -85,11 +85,14 @@ class Attention(nn.Module):
         self.fused = attention == "fused"
         self.alibi = spec.positional == "alibi"
         self.window = spec.sliding_window
-        self.qkv_proj = nn.Linear(spec.d_model, spec.q_dim + 2 * spec.kv_dim, bias=spec.bias)
+        self.qkv_proj = nn.Linear(spec.d_model, spec.q_dim + 2 * spec.kv_dim, bias=spec.bias or spec.qkv_bias)
         # gpt-oss: a learned logit per query head that joins every softmax (a key with no value).
         # The unfused path adds it to the softmax; fused SDPA has no place for it and leaves it out
         # (it is no FLOP and one value per row: the timing is the same).
         self.sinks = nn.Parameter(torch.zeros(spec.n_head)) if spec.attention_sinks else None
+        # qwen3, gemma3: each query and key head is RMS-normalised over head_dim before RoPE
+        self.q_norm = nn.RMSNorm(self.hs, eps=1e-6) if spec.qk_norm else None
+        self.k_norm = nn.RMSNorm(self.hs, eps=1e-6) if spec.qk_norm else None
         self.out_proj = nn.Linear(spec.q_dim, spec.d_model, bias=spec.bias)
 
     def forward(self, x, k_cache, v_cache, pos: int, rope, slopes):
@@ -100,6 +103,8 @@ class Attention(nn.Module):
         q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, nkv, hs).transpose(1, 2)  # (B, nkv, T, hs)
         v = v.view(B, T, nkv, hs).transpose(1, 2)  # (B, nkv, T, hs)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             cos, sin = rope[0][pos:pos + T], rope[1][pos:pos + T]  # (T, hs)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
