@@ -8,7 +8,7 @@ import yaml
 from typer.testing import CliRunner
 
 from gpt_batchprof.analytic import Dtypes, Scenario, predict, serving_report
-from gpt_batchprof.analytic.efficiency import Table
+from gpt_batchprof.profiles.measured import Table
 from gpt_batchprof.analytic.ops import matmul_cost
 from gpt_batchprof.cli import app
 from gpt_batchprof.errors import ProfileError

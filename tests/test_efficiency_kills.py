@@ -6,12 +6,11 @@ import math
 import pytest
 
 from gpt_batchprof.analytic import Dtypes, Scenario, combine, predict, serving_report
-from gpt_batchprof.analytic.efficiency import (
-    Calibrated, MeasuredTables, Table, calibrated_time, kernel_table, kernel_tables, table_name, unit,
-)
+from gpt_batchprof.analytic.efficiency import Calibrated, calibrated_time, kernel_table, kernel_tables
 from gpt_batchprof.analytic.ops import OpCost, OpShape
 from gpt_batchprof.analytic.serving import _sum_sampled, latencies
 from gpt_batchprof.profiles import hardware_from_mapping, model_from_mapping
+from gpt_batchprof.profiles.measured import MeasuredTables, Table, table_name, unit
 
 
 def cost(op, flops=0.0, nbytes=0.0, launches=1, dtype="fp32", **shape):

@@ -23,19 +23,15 @@ KNOWN_CIRCLES = {
     frozenset({"gpt_batchprof.measure.generate", "gpt_batchprof.measure.hf"}),
     # disaggregated serving (simulate/pools.py) and the engine call each other inside functions
     frozenset({"gpt_batchprof.simulate.engine", "gpt_batchprof.simulate.pools"}),
-    # profiles parses the `measured:` section with analytic.efficiency's Table, and importing that
-    # module runs analytic/__init__.py, which imports everything analytic (and so profiles).
-    frozenset({"gpt_batchprof.profiles", "gpt_batchprof.analytic", "gpt_batchprof.analytic.analyze",
-               "gpt_batchprof.analytic.gpt", "gpt_batchprof.analytic.dtypes", "gpt_batchprof.analytic.parallel",
-               "gpt_batchprof.analytic.roofline", "gpt_batchprof.analytic.serving",
-               "gpt_batchprof.analytic.speculative"}),
 }
 # (from package, to package) arrows the layering forbids: measure must not render, report must not
 # depend on simulate's engine, analytic must not reach up at all.
 FORBIDDEN = [("gpt_batchprof.measure", "gpt_batchprof.report"), ("gpt_batchprof.report", "gpt_batchprof.simulate")]
-FORBIDDEN += [("gpt_batchprof.analytic", up) for up in ("gpt_batchprof.measure", "gpt_batchprof.report",
-                                                         "gpt_batchprof.sweep", "gpt_batchprof.simulate",
-                                                         "gpt_batchprof.cli")]
+UPPER = ("gpt_batchprof.measure", "gpt_batchprof.report", "gpt_batchprof.sweep", "gpt_batchprof.simulate",
+         "gpt_batchprof.cli")
+FORBIDDEN += [("gpt_batchprof.analytic", up) for up in UPPER]
+# the specs sit below everything: nothing under profiles/ reaches into analytic or above
+FORBIDDEN += [("gpt_batchprof.profiles", up) for up in ("gpt_batchprof.analytic",) + UPPER]
 KNOWN_ARROWS = {
     ("gpt_batchprof.measure.generate", "gpt_batchprof.report"),
     ("gpt_batchprof.measure.generate", "gpt_batchprof.report.units"),
@@ -127,6 +123,17 @@ def test_no_import_circle_beyond_the_known_ones():
     found = set(circles(import_graph()))
     assert found - KNOWN_CIRCLES == set(), "new import circle(s)"
     assert KNOWN_CIRCLES - found == set(), "a known circle is gone: remove it from KNOWN_CIRCLES"
+
+
+def test_profiles_import_nothing_above_them():
+    # the measured tables used to live in analytic/efficiency.py, so profiles imported analytic
+    g = import_graph()
+    assert "gpt_batchprof.profiles.measured" in g  # the walker sees the package's modules
+    reached = {t for m, ts in g.items() if m == "gpt_batchprof.profiles" or m.startswith("gpt_batchprof.profiles.")
+               for t in ts}
+    assert {t for t in reached if not t.startswith("gpt_batchprof.profiles")} <= {
+        "gpt_batchprof.errors", "gpt_batchprof.files", "gpt_batchprof.hf_keys"}
+    assert "gpt_batchprof.profiles.measured" in g["gpt_batchprof.analytic.efficiency"]  # the arrow points down
 
 
 def test_the_analytic_core_without_its_package_init_has_no_circle():

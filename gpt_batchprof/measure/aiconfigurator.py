@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from gpt_batchprof.analytic.efficiency import MeasuredTables, Table
+from gpt_batchprof.profiles.measured import MeasuredTables, Table
 from gpt_batchprof.analytic.gpt import expected_experts_touched
 from gpt_batchprof.analytic.ops import causal_pairs
 from gpt_batchprof.errors import BatchprofError

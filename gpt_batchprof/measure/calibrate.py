@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from gpt_batchprof.analytic.efficiency import MeasuredTables
 from gpt_batchprof.errors import BatchprofError
 from gpt_batchprof.profiles import HardwareSpec, hardware_to_yaml_mapping
+from gpt_batchprof.profiles.measured import MeasuredTables
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +56,7 @@ class Calibration:
         runs faster), and a roofline below its own calibrated times would be impossible."""
         if measured is None:
             return dict(self.peak_flops_per_s)
-        from gpt_batchprof.analytic.efficiency import best_flop_rate
+        from gpt_batchprof.profiles.measured import best_flop_rate
 
         return {dt: max(p, best_flop_rate(measured, dt)) for dt, p in self.peak_flops_per_s.items()}
 

@@ -1,4 +1,4 @@
-"""Measure the efficiency tables of analytic/efficiency.py on this device.
+"""Measure the efficiency tables of profiles/measured.py on this device.
 
 Every cell is one kernel timed through measure.timing's timers (``CpuTimer`` / ``CudaTimer``),
 its kernel built by measure.kernels' ``build_kernel`` from an ``OpCost`` at the cell's shape
@@ -8,7 +8,7 @@ because drawing a fresh 1 GiB random weight for every M would take longer than t
 
 The grid is generic and log-spaced (``GridSpec``), not taken from any model. Cells whose one
 call would exceed ``max_call_flops`` / ``max_call_bytes`` are left unmeasured (null; see the
-fill rule in efficiency.py). Rates are stored net of the measured per-call overhead.
+fill rule in profiles/measured.py). Rates are stored net of the measured per-call overhead.
 
 Robustness (a shared machine must still yield usable tables, and a noisy one must not write
 silent nonsense):
@@ -20,7 +20,7 @@ silent nonsense):
   nor achieve a rate ``DROP_TOLERANCE`` x below the next smaller one's. Such cells, and those
   whose repeats still disagree, are re-measured in up to three rounds, after a short pause each;
 - a cell still out of line after ``MAX_ATTEMPTS`` timings is dropped (null: the fill rule of
-  efficiency.py applies); a table losing more than ``DROP_LIMIT`` of its cells (and more than
+  profiles/measured.py applies); a table losing more than ``DROP_LIMIT`` of its cells (and more than
   one) is refused: ``measure_tables`` raises one line (or, with ``force``, records a warning);
 - the CPU timer records the share of CPU time the process got while timing a cell
   (``Measurement.cpu_share``); a cell under ``CPU_SHARE_MIN`` was descheduled and is
@@ -48,12 +48,12 @@ from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from typing import Callable
 
-from gpt_batchprof.analytic.efficiency import HOST_STYLES, MeasuredTables, Table
 from gpt_batchprof.analytic.gpt import Dtypes
 from gpt_batchprof.analytic.ops import OpCost, OpShape, causal_pairs, elementwise_cost
 from gpt_batchprof.errors import BatchprofError
 from gpt_batchprof.measure.device import DEFAULT_LLC_BYTES
 from gpt_batchprof.profiles import DTYPE_BYTES
+from gpt_batchprof.profiles.measured import HOST_STYLES, MeasuredTables, Table
 
 BUSY_TOLERANCE = 0.20  # reference kernels at the start and the end may differ by this much
 REPEAT_TOLERANCE = 0.25  # a cell's repeats (slowest run median / fastest - 1) may differ by this much
@@ -253,7 +253,7 @@ class _Cells:
         return best
 
     def rate(self, work: float, t: float) -> float:
-        """Work per second net of the per-call overhead (see efficiency.py)."""
+        """Work per second net of the per-call overhead (see profiles/measured.py)."""
         net = t - self.overhead_s if t >= 2 * self.overhead_s else t / 2
         return work / net
 
@@ -287,7 +287,7 @@ class _Cells:
               cells: list[Cell | None]) -> Table | None:
         """Time every cell (None: over budget), re-measure the unsteady and the implausible,
         drop (null) what stays implausible, and record the table's quality."""
-        from gpt_batchprof.analytic.efficiency import KIND_AXES, table_name
+        from gpt_batchprof.profiles.measured import KIND_AXES, table_name
 
         name = table_name(kind, dtype)
         for c in cells:

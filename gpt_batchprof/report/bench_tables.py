@@ -167,7 +167,7 @@ def calibration_table(cal, datasheet=None) -> Table:
 def measured_table(measured) -> Table:
     """One line per efficiency table: its axes, how many cells were measured, the range of rates,
     and (when recorded) its quality: spread of the repeats, cells re-measured and dropped."""
-    from gpt_batchprof.analytic.efficiency import unit
+    from gpt_batchprof.profiles.measured import unit
 
     host = measured.host_s_per_layer
     title = ("efficiency tables (overhead per kernel call: "

@@ -1,0 +1,266 @@
+"""Hugging Face ``config.json`` (read offline) mapped to the profile schema, family by family.
+Keys that change FLOPs, bytes or memory and are not modelled are refused (``hf_keys``)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+from gpt_batchprof import hf_keys
+from gpt_batchprof.errors import ProfileError
+from gpt_batchprof.profiles.schema import model_from_mapping
+from gpt_batchprof.profiles.specs import ModelSpec
+
+
+def _hf_get(cfg: Mapping[str, Any], where: str, *keys: str, default: Any = None) -> Any:
+    for k in keys:
+        if cfg.get(k) is not None:
+            return cfg[k]
+    if default is not None:
+        return default
+    raise ProfileError(f"{where}: field '{keys[0]}': missing (required for this model_type)")
+
+
+def _projection_biases(cfg: Mapping[str, Any], where: str, mt: str) -> bool:
+    """llama-style ``attention_bias`` and ``mlp_bias``: both true is a model with a bias on every
+    projection (the schema's ``bias``); one without the other is refused (one flag cannot say it)."""
+    attn, mlp = cfg.get("attention_bias") is True, cfg.get("mlp_bias") is True
+    if attn != mlp:
+        key = "attention_bias" if attn else "mlp_bias"
+        raise ProfileError(f"{where}: field '{key}': biases on only the "
+                           f"{'attention' if attn else 'FFN'} projections are not modelled (model_type {mt})")
+    return attn
+
+
+def _qwen_moe_layers(cfg: Mapping[str, Any], g: Callable, n_layer: int) -> dict[str, Any]:
+    """qwen2_moe / qwen3_moe: layer i is MoE unless it is in ``mlp_only_layers`` or (i + 1) is not a
+    multiple of ``decoder_sparse_step`` (as transformers builds them); the others are dense FFNs of
+    ``intermediate_size``."""
+    step = cfg.get("decoder_sparse_step") or 1
+    dense_only = set(cfg.get("mlp_only_layers") or ())
+    moe = {
+        "n_expert": g("num_experts"),
+        "n_expert_active": g("num_experts_per_tok"),
+        "d_ff": g("moe_intermediate_size"),
+        "d_ff_shared": cfg.get("shared_expert_intermediate_size") or 0,
+    }
+    n_dense = sum(1 for i in range(n_layer) if i in dense_only or (i + 1) % step)
+    if n_dense:
+        moe["layers"] = [{"count": n_layer - n_dense}, {"count": n_dense, "n_expert": 1, "d_ff": g("intermediate_size")}]
+    return moe
+
+
+def _attention_layers(cfg: Mapping[str, Any], where: str, n_layer: int, window: int) -> list[dict[str, Any]]:
+    """``layer_types`` ("sliding_attention" / "full_attention" per layer) as layer groups."""
+    types = cfg.get("layer_types")
+    if not isinstance(types, list) or len(types) != n_layer:
+        raise ProfileError(f"{where}: field 'layer_types': must list the attention of each of the "
+                           f"{n_layer} layers, got {types!r:.60}")
+    unknown = sorted({t for t in types if t not in ("sliding_attention", "full_attention")})
+    if unknown:
+        raise ProfileError(f"{where}: field 'layer_types': {unknown[0]!r} is not modelled "
+                           "(known: sliding_attention, full_attention)")
+    sliding = types.count("sliding_attention")
+    groups = [{"count": sliding, "sliding_window": window}, {"count": n_layer - sliding, "sliding_window": None}]
+    return [grp for grp in groups if grp["count"]]
+def _windowed_layers(cfg: Mapping[str, Any], where: str, mt: str, n_layer: Any) -> int:
+    """How many layers a config's sliding window applies to (a stack of windowed and full layers
+    when not all or none).
+
+    As transformers builds them: an explicit ``layer_types`` list says it per layer; mistral,
+    mixtral and phi3 window every layer; qwen2/qwen3 only with ``use_sliding_window: true``, and then
+    only the layers from ``max_window_layers`` on (default 28), so Qwen2-7B (28 layers) has none."""
+    types = cfg.get("layer_types")
+    if isinstance(types, list) and types:
+        return sum(t == "sliding_attention" for t in types)
+    if not isinstance(n_layer, int) or isinstance(n_layer, bool):
+        return 0  # the field checks name the bad value
+    if mt in ("mistral", "mixtral", "phi3"):
+        return n_layer
+    if not cfg.get("use_sliding_window"):
+        return 0
+    first = cfg.get("max_window_layers", 28)
+    if not isinstance(first, int) or isinstance(first, bool):
+        return n_layer  # the field checks name the bad value
+    return min(n_layer, max(0, n_layer - max(0, first)))
+
+
+def _rope_decoder_fields(cfg: Mapping[str, Any], g: Callable[..., Any]) -> dict[str, Any]:
+    """The fields every rotary, RMSNorm, gated-FFN decoder's config.json states the same way
+    (llama, mistral, qwen, phi3, gpt_oss): read in one place."""
+    n_head = g("num_attention_heads")
+    return {
+        "n_layer": g("num_hidden_layers"),
+        "d_model": g("hidden_size"),
+        "n_head": n_head,
+        "n_kv_head": g("num_key_value_heads", default=n_head),
+        "d_ff": g("intermediate_size"),
+        "ffn": "swiglu",
+        "vocab_size": g("vocab_size"),
+        "max_seq_len": g("max_position_embeddings"),
+        "tied_embeddings": bool(cfg.get("tie_word_embeddings", False)),
+        "norm": "rmsnorm",
+        "positional": "rope",
+    }
+
+
+@hf_keys.checked
+def model_from_hf_config(cfg: Mapping[str, Any], where: str, name: str) -> ModelSpec:
+    """Map a Hugging Face ``config.json`` to the profile schema, then validate it."""
+    if not isinstance(cfg, Mapping):
+        raise ProfileError(f"{where}: expected a JSON object")
+    mt = cfg.get("model_type")
+    g = lambda *keys, default=None: _hf_get(cfg, where, *keys, default=default)  # noqa: E731
+    out: dict[str, Any] = {"name": name}
+    if mt in ("llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "phi3"):
+        if mt.startswith("qwen2"):  # Qwen2Attention: q, k, v with biases, o_proj and the FFN without (no config key)
+            out |= _rope_decoder_fields(cfg, g) | {"bias": False, "qkv_bias": True}
+        else:
+            out |= _rope_decoder_fields(cfg, g) | {"bias": _projection_biases(cfg, where, mt)}
+        if mt in ("qwen3", "qwen3_moe"):  # Qwen3Attention normalises each query and key head (q_norm, k_norm)
+            out["qk_norm"] = True
+        if cfg.get("head_dim"):
+            out["head_dim"] = cfg["head_dim"]
+        window = cfg.get("sliding_window")
+        if window and mt == "llama":  # LlamaConfig has no window: e.g. a Gemma-2 config labelled llama
+            raise ProfileError(f"{where}: field 'sliding_window': {window} would be dropped (model_type llama "
+                               "has no sliding window); label the config with its own model_type")
+        n_window = _windowed_layers(cfg, where, mt, out["n_layer"]) if window else 0
+        if n_window and n_window >= out["n_layer"]:
+            out["sliding_window"] = window
+        if mt == "mixtral":
+            out |= {"n_expert": g("num_local_experts"), "n_expert_active": g("num_experts_per_tok")}
+        if mt in ("qwen2_moe", "qwen3_moe"):
+            out |= _qwen_moe_layers(cfg, g, out["n_layer"])
+        if n_window and n_window < out["n_layer"]:  # some layers windowed, the rest full: a stack
+            if "layers" in out:
+                raise ProfileError(f"{where}: field 'sliding_window': windowed layers in a stack of dense and MoE "
+                                   f"layers are not modelled (model_type {mt})")
+            out["layers"] = [{"count": n_window, "sliding_window": window},
+                             {"count": out["n_layer"] - n_window, "sliding_window": None}]
+    elif mt == "gpt_oss":
+        n_head, n_layer = g("num_attention_heads"), g("num_hidden_layers")
+        if cfg.get("attention_bias") is False:
+            raise ProfileError(f"{where}: field 'attention_bias': false is not modelled for gpt_oss "
+                               "(its experts keep their biases)")
+        out |= _rope_decoder_fields(cfg, g) | {
+            "head_dim": g("head_dim"),
+            "bias": True,  # q, k, v, o and every expert's projections
+            "attention_sinks": True,
+            "router_bias": True,
+            "n_expert": g("num_local_experts"),
+            "n_expert_active": g("num_experts_per_tok", "experts_per_token"),
+        }
+        out["layers"] = _attention_layers(cfg, where, n_layer, g("sliding_window"))
+    elif mt == "gemma3":  # the multimodal wrapper: the language model is its text_config (the vision tower is not modelled)
+        text = cfg.get("text_config")
+        if not isinstance(text, Mapping):
+            raise ProfileError(f"{where}: field 'text_config': missing or not an object (gemma3 keeps its language model there)")
+        return model_from_hf_config(dict(text) | {"model_type": "gemma3_text"}, f"{where}: text_config", name)
+    elif mt == "gemma3_text":
+        # Gemma3TextConfig's defaults where the published configs leave keys out (gemma-3-27b-it's text_config
+        # gives only the sizes): vocab 262208, 131072 positions, one full-attention layer in 6, tied embeddings
+        n_layer = g("num_hidden_layers")
+        pattern = cfg.get("sliding_window_pattern") or 6
+        out |= {
+            "n_layer": n_layer,
+            "d_model": g("hidden_size"),
+            "n_head": g("num_attention_heads"),
+            "n_kv_head": g("num_key_value_heads"),
+            "head_dim": g("head_dim"),
+            "d_ff": g("intermediate_size"),
+            "ffn": "geglu",
+            "vocab_size": g("vocab_size", default=262208),
+            "max_seq_len": g("max_position_embeddings", default=131072),
+            "tied_embeddings": bool(cfg.get("tie_word_embeddings", True)),
+            "norm": "rmsnorm",
+            "positional": "rope",
+            "bias": bool(cfg.get("attention_bias")),
+            "norms_per_layer": 4,
+            "qk_norm": True,  # Gemma3Attention's q_norm and k_norm
+        }
+        if cfg.get("layer_types") is not None:
+            out["layers"] = _attention_layers(cfg, where, n_layer, g("sliding_window"))
+        else:  # layer i is global when (i + 1) is a multiple of the pattern, as transformers builds it
+            n_full = n_layer // pattern
+            out["layers"] = [grp for grp in ({"count": n_layer - n_full, "sliding_window": g("sliding_window")},
+                                            {"count": n_full, "sliding_window": None}) if grp["count"]]
+    elif mt in ("deepseek_v3", "kimi_k2"):
+        n_layer, n_head = g("num_hidden_layers"), g("num_attention_heads")
+        n_kv = g("num_key_value_heads", default=n_head)
+        if n_kv != n_head:
+            raise ProfileError(f"{where}: field 'num_key_value_heads': {n_kv} differs from num_attention_heads "
+                               f"{n_head}; latent attention has one K/V per query head")
+        first_dense = cfg.get("first_k_dense_replace") or 0
+        freq = cfg.get("moe_layer_freq") or 1
+        # as transformers builds them: MoE where i >= first_k_dense_replace and i % moe_layer_freq == 0
+        n_moe = sum(1 for i in range(n_layer) if i >= first_dense and i % freq == 0)
+        out |= _rope_decoder_fields(cfg, g) | {
+            "head_dim": g("qk_nope_head_dim"),
+            "kv_lora_rank": g("kv_lora_rank"),
+            "q_lora_rank": cfg.get("q_lora_rank") or 0,
+            "qk_rope_head_dim": g("qk_rope_head_dim"),
+            "v_head_dim": g("v_head_dim"),
+            "d_ff": g("moe_intermediate_size"),  # the routed experts' width (dense layers: intermediate_size)
+            "bias": bool(cfg.get("attention_bias")),
+            "n_expert": g("n_routed_experts"),
+            "n_expert_active": g("num_experts_per_tok"),
+            "d_ff_shared": (cfg.get("n_shared_experts") or 0) * g("moe_intermediate_size"),
+            "shared_expert_gate": False,
+            # noaux_tc routing adds a per-expert score correction (e_score_correction_bias)
+            "router_bias": cfg.get("topk_method") == "noaux_tc",
+        }
+        if n_moe < n_layer:
+            out["layers"] = [{"count": n_moe}, {"count": n_layer - n_moe, "n_expert": 1, "d_ff": g("intermediate_size")}]
+    elif mt == "gpt2":
+        d = g("n_embd", "hidden_size")
+        out |= {
+            "n_layer": g("n_layer", "num_hidden_layers"),
+            "d_model": d,
+            "n_head": g("n_head", "num_attention_heads"),
+            "d_ff": cfg.get("n_inner") or 4 * d,
+            "ffn": "gelu",
+            "vocab_size": g("vocab_size"),
+            "max_seq_len": g("n_positions", "n_ctx", "max_position_embeddings"),
+            "tied_embeddings": bool(cfg.get("tie_word_embeddings", True)),
+            "norm": "layernorm",
+            "positional": "learned",
+            "bias": True,
+        }
+    elif mt == "opt":
+        proj = cfg.get("word_embed_proj_dim")
+        if proj is not None and proj != g("hidden_size"):
+            raise ProfileError(
+                f"{where}: field 'word_embed_proj_dim': {proj} differs from hidden_size {g('hidden_size')}; "
+                "OPT's project_in/project_out layers (opt-350m) are not modelled")
+        out |= {
+            "n_layer": g("num_hidden_layers"),
+            "d_model": g("hidden_size"),
+            "n_head": g("num_attention_heads"),
+            "d_ff": g("ffn_dim"),
+            "ffn": "gelu",
+            "vocab_size": g("vocab_size"),
+            "max_seq_len": g("max_position_embeddings"),
+            "tied_embeddings": bool(cfg.get("tie_word_embeddings", True)),
+            "norm": "layernorm",
+            "positional": "learned",
+            "bias": bool(cfg.get("enable_bias", True)),
+        }
+    elif mt == "gpt_neox":
+        out |= {
+            "n_layer": g("num_hidden_layers"),
+            "d_model": g("hidden_size"),
+            "n_head": g("num_attention_heads"),
+            "d_ff": g("intermediate_size"),
+            "ffn": "gelu",
+            "vocab_size": g("vocab_size"),
+            "max_seq_len": g("max_position_embeddings"),
+            "tied_embeddings": bool(cfg.get("tie_word_embeddings", False)),
+            "norm": "layernorm",
+            "positional": "rope",
+            "bias": True,
+        }
+    else:
+        known = ("llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, phi3, gpt_oss, gemma3, gemma3_text, "
+                 "deepseek_v3, kimi_k2, gpt2, opt, gpt_neox")
+        raise ProfileError(f"{where}: field 'model_type': unsupported {mt!r} (supported: {known})")
+    return model_from_mapping(out, where, source=where)
