@@ -70,7 +70,8 @@ UNMODELLED: dict[str, tuple[Callable[[str, Any], bool], str]] = {
     "interleave_moe_layer_step": (lambda mt, v: v not in (None, 1), _STACK + " (MoE on every n-th layer)"),
     "layer_types": (_not_all_full, _STACK + " (sliding or other attention on some layers)"),
     "sliding_window_pattern": (_set, _STACK + " (local / global attention alternation)"),
-    "attention_chunk_size": (_set, "chunked attention is not modelled"),
+    "attention_chunk_size": (_set, "chunked attention is not read for this model_type"),
+    "moe_layers": (lambda mt, v: v is not None, _STACK + " (MoE on the listed layers)"),
     # a window the mapping would drop (llama has none: a Gemma-2 config labelled llama)
     "sliding_window": (lambda mt, v: mt in ("llama", "gpt2", "opt", "gpt_neox") and _set(mt, v),
                        "a sliding window is not read for this model_type (it would be dropped)"),

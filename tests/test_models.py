@@ -271,7 +271,7 @@ REFUSED = {
     "moe_intermediate_size": (MIXTRAL, 2048), "shared_expert_intermediate_size": (MIXTRAL, 2048),
     "intermediate_size_mlp": (MIXTRAL, 16384),
     "mlp_only_layers": (MIXTRAL, [0]), "decoder_sparse_step": (MIXTRAL, 2), "first_k_dense_replace": (MIXTRAL, 3),
-    "moe_layer_freq": (MIXTRAL, 2), "interleave_moe_layer_step": (MIXTRAL, 2),
+    "moe_layer_freq": (MIXTRAL, 2), "interleave_moe_layer_step": (MIXTRAL, 2), "moe_layers": (MIXTRAL, [1, 3]),
     "layer_types": (LLAMA, ["sliding_attention", "full_attention"] * 16), "sliding_window_pattern": (LLAMA, 6),
     "attention_chunk_size": (LLAMA, 8192), "sliding_window": (LLAMA | {"model_type": "gpt_neox"}, 4096),
     "attention_bias": (LLAMA | {"model_type": "opt", "ffn_dim": 16384}, True),

@@ -259,7 +259,10 @@ def attention_ops(
     decode steps. With a sliding window the cache holds at most ``window`` tokens: decode
     reads those only; unfused prefill computes the scores of every new key and of the cached
     ones within the window (the window is a mask applied afterwards), fused prefill only the
-    pairs inside the window. A stack of layer kinds gives each kind's rows (see :func:`_stack`).
+    pairs inside the window. Chunked attention alike: the cached keys of the first new query's
+    chunk (kv_len mod C of them) and the new ones, the full rectangle unfused (chunk boundaries are a
+    mask), only the pairs inside each chunk fused. A stack of layer kinds gives each kind's rows (see
+    :func:`_stack`).
     """
     if model.layer_groups:
         return list(_stack(model, lambda part, last: _uniform_attention(part, phase, batch, new_tokens, kv_len,
@@ -272,9 +275,9 @@ def _uniform_attention(model: ModelSpec, phase: str, batch: int, new_tokens: int
     if model.is_mla:
         return _mla_attention(model, phase, batch, new_tokens, kv_len, dtypes, attention, mla_form(phase, mla))
     q = new_tokens
-    window = model.sliding_window
-    # Keys in view: every cached one, or those within the window of the first new query.
-    L = (min(kv_len, window - 1) if window else kv_len) + q
+    window, chunk = model.sliding_window, model.attention_chunk
+    # Keys in view: every cached one, those within the window of the first new query, or those of its chunk.
+    L = model.keys_in_view(kv_len, q)
     a, kvb, cd = DTYPE_BYTES[dtypes.act], DTYPE_BYTES[dtypes.kv], dtypes.act
     nl, hd, nh, nkv = model.n_layer, model.head_dim, model.n_head, model.n_kv_head
     g = nh // nkv  # query heads per K/V head
@@ -283,7 +286,7 @@ def _uniform_attention(model: ModelSpec, phase: str, batch: int, new_tokens: int
     kv_read = batch * nkv * L * hd * kvb  # K (or V) of every sequence, read once per layer
     attn_shape = dict(heads=nh, kv_heads=nkv, causal=q > 1)
     if attention == "fused":
-        pairs = batch * nh * causal_pairs(q, L, window)
+        pairs = batch * nh * causal_pairs(q, L, window, chunk)
         return [
             OpCost("attn_fused", phase, batch, q, kv_len,
                    flops=nl * 4.0 * hd * pairs,

@@ -206,15 +206,22 @@ def expected_experts_touched(n_expert: int, n_active: int, tokens: int) -> float
     return n_expert * (1.0 - (1.0 - n_active / n_expert) ** tokens)
 
 
-def causal_pairs(q_len: int, kv_len: int, window: int | None = None) -> int:
+def causal_pairs(q_len: int, kv_len: int, window: int | None = None, chunk: int | None = None) -> int:
     """(query, key) pairs a causal kernel that skips masked work computes.
 
     Queries are the last ``q_len`` of ``kv_len`` positions; query i sees keys 0..i, or only
-    the last ``window`` of them with sliding-window attention.
+    the last ``window`` of them with sliding-window attention, or (chunked attention, chunks of
+    ``chunk`` positions from position 0) only those of its own chunk: position p sees (p mod chunk) + 1.
     """
+    lo, hi = kv_len - q_len + 1, kv_len
+    if chunk is not None:
+        # keys seen by positions 0 .. n-1: whole chunks of 1 + 2 + ... + chunk, then the partial one
+        def seen(n: int) -> int:
+            full, part = divmod(n, chunk)
+            return full * chunk * (chunk + 1) // 2 + part * (part + 1) // 2
+        return seen(kv_len) - seen(kv_len - q_len)
     # Query at position p (0-based) sees min(p + 1, window) keys; sum j = p + 1 over
     # kv_len - q_len + 1 .. kv_len, the part below the window as an arithmetic series.
-    lo, hi = kv_len - q_len + 1, kv_len
     if window is None or hi <= window:
         return (lo + hi) * q_len // 2
     below = max(0, window - lo + 1)  # j = lo .. window-1 count themselves; the rest count `window`

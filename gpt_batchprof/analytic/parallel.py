@@ -176,7 +176,7 @@ def ffn_uniform(model: ModelSpec) -> ModelSpec:
         return model
     g = model.layer_groups[0]
     return replace(model, d_ff=g.d_ff, n_expert=g.n_expert, n_expert_active=g.n_expert_active,
-                   d_ff_shared=g.d_ff_shared, sliding_window=None, layer_groups=())
+                   d_ff_shared=g.d_ff_shared, sliding_window=None, attention_chunk=None, layer_groups=())
 
 
 def replica_batch(batch: int, par: Parallelism) -> int:
@@ -249,7 +249,7 @@ def weight_split(model: ModelSpec, par: Parallelism, dtypes: Dtypes) -> WeightSp
         s, r = n * sharded, n * replicated
         if first:
             s += vocab
-            r += positions
+            r += positions + m.vision_params * wo  # a vision tower: whole on the first stage (a data-parallel encoder)
         if last:
             r += norm * wo
             if not m.tied_embeddings or not first:  # a tied head is the embedding itself on a 1-stage model

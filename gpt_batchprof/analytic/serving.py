@@ -18,7 +18,7 @@ n_layer x the measured host time per layer).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gpt_batchprof.analytic.efficiency import host_time_s
 from gpt_batchprof.analytic.gpt import PHASES, Dtypes, attention_ops, enumerate_ops
@@ -290,6 +290,8 @@ def decode_attention_time(model: ModelSpec, hw: HardwareSpec, scenario: Scenario
     """
     if model.layer_groups:  # a stack of layer kinds: each kind's attention, summed on its own
         return sum(decode_attention_time(p, hw, scenario, batch, launch, roofline_only) for p in model.parts())
+    if model.attention_chunk is not None:
+        return _chunked_decode_attention_time(model, hw, scenario, batch, launch, roofline_only)
     dt, attn = scenario.dtypes, scenario.attention
     first, steps = scenario.prompt_len, scenario.gen_len - 1
     window = model.sliding_window
@@ -319,6 +321,36 @@ def decode_attention_time(model: ModelSpec, hw: HardwareSpec, scenario: Scenario
     if flat:
         total += flat * step(window - 1)
     return total
+
+
+def _chunked_decode_attention_time(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batch: int, launch: str,
+                                   roofline_only: bool) -> float:
+    """:func:`decode_attention_time` of chunked-attention layers (chunks of C): the step with kv cached
+    tokens reads (kv mod C) + 1 keys, as a full-attention layer with kv mod C cached does. The decode
+    steps are cut at the chunk boundaries and each piece summed as full attention's; whole chunks are
+    all alike (kv mod C = 0 .. C - 1), summed once."""
+    C, dt, attn = model.attention_chunk, scenario.dtypes, scenario.attention
+    full = replace(model, attention_chunk=None)
+
+    def piece(lo: int, hi: int) -> float:  # the steps whose kv mod C runs lo .. hi (0 <= lo <= hi < C)
+        t = 0.0
+        if lo == 0:  # a scenario has at least one cached token: the chunk's first step on its own
+            t += step_time(attention_ops(full, "decode", batch, 1, 0, dt, attn, scenario.mla), hw, launch,
+                           roofline_only)
+            lo = 1
+        if hi >= lo:
+            t += decode_attention_time(full, hw, replace(scenario, prompt_len=lo, gen_len=hi - lo + 2), batch, launch,
+                                       roofline_only)
+        return t
+
+    first, last = scenario.prompt_len, scenario.prompt_len + scenario.gen_len - 2
+    if last < first:
+        return 0.0
+    c_first, c_last = first // C, last // C
+    if c_first == c_last:
+        return piece(first % C, last % C)
+    whole = c_last - c_first - 1
+    return piece(first % C, C - 1) + piece(0, last % C) + (whole * piece(0, C - 1) if whole else 0.0)
 
 
 def engine_step_s(model: ModelSpec, hw: HardwareSpec, sequences: int) -> float:

@@ -3,6 +3,7 @@ Keys that change FLOPs, bytes or memory and are not modelled are refused (``hf_k
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable, Mapping
 
 from gpt_batchprof import hf_keys
@@ -82,6 +83,122 @@ def _windowed_layers(cfg: Mapping[str, Any], where: str, mt: str, n_layer: Any) 
     if not isinstance(first, int) or isinstance(first, bool):
         return n_layer  # the field checks name the bad value
     return min(n_layer, max(0, n_layer - max(0, first)))
+
+
+def _int_key(cfg: Mapping[str, Any], where: str, key: str, default: int | None, minimum: int = 1) -> int | None:
+    """An integer key (``default`` when absent; an explicit null stays None), refused in one line when not
+    an integer >= ``minimum``."""
+    v = cfg.get(key, default)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        raise ProfileError(f"{where}: field '{key}': must be an integer >= {minimum}, got {v!r:.60}")
+    return v
+
+
+def _llama4_layer_pattern(cfg: Mapping[str, Any], where: str, n_layer: int, chunk: int | None) -> list[bool]:
+    """Which layers attend in chunks, as Llama4TextConfig derives it: ``layer_types`` when given
+    ("chunked_attention" / "full_attention"); else ``no_rope_layers`` (1: a RoPE layer, chunked; 0: a
+    NoPE layer, full attention), which, absent or empty, is 1 but on every ``no_rope_layer_interval``-th
+    layer (default 4: layers 3, 7, 11, ... attend to the whole context). No chunk size: all full."""
+    types = cfg.get("layer_types")
+    if types is not None:
+        if not isinstance(types, list) or len(types) != n_layer:
+            raise ProfileError(f"{where}: field 'layer_types': must list the attention of each of the "
+                               f"{n_layer} layers, got {types!r:.60}")
+        unknown = sorted({str(t) for t in types if t not in ("chunked_attention", "full_attention")})
+        if unknown:
+            raise ProfileError(f"{where}: field 'layer_types': {unknown[0]!r} is not modelled for llama4 "
+                               "(known: chunked_attention, full_attention)")
+        if chunk is None and "chunked_attention" in types:
+            raise ProfileError(f"{where}: field 'layer_types': chunked_attention without an attention_chunk_size")
+        return [t == "chunked_attention" for t in types]
+    rope = cfg.get("no_rope_layers")
+    interval = _int_key(cfg, where, "no_rope_layer_interval", 4)
+    if not rope:  # transformers: None or [] -> the default pattern
+        rope = [int((i + 1) % interval != 0) for i in range(n_layer)]
+    if not isinstance(rope, list) or len(rope) < n_layer or any(v not in (0, 1) or isinstance(v, float) for v in rope):
+        raise ProfileError(f"{where}: field 'no_rope_layers': must list 1 (RoPE) or 0 (NoPE) for each of the "
+                           f"{n_layer} layers, got {rope!r:.60}")
+    return [bool(r) and chunk is not None for r in rope[:n_layer]]
+
+
+def _llama4_text(cfg: Mapping[str, Any], g: Callable, where: str) -> dict[str, Any]:
+    """Llama 4's language model (Llama4TextConfig, Llama4TextDecoderLayer): MoE layers of
+    ``num_local_experts`` experts of ``intermediate_size``, ``num_experts_per_tok`` routed per token
+    (a sigmoid router without bias), plus one always-on shared expert of ``intermediate_size`` without
+    a gate; the other layers dense of ``intermediate_size_mlp``. MoE layers: ``moe_layers``, else every
+    ``interleave_moe_layer_step``-th (layers step-1, 2 step-1, ...). Attention chunked
+    (``attention_chunk_size``) on the RoPE layers, full on the NoPE ones (:func:`_llama4_layer_pattern`).
+    ``use_qk_norm`` is a weightless L2 norm (no parameters; an elementwise pass fused like the rotary
+    embedding); ``attn_temperature_tuning`` scales the NoPE layers' queries (elementwise): neither is priced."""
+    n_layer, n_head = g("num_hidden_layers"), g("num_attention_heads")
+    if cfg.get("attention_bias") is True:
+        raise ProfileError(f"{where}: field 'attention_bias': biases on q, k, v and o only are not modelled "
+                           "(model_type llama4_text)")
+    chunk = _int_key(cfg, where, "attention_chunk_size", 8192)
+    step = _int_key(cfg, where, "interleave_moe_layer_step", 1)
+    moe_layers = cfg.get("moe_layers")
+    if moe_layers is None:
+        moe_layers = list(range(step - 1, n_layer, step)) if isinstance(n_layer, int) else []
+    if not isinstance(moe_layers, list) or any(isinstance(i, bool) or not isinstance(i, int) for i in moe_layers):
+        raise ProfileError(f"{where}: field 'moe_layers': must be a list of layer indices, got {moe_layers!r:.60}")
+    chunked = _llama4_layer_pattern(cfg, where, n_layer, chunk)
+    n_expert, width = g("num_local_experts"), g("intermediate_size")
+    out = _rope_decoder_fields(cfg, g) | {
+        "head_dim": g("head_dim", default=g("hidden_size") // n_head),
+        "bias": False,
+        "n_expert": n_expert,
+        "n_expert_active": g("num_experts_per_tok"),
+        "d_ff_shared": width,  # Llama4TextMoe.shared_expert: one expert of the same width, always on
+        "shared_expert_gate": False,
+    }
+    cfg.get("use_qk_norm")  # read: weightless, nothing to count
+    moe = set(moe_layers)
+    kinds: dict[tuple[bool, bool], int] = {}
+    for i in range(n_layer):
+        kinds[(chunked[i], i in moe)] = kinds.get((chunked[i], i in moe), 0) + 1
+    if any(chunked):
+        out["attention_chunk"] = chunk
+    # read either way (Scout states it with no dense layer to use it)
+    dense_width = g("intermediate_size_mlp") if any(not is_moe for _, is_moe in kinds) else cfg.get("intermediate_size_mlp")
+    groups = []
+    for (is_chunked, is_moe), count in kinds.items():
+        grp: dict[str, Any] = {"count": count, "attention_chunk": chunk if is_chunked else None}
+        if not is_moe:
+            grp |= {"n_expert": 1, "d_ff": dense_width}
+        groups.append(grp)
+    if len(groups) > 1 or not any(is_moe for _, is_moe in kinds):
+        out["layers"] = groups
+    return out
+
+
+def llama4_vision_params(vision: Mapping[str, Any], d_model: int, where: str) -> int:
+    """Weights of Llama 4's vision tower and its projector into the language model, as transformers builds
+    them (Llama4VisionModel, Llama4MultiModalProjector), with Llama4VisionConfig's defaults: the unfolded
+    patch embedding (channels x patch^2 -> h, no bias), class and position embeddings, two LayerNorms,
+    ``num_hidden_layers`` encoder layers (q, k, v, o with biases, a GELU MLP h -> intermediate -> h with
+    biases, two LayerNorms), the pixel-shuffle adapter (intermediate -> projector_input_dim and
+    projector_output_dim squared, no biases) and the projector (vision_output_dim -> d_model, no bias)."""
+    read = {"model_type", "multi_modal_projector_bias"}
+
+    def n(key: str, default: int) -> int:
+        read.add(key)
+        v = vision.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ProfileError(f"{where}: field '{key}': must be an integer >= 1, got {v!r:.60}")
+        return v
+
+    h, inner, layers = n("hidden_size", 768), n("intermediate_size", 5632), n("num_hidden_layers", 34)
+    patch, image, channels = n("patch_size", 14), n("image_size", 448), n("num_channels", 3)
+    if vision.get("multi_modal_projector_bias"):
+        raise ProfileError(f"{where}: field 'multi_modal_projector_bias': a biased projector is not modelled")
+    layer = 4 * (h * h + h) + (h * inner + inner) + (inner * h + h) + 2 * 2 * h
+    tower = channels * patch * patch * h + h + ((image // patch) ** 2 + 1) * h + 2 * 2 * h + layers * layer
+    adapter = inner * n("projector_input_dim", 4096) + n("projector_output_dim", 4096) ** 2
+    projector = n("vision_output_dim", 7680) * d_model
+    hf_keys.check_hf_keys(vision, read, where)  # a misspelt size is named, not replaced by its default
+    return tower + adapter + projector
 
 
 def _rope_decoder_fields(cfg: Mapping[str, Any], g: Callable[..., Any]) -> dict[str, Any]:
@@ -184,6 +301,22 @@ def model_from_hf_config(cfg: Mapping[str, Any], where: str, name: str) -> Model
             n_full = n_layer // pattern
             out["layers"] = [grp for grp in ({"count": n_layer - n_full, "sliding_window": g("sliding_window")},
                                             {"count": n_full, "sliding_window": None}) if grp["count"]]
+    elif mt == "llama4":  # the multimodal wrapper: the language model is its text_config, plus the vision tower's weights
+        text = cfg.get("text_config")
+        if not isinstance(text, Mapping):
+            raise ProfileError(f"{where}: field 'text_config': missing or not an object (llama4 keeps its language model there)")
+        text = dict(text) | {"model_type": "llama4_text"}
+        if "tie_word_embeddings" not in text and cfg.get("tie_word_embeddings") is not None:
+            text["tie_word_embeddings"] = cfg["tie_word_embeddings"]
+        spec = model_from_hf_config(text, f"{where}: text_config", name)
+        vision = cfg.get("vision_config")
+        if vision is None:
+            return spec
+        if not isinstance(vision, Mapping):
+            raise ProfileError(f"{where}: field 'vision_config': must be an object, got {vision!r:.60}")
+        return replace(spec, vision_params=llama4_vision_params(vision, spec.d_model, f"{where}: vision_config"))
+    elif mt == "llama4_text":
+        out |= _llama4_text(cfg, g, where)
     elif mt in ("deepseek_v3", "kimi_k2"):
         n_layer, n_head = g("num_hidden_layers"), g("num_attention_heads")
         n_kv = g("num_key_value_heads", default=n_head)
@@ -261,6 +394,6 @@ def model_from_hf_config(cfg: Mapping[str, Any], where: str, name: str) -> Model
         }
     else:
         known = ("llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, phi3, gpt_oss, gemma3, gemma3_text, "
-                 "deepseek_v3, kimi_k2, gpt2, opt, gpt_neox")
+                 "llama4, llama4_text, deepseek_v3, kimi_k2, gpt2, opt, gpt_neox")
         raise ProfileError(f"{where}: field 'model_type': unsupported {mt!r} (supported: {known})")
     return model_from_mapping(out, where, source=where)

@@ -42,16 +42,20 @@ def model_from_mapping(data: Mapping[str, Any], where: str, source: str = "") ->
     if d_ff_shared and n_expert == 1:
         raise f.fail("d_ff_shared", "a shared expert needs a mixture of experts (n_expert > 1)")
     sliding_window = f.int("sliding_window") if f.has("sliding_window") else None
+    attention_chunk = f.int("attention_chunk") if f.has("attention_chunk") else None
+    if sliding_window is not None and attention_chunk is not None:
+        raise f.fail("attention_chunk", "a layer has either a sliding window or chunked attention, not both")
     n_layer, d_ff = f.int("n_layer"), f.int("d_ff")
     kv_lora = f.int("kv_lora_rank", default=0, minimum=0)
     norms_per_layer = f.int("norms_per_layer", default=2)
     if norms_per_layer not in (2, 4):
         raise f.fail("norms_per_layer", f"must be 2 (pre-norm) or 4 (pre- and post-norm, gemma), got {norms_per_layer}")
-    if kv_lora and (sliding_window or f.has("layers") and any("sliding_window" in g for g in data.get("layers") or ()
-                                                             if isinstance(g, Mapping))):
-        raise f.fail("kv_lora_rank", "latent attention with a sliding window is not modelled")
+    local = ("sliding_window", "attention_chunk")
+    if kv_lora and (sliding_window or attention_chunk or f.has("layers") and any(
+            k in g for g in data.get("layers") or () if isinstance(g, Mapping) for k in local)):
+        raise f.fail("kv_lora_rank", "latent attention with chunked attention or a sliding window is not modelled")
     groups = _layer_groups(data.get("layers"), where, n_layer, LayerGroup(
-        n_layer, sliding_window, d_ff, n_expert, n_expert_active, d_ff_shared))
+        n_layer, sliding_window, d_ff, n_expert, n_expert_active, d_ff_shared, attention_chunk))
     return ModelSpec(
         name=f.str("name"),
         n_layer=n_layer,
@@ -72,6 +76,7 @@ def model_from_mapping(data: Mapping[str, Any], where: str, source: str = "") ->
         n_expert_active=n_expert_active,
         d_ff_shared=d_ff_shared,
         sliding_window=sliding_window,
+        attention_chunk=attention_chunk,
         kv_lora_rank=kv_lora,
         q_lora_rank=f.int("q_lora_rank", default=0, minimum=0),
         qk_rope_head_dim=f.int("qk_rope_head_dim", default=0 if not kv_lora else None, minimum=0 if not kv_lora else 1),
@@ -82,16 +87,18 @@ def model_from_mapping(data: Mapping[str, Any], where: str, source: str = "") ->
         qk_norm=f.bool("qk_norm", False),
         router_bias=f.bool("router_bias", False),
         layer_groups=groups,
+        vision_params=f.int("vision_params", default=0, minimum=0),
         source=source,
     )
 
 
-LAYER_GROUP_KEYS = ("count", "sliding_window", "d_ff", "n_expert", "n_expert_active", "d_ff_shared")
+LAYER_GROUP_KEYS = ("count", "sliding_window", "attention_chunk", "d_ff", "n_expert", "n_expert_active", "d_ff_shared")
 
 
 def _layer_groups(raw: Any, where: str, n_layer: int, model_level: LayerGroup) -> tuple[LayerGroup, ...]:
     """The ``layers:`` list: groups of ``count`` layers, each key replacing the model-level one
-    (``sliding_window: null``: full attention; ``n_expert: 1``: a dense FFN, whose ``d_ff`` is then
+    (``sliding_window: null`` and ``attention_chunk: null``: full attention; a group that gives one of
+    them drops the other it would inherit; ``n_expert: 1``: a dense FFN, whose ``d_ff`` is then
     required). Groups of the same kind are merged (the order of layers changes no figure on one
     device)."""
     if raw is None:
@@ -119,8 +126,16 @@ def _layer_groups(raw: Any, where: str, n_layer: int, model_level: LayerGroup) -
             raise f.fail("d_ff_shared", "a shared expert needs a mixture of experts (n_expert > 1)")
         window = (f.int("sliding_window") if f.has("sliding_window") else None) if "sliding_window" in g \
             else model_level.sliding_window
+        chunk = (f.int("attention_chunk") if f.has("attention_chunk") else None) if "attention_chunk" in g \
+            else model_level.attention_chunk
+        if "sliding_window" in g and "attention_chunk" not in g:
+            chunk = None  # the group's own attention replaces the model's
+        elif "attention_chunk" in g and "sliding_window" not in g:
+            window = None
+        if window is not None and chunk is not None:
+            raise f.fail("attention_chunk", "a layer has either a sliding window or chunked attention, not both")
         d_ff = f.int("d_ff", default=model_level.d_ff if n_expert == model_level.n_expert else None)
-        kind = (window, d_ff, n_expert, active, shared)
+        kind = (window, d_ff, n_expert, active, shared, chunk)
         count = f.int("count") + (groups[kind].count if kind in groups else 0)
         groups[kind] = LayerGroup(count, *kind)
     total = sum(g.count for g in groups.values())

@@ -20,8 +20,8 @@ HARDWARE_KINDS = ("gpu", "cpu")
 
 @dataclass(frozen=True, slots=True)
 class LayerGroup:
-    """``count`` layers of one kind: their attention (full, or a sliding window of
-    ``sliding_window`` tokens) and their FFN (dense of width ``d_ff`` when ``n_expert`` is 1,
+    """``count`` layers of one kind: their attention (full, a sliding window of
+    ``sliding_window`` tokens, or chunks of ``attention_chunk`` tokens) and their FFN (dense of width ``d_ff`` when ``n_expert`` is 1,
     else ``n_expert_active`` of ``n_expert`` experts of width ``d_ff`` plus a shared expert of
     ``d_ff_shared``). Everything else (heads, widths, norms, biases) is the model's."""
 
@@ -31,9 +31,12 @@ class LayerGroup:
     n_expert: int = 1
     n_expert_active: int = 1
     d_ff_shared: int = 0
+    attention_chunk: int | None = None
 
     @property
     def attention_kind(self) -> str:
+        if self.attention_chunk is not None:
+            return f"chunk {self.attention_chunk}"
         return "full" if self.sliding_window is None else f"window {self.sliding_window}"
 
     @property
@@ -74,6 +77,9 @@ class ModelSpec:
     n_expert_active: int = 1
     d_ff_shared: int = 0  # MoE shared expert (qwen2_moe): an always-active FFN of this width
     sliding_window: int | None = None  # attention span and KV cache capped at this many tokens
+    # Chunked ("local") attention (Llama 4's attention_chunk_size): positions are cut into chunks of this
+    # many tokens and a query at position p sees only the keys of its own chunk, floor(p / C) * C .. p.
+    attention_chunk: int | None = None
     # Multi-head latent attention (DeepSeek-V2/V3, Kimi-K2) when kv_lora_rank > 0: K and V are
     # decompressed from a per-token latent of kv_lora_rank values plus a rotary key of
     # qk_rope_head_dim shared by all heads (what the cache holds); head_dim is the non-rotary part
@@ -88,6 +94,9 @@ class ModelSpec:
     qk_norm: bool = False  # qwen3, gemma3: an RMSNorm (head_dim weights) over each query and key head
     router_bias: bool = False  # gpt-oss: the MoE router has a bias per expert
     layer_groups: tuple[LayerGroup, ...] = ()  # empty: every layer as above
+    # Weights outside the decoder that the checkpoint holds (a multimodal model's vision tower and
+    # projector): in the weight memory and the total count, never in a text token's FLOPs or active count.
+    vision_params: int = 0
     source: str = ""
 
     def parts(self) -> tuple["ModelSpec", ...]:
@@ -99,7 +108,8 @@ class ModelSpec:
             return (self,)
         return tuple(
             replace(self, n_layer=g.count, sliding_window=g.sliding_window, d_ff=g.d_ff, n_expert=g.n_expert,
-                    n_expert_active=g.n_expert_active, d_ff_shared=g.d_ff_shared, layer_groups=())
+                    n_expert_active=g.n_expert_active, d_ff_shared=g.d_ff_shared, attention_chunk=g.attention_chunk,
+                    layer_groups=())
             for g in self.layer_groups
         )
 
@@ -207,8 +217,24 @@ class ModelSpec:
         return 0 if self.tied_embeddings else self.vocab_size * self.d_model
 
     def kv_tokens(self, positions: int) -> int:
-        """Tokens a sequence keeps in its KV cache after ``positions`` tokens (sliding window caps it)."""
+        """Tokens a sequence keeps in its KV cache after ``positions`` tokens (sliding window caps it).
+
+        Chunked attention needs only the keys of the current chunk ((positions - 1) mod C + 1 of
+        them), but engines (vLLM's chunked local attention) reserve room for a whole chunk per
+        sequence: modelled as at most C tokens, as a window of C would be."""
+        if self.attention_chunk is not None:
+            return min(positions, self.attention_chunk)
         return positions if self.sliding_window is None else min(positions, self.sliding_window)
+
+    def keys_in_view(self, kv_len: int, new_tokens: int) -> int:
+        """Keys the attention of a step spans when ``new_tokens`` queries follow ``kv_len`` cached tokens:
+        every cached key the first query can see, plus the new ones. Full: kv_len + q; a window of W:
+        min(kv_len, W - 1) + q; chunks of C: (kv_len mod C) + q (the first query, at position kv_len,
+        sees its chunk's kv_len mod C earlier keys; decode at kv_len cached reads (kv_len mod C) + 1)."""
+        if self.attention_chunk is not None:
+            return kv_len % self.attention_chunk + new_tokens
+        window = self.sliding_window
+        return (min(kv_len, window - 1) if window else kv_len) + new_tokens
 
     @property
     def stack_params(self) -> int:
@@ -217,17 +243,17 @@ class ModelSpec:
 
     @property
     def n_params(self) -> int:
-        """Every weight: embeddings, all layers, final norm, and an untied LM head."""
-        return self.embedding_params + self.stack_params + self.norm_params + self.head_params
+        """Every weight: embeddings, all layers, final norm, an untied LM head, and a vision tower's."""
+        return self.embedding_params + self.stack_params + self.norm_params + self.head_params + self.vision_params
 
     @property
     def n_params_active(self) -> int:
         """Weights one token uses: all of them but the routed experts it is not sent to
         (``n_expert - n_expert_active`` per MoE layer). Embeddings and head included, as the
         Qwen and Llama 4 model cards count them; gpt-oss's card leaves the token embedding out
-        (``n_params_active - embedding_params``)."""
+        (``n_params_active - embedding_params``). A vision tower is not active for a text token."""
         idle = sum(p.n_layer * (p.n_expert - p.n_expert_active) * p.expert_params for p in self.parts())
-        return self.n_params - idle
+        return self.n_params - idle - self.vision_params
 
     @property
     def routed_expert_matrix_params(self) -> int:

@@ -40,6 +40,7 @@ step above.
 
 from __future__ import annotations
 
+import math
 
 from gpt_batchprof.analytic import Dtypes, Parallelism, enumerate_ops, launch_mode, step_time
 from gpt_batchprof.analytic.efficiency import host_time_s
@@ -62,7 +63,10 @@ class StepModel:
                  speculation: Speculation | None = None):
         self.model, self.hw, self.dtypes, self.attention = model, hw, dtypes, attention
         self.launch = launch_mode(launch, hw)  # per-kernel overhead as analyze charges it
-        self.kv_grid = max(1, kv_grid)
+        # chunked attention's cost restarts at every chunk boundary: grid points fall on them, and the
+        # cells that end on one are interpolated within their own chunk (see _decode_attention_s)
+        self._chunks = tuple(p.attention_chunk for p in model.parts() if p.attention_chunk)
+        self.kv_grid = math.gcd(max(1, kv_grid), *self._chunks)
         self.parallel = parallel.check(model, hw)
         # one GPU's slice (the model itself on one GPU): its attention and LM head
         self.local = model if parallel.is_single else local_model(model, parallel)
@@ -128,7 +132,10 @@ class StepModel:
         lo = kv - kv % g
         attn = self._decode_attention_at(n, lo)
         if lo != kv:
-            attn += (self._decode_attention_at(n, lo + g) - attn) * (kv - lo) / g
+            hi = lo + g
+            if any(hi % c == 0 for c in self._chunks):
+                hi -= 1  # the next grid point starts a chunk (its keys restart at 1): stay within this one
+            attn += (self._decode_attention_at(n, hi) - attn) * (kv - lo) / (hi - lo)
         return attn
 
     def _decode_attention_at(self, n: int, kv: int) -> float:
