@@ -53,6 +53,14 @@ VARIANTS = {
                                                      "qk_norm": True,
                                                      "layers": [{"count": 1, "sliding_window": 16}, {"count": 1}]},
                                 "test"),
+    # llama 4: chunked attention (12-token chunks: the 32-token prompt is cut 12, 12, 8 and the decode step at
+    # 32 cached sees 32 mod 12 + 1 = 9 keys) on 2 layers, a full-attention one, MoE layers with an ungated shared
+    # expert of the experts' width (Maverick's dense layer first)
+    "llama4": model_from_mapping(FAMILIES["moe"] | {"name": "tiny-llama4", "n_layer": 3, "n_expert_active": 1,
+                                                    "d_ff_shared": 256, "shared_expert_gate": False,
+                                                    "attention_chunk": 12, "layers": [
+                                                        {"count": 1, "n_expert": 1, "d_ff": 512}, {"count": 1},
+                                                        {"count": 1, "attention_chunk": None}]}, "test"),
     "stack-moe": model_from_mapping(FAMILIES["moe"] | {"name": "tiny-dsv3", "n_layer": 3, "d_ff_shared": 128, "layers": [
         {"count": 1, "n_expert": 1, "d_ff": 384}, {"count": 2}]}, "test"),
 }
@@ -103,10 +111,10 @@ def test_one_forward_does_exactly_analyzes_flops(family, attention):
             # FlopCounterMode charges SDPA the full P x P square whatever is_causal says; analyze (like a
             # causal flash kernel) counts the visible pairs: 4 x hs x B x nh x (P*P - pairs) per layer fewer.
             # With the 16-token window: queries 0..15 see 1..16 keys (136 pairs), the other 16 see 16 each
-            # (256): 392 visible, 632 masked.
+            # (256): 392 visible, 632 masked. In 12-token chunks: 78 + 78 + 36 = 192 visible, 832 masked.
             for part in spec.parts():  # a stack: each kind of layer with its own window
-                masked = P * P - causal_pairs(P, P, part.sliding_window)
-                assert masked == (632 if part.sliding_window else 496)
+                masked = P * P - causal_pairs(P, P, part.sliding_window, part.attention_chunk)
+                assert masked == (632 if part.sliding_window else 832 if part.attention_chunk else 496)
                 # per (query, key) pair: 2 x (key width + value width); latent attention prefill is naive
                 per_pair = 2 * (part.head_dim + part.qk_rope_head_dim + part.v_head_dim) if part.is_mla \
                     else 4 * part.head_dim
@@ -163,6 +171,27 @@ def test_sliding_window_hides_keys_older_than_the_window():
         out = [model(x, model.new_cache(1, 32), 0) for x in (idx, old, edge)]
     torch.testing.assert_close(out[0], out[1], rtol=1e-5, atol=1e-5)
     assert not torch.allclose(out[0], out[2], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("attention", ["unfused", "fused"])
+def test_chunked_attention_sees_only_its_own_chunk(attention):
+    """One chunked layer (Llama 4's local attention), chunks of 8: position 20 (chunk 16..23) sees 16..20,
+    so its logits do not change when tokens 0..15 do, but do when token 16 does; a decode step at 20
+    cached tokens (mid-chunk, 20 mod 8 + 1 = 5 keys) gives the logits of the full forward."""
+    spec = model_from_mapping(FAMILIES["llama"] | {"name": "c", "n_layer": 1, "attention_chunk": 8}, "test")
+    model = build_model(spec, torch.float32, "cpu", attention, max_len=32)
+    idx = torch.randint(0, spec.vocab_size, (1, 21), generator=torch.Generator().manual_seed(7))
+    old, edge = idx.clone(), idx.clone()
+    old[0, :16] = (old[0, :16] + 1) % spec.vocab_size
+    edge[0, 16] = (edge[0, 16] + 1) % spec.vocab_size
+    with torch.inference_mode():
+        out = [model(x, model.new_cache(1, 32), 0) for x in (idx, old, edge)]
+        cache = model.new_cache(1, 32)
+        model(idx[:, :20], cache, 0)
+        step = model(idx[:, 20:], cache, 20)
+    torch.testing.assert_close(out[0], out[1], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(out[0], out[2], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(step, out[0], rtol=1e-4, atol=1e-4)
 
 
 def test_unfused_and_fused_attention_agree():

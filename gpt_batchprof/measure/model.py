@@ -85,6 +85,7 @@ class Attention(nn.Module):
         self.fused = attention == "fused"
         self.alibi = spec.positional == "alibi"
         self.window = spec.sliding_window
+        self.chunk = spec.attention_chunk  # Llama 4: a query sees the keys of its own chunk only
         self.qkv_proj = nn.Linear(spec.d_model, spec.q_dim + 2 * spec.kv_dim, bias=spec.bias or spec.qkv_bias)
         # gpt-oss: a learned logit per query head that joins every softmax (a key with no value).
         # The unfused path adds it to the softmax; fused SDPA has no place for it and leaves it out
@@ -111,12 +112,16 @@ class Attention(nn.Module):
         end = pos + T
         k_cache[:, :, pos:end] = k
         v_cache[:, :, pos:end] = v
-        # keys in view: every cached one, or (sliding window) those within the window of the first query
-        start = pos - min(pos, self.window - 1) if self.window else 0
+        # keys in view: every cached one, those within the window of the first query, or those of its chunk
+        if self.chunk:
+            start = pos - pos % self.chunk
+        else:
+            start = pos - min(pos, self.window - 1) if self.window else 0
         L = end - start
         keys, values = k_cache[:, :, start:end], v_cache[:, :, start:end]  # (B, nkv, L, hs)
 
-        # query t (position pos + t) sees keys up to pos + t (and, with a window, newer than pos + t - window)
+        # query t (position pos + t) sees keys up to pos + t (and, with a window, newer than pos + t - window;
+        # chunked, from the start of its own chunk)
         visible = None
         if T > 1 or (self.window and L > self.window):
             qpos = torch.arange(pos, end, device=x.device).view(T, 1)
@@ -124,6 +129,8 @@ class Attention(nn.Module):
             visible = kpos <= qpos
             if self.window:
                 visible &= kpos > qpos - self.window
+            if self.chunk:
+                visible &= kpos >= qpos - qpos % self.chunk
         bias = None
         if self.alibi:  # -slope x distance to the key, (nh, T, L)
             qpos = torch.arange(pos, end, device=x.device).view(T, 1)
@@ -133,7 +140,7 @@ class Attention(nn.Module):
             mask = None
             if bias is not None:
                 mask = bias if visible is None else bias.masked_fill(~visible, float("-inf"))
-            elif visible is not None and (pos or self.window):
+            elif visible is not None and (pos or self.window or self.chunk):
                 mask = visible
             y = F.scaled_dot_product_attention(  # attn_fused
                 q, keys, values, attn_mask=mask, is_causal=mask is None and T > 1, enable_gqa=g > 1,
