@@ -158,6 +158,15 @@ PUBLISHED = [
     ("qwen3-235b-a22b", 235e9, 22e9, True, 0.01),
     ("phi-3-medium", 14e9, 14e9, True, 0.01),
     ("gemma-3-27b", 27e9, 27e9, True, 0.01),  # the language model (27.4B with its 0.4B vision tower)
+    # Llama 4 (Meta's card: "17B (Activated) 109B / 400B (Total)"): the totals include the vision tower (Scout's text
+    # alone, 107.77B, is -1.13%), the active figure the embedding and LM head of the text model only (without the
+    # token embedding 16.14B, -5.1%; with the vision tower 18.04B). Measured active: Scout 17.173B (+1.02%),
+    # Maverick 17.185B (+1.09%): the 1% goal is missed; the card gives two digits (both round to 17B). Kept at 1%,
+    # marked as the known miss (strict: it fails the day the counts come within 1%).
+    pytest.param("llama-4-scout", 109e9, 17e9, True, 0.01,
+                 marks=pytest.mark.xfail(strict=True, reason="active 17.173B is +1.02% of the card's 17B")),
+    pytest.param("llama-4-maverick", 400e9, 17e9, True, 0.01,
+                 marks=pytest.mark.xfail(strict=True, reason="active 17.185B is +1.09% of the card's 17B")),
 ]
 
 
@@ -172,6 +181,7 @@ def test_builtin_parameter_counts_match_published_figures(name, total, active, w
 @pytest.mark.parametrize("config, builtin", [
     ("gpt-oss-20b", "gpt-oss-20b"), ("gpt-oss-120b", "gpt-oss-120b"), ("qwen3-30b-a3b", "qwen3-30b-a3b"),
     ("qwen3-235b-a22b", "qwen3-235b-a22b"), ("phi-3-medium-4k", "phi-3-medium"), ("gemma-3-27b", "gemma-3-27b"),
+    ("llama-4-scout", "llama-4-scout"), ("llama-4-maverick", "llama-4-maverick"),
 ])
 def test_published_config_json_reads_as_the_builtin_profile(config, builtin):
     hf = load_model(str(HF / f"{config}.json"))
