@@ -54,8 +54,9 @@ def test_every_published_family_builds_with_the_profiles_weights_and_generates(n
     path.write_text(json.dumps(tiny(json.loads((HF / f"{name}.json").read_text()))))
     spec = load_model(str(path))
     engine = HFEngine(spec, SCENARIO, CPU)
-    # DeepSeek-V3 and Kimi-K2 (built as DeepSeek-V3) keep their per-expert score correction as a buffer
-    assert stored_numel(engine.model) == spec.n_params
+    # DeepSeek-V3 and Kimi-K2 (built as DeepSeek-V3) keep their per-expert score correction as a buffer;
+    # Llama 4's vision tower (vision_params) is not built: the language model is what generates
+    assert stored_numel(engine.model) == spec.n_params - spec.vision_params
     res = G.run_generate(spec, load_hardware("cpu-generic"), SCENARIO, (2,), CPU, engine=engine)
     assert res.rows[0].status == "ok" and res.rows[0].run.cache_lengths == (8, 9, 10)
 
@@ -75,7 +76,7 @@ def test_every_builtin_profile_is_written_as_a_config_transformers_builds_alike(
         mt = cfg.pop("model_type")
         with torch.device("meta"):
             model = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(mt, **cfg))
-        assert stored_numel(model) == spec.n_params, (spec.name, mt)
+        assert stored_numel(model) == spec.n_params - spec.vision_params, (spec.name, mt)
     # GPT-3 13B: 40 heads of 128 in a 5140-wide model; GPT-2's config ties head_dim to d_model / n_head
     assert list(refused) == ["gpt3-13b"]
     assert "head_dim 128 apart from d_model / n_head (5140 / 40)" in refused["gpt3-13b"]
@@ -84,7 +85,7 @@ def test_every_builtin_profile_is_written_as_a_config_transformers_builds_alike(
 @pytest.mark.parametrize("name, model_type", [("deepseek-v3", "deepseek_v3"), ("kimi-k2", "deepseek_v3"),
                                               ("gpt-oss-20b", "gpt_oss"), ("gemma-3-27b", "gemma3_text"),
                                               ("qwen3-30b-a3b", "qwen3_moe"), ("qwen2-7b", "qwen2"),
-                                              ("phi-3-medium", "mistral")])
+                                              ("phi-3-medium", "mistral"), ("llama-4-maverick", "llama4_text")])
 def test_a_profile_is_written_as_its_familys_architecture(name, model_type):
     cfg = config_dict(load_model(name))
     assert cfg["model_type"] == model_type
@@ -93,6 +94,9 @@ def test_a_profile_is_written_as_its_familys_architecture(name, model_type):
                 cfg["intermediate_size"], cfg["moe_intermediate_size"]) == (3, 1, 512, 1536, 18432, 2048)
     if name == "gpt-oss-20b":  # 12 sliding and 12 full layers of 128 tokens' window
         assert cfg["layer_types"].count("sliding_attention") == 12 and cfg["sliding_window"] == 128
+    if name == "llama-4-maverick":  # 36 chunked layers of 8192 and 12 full; 24 MoE layers, 24 dense of 16384
+        assert cfg["layer_types"].count("chunked_attention") == 36 and cfg["attention_chunk_size"] == 8192
+        assert (len(cfg["moe_layers"]), cfg["intermediate_size_mlp"], cfg["num_local_experts"]) == (24, 16384, 128)
 
 
 def test_a_model_transformers_would_build_differently_is_refused_in_one_line(tmp_path):

@@ -6,7 +6,8 @@ a config of the matching transformers architecture written from the ModelSpec (G
 learned positions + LayerNorm + GELU, GPT-NeoX for rotary + LayerNorm + GELU, Llama for
 rotary + RMSNorm + SwiGLU, Mistral when it has a sliding window, Mixtral for its MoE form,
 Qwen2 / Qwen2-MoE for q/k/v biases or a shared expert, Qwen3 / Qwen3-MoE for q/k norms,
-Gemma 3, gpt-oss and DeepSeek-V3 for their layer stacks). Either way the built model must hold
+Gemma 3, gpt-oss, DeepSeek-V3 and Llama 4 (chunked attention, an ungated shared expert) for their layer
+stacks). A multimodal config's vision tower is not built (the language model is timed). Either way the built model must hold
 exactly the profile's weights, or the run is refused: it would time another model.
 
 Cache: transformers' ``DynamicCache``, what ``model.generate()`` uses by default, so the
@@ -90,7 +91,11 @@ def language_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """The part of a config.json transformers builds a causal LM from, with a model_type it knows."""
     mt = cfg.get("model_type")
     if mt in TEXT_MODEL_TYPES and isinstance(cfg.get("text_config"), dict):
-        return dict(cfg["text_config"]) | {"model_type": TEXT_MODEL_TYPES[mt]}
+        cfg = dict(cfg["text_config"]) | {"model_type": TEXT_MODEL_TYPES[mt]}
+        mt = cfg["model_type"]
+    if mt == "llama4_text" and isinstance(cfg.get("attn_temperature_tuning"), int):
+        # Meta's published configs say 4 (a truthy int transformers 4.5x took); 5.x's strict config wants a bool
+        return dict(cfg) | {"attn_temperature_tuning": bool(cfg["attn_temperature_tuning"])}
     if mt in SAME_ARCHITECTURE:
         return dict(cfg) | {"model_type": SAME_ARCHITECTURE[mt]}
     return dict(cfg)
@@ -125,6 +130,32 @@ def _moe_fields(spec: ModelSpec) -> ModelSpec:
     return next((p for p in spec.parts() if p.n_expert > 1), spec)
 
 
+def _llama4_from_spec(spec: ModelSpec, chunks: set[int]) -> dict[str, Any]:
+    """Llama 4's text model (Llama4ForCausalLM): chunked and full-attention layers listed in ``layer_types``
+    (chunked layers are its RoPE layers, ``no_rope_layers`` 1), MoE layers in ``moe_layers`` with one
+    ungated shared expert as wide as a routed one, dense layers of ``intermediate_size_mlp``. The weightless
+    q/k L2 norm (``use_qk_norm``) changes no count; left off."""
+    if len(chunks) > 1:
+        raise BatchprofError(f"--engine hf: {spec.name} has chunks of {sorted(chunks)} tokens; transformers' "
+                             "Llama 4 config holds one; use --engine reference")
+    if _one_window(spec):
+        raise BatchprofError(f"--engine hf: {spec.name} has a sliding window; transformers' Llama 4 has none "
+                             "(its local attention is chunked); use --engine reference")
+    dense, dense_ff = _ffn_groups(spec)
+    moe = _moe_fields(spec)
+    if spec.is_moe and moe.d_ff_shared != moe.d_ff:
+        raise BatchprofError(f"--engine hf: {spec.name}'s shared expert ({moe.d_ff_shared}) is not one expert of "
+                             f"{moe.d_ff}, as transformers' Llama 4 builds it; use --engine reference")
+    layers = spec.layer_specs()
+    chunked = [p.attention_chunk is not None for p in layers]
+    return {"model_type": "llama4_text", "intermediate_size": moe.d_ff, "intermediate_size_mlp": dense_ff or moe.d_ff,
+            "num_local_experts": moe.n_expert, "num_experts_per_tok": moe.n_expert_active,
+            "moe_layers": [i for i, p in enumerate(layers) if p.n_expert > 1],
+            "attention_chunk_size": next(iter(chunks), None),
+            "layer_types": ["chunked_attention" if c else "full_attention" for c in chunked],
+            "no_rope_layers": [int(c) for c in chunked], "use_qk_norm": False}
+
+
 def _from_spec(spec: ModelSpec) -> dict[str, Any]:
     """A config.json for the transformers architecture that builds exactly what ``spec`` describes."""
     common = {"vocab_size": spec.vocab_size, "tie_word_embeddings": spec.tied_embeddings}
@@ -153,6 +184,12 @@ def _from_spec(spec: ModelSpec) -> dict[str, Any]:
     if spec.norms_per_layer == 4 and rope_decoder and spec.ffn == "geglu" and not spec.is_moe:  # Gemma 3
         return d | {"model_type": "gemma3_text", "sliding_window": _one_window(spec) or spec.max_seq_len,
                     "layer_types": _layer_types(spec), "hidden_activation": "gelu_pytorch_tanh"}
+    moe = _moe_fields(spec)
+    chunks = {p.attention_chunk for p in spec.parts()} - {None}
+    if rope_decoder and spec.ffn == "swiglu" and (chunks or (moe.d_ff_shared and not spec.shared_expert_gate)) \
+            and not (spec.attention_sinks or spec.router_bias or spec.is_mla or spec.qk_norm or spec.bias
+                     or spec.qkv_bias):
+        return d | _llama4_from_spec(spec, chunks)
     if spec.qk_norm and rope_decoder and spec.ffn == "swiglu" and not spec.d_ff_shared:  # Qwen3, Qwen3-MoE
         _refuse_missing(spec, "qwen3", gqa=True, experts=True, window=False, free_head_dim=True)
         if not spec.is_moe:
@@ -246,7 +283,8 @@ class HFEngine:
         self.model = transformers.AutoModelForCausalLM.from_config(
             config, dtype=torch_dtype_of(scenario), attn_implementation=attn).to(settings.device).eval()
         self.vocab_size = config.vocab_size
-        built, want = stored_numel(self.model), spec.n_params
+        # the language model only: a multimodal checkpoint's vision tower (vision_params) is not built
+        built, want = stored_numel(self.model), spec.n_params - spec.vision_params
         if built != want:  # a key the config carries that the profile's mapping did not read, or the reverse
             raise BatchprofError(f"--engine hf: transformers' {type(self.model).__name__} built from "
                                  f"{spec.source or spec.name} holds {built:,} weights, the profile {want:,}; "
