@@ -311,10 +311,31 @@ def test_scout_kv_cache_at_32k_by_hand():
     ({"layer_types": ["sliding_attention"] * 4}, "field 'layer_types': 'sliding_attention' is not modelled for llama4"),
     ({"attention_bias": True}, "field 'attention_bias': biases on q, k, v and o only are not modelled"),
     ({"moe_layers": "odd"}, "field 'moe_layers': must be a list of layer indices"),
+    ({"num_hidden_layers": "4"}, "field 'num_hidden_layers': must be an integer >= 1, got '4'"),
+    ({"num_attention_heads": 0}, "field 'num_attention_heads': must be an integer >= 1, got 0"),
+    ({"num_local_experts": None}, "field 'num_local_experts': missing"),
 ])
 def test_bad_llama4_configs_are_one_line_and_exit_2(tmp_path, over, msg):
     p = tmp_path / "config.json"
     p.write_text(json.dumps(TINY | over))
+    r = runner.invoke(app, ["analyze", "-m", str(p)])
+    assert r.exit_code == 2, r.output
+    assert msg in r.output and "Traceback" not in r.output
+    assert len(r.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("edit, msg", [
+    (lambda c: c | {"text_config": 3}, "field 'text_config': missing or not an object"),
+    (lambda c: c | {"vision_config": c["vision_config"] | {"num_hidden_layer": 34}},
+     "vision_config: unknown field 'num_hidden_layer'; did you mean 'num_hidden_layers'?"),
+    (lambda c: c | {"vision_config": c["vision_config"] | {"hidden_size": 0}},
+     "vision_config: field 'hidden_size': must be an integer >= 1, got 0"),
+    (lambda c: c | {"text_config": c["text_config"] | {"attention_chunk_size": 0}},
+     "text_config: field 'attention_chunk_size': must be an integer >= 1, got 0"),
+])
+def test_bad_llama4_wrappers_are_one_line_and_exit_2(tmp_path, edit, msg):
+    p = tmp_path / "config.json"
+    p.write_text(json.dumps(edit(json.loads((HF / "llama-4-scout.json").read_text()))))
     r = runner.invoke(app, ["analyze", "-m", str(p)])
     assert r.exit_code == 2, r.output
     assert msg in r.output and "Traceback" not in r.output

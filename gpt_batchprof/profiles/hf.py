@@ -132,7 +132,9 @@ def _llama4_text(cfg: Mapping[str, Any], g: Callable, where: str) -> dict[str, A
     (``attention_chunk_size``) on the RoPE layers, full on the NoPE ones (:func:`_llama4_layer_pattern`).
     ``use_qk_norm`` is a weightless L2 norm (no parameters; an elementwise pass fused like the rotary
     embedding); ``attn_temperature_tuning`` scales the NoPE layers' queries (elementwise): neither is priced."""
-    n_layer, n_head = g("num_hidden_layers"), g("num_attention_heads")
+    g("num_hidden_layers"), g("num_attention_heads"), g("hidden_size")  # missing: named as such
+    n_layer, n_head = _int_key(cfg, where, "num_hidden_layers", None), _int_key(cfg, where, "num_attention_heads", None)
+    _int_key(cfg, where, "hidden_size", None)
     if cfg.get("attention_bias") is True:
         raise ProfileError(f"{where}: field 'attention_bias': biases on q, k, v and o only are not modelled "
                            "(model_type llama4_text)")
@@ -140,7 +142,7 @@ def _llama4_text(cfg: Mapping[str, Any], g: Callable, where: str) -> dict[str, A
     step = _int_key(cfg, where, "interleave_moe_layer_step", 1)
     moe_layers = cfg.get("moe_layers")
     if moe_layers is None:
-        moe_layers = list(range(step - 1, n_layer, step)) if isinstance(n_layer, int) else []
+        moe_layers = list(range(step - 1, n_layer, step))
     if not isinstance(moe_layers, list) or any(isinstance(i, bool) or not isinstance(i, int) for i in moe_layers):
         raise ProfileError(f"{where}: field 'moe_layers': must be a list of layer indices, got {moe_layers!r:.60}")
     chunked = _llama4_layer_pattern(cfg, where, n_layer, chunk)
