@@ -362,3 +362,14 @@ def test_llama4_layer_patterns_as_transformers_derives_them():
     with pytest.raises(ProfileError, match="field 'attention_chunk_size': chunked attention is not read"):
         model_from_hf_config(TINY | {"model_type": "llama", "interleave_moe_layer_step": 1,
                                      "num_local_experts": 1, "intermediate_size_mlp": None}, "c.json", "t")
+
+
+def test_bench_times_the_chunked_and_full_rows_apart(tmp_path):
+    # the tiny Llama 4 timed on this CPU: a decode row for each attention kind, labelled with it
+    pytest.importorskip("torch")
+    p = tmp_path / "config.json"
+    p.write_text(json.dumps(TINY))
+    r = runner.invoke(app, ["bench", "-m", str(p), "--prompt-len", "32", "--gen-len", "8", "-b", "1",
+                            "--phase", "decode", "--op", "attn_score"])
+    assert r.exit_code == 0, r.output
+    assert "attn_score (chunk 8)" in r.output and "attn_score (full)" in r.output

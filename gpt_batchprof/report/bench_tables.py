@@ -78,7 +78,7 @@ def bench_table(rows: Sequence, title: str) -> Table:
         p = r.prediction
         pred = fmt_time(p.time_s) + ("*" if p.extrapolated else "") + ("!" if p.below_roofline else "")
         err = _error_markup(r.prediction_error) if ok else "-"
-        cells = [str(c.batch), c.op, fmt_time(r.measured_time_s) if ok else "-", iqr, pred, err]
+        cells = [str(c.batch), c.label, fmt_time(r.measured_time_s) if ok else "-", iqr, pred, err]
         if calibrated:
             cells.append(fmt_time(p.roofline_time_s))
         cells += [bound_markup(p.bound, short=True), _share_markup(r.roofline_share) if ok else "-",
@@ -100,7 +100,7 @@ def bench_notes(rows: Sequence) -> list[str]:
     out = []
     for r in rows:
         c = r.cost
-        where = f"{c.phase} b={c.batch} {c.op}"
+        where = f"{c.phase} b={c.batch} {c.label}"
         if r.status != "ok":
             out.append(f"{where}: {r.status}: {r.reason}")
         out += [f"{where}: {w}" for w in r.warnings]
