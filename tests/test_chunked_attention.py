@@ -143,6 +143,21 @@ def test_simulate_steps_follow_the_chunks():
         assert steps.decode_step_s(3, kv) == pytest.approx(want, rel=1e-9), kv
 
 
+def test_speculative_steps_follow_the_target_chunks():
+    # speculative decoding's per-token time is interpolated on the same grid: with a chunked target (and a
+    # full-attention draft) every length is the step analyze's speculative model gives
+    from gpt_batchprof.analytic.speculative import Speculation, spec_step
+    from gpt_batchprof.simulate.steptime import StepModel
+
+    hw = hardware_from_mapping(HW, "t")
+    m = one(attention_chunk=24, max_seq_len=512)
+    spec = Speculation(k=3, acceptance=0.7, draft=one(name="draft", attention_chunk=None, max_seq_len=512))
+    steps = StepModel(m, hw, speculation=spec)
+    for kv in range(0, 80):
+        want = spec_step(m, hw, spec, 3, kv, Dtypes(), "unfused", steps.launch).time_per_token_s
+        assert steps.decode_step_s(3, kv) == pytest.approx(want, rel=1e-9), kv
+
+
 def test_chunked_layers_split_over_gpus_as_windowed_ones_do():
     hw = hardware_from_mapping(HW, "t")
     stack = one(n_layer=2, layers=[{"count": 1}, {"count": 1, "attention_chunk": None}])

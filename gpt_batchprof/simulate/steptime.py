@@ -123,7 +123,10 @@ class StepModel:
             return t
 
         t = at(lo)
-        return t if lo == kv else t + (at(lo + g) - t) * (kv - lo) / g
+        if lo == kv:
+            return t
+        hi = lo + g - (1 if any((lo + g) % c == 0 for c in self._chunks) else 0)  # within one chunk
+        return t + (at(hi) - t) * (kv - lo) / (hi - lo)
 
     def _decode_attention_s(self, n: int, kv: int) -> float:
         """Decode attention of ``n`` sequences at ``kv`` cached tokens on the slowest stage,
