@@ -17,7 +17,9 @@ from gpt_batchprof.analytic.roofline import step_time
 from gpt_batchprof.analytic.serving import decode_attention_time, max_batch
 from gpt_batchprof.cli import app
 from gpt_batchprof.errors import BatchprofError, ProfileError
-from gpt_batchprof.profiles import hardware_from_mapping, load_model, model_from_hf_config, model_from_mapping
+from gpt_batchprof.profiles import (
+    hardware_from_mapping, load_hardware, load_model, model_from_hf_config, model_from_mapping,
+)
 
 HF = Path(__file__).parent / "data" / "hf"
 runner = CliRunner()
@@ -169,17 +171,11 @@ def test_chunked_layers_split_over_gpus_as_windowed_ones_do():
     assert memory_use(stack, Scenario(prompt_len=8, gen_len=4), 2, Parallelism(tp=2)).kv_cache_bytes == 3840
     # Scout: every layer MoE, chunked or full attention: tensor and expert parallelism apply
     scout = load_model("llama-4-scout")
-    serving_report(scout, load_hw("h200"), Scenario(prompt_len=512, gen_len=8), (1, 8), Parallelism(tp=4, ep=2))
+    serving_report(scout, load_hardware("h200"), Scenario(prompt_len=512, gen_len=8), (1, 8), Parallelism(tp=4, ep=2))
     # Maverick: dense and MoE layers, refused across GPUs in one line (not chunk-specific)
     with pytest.raises(BatchprofError, match="stack of different layer kinds"):
-        serving_report(load_model("llama-4-maverick"), load_hw("h200"), Scenario(prompt_len=512, gen_len=8), (1,),
+        serving_report(load_model("llama-4-maverick"), load_hardware("h200"), Scenario(prompt_len=512, gen_len=8), (1,),
                        Parallelism(tp=8))
-
-
-def load_hw(name):
-    from gpt_batchprof.profiles import load_hardware
-
-    return load_hardware(name)
 
 
 @pytest.mark.parametrize("data, msg", [
