@@ -651,10 +651,9 @@ def measure_tables(device: str, grid: GridSpec, *, force: bool = False, timer=No
     Raises BatchprofError (one line) when a table stays implausible or the reference kernels
     say the machine got busy, unless ``force`` (then the tables carry a warning).
     """
-    from gpt_batchprof.measure.calibrate import measure_launch_overhead
     from gpt_batchprof.measure.device import device_name, last_level_cache_bytes, require_torch
     from gpt_batchprof.measure.kernels import unsupported_reason
-    from gpt_batchprof.measure.timing import CpuTimer, CudaTimer
+    from gpt_batchprof.measure.timing import CpuTimer, CudaTimer, measure_launch_overhead
 
     torch = require_torch()
     say = progress or (lambda s: None)

@@ -283,6 +283,35 @@ class FakeTimer:
         return Measurement(tuple(times), 0, self.method, cpu_share=share)
 
 
+def measure_launch_overhead(device: str, budget_s: float) -> float:
+    """Seconds per tiny kernel. On CUDA: back-to-back launches (throughput), as a sequence sees it.
+    (Here, below both `calibrate` and the efficiency tables, which each measure it.)"""
+    import torch
+
+    x = torch.ones(1, device=device)
+    if device == "cuda":
+        n = 200
+        torch.cuda.synchronize()
+        best = float("inf")
+        for _ in range(5):
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            s.record()
+            for _ in range(n):
+                x.add_(1.0)
+            e.record()
+            e.synchronize()
+            best = min(best, s.elapsed_time(e) * 1e-3 / n)
+        return best
+    reps = 2000
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter_ns()
+        x.add_(1.0)
+        times.append((time.perf_counter_ns() - t0) * 1e-9)
+    times.sort()
+    return times[len(times) // 2]
+
+
 def default_timer(device: str, *, l2_cache_bytes: float = 0.0, cuda_graphs: bool = False) -> Timer:
     if device == "cuda":
         flush = int(max(256 * 2**20, 2 * l2_cache_bytes))
