@@ -19,7 +19,6 @@ ROOT = Path(gpt_batchprof.__file__).resolve().parent
 # Circles and arrows that exist today and are owned by other work (each entry names one; the test
 # fails when a new one appears, and when a listed one is gone, so the list cannot go stale).
 KNOWN_CIRCLES = {
-    frozenset({"gpt_batchprof.measure.generate", "gpt_batchprof.measure.hf"}),
     # disaggregated serving (simulate/pools.py) and the engine call each other inside functions
     frozenset({"gpt_batchprof.simulate.engine", "gpt_batchprof.simulate.pools"}),
 }

@@ -26,10 +26,10 @@ from typing import Any, Callable, Iterator
 
 from gpt_batchprof.analytic.serving import Scenario, ServingPoint, memory_use, serving_report
 from gpt_batchprof.errors import BatchprofError
+from gpt_batchprof.measure.kernels import torch_dtype_of
 from gpt_batchprof.profiles import HardwareSpec, ModelSpec
 
 ENGINES = ("reference", "hf")
-RUN_DTYPES = ("fp32", "fp16", "bf16")
 ITL_P90 = 0.9
 
 
@@ -121,18 +121,6 @@ class GenerateResult:
 
 
 # --------------------------------------------------------------------------- checks
-
-
-def torch_dtype_of(scenario: Scenario):
-    """The one float dtype the loop runs in; mixed or integer dtypes have no plain torch kernels."""
-    from gpt_batchprof.measure.kernels import torch_dtype
-
-    dt = scenario.dtypes
-    if not (dt.weight == dt.act == dt.kv) or dt.act not in RUN_DTYPES:
-        raise BatchprofError(
-            f"generate runs weights, activations and KV cache in one float dtype ({', '.join(RUN_DTYPES)}); "
-            f"got weights {dt.weight}, activations {dt.act}, KV {dt.kv}")
-    return torch_dtype(dt.act)
 
 
 def available_memory_bytes(device: str) -> float:
