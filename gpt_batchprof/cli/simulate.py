@@ -163,7 +163,7 @@ def _disagg(text: Optional[str], kv_link: Optional[float], compare: bool, prefil
         if given:
             raise BatchprofError(f"{given[0]} needs --disagg P:D")
         return None
-    from gpt_batchprof.simulate.pools import parse_disagg
+    from gpt_batchprof.simulate.disagg import parse_disagg
 
     return parse_disagg(text, kv_link, prefill_tp, decode_tp)
 

@@ -43,7 +43,7 @@ from gpt_batchprof.simulate.steptime import StepModel
 from gpt_batchprof.simulate.workload import Workload
 
 if TYPE_CHECKING:
-    from gpt_batchprof.simulate.pools import Disagg
+    from gpt_batchprof.simulate.disagg import Disagg
 
 SCHEDULERS = ("continuous", "static")
 ROLES = ("both", "prefill", "decode")  # what an instance does: all of a request, or one phase (--disagg)
@@ -234,15 +234,11 @@ class _Seq:
         self.preempted = 0
 
 
-def simulate(model: ModelSpec, hw: HardwareSpec, workload: Workload, cfg: ServerConfig = ServerConfig(),
-             slo: Slo = Slo(), on_request: Callable[[RequestRecord], None] | None = None,
-             steps: StepModel | None = None) -> SimResult:
-    """Run the workload through one server (or the pool of ``cfg.replicas`` / ``cfg.disagg``);
-    ``on_request`` sees every request as it finishes."""
-    if cfg.replicas > 1 or cfg.disagg is not None:
-        from gpt_batchprof.simulate.pools import simulate_pool
-
-        return simulate_pool(model, hw, workload, cfg, slo, on_request, steps)
+def simulate_server(model: ModelSpec, hw: HardwareSpec, workload: Workload, cfg: ServerConfig = ServerConfig(),
+                    slo: Slo = Slo(), on_request: Callable[[RequestRecord], None] | None = None,
+                    steps: StepModel | None = None) -> SimResult:
+    """Run the workload through one server (``cfg.replicas`` and ``cfg.disagg`` are the pool's:
+    pools.simulate runs them); ``on_request`` sees every request as it finishes."""
     check_lengths(model, workload)
     cfg.parallel.check(model, hw)  # analyze's check: a layout the model can be cut into, a link to price
     cap = kv_capacity(model, hw, cfg, workload.longest, workload.longest_prompt)
