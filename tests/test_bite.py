@@ -76,7 +76,7 @@ def test_activation_memory_counts_the_fp32_logits():
 
 # 5 ------------------------------------------------------------------ fmt_time
 def test_fmt_time_units():
-    from gpt_batchprof.report.units import fmt_time
+    from gpt_batchprof.units import fmt_time
 
     assert fmt_time(2.5e-3) == "2.5 ms"  # 2.5 thousandths of a second
     assert fmt_time(0.0123) == "12.3 ms"

@@ -36,8 +36,8 @@ from gpt_batchprof.analytic.serving import (
 )
 from gpt_batchprof.errors import BatchprofError, ProfileError
 from gpt_batchprof.profiles import WEIGHT_DTYPES, hardware_from_mapping, model_from_mapping
-from gpt_batchprof.report.units import (
-    bound_markup,
+from gpt_batchprof.report.markup import bound_markup
+from gpt_batchprof.units import (
     fmt_bytes,
     fmt_count,
     fmt_pct,
@@ -47,7 +47,7 @@ from gpt_batchprof.report.units import (
 )
 
 
-# --------------------------------------------------------------------------- report/units.py
+# --------------------------------------------------------------------------- units.py, report/markup.py
 def test_fmt_time_boundaries_missing_values_and_the_smallest_unit():
     assert fmt_time(None) == "-"
     assert fmt_time(math.nan) == "-"  # a missing prediction (no peak for the dtype) shows as a dash

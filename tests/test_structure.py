@@ -27,8 +27,6 @@ FORBIDDEN += [("gpt_batchprof.analytic", up) for up in UPPER]
 # the specs sit below everything: nothing under profiles/ reaches into analytic or above
 FORBIDDEN += [("gpt_batchprof.profiles", up) for up in ("gpt_batchprof.analytic",) + UPPER]
 KNOWN_ARROWS = {
-    ("gpt_batchprof.measure.generate", "gpt_batchprof.report"),
-    ("gpt_batchprof.measure.generate", "gpt_batchprof.report.units"),
     ("gpt_batchprof.report.simulate_tables", "gpt_batchprof.simulate"),
     ("gpt_batchprof.report.simulate_tables", "gpt_batchprof.simulate.metrics"),
 }

@@ -143,7 +143,7 @@ def available_memory_bytes(device: str) -> float:
 
 def check_fits(model: ModelSpec, scenario: Scenario, device: str, available: float) -> None:
     """Refuse a model whose weights and one sequence cannot fit, naming what it needs."""
-    from gpt_batchprof.report.units import fmt_bytes
+    from gpt_batchprof.units import fmt_bytes
 
     one = memory_use(model, scenario, 1)
     if one.total_bytes > available:
@@ -340,7 +340,7 @@ class Plan:
 
 def plan_generate(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batches: tuple[int, ...],
                   settings: GenerateSettings, available: float) -> Plan:
-    from gpt_batchprof.report.units import fmt_bytes
+    from gpt_batchprof.units import fmt_bytes
 
     torch_dtype_of(scenario)
     if settings.engine not in ENGINES:

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 from rich.console import Console
 
 from gpt_batchprof.report.tables import compact_table
-from gpt_batchprof.report.units import fmt_bytes, fmt_pct, fmt_rate, fmt_time
+from gpt_batchprof.units import fmt_bytes, fmt_pct, fmt_rate, fmt_time
 from gpt_batchprof.simulate import LoadPoint, RateSearch, SimResult
 from gpt_batchprof.simulate.metrics import slo_percentiles
 
