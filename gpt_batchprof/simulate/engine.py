@@ -37,7 +37,7 @@ from gpt_batchprof.analytic import Dtypes, Parallelism, Scenario, check_length, 
 from gpt_batchprof.analytic.speculative import Speculation
 from gpt_batchprof.errors import BatchprofError
 from gpt_batchprof.profiles import HardwareSpec, ModelSpec
-from gpt_batchprof.simulate.metrics import RequestRecord, Slo, Summary, summarise
+from gpt_batchprof.simulate.metrics import RequestRecord, Slo, Summary, slo_percentiles, summarise
 from gpt_batchprof.simulate.prefix import PrefixCache
 from gpt_batchprof.simulate.steptime import StepModel
 from gpt_batchprof.simulate.workload import Workload
@@ -134,6 +134,11 @@ class SimResult:
     busy_s: float = 0.0  # time the server ran steps (pools add these up)
     seq_s: float = 0.0  # integral of the batch size over busy time
     kv_share_s: float = 0.0  # integral of the share of KV blocks in use
+
+    @property
+    def latencies_at_slo_percentile(self) -> tuple[float, float]:
+        """TTFT and ITL (seconds) at the SLO's percentile, over the finished requests."""
+        return slo_percentiles(self.records, self.slo)
 
     @property
     def goodput_per_gpu_rps(self) -> float:
