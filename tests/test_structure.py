@@ -237,3 +237,22 @@ def test_shared_expert_is_priced_from_the_matmul_tables():
         # (the copy floor, 4.032 MB at 100 GB/s = 40 us, is below it). The roofline would say 80.6 us.
         assert p.prediction == "calibrated"
         assert p.time_s == pytest.approx(8.02e-3, rel=1e-9)
+
+
+def test_quantiles_are_computed_in_one_place():
+    # timers, generate, the calibration tables, simulate and the plots each had their own quantile
+    # (nearest rank, statistics.quantiles rounded to 0.1 percent, numpy); now gpt_batchprof/stats.py
+    stray = []
+    for path in ROOT.rglob("*.py"):
+        if module_name(path) == f"{P}.stats":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import) and any(a.name == "statistics" for a in node.names):
+                stray.append((module_name(path), "import statistics"))
+            elif isinstance(node, ast.ImportFrom) and node.module == "statistics":
+                stray.append((module_name(path), "from statistics import"))
+            elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                  and node.value.id in ("np", "numpy", "statistics")
+                  and node.attr in ("percentile", "nanpercentile", "quantile", "nanquantile", "median", "nanmedian")):
+                stray.append((module_name(path), f"{node.value.id}.{node.attr}"))
+    assert stray == []

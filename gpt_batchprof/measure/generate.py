@@ -28,6 +28,7 @@ from gpt_batchprof.analytic.serving import Scenario, ServingPoint, memory_use, s
 from gpt_batchprof.errors import BatchprofError
 from gpt_batchprof.measure.kernels import torch_dtype_of
 from gpt_batchprof.profiles import HardwareSpec, ModelSpec
+from gpt_batchprof.stats import quantile
 
 ENGINES = ("reference", "hf")
 ITL_P90 = 0.9
@@ -73,12 +74,6 @@ class GenerationRun:
     @property
     def tokens_per_s(self) -> float:
         return self.batch * self.gen_len / self.e2e_s
-
-
-def quantile(xs, q: float) -> float:
-    from gpt_batchprof.measure.timing import _quantile
-
-    return _quantile(sorted(xs), q)
 
 
 def _error(measured: float | None, predicted: float | None) -> float | None:
