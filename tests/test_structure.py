@@ -256,3 +256,10 @@ def test_quantiles_are_computed_in_one_place():
                   and node.attr in ("percentile", "nanpercentile", "quantile", "nanquantile", "median", "nanmedian")):
                 stray.append((module_name(path), f"{node.value.id}.{node.attr}"))
     assert stray == []
+
+
+def test_progress_bars_are_built_in_one_place():
+    # bench/generate, simulate and sweep each built a rich Progress of their own; now cli/common.py's
+    # progress_bar is the only one
+    users = {module_name(p) for p in ROOT.rglob("*.py") if "rich.progress" in p.read_text()}
+    assert users == {f"{P}.cli.common"}

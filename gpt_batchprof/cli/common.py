@@ -275,12 +275,18 @@ def load_hardware_or_auto(ref: str, device: str = "auto", threads: int | None = 
         return cached_hardware(dev, threads)
 
 
-def progress_bar():
-    """The transient progress bar on stderr that long commands share."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+def progress_bar(show: bool = True, *, eta: bool = False, transient: bool = True):
+    """The progress bar on stderr that every long command uses (the one place one is built):
+    each task's description, the bar, done/total and the time elapsed; ``eta``: the time
+    remaining too; ``transient``: gone once done; ``show=False``: a bar that draws nothing."""
+    from rich.progress import (
+        BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+    )
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=err_console, transient=True)
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
+    if eta:
+        columns += [TextColumn("ETA"), TimeRemainingColumn()]
+    return Progress(*columns, TimeElapsedColumn(), console=err_console, transient=transient, disable=not show)
 
 
 def partial_path(output: Path) -> Path:
