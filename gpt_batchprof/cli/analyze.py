@@ -68,10 +68,10 @@ def analyze_cmd(
     from gpt_batchprof.profiles import load_model
 
     choice(fmt, FORMATS, "--format")
-    scenario = scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention,
-                                     launch, expert_dtype, mla_form)
-    hw = load_hardware_or_auto(hardware)
     m = load_model(model)
+    scenario = scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention,
+                                     launch, expert_dtype, mla_form, model=m)
+    hw = load_hardware_or_auto(hardware)
     scenario = with_attention(scenario, hw)
     result = analyze(m, hw, scenario, phases_of(phase), parse_int_list(batch), parallel_of(tp, pp, ep, micro_batches),
                      speculation_of(speculate, acceptance, draft, m))

@@ -363,7 +363,9 @@ def speculation_of(k: int, acceptance: float, draft: "str | None", model):
 
 
 def scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention, launch="auto",
-                          expert_dtype=None, mla="auto"):
+                          expert_dtype=None, mla="auto", model=None):
+    """The scenario of the options; with ``model`` (analytic commands) weights default to the format its
+    checkpoint stores (live commands time kernels at --dtype and leave ``model`` out)."""
     from gpt_batchprof.analytic import ATTENTION_MODES, LAUNCH_MODES, Dtypes, Scenario
     from gpt_batchprof.analytic.gpt import MLA_FORMS
 
@@ -371,7 +373,9 @@ def scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype,
     choice(launch, ("auto",) + LAUNCH_MODES, "--launch")
     choice(mla, ("auto",) + MLA_FORMS, "--mla-form")
     return Scenario(prompt_len=prompt_len, gen_len=gen_len, context_len=context_len,
-                    dtypes=Dtypes.of(dtype, weight_dtype, kv_dtype, expert_dtype), attention=attention, launch=launch,
+                    dtypes=(Dtypes.of(dtype, weight_dtype, kv_dtype, expert_dtype) if model is None
+                            else Dtypes.for_model(model, dtype, weight_dtype, kv_dtype, expert_dtype)),
+                    attention=attention, launch=launch,
                     mla=mla)
 
 
