@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import random
-import statistics
 import sys
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from gpt_batchprof.analytic.gpt import attention_ops, enumerate_ops
 from gpt_batchprof.analytic.ops import OpCost, OpShape
 from gpt_batchprof.measure import aiconfigurator as aic
 from gpt_batchprof.profiles import load_hardware, model_from_mapping
+from gpt_batchprof.stats import median, quantile
 
 BF16 = Dtypes.of("bf16")
 MODELS = {  # published config.json shapes (Hugging Face), as our model YAML fields
@@ -55,13 +55,13 @@ LAYER_OPS = ("qkv_proj", "attn_fused", "out_proj", "ffn_gate", "ffn_up", "ffn_do
 
 def p90(xs: list[float]) -> float:
     """The 90th percentile, interpolated between order statistics (as numpy's default)."""
-    return statistics.quantiles(xs, n=10, method="inclusive")[8] if len(xs) > 1 else xs[0]
+    return quantile(xs, 0.9)
 
 
 def stats(errors: list[float]) -> str:
     a = [abs(e) for e in errors]
-    return (f"{len(a)} | {100 * statistics.median(a):.1f}% | {100 * p90(a):.1f}% | "
-            f"{100 * statistics.median(errors):+.1f}%") if a else "0 | - | - | -"
+    return (f"{len(a)} | {100 * median(a):.1f}% | {100 * p90(a):.1f}% | "
+            f"{100 * median(errors):+.1f}%") if a else "0 | - | - | -"
 
 
 def gemm_cost(m: int, n: int, k: int, dtype: str) -> OpCost:

@@ -17,9 +17,10 @@ Exit 0 when the calibrated median <= 10% and p90 <= 25% (the goal of issue 8), e
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
+
+from gpt_batchprof.stats import median, quantile
 
 LLAMA_GQA = {  # TinyLlama-1.1B's config.json shape (GQA: 32 query heads, 4 K/V heads)
     "model_type": "llama", "hidden_size": 2048, "intermediate_size": 5632, "num_attention_heads": 32,
@@ -32,17 +33,9 @@ MOE = {  # a small Mixtral-style MoE: 8 experts, 2 active per token
 }
 
 
-def quantile(xs: list[float], q: float) -> float:
-    s = sorted(xs)
-    pos = (len(s) - 1) * q
-    lo = int(pos)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
-
-
 def line(label: str, roof: list[float], cal: list[float]) -> str:
-    return (f"{label:<28} {len(cal):>4}   {100 * statistics.median(roof):>7.1f}% {100 * quantile(roof, 0.9):>7.1f}%"
-            f"   {100 * statistics.median(cal):>7.1f}% {100 * quantile(cal, 0.9):>7.1f}%")
+    return (f"{label:<28} {len(cal):>4}   {100 * median(roof):>7.1f}% {100 * quantile(roof, 0.9):>7.1f}%"
+            f"   {100 * median(cal):>7.1f}% {100 * quantile(cal, 0.9):>7.1f}%")
 
 
 def main() -> int:
@@ -150,7 +143,7 @@ def main() -> int:
     st_cal = [abs(p / m_ - 1) for _, m_, p, _ in steps]
     st_roof = [abs(r / m_ - 1) for _, m_, _, r in steps]
     print(line("whole steps", st_roof, st_cal))
-    med, p90 = statistics.median(cal_err["all"]), quantile(cal_err["all"], 0.9)
+    med, p90 = median(cal_err["all"]), quantile(cal_err["all"], 0.9)
     ok = med <= 0.10 and p90 <= 0.25
     print(f"\ngoal (median <= 10%, p90 <= 25% per operator): {'met' if ok else 'NOT met'} "
           f"(calibrated median {100 * med:.1f}%, p90 {100 * p90:.1f}%); total {time.perf_counter() - t0:.0f} s")

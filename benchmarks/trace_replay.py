@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gpt_batchprof.profiles import load_hardware, load_model  # noqa: E402
 from gpt_batchprof.simulate import Lengths, ServerConfig, Workload, load_trace, simulate  # noqa: E402
-from gpt_batchprof.simulate.pools import Disagg  # noqa: E402
+from gpt_batchprof.simulate.disagg import Disagg  # noqa: E402
 
 GOAL_S = 5.0
 RATE_RPS = 3.0

@@ -197,3 +197,28 @@ def test_min_efficiency_selects_rows_below_share():
     assert all(math.isclose(r.roofline_share, 1.0 if r.cost.op == "lm_head" else 0.5) for r in res.rows)
     assert {r.cost.op for r in res.below(0.6)} == {r.cost.op for r in res.rows} - {"lm_head"}
     assert res.below(0.49) == ()  # 0.5 up to rounding
+
+
+SLOW_LAUNCH = """name: slow-launch
+kind: cpu
+memory_gb: 64
+memory_bandwidth_gb_s: 1000000000
+peak_tflops:
+  fp32: 1000000000
+launch_overhead_us: 4000
+"""
+
+
+def test_bench_measured_over_predicted_and_roofline_share(tmp_path):
+    (tmp_path / "slow.yaml").write_text(SLOW_LAUNCH)
+    hw = load_hardware(str(tmp_path / "slow.yaml"))
+    sc = Scenario(prompt_len=16, gen_len=2, dtypes=Dtypes.of("fp32"))
+    res = run_bench(load_model("gpt2"), hw, sc, ("decode",), (1,), BenchSettings("cpu", "fake", "0", 1),
+                    timer=FakeTimer(base_s=1e-3, noise=0.0))
+    qkv = next(r for r in res.rows if r.cost.op == "qkv_proj")
+    # predicted: 12 launches x 4 ms = 48 ms (+ 85 MB at 1e18 B/s and 42 MFLOP at 1e21 FLOP/s: ~0);
+    # measured: the fake timer's 1 ms per launch x 12 = 12 ms
+    assert qkv.prediction.time_s == pytest.approx(0.048)
+    assert qkv.measured_time_s == pytest.approx(0.012)
+    assert qkv.measured_over_predicted == pytest.approx(0.25)  # 12 / 48
+    assert qkv.roofline_share == pytest.approx(4.0)  # 48 / 12: faster than the (too slow) roofline

@@ -167,3 +167,54 @@ def test_interrupted_bench_keeps_an_earlier_output_file(files, tmp_path, monkeyp
     assert earlier.read_text() == "a complete earlier result\n"
     doc = json.loads((tmp_path / "bench.partial.json").read_text())
     assert doc["complete"] is False and len(doc["rows"]) == 1
+
+
+# --------------------------------------------------------------------------- bench's figures through the CLI (hand-worked)
+
+
+def _json(args):
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+BENCH = ["bench", "-m", "gpt2", "--device", "cpu", "--phase", "decode", "-b", "1", "--prompt-len", "16",
+         "--gen-len", "2", "--warmup-ms", "0", "--rep-ms", "1", "-f", "json"]
+
+
+def test_bench_block_charges_each_kernel_of_a_layer_once():
+    pytest.importorskip("torch")
+    # one gpt2 block per layer launches 2 norms + qkv, score, softmax, context, out, ffn_up, ffn_down
+    # = 9 kernels; 12 layers x 9 = 108 launches x 5 us (cpu-generic, eager) = 540 us
+    (row,) = _json(BENCH + ["-H", "cpu-generic", "--dtype", "fp32", "--op", "block"])["rows"]
+    assert row["op"] == "block"
+    assert row["overhead_s"] == pytest.approx(108 * 5e-6)
+
+
+NO_FP32 = """name: no-fp32
+kind: cpu
+memory_gb: 64
+memory_bandwidth_gb_s: 50
+peak_tflops:
+  fp16: 0.5
+launch_overhead_us: 5
+"""
+
+
+def test_a_profile_without_the_dtypes_peak(tmp_path):
+    pytest.importorskip("torch")
+    hw = tmp_path / "no-fp32.yaml"
+    hw.write_text(NO_FP32)
+    # bench still times the kernel and reports it: memory time 85,082,112 B / 50 GB/s = 1.70 ms is known,
+    # the compute time (hence the prediction and the ratios) is not, and a note says why
+    (row,) = _json(BENCH + ["-H", str(hw), "--dtype", "fp32", "--op", "qkv_proj"])["rows"]
+    assert row["status"] == "ok" and row["measured_time_s"] > 0
+    assert row["memory_s"] == pytest.approx(85_082_112 / 50e9)
+    assert row["time_s"] is None and row["compute_s"] is None  # NaN in the core, null in JSON
+    assert row["measured_over_predicted"] is None and row["roofline_share"] is None
+    assert any("no fp32 peak" in w for w in row["warnings"])
+    # analyze has nothing to show without it: exit 2, one line naming the dtype
+    r = runner.invoke(app, ["analyze", "-m", "gpt2", "-H", str(hw), "--dtype", "fp32"])
+    assert r.exit_code == 2
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "no fp32 peak" in lines[0] and "Traceback" not in r.output

@@ -337,3 +337,18 @@ def test_the_limits_table_keeps_values_at_the_bounds_and_options_it_does_not_kno
 
     check_numbers({"threads": 4096, "requests": 10_000_000, "duration": 1e6, "tp": 1024, "seed": 123456789,
                    "threads_unset": None})
+
+
+def test_the_progress_bar_draws_on_stderr_and_shows_the_eta_only_when_asked():
+    # every long command's bar comes from cli/common.progress_bar: on stderr, so stdout stays the result
+    from rich.progress import TimeRemainingColumn
+
+    from gpt_batchprof.cli.common import err_console, progress_bar
+
+    kinds = lambda bar: [type(c).__name__ for c in bar.columns]  # noqa: E731
+    plain = progress_bar()  # bench, generate, simulate: transient, no ETA
+    assert plain.console is err_console and plain.live.transient and not plain.disable
+    assert kinds(plain) == ["TextColumn", "BarColumn", "MofNCompleteColumn", "TimeElapsedColumn"]
+    sweep = progress_bar(False, eta=True, transient=False)  # sweep: stays on screen, with the time remaining
+    assert sweep.disable and not sweep.live.transient
+    assert any(isinstance(c, TimeRemainingColumn) for c in sweep.columns)

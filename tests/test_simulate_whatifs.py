@@ -315,7 +315,7 @@ def test_analyze_json_speculative_rows():
 # --------------------------------------------------------------------------- pools: replicas and disaggregation
 
 from gpt_batchprof.analytic import Parallelism  # noqa: E402
-from gpt_batchprof.simulate.pools import Disagg, parse_disagg  # noqa: E402
+from gpt_batchprof.simulate.disagg import Disagg, parse_disagg  # noqa: E402
 
 KV_512 = 512 * 2 * 32 * 4096 * 2  # llama-2-7b fp16: 512 KiB per token (K and V, 32 layers, d 4096), 512 tokens
 

@@ -222,3 +222,67 @@ def test_stream_writer_never_writes_a_key_twice_on_resume(tmp_path):
         o = run_sweep(grid, Evaluator(grid), w)
     assert o.new == 0 and o.skipped == 3 and len(o.rows) == 3
     assert len(read_rows(tmp_path / "a.jsonl")) == 3
+
+
+# --------------------------------------------------------------------------- what a sweep reports (hand-worked)
+
+
+def _json(args):
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+def test_sweep_group_bound_is_the_slowest_members_bound():
+    # gpt2 decode, batch 1, 1000 cached tokens, fp16 on a100-80gb (2039 GB/s, 312 TFLOP/s; an analytic
+    # sweep on a GPU charges the CUDA-graph gap, 0.5 us per kernel):
+    #  attn_softmax: 2 x 1 x 12 heads x 1001 keys x 2 B read+written x 12 layers = 576,576 B -> 0.28 us,
+    #                under its 12 x 0.5 = 6 us of launches: overhead-bound; 6.28 us, the fastest member.
+    #  ffn: weights 2 x 768 x 3072 x 2 B x 12 layers = 113.2 MB (+ activations) -> 55.6 us at 2039 GB/s
+    #       (vs 0.36 us of FLOPs): memory-bound; 55.6 + 24 x 0.5 = 67.6 us, the slowest member.
+    # The block's bound is the bound of the member that takes the most time: memory, not overhead.
+    rows = _json(["sweep", "-m", "gpt2", "-H", "a100-80gb", "--phase", "decode", "-b", "1", "-s", "1000",
+                  "--op", "block,attn_softmax,ffn,norm", "--no-progress", "-f", "json"])["rows"]
+    by = {r["op"]: r for r in rows}
+    assert by["attn_softmax"]["bound"] == "overhead" and by["norm"]["bound"] == "overhead"
+    assert by["ffn"]["bound"] == "memory"
+    assert by["ffn"]["roofline_time_s"] == pytest.approx(113_246_208 / 2039e9 + 24 * 0.5e-6, rel=0.01)
+    assert by["block"]["bound"] == "memory"
+
+
+def test_batching_stays_free_up_to_exactly_15_percent():
+    from gpt_batchprof.sweep.results import free_batch, series  # where the summary decides it
+    from gpt_batchprof.sweep.rows import SweepRow
+
+    # batch 1 takes 20 s; "free" while within 15%: up to 20 x 1.15 = 23 s inclusive
+    assert free_batch((1, 2, 4, 8), (20.0, 22.0, 23.0, 23.01)) == 4
+    assert free_batch((1, 2, 4, 8), (20.0, 22.0, 22.99, 24.0)) == 4
+    assert free_batch((1, 2, 4, 8), (20.0, 23.01, 23.0, 23.0)) == 1  # the first step already costs > 15%
+    # a whole sweep's summary uses the same rule: 2.0 -> 2.3 ms is +15% (free), 2.31 ms is not
+    rows = [SweepRow(workload="gpt", model="m", hardware="h", phase="decode", seq_len=8, op="ffn",
+                     dtype="fp16", attention="unfused", batch=b, predicted_time_s=t)
+            for b, t in ((1, 2.0e-3), (2, 2.3e-3), (4, 2.31e-3))]
+    (s,) = series(rows)
+    assert s.free_batch_predicted == 2
+
+
+def test_live_generation_e2e_is_ttft_plus_gen_len_minus_one_decode_steps():
+    """The live generation preset runs a real loop: 5 tokens = 1 from the prefill + 4 decode steps."""
+    pytest.importorskip("torch")
+    from gpt_batchprof.sweep.evaluate import Evaluator
+    from gpt_batchprof.sweep.grid import SweepSpec, resolve
+    from gpt_batchprof.sweep.live import LiveTimer
+
+    grid = resolve(SweepSpec(workload="generation", models=("d128",), hardware=("cpu-generic",), batches=(2,),
+                             seq_lens=(16,), dtypes=("fp32",), gen_len=5))
+    (point,) = list(grid.points())
+    runs = []
+    timer = LiveTimer("cpu", threads=1)
+    real = timer.time_generation
+    timer.time_generation = lambda *a: runs.append(real(*a)) or runs[-1]
+    row = Evaluator(grid, "both", timer).evaluate(point)
+    (run,) = runs
+    assert len(run.step_times_s) == 4 and run.cache_lengths == (16, 17, 18, 19, 20)
+    assert row.measured_time_s == pytest.approx(run.ttft_s + sum(run.step_times_s))
+    # tokens/s = batch x gen_len / e2e = 2 x 5 / e2e
+    assert row.measured_items_per_s == pytest.approx(10 / row.measured_time_s)

@@ -7,7 +7,7 @@ from gpt_batchprof.cli.common import (
     GenLenOpt, HardwareOpt, KvDtypeOpt, LaunchOpt, MicroBatchesOpt, ModelOpt, OutputOpt, PhaseOpt, PpOpt,
     PromptLenOpt, TpOpt, WeightDtypeOpt, ExpertDtypeOpt, AcceptanceOpt, DraftOpt, SpeculateOpt, choice, speculation_of,
     guarded, load_hardware_or_auto, parallel_of, parse_int_list,
-    phases_of, render,
+    phases_of, render, scenario_from_options,
 )
 from typing import Annotated
 
@@ -23,23 +23,6 @@ def with_attention(scenario, hw):
     from gpt_batchprof.analytic.roofline import attention_mode
 
     return dataclasses.replace(scenario, attention=attention_mode(scenario.attention, hw))
-
-
-def scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention, launch="auto",
-                          expert_dtype=None, mla="auto", model=None):
-    """The scenario of the options; with ``model`` (analytic commands) weights default to the format its
-    checkpoint stores (live commands time kernels at --dtype and leave ``model`` out)."""
-    from gpt_batchprof.analytic import ATTENTION_MODES, LAUNCH_MODES, Dtypes, Scenario
-    from gpt_batchprof.analytic.gpt import MLA_FORMS
-
-    choice(attention, ("auto",) + ATTENTION_MODES, "--attention")
-    choice(launch, ("auto",) + LAUNCH_MODES, "--launch")
-    choice(mla, ("auto",) + MLA_FORMS, "--mla-form")
-    return Scenario(prompt_len=prompt_len, gen_len=gen_len, context_len=context_len,
-                    dtypes=(Dtypes.of(dtype, weight_dtype, kv_dtype, expert_dtype) if model is None
-                            else Dtypes.for_model(model, dtype, weight_dtype, kv_dtype, expert_dtype)),
-                    attention=attention, launch=launch,
-                    mla=mla)
 
 
 @guarded

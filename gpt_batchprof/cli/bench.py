@@ -8,59 +8,18 @@ from typing import Annotated, Optional
 import typer
 
 from gpt_batchprof.cli.common import (
-    AttentionOpt, BatchOpt, ContextLenOpt, EpOpt, FormatOpt, GenLenOpt, KvDtypeOpt, MicroBatchesOpt, ModelOpt,
-    OutputOpt, PhaseOpt, PpOpt, PromptLenOpt, TpOpt, WeightDtypeOpt, check_live_options, choice, console, emit, err_console, guarded,
-    load_hardware_or_auto, output_for, parallel_of, parse_int_list, phases_of, progress_bar, render, run_keeping_partial,
+    AttentionOpt, BatchOpt, BenchDtypeOpt, BenchHardwareOpt, ContextLenOpt, DeviceOpt, EpOpt, FormatOpt, GenLenOpt,
+    KvDtypeOpt, MicroBatchesOpt, ModelOpt, OutputOpt, PhaseOpt, PpOpt, PromptLenOpt, ThreadsOpt, TpOpt, WeightDtypeOpt,
+    check_live_options, choice, console, emit, err_console, guarded, live_device, live_hardware, output_for,
+    parallel_of, parse_int_list, phases_of, progress_bar, render, run_keeping_partial, scenario_from_options,
 )
 from gpt_batchprof.errors import BatchprofError
 
 BENCH_BATCHES = "1,4,16,64"
 
-DeviceOpt = Annotated[str, typer.Option("--device", help="cuda, cpu, or auto (CUDA when present, else the CPU).")]
-BenchHardwareOpt = Annotated[str, typer.Option(
-    "--hardware", "-H",
-    help="Profile the predictions use. 'datasheet' (default): the built-in profile matching this GPU "
-         "(by torch.cuda.get_device_name), or cpu-generic on the CPU. 'auto': calibrate this device first, "
-         "ceilings and efficiency tables (about 3 min on a 2-core CPU; cached in ~/.cache/gpt-batchprof/, keyed by "
-         "device name and torch version), and predict from the tables. Or any built-in name "
-         "or hardware YAML.")]
-BenchDtypeOpt = Annotated[str, typer.Option(
-    "--dtype", help="Activation dtype (and weights / KV unless overridden): fp32, fp16, bf16, fp8, int8, or auto "
-                    "(fp16 on CUDA, fp32 on the CPU, where fp16 matmuls are emulated and very slow). Dtypes the "
-                    "device cannot run are reported as skipped rows, not errors.")]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads (fixed for the whole run; default: torch's).")]
-
 
 def _op_list(text: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in text.split(",") if p.strip())
-
-
-def live_device(device: str, dtype: str) -> tuple[str, str]:
-    """The device to run on (torch installed, CUDA when asked for) and --dtype auto resolved for it."""
-    from gpt_batchprof.measure.device import resolve_device
-
-    dev = resolve_device(device)
-    if dtype == "auto":
-        dtype = "fp16" if dev == "cuda" else "fp32"
-    return dev, dtype
-
-
-def live_hardware(ref: str, dev: str, threads: int | None):
-    """Fix the thread count for the whole run, then load (or calibrate) the --hardware profile."""
-    import torch
-
-    n_threads = threads or torch.get_num_threads()
-    torch.set_num_threads(n_threads)
-    return n_threads, _hardware(ref, dev, n_threads)
-
-
-def _hardware(ref: str, device: str, threads: int | None):
-    from gpt_batchprof.measure.device import datasheet_hardware
-    from gpt_batchprof.profiles import load_hardware
-
-    if ref == "datasheet":
-        return load_hardware(datasheet_hardware(device))
-    return load_hardware_or_auto(ref, device, threads)
 
 
 @guarded
@@ -100,7 +59,6 @@ def bench_cmd(
 
     Exit codes: 0 when the run completed, 1 with --min-efficiency and an operator below it, 2 for bad input (or --device cuda without CUDA), 130 when interrupted (finished rows are still printed).
     """
-    from gpt_batchprof.cli.analyze import scenario_from_options
     from gpt_batchprof.measure.bench import BenchSettings, check_ops, run_bench
     from gpt_batchprof.measure.device import device_name, torch_version
     from gpt_batchprof.profiles import load_model

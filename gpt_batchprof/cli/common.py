@@ -275,12 +275,18 @@ def load_hardware_or_auto(ref: str, device: str = "auto", threads: int | None = 
         return cached_hardware(dev, threads)
 
 
-def progress_bar():
-    """The transient progress bar on stderr that long commands share."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+def progress_bar(show: bool = True, *, eta: bool = False, transient: bool = True):
+    """The progress bar on stderr that every long command uses (the one place one is built):
+    each task's description, the bar, done/total and the time elapsed; ``eta``: the time
+    remaining too; ``transient``: gone once done; ``show=False``: a bar that draws nothing."""
+    from rich.progress import (
+        BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+    )
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=err_console, transient=True)
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
+    if eta:
+        columns += [TextColumn("ETA"), TimeRemainingColumn()]
+    return Progress(*columns, TimeElapsedColumn(), console=err_console, transient=transient, disable=not show)
 
 
 def partial_path(output: Path) -> Path:
@@ -354,3 +360,65 @@ def speculation_of(k: int, acceptance: float, draft: "str | None", model):
     from gpt_batchprof.profiles import load_model
 
     return Speculation(k, acceptance, mtp_draft(model) if draft == MTP else load_model(draft))
+
+
+def scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention, launch="auto",
+                          expert_dtype=None, mla="auto", model=None):
+    """The scenario of the options; with ``model`` (analytic commands) weights default to the format its
+    checkpoint stores (live commands time kernels at --dtype and leave ``model`` out)."""
+    from gpt_batchprof.analytic import ATTENTION_MODES, LAUNCH_MODES, Dtypes, Scenario
+    from gpt_batchprof.analytic.gpt import MLA_FORMS
+
+    choice(attention, ("auto",) + ATTENTION_MODES, "--attention")
+    choice(launch, ("auto",) + LAUNCH_MODES, "--launch")
+    choice(mla, ("auto",) + MLA_FORMS, "--mla-form")
+    return Scenario(prompt_len=prompt_len, gen_len=gen_len, context_len=context_len,
+                    dtypes=(Dtypes.of(dtype, weight_dtype, kv_dtype, expert_dtype) if model is None
+                            else Dtypes.for_model(model, dtype, weight_dtype, kv_dtype, expert_dtype)),
+                    attention=attention, launch=launch,
+                    mla=mla)
+
+
+# --------------------------------------------------------------------------- the live commands (bench, generate)
+
+DeviceOpt = Annotated[str, typer.Option("--device", help="cuda, cpu, or auto (CUDA when present, else the CPU).")]
+BenchHardwareOpt = Annotated[str, typer.Option(
+    "--hardware", "-H",
+    help="Profile the predictions use. 'datasheet' (default): the built-in profile matching this GPU "
+         "(by torch.cuda.get_device_name), or cpu-generic on the CPU. 'auto': calibrate this device first, "
+         "ceilings and efficiency tables (about 3 min on a 2-core CPU; cached in ~/.cache/gpt-batchprof/, keyed by "
+         "device name and torch version), and predict from the tables. Or any built-in name "
+         "or hardware YAML.")]
+BenchDtypeOpt = Annotated[str, typer.Option(
+    "--dtype", help="Activation dtype (and weights / KV unless overridden): fp32, fp16, bf16, fp8, int8, or auto "
+                    "(fp16 on CUDA, fp32 on the CPU, where fp16 matmuls are emulated and very slow). Dtypes the "
+                    "device cannot run are reported as skipped rows, not errors.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads (fixed for the whole run; default: torch's).")]
+
+
+def live_device(device: str, dtype: str) -> tuple[str, str]:
+    """The device to run on (torch installed, CUDA when asked for) and --dtype auto resolved for it."""
+    from gpt_batchprof.measure.device import resolve_device
+
+    dev = resolve_device(device)
+    if dtype == "auto":
+        dtype = "fp16" if dev == "cuda" else "fp32"
+    return dev, dtype
+
+
+def live_hardware(ref: str, dev: str, threads: int | None):
+    """Fix the thread count for the whole run, then load (or calibrate) the --hardware profile."""
+    import torch
+
+    n_threads = threads or torch.get_num_threads()
+    torch.set_num_threads(n_threads)
+    return n_threads, _live_profile(ref, dev, n_threads)
+
+
+def _live_profile(ref: str, device: str, threads: int | None):
+    from gpt_batchprof.measure.device import datasheet_hardware
+    from gpt_batchprof.profiles import load_hardware
+
+    if ref == "datasheet":
+        return load_hardware(datasheet_hardware(device))
+    return load_hardware_or_auto(ref, device, threads)

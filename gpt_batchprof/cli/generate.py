@@ -12,10 +12,10 @@ from typing import Annotated
 
 import typer
 
-from gpt_batchprof.cli.bench import BenchDtypeOpt, BenchHardwareOpt, DeviceOpt, ThreadsOpt, live_device, live_hardware
 from gpt_batchprof.cli.common import (
-    AttentionOpt, BatchOpt, FormatOpt, GenLenOpt, ModelOpt, OutputOpt, PromptLenOpt, choice, guarded, output_for,
-    parse_int_list, progress_bar, render, run_keeping_partial,
+    AttentionOpt, BatchOpt, BenchDtypeOpt, BenchHardwareOpt, DeviceOpt, FormatOpt, GenLenOpt, ModelOpt, OutputOpt,
+    PromptLenOpt, ThreadsOpt, choice, guarded, live_device, live_hardware, output_for, parse_int_list, progress_bar,
+    render, run_keeping_partial, scenario_from_options,
 )
 
 EngineOpt = Annotated[str, typer.Option(
@@ -49,7 +49,6 @@ def generate_cmd(
 
     Exit codes: 0 when the run completed, 2 for bad input or a model that cannot fit (the memory it needs is named), 130 when interrupted (finished batches are still printed). A batch that runs out of memory is a row, not an error.
     """
-    from gpt_batchprof.cli.analyze import scenario_from_options
     from gpt_batchprof.measure.device import device_name, torch_version
     from gpt_batchprof.measure.generate import ENGINES, GenerateSettings, run_generate
     from gpt_batchprof.profiles import load_model

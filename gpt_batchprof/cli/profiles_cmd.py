@@ -32,7 +32,7 @@ def list_cmd(fmt: FormatOpt = "table", output: OutputOpt = None) -> None:
 
 def _list_tables(out, models, hws) -> None:
     from gpt_batchprof.report.tables import compact_table
-    from gpt_batchprof.report.units import fmt_bytes
+    from gpt_batchprof.units import fmt_bytes
 
     t = compact_table("Models", [(c, "left" if c in ("name", "ffn") else "right") for c in
                                  ("name", "params", "layers", "d_model", "heads", "d_ff", "ffn", "experts", "ctx")])
@@ -92,7 +92,7 @@ def show_cmd(
 def _show_table(title: str, data: dict):
     from rich.table import Table
 
-    from gpt_batchprof.report.units import fmt_bytes
+    from gpt_batchprof.units import fmt_bytes
 
     t = Table(title=escape(title), title_justify="left", show_header=False)
     t.add_column("field")

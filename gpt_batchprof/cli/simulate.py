@@ -11,7 +11,7 @@ from gpt_batchprof.cli.common import (
     AttentionOpt, DtypeOpt, EpOpt, FormatOpt, HardwareOpt, KvDtypeOpt, LaunchOpt, MicroBatchesOpt, ModelOpt, PpOpt,
     MAX_REQUESTS, TpOpt, WeightDtypeOpt, ExpertDtypeOpt, AcceptanceOpt, DraftOpt, SpeculateOpt, choice, folder_for,
     speculation_of, err_console, guarded, load_hardware_or_auto, parallel_of,
-    render,
+    progress_bar, render,
 )
 
 Opt = typer.Option
@@ -163,7 +163,7 @@ def _disagg(text: Optional[str], kv_link: Optional[float], compare: bool, prefil
         if given:
             raise BatchprofError(f"{given[0]} needs --disagg P:D")
         return None
-    from gpt_batchprof.simulate.pools import parse_disagg
+    from gpt_batchprof.simulate.disagg import parse_disagg
 
     return parse_disagg(text, kv_link, prefill_tp, decode_tp)
 
@@ -256,10 +256,7 @@ class _Streams:
 
 
 def _bar(show: bool, what: str, total):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    bar = Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=err_console, transient=True, disable=not show)
+    bar = progress_bar(show)
     return bar, bar.add_task(what, total=total)
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from gpt_batchprof.cli.common import (
-    check_live_options, choice, console, err_console, folder_for, guarded, note, output_for, show,
+    check_live_options, choice, console, err_console, folder_for, guarded, note, output_for, progress_bar, show,
 )
 
 ListOpt = Optional[str]
@@ -186,14 +186,10 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def _run(grid, evaluator, writer, show_progress):
     """Run the grid with a progress bar; closes ``writer`` (the open results file) at the end."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     from gpt_batchprof.sweep.run import run_sweep
 
     try:
-        with Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("ETA"),
-                      TimeRemainingColumn(), TimeElapsedColumn(), console=err_console, transient=False,
-                      disable=not show_progress) as bar:
+        with progress_bar(show_progress, eta=True, transient=False) as bar:
             task = bar.add_task("sweep", total=len(grid))
             return run_sweep(grid, evaluator, writer, advance=lambda n: bar.advance(task, n))
     finally:

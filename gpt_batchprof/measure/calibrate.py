@@ -196,40 +196,11 @@ def measure_bandwidth(device: str, nbytes: int, budget_s: float) -> float:
     return 2.0 * src.numel() * 4 / t
 
 
-def measure_launch_overhead(device: str, budget_s: float) -> float:
-    """Seconds per tiny kernel. On CUDA: back-to-back launches (throughput), as a sequence sees it."""
-    import time
-
-    import torch
-
-    x = torch.ones(1, device=device)
-    if device == "cuda":
-        n = 200
-        torch.cuda.synchronize()
-        best = float("inf")
-        for _ in range(5):
-            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            s.record()
-            for _ in range(n):
-                x.add_(1.0)
-            e.record()
-            e.synchronize()
-            best = min(best, s.elapsed_time(e) * 1e-3 / n)
-        return best
-    reps = 2000
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter_ns()
-        x.add_(1.0)
-        times.append((time.perf_counter_ns() - t0) * 1e-9)
-    times.sort()
-    return times[len(times) // 2]
-
-
 def calibrate(device: str = "cpu", quick: bool = False, threads: int | None = None,
               progress: Callable[[str], None] | None = None) -> Calibration:
     """Measure this device. CPU: ~15 s (``quick``: ~3 s). CUDA: under a minute."""
     from gpt_batchprof.measure.device import device_name, physical_memory_bytes, require_torch
+    from gpt_batchprof.measure.timing import measure_launch_overhead
 
     torch = require_torch()
     say = progress or (lambda s: None)

@@ -26,10 +26,11 @@ from typing import Any, Callable, Iterator
 
 from gpt_batchprof.analytic.serving import Scenario, ServingPoint, memory_use, serving_report
 from gpt_batchprof.errors import BatchprofError
+from gpt_batchprof.measure.kernels import torch_dtype_of
 from gpt_batchprof.profiles import HardwareSpec, ModelSpec
+from gpt_batchprof.stats import quantile
 
 ENGINES = ("reference", "hf")
-RUN_DTYPES = ("fp32", "fp16", "bf16")
 ITL_P90 = 0.9
 
 
@@ -75,12 +76,6 @@ class GenerationRun:
         return self.batch * self.gen_len / self.e2e_s
 
 
-def quantile(xs, q: float) -> float:
-    from gpt_batchprof.measure.timing import _quantile
-
-    return _quantile(sorted(xs), q)
-
-
 def _error(measured: float | None, predicted: float | None) -> float | None:
     """Relative error of the prediction against the measurement: (predicted - measured) / measured."""
     if measured is None or predicted is None or not measured or math.isnan(predicted):
@@ -123,18 +118,6 @@ class GenerateResult:
 # --------------------------------------------------------------------------- checks
 
 
-def torch_dtype_of(scenario: Scenario):
-    """The one float dtype the loop runs in; mixed or integer dtypes have no plain torch kernels."""
-    from gpt_batchprof.measure.kernels import torch_dtype
-
-    dt = scenario.dtypes
-    if not (dt.weight == dt.act == dt.kv) or dt.act not in RUN_DTYPES:
-        raise BatchprofError(
-            f"generate runs weights, activations and KV cache in one float dtype ({', '.join(RUN_DTYPES)}); "
-            f"got weights {dt.weight}, activations {dt.act}, KV {dt.kv}")
-    return torch_dtype(dt.act)
-
-
 def available_memory_bytes(device: str) -> float:
     """What a generation may use: the GPU's total memory, or the CPU's MemAvailable (else physical)."""
     if device == "cuda":
@@ -155,7 +138,7 @@ def available_memory_bytes(device: str) -> float:
 
 def check_fits(model: ModelSpec, scenario: Scenario, device: str, available: float) -> None:
     """Refuse a model whose weights and one sequence cannot fit, naming what it needs."""
-    from gpt_batchprof.report.units import fmt_bytes
+    from gpt_batchprof.units import fmt_bytes
 
     one = memory_use(model, scenario, 1)
     if one.total_bytes > available:
@@ -352,7 +335,7 @@ class Plan:
 
 def plan_generate(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batches: tuple[int, ...],
                   settings: GenerateSettings, available: float) -> Plan:
-    from gpt_batchprof.report.units import fmt_bytes
+    from gpt_batchprof.units import fmt_bytes
 
     torch_dtype_of(scenario)
     if settings.engine not in ENGINES:

@@ -269,7 +269,7 @@ class HFEngine:
     graphable = False
 
     def __init__(self, spec: ModelSpec, scenario, settings, cfg: dict[str, Any] | None = None):
-        from gpt_batchprof.measure.generate import torch_dtype_of
+        from gpt_batchprof.measure.kernels import torch_dtype_of
 
         transformers = require_transformers()
         cfg = {k: v for k, v in check_config(cfg or config_dict(spec), spec.source or spec.name).items()

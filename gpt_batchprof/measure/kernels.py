@@ -14,6 +14,7 @@ from typing import Callable
 
 from gpt_batchprof.analytic.gpt import Dtypes
 from gpt_batchprof.analytic.ops import DENSE_OPS, OpCost
+from gpt_batchprof.errors import BatchprofError
 from gpt_batchprof.profiles import ModelSpec
 
 DENSE = DENSE_OPS + ("mlp",)
@@ -37,6 +38,21 @@ def torch_dtype(name: str):
 
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
             "fp8": torch.float8_e4m3fn, "int8": torch.int8}[name]
+
+
+# the float dtypes a whole model runs in (generate, the HF engine)
+RUN_DTYPES = ("fp32", "fp16", "bf16")
+
+
+def torch_dtype_of(scenario):
+    """The one float dtype a generation runs in (``scenario.dtypes``: weights, activations and KV
+    cache alike); mixed or integer dtypes have no plain torch kernels."""
+    dt = scenario.dtypes
+    if not (dt.weight == dt.act == dt.kv) or dt.act not in RUN_DTYPES:
+        raise BatchprofError(
+            f"generate runs weights, activations and KV cache in one float dtype ({', '.join(RUN_DTYPES)}); "
+            f"got weights {dt.weight}, activations {dt.act}, KV {dt.kv}")
+    return torch_dtype(dt.act)
 
 
 def _operand_dtypes(op: str, dtypes: Dtypes) -> tuple[str, str]:

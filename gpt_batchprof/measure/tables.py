@@ -54,6 +54,7 @@ from gpt_batchprof.errors import BatchprofError
 from gpt_batchprof.measure.device import DEFAULT_LLC_BYTES
 from gpt_batchprof.profiles import DTYPE_BYTES
 from gpt_batchprof.profiles.measured import HOST_STYLES, MeasuredTables, Table
+from gpt_batchprof.stats import median, quantile
 
 BUSY_TOLERANCE = 0.20  # reference kernels at the start and the end may differ by this much
 REPEAT_TOLERANCE = 0.25  # a cell's repeats (slowest run median / fastest - 1) may differ by this much
@@ -315,11 +316,11 @@ class _Cells:
         measured = [c for i, c in enumerate(cells) if c is not None and c.seconds is not None and i not in bad]
         if not measured:
             return None
-        spreads = sorted(c.spread for c in measured)
-        shares = sorted(c.share for c in measured if c.share is not None)
-        share = _quantile(shares, 0.5) if shares else None
+        spreads = [c.spread for c in measured]
+        shares = [c.share for c in measured if c.share is not None]
+        share = median(shares) if shares else None
         self.quality[name] = TableQuality(
-            cells=len(measured), spread=_quantile(spreads, 0.5), spread_p90=_quantile(spreads, 0.9),
+            cells=len(measured), spread=median(spreads), spread_p90=quantile(spreads, 0.9),
             remeasured=sum(c.attempts > 1 for c in cells if c is not None and c.seconds is not None),
             dropped=len(bad), cpu_share=share)
         if share is not None and share < CPU_SHARE_MIN:
@@ -350,12 +351,6 @@ def _threads() -> int:
     from gpt_batchprof.measure.timing import _torch_threads
 
     return _torch_threads()
-
-
-def _quantile(xs: list[float], q: float) -> float:
-    from gpt_batchprof.measure.timing import _quantile as quantile
-
-    return quantile(xs, q)
 
 
 def _safe(fn: Callable[[], float | None]) -> float | None:
@@ -651,10 +646,9 @@ def measure_tables(device: str, grid: GridSpec, *, force: bool = False, timer=No
     Raises BatchprofError (one line) when a table stays implausible or the reference kernels
     say the machine got busy, unless ``force`` (then the tables carry a warning).
     """
-    from gpt_batchprof.measure.calibrate import measure_launch_overhead
     from gpt_batchprof.measure.device import device_name, last_level_cache_bytes, require_torch
     from gpt_batchprof.measure.kernels import unsupported_reason
-    from gpt_batchprof.measure.timing import CpuTimer, CudaTimer
+    from gpt_batchprof.measure.timing import CpuTimer, CudaTimer, measure_launch_overhead
 
     torch = require_torch()
     say = progress or (lambda s: None)

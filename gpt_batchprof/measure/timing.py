@@ -16,18 +16,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
+from gpt_batchprof.stats import median, quantiles
+
 NOISY_IQR_FRACTION = 0.10  # IQR / median above this is flagged as noisy
 REPEATS = 3  # a measurement's samples, in the order they were timed, split into this many runs
-
-
-def _quantile(sorted_xs: Sequence[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default, 'linear')."""
-    if not sorted_xs:
-        return math.nan
-    pos = (len(sorted_xs) - 1) * q
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(sorted_xs) - 1)
-    return sorted_xs[lo] + (sorted_xs[hi] - sorted_xs[lo]) * (pos - lo)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,17 +39,13 @@ class Measurement:
             raise ValueError("a Measurement needs at least one sample")
 
     @property
-    def _sorted(self) -> list[float]:
-        return sorted(self.times_s)
-
-    @property
     def median_s(self) -> float:
-        return _quantile(self._sorted, 0.5)
+        return median(self.times_s)
 
     @property
     def iqr_s(self) -> float:
-        s = self._sorted
-        return _quantile(s, 0.75) - _quantile(s, 0.25)
+        q1, q3 = quantiles(self.times_s, (0.25, 0.75))
+        return q3 - q1
 
     @property
     def min_s(self) -> float:
@@ -68,7 +56,7 @@ class Measurement:
         (fewer when there are fewer samples): a burst of load shows as one slow run."""
         n = len(self.times_s)
         r = max(1, min(repeats, n))
-        return tuple(_quantile(sorted(self.times_s[i * n // r:(i + 1) * n // r]), 0.5) for i in range(r))
+        return tuple(median(self.times_s[i * n // r:(i + 1) * n // r]) for i in range(r))
 
     @property
     def best_s(self) -> float:
@@ -281,6 +269,34 @@ class FakeTimer:
             times = [t * x for t, x in zip(times, factors)]
         share = self.cpu_share(label, attempt) if self.cpu_share is not None else None
         return Measurement(tuple(times), 0, self.method, cpu_share=share)
+
+
+def measure_launch_overhead(device: str, budget_s: float) -> float:
+    """Seconds per tiny kernel. On CUDA: back-to-back launches (throughput), as a sequence sees it.
+    (Here, below both `calibrate` and the efficiency tables, which each measure it.)"""
+    import torch
+
+    x = torch.ones(1, device=device)
+    if device == "cuda":
+        n = 200
+        torch.cuda.synchronize()
+        best = float("inf")
+        for _ in range(5):
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            s.record()
+            for _ in range(n):
+                x.add_(1.0)
+            e.record()
+            e.synchronize()
+            best = min(best, s.elapsed_time(e) * 1e-3 / n)
+        return best
+    reps = 2000
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter_ns()
+        x.add_(1.0)
+        times.append((time.perf_counter_ns() - t0) * 1e-9)
+    return median(times)
 
 
 def default_timer(device: str, *, l2_cache_bytes: float = 0.0, cuda_graphs: bool = False) -> Timer:

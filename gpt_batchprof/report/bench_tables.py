@@ -9,7 +9,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from gpt_batchprof.report.tables import compact_table
-from gpt_batchprof.report.units import bound_markup, fmt_bytes, fmt_count, fmt_pct, fmt_ratio, fmt_time
+from gpt_batchprof.report.markup import bound_markup
+from gpt_batchprof.units import fmt_bytes, fmt_count, fmt_pct, fmt_ratio, fmt_time
 
 
 def _share_markup(share: float | None) -> str:

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gpt_batchprof.report.tables import compact_table
-from gpt_batchprof.report.units import fmt_bytes, fmt_count, fmt_rate, fmt_ratio, fmt_time
+from gpt_batchprof.units import fmt_bytes, fmt_count, fmt_rate, fmt_ratio, fmt_time
 
 
 def fmt_error(x: float | None) -> str:

@@ -286,13 +286,15 @@ def _palette(plt):
 
 def _bands(rows, facet, x, y) -> dict[int, tuple]:
     """{panel: (xs, low, median, high)}: per panel and x value, the BAND percentiles of ``y``
-    over ``rows`` there (numpy's linear interpolation between order statistics)."""
+    over ``rows`` there (linear interpolation between order statistics: ``gpt_batchprof.stats``)."""
     import numpy as np
+
+    from gpt_batchprof.stats import quantiles
 
     order = rows[np.lexsort((x[rows], facet[rows]))]
     points: dict[int, list] = {}
     for (f, xv), r in _split(order, facet, x):
-        points.setdefault(f, []).append((xv, *np.percentile(y[r], BAND)))
+        points.setdefault(f, []).append((xv, *quantiles(y[r].tolist(), [b / 100 for b in BAND])))
     return {f: tuple(np.array(c) for c in zip(*pts)) for f, pts in points.items()}
 
 

@@ -1,4 +1,8 @@
-"""`simulate` output: Rich tables for people, and the plain rows (SI units) behind JSON/CSV."""
+"""`simulate` output: Rich tables for people, and the plain rows (SI units) behind JSON/CSV.
+
+The caller hands in simulate's results (``res``: a ``SimResult``; ``points``: ``LoadPoint``s;
+``search``: a ``RateSearch``) as data: the report reads their fields and imports nothing of
+simulate, so it cannot depend on the engine."""
 
 from __future__ import annotations
 
@@ -8,12 +12,10 @@ from typing import Any, Sequence
 from rich.console import Console
 
 from gpt_batchprof.report.tables import compact_table
-from gpt_batchprof.report.units import fmt_bytes, fmt_pct, fmt_rate, fmt_time
-from gpt_batchprof.simulate import LoadPoint, RateSearch, SimResult
-from gpt_batchprof.simulate.metrics import slo_percentiles
+from gpt_batchprof.units import fmt_bytes, fmt_pct, fmt_rate, fmt_time
 
 
-def settings_dict(model, hw, res: SimResult) -> dict[str, Any]:
+def settings_dict(model, hw, res) -> dict[str, Any]:
     w, c, slo = res.workload, res.config, res.slo
     return {
         "model": model.name, "hardware": hw.name,
@@ -38,28 +40,28 @@ def settings_dict(model, hw, res: SimResult) -> dict[str, Any]:
     } | c.parallel.to_dict()
 
 
-def pool_dict(res: SimResult) -> dict[str, Any]:
+def pool_dict(res) -> dict[str, Any]:
     """A pool's figures per GPU (and the KV hand-over when disaggregated)."""
     return {"gpus": res.gpus, "goodput_per_gpu_rps": res.goodput_per_gpu_rps,
             "throughput_per_gpu_rps": res.summary.throughput_rps / res.gpus,
             "kv_transfer_s_mean": res.kv_transfer_s_mean}
 
 
-def _is_pool(res: SimResult) -> bool:
+def _is_pool(res) -> bool:
     return res.config.replicas > 1 or res.config.disagg is not None
 
 
-def prefix_dict(res: SimResult) -> dict[str, Any]:
+def prefix_dict(res) -> dict[str, Any]:
     """What the prefix cache saved (with --prefix-caching): token counts and the hit rate."""
     return {"hit_rate": res.prefix_hit_rate, "prompt_tokens": res.prompt_tokens,
             "hit_tokens": res.prefix_hit_tokens, "prefill_tokens_computed": res.prefill_tokens}
 
 
-def request_rows(res: SimResult) -> list[dict[str, Any]]:
+def request_rows(res) -> list[dict[str, Any]]:
     return [r.to_dict(res.slo) for r in res.records]
 
 
-def point_row(p: LoadPoint) -> dict[str, Any]:
+def point_row(p) -> dict[str, Any]:
     extra = {"prefix_hit_rate": p.result.prefix_hit_rate} if p.result.config.prefix_caching else {}
     if _is_pool(p.result):
         extra |= {"goodput_per_gpu_rps": p.result.goodput_per_gpu_rps}
@@ -67,7 +69,7 @@ def point_row(p: LoadPoint) -> dict[str, Any]:
             "itl_s_at_slo_percentile": p.itl_at_percentile_s} | asdict(p.result.summary) | extra
 
 
-def single_json(model, hw, res: SimResult) -> dict[str, Any]:
+def single_json(model, hw, res) -> dict[str, Any]:
     extra = {"prefix_cache": prefix_dict(res)} if res.config.prefix_caching else {}
     if _is_pool(res):
         extra["pool"] = pool_dict(res)
@@ -75,12 +77,12 @@ def single_json(model, hw, res: SimResult) -> dict[str, Any]:
             "requests": request_rows(res)}
 
 
-def sweep_json(model, hw, points: Sequence[LoadPoint]) -> dict[str, Any]:
+def sweep_json(model, hw, points: Sequence) -> dict[str, Any]:
     settings = settings_dict(model, hw, points[0].result) | {"rate_rps": [p.rate_rps for p in points]}
     return {"settings": settings, "points": [point_row(p) for p in points]}
 
 
-def search_json(model, hw, search: RateSearch) -> dict[str, Any]:
+def search_json(model, hw, search) -> dict[str, Any]:
     out = single_json(model, hw, search.best.result)
     extra = {k: out[k] for k in ("prefix_cache", "pool") if k in out}
     return {"settings": out["settings"], "max_rate_rps": search.max_rate_rps, "summary": out["summary"], **extra,
@@ -90,12 +92,12 @@ def search_json(model, hw, search: RateSearch) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- tables
 
 
-def _slo_text(res: SimResult) -> str:
+def _slo_text(res) -> str:
     s = res.slo
     return f"TTFT ≤ {fmt_time(s.ttft_s)}, ITL ≤ {fmt_time(s.itl_s)}"
 
 
-def header(out: Console, model, hw, res: SimResult, sweep: bool = False) -> None:
+def header(out: Console, model, hw, res, sweep: bool = False) -> None:
     w, c = res.workload, res.config
     if sweep:
         load = "Poisson arrivals at the rates below"
@@ -141,7 +143,7 @@ def header(out: Console, model, hw, res: SimResult, sweep: bool = False) -> None
                   f"on the fullest GPU", style="dim", highlight=False)
 
 
-def latency_table(res: SimResult):
+def latency_table(res):
     s = res.summary
     t = compact_table(f"Latency over {len(res.records):,} requests", [("", "left"), ("mean", "right"),
                       ("p50", "right"), ("p90", "right"), ("p99", "right")])
@@ -151,7 +153,7 @@ def latency_table(res: SimResult):
     return t
 
 
-def figures(out: Console, res: SimResult) -> None:
+def figures(out: Console, res) -> None:
     s = res.summary
     out.print(f"throughput {fmt_rate(s.throughput_rps)} req/s, {fmt_rate(s.output_tokens_per_s)} output tokens/s; "
               f"goodput {fmt_rate(s.goodput_rps)} req/s meeting {_slo_text(res)}", highlight=False)
@@ -167,7 +169,7 @@ def figures(out: Console, res: SimResult) -> None:
                   f"{res.prefill_tokens:,} prompt tokens computed", highlight=False)
 
 
-def print_single(out: Console, model, hw, res: SimResult) -> None:
+def print_single(out: Console, model, hw, res) -> None:
     header(out, model, hw, res)
     out.print()
     out.print(latency_table(res))
@@ -177,7 +179,7 @@ def print_single(out: Console, model, hw, res: SimResult) -> None:
         out.print(f"interrupted: {len(res.records)} request(s) finished", style="yellow")
 
 
-def load_table(points: Sequence[LoadPoint], title: str):
+def load_table(points: Sequence, title: str):
     pct = points[0].result.slo.percentile
     t = compact_table(title, [("offered", "right"), ("req/s", "right"), ("goodput", "right"), ("tok/s", "right"),
                               ("TTFT p50", "right"), (f"TTFT p{pct:g}", "right"), ("ITL p50", "right"),
@@ -193,13 +195,13 @@ def load_table(points: Sequence[LoadPoint], title: str):
     return t
 
 
-def print_sweep(out: Console, model, hw, points: Sequence[LoadPoint]) -> None:
+def print_sweep(out: Console, model, hw, points: Sequence) -> None:
     header(out, model, hw, points[0].result, sweep=True)
     out.print()
     out.print(load_table(points, "Offered load (req/s) against what the server delivers"))
 
 
-def print_search(out: Console, model, hw, search: RateSearch) -> None:
+def print_search(out: Console, model, hw, search) -> None:
     res = search.best.result
     pct = res.slo.percentile
     print_single(out, model, hw, res)
@@ -212,9 +214,9 @@ def print_search(out: Console, model, hw, search: RateSearch) -> None:
 # ----------------------------------------------------------------------------- aggregated vs disaggregated
 
 
-def compare_row(name: str, res: SimResult, max_rate: float | None) -> dict[str, Any]:
+def compare_row(name: str, res, max_rate: float | None) -> dict[str, Any]:
     s = res.summary
-    ttft, itl = slo_percentiles(res.records, res.slo)
+    ttft, itl = res.latencies_at_slo_percentile
     return {"mode": name, "layout": res.config.disagg.label() if res.config.disagg else f"{res.config.replicas}x",
             "gpus": res.gpus, "max_rate_rps": max_rate,
             "max_rate_per_gpu_rps": max_rate / res.gpus if max_rate is not None else None,

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from gpt_batchprof.report.tables import compact_table
-from gpt_batchprof.report.units import fmt_rate, fmt_ratio, fmt_time
+from gpt_batchprof.units import fmt_rate, fmt_ratio, fmt_time
 
 MAX_SERIES_ROWS = 60
 

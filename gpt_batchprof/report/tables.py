@@ -13,9 +13,8 @@ from rich.table import Table
 from gpt_batchprof.analytic.roofline import Prediction
 from gpt_batchprof.analytic.serving import Scenario, ServingReport
 from gpt_batchprof.profiles import HardwareSpec, ModelSpec
-from gpt_batchprof.report.units import (
-    bound_markup, fmt_bytes, fmt_count, fmt_pct, fmt_rate, fmt_ratio, fmt_time,
-)
+from gpt_batchprof.report.markup import bound_markup
+from gpt_batchprof.units import fmt_bytes, fmt_count, fmt_pct, fmt_rate, fmt_ratio, fmt_time
 
 
 def header(console: Console, model: ModelSpec, hw: HardwareSpec, scenario: Scenario) -> None:

@@ -37,13 +37,13 @@ from gpt_batchprof.analytic import Dtypes, Parallelism, Scenario, check_length, 
 from gpt_batchprof.analytic.speculative import Speculation
 from gpt_batchprof.errors import BatchprofError
 from gpt_batchprof.profiles import HardwareSpec, ModelSpec
-from gpt_batchprof.simulate.metrics import RequestRecord, Slo, Summary, summarise
+from gpt_batchprof.simulate.metrics import RequestRecord, Slo, Summary, slo_percentiles, summarise
 from gpt_batchprof.simulate.prefix import PrefixCache
 from gpt_batchprof.simulate.steptime import StepModel
 from gpt_batchprof.simulate.workload import Workload
 
 if TYPE_CHECKING:
-    from gpt_batchprof.simulate.pools import Disagg
+    from gpt_batchprof.simulate.disagg import Disagg
 
 SCHEDULERS = ("continuous", "static")
 ROLES = ("both", "prefill", "decode")  # what an instance does: all of a request, or one phase (--disagg)
@@ -134,6 +134,11 @@ class SimResult:
     busy_s: float = 0.0  # time the server ran steps (pools add these up)
     seq_s: float = 0.0  # integral of the batch size over busy time
     kv_share_s: float = 0.0  # integral of the share of KV blocks in use
+
+    @property
+    def latencies_at_slo_percentile(self) -> tuple[float, float]:
+        """TTFT and ITL (seconds) at the SLO's percentile, over the finished requests."""
+        return slo_percentiles(self.records, self.slo)
 
     @property
     def goodput_per_gpu_rps(self) -> float:
@@ -234,15 +239,11 @@ class _Seq:
         self.preempted = 0
 
 
-def simulate(model: ModelSpec, hw: HardwareSpec, workload: Workload, cfg: ServerConfig = ServerConfig(),
-             slo: Slo = Slo(), on_request: Callable[[RequestRecord], None] | None = None,
-             steps: StepModel | None = None) -> SimResult:
-    """Run the workload through one server (or the pool of ``cfg.replicas`` / ``cfg.disagg``);
-    ``on_request`` sees every request as it finishes."""
-    if cfg.replicas > 1 or cfg.disagg is not None:
-        from gpt_batchprof.simulate.pools import simulate_pool
-
-        return simulate_pool(model, hw, workload, cfg, slo, on_request, steps)
+def simulate_server(model: ModelSpec, hw: HardwareSpec, workload: Workload, cfg: ServerConfig = ServerConfig(),
+                    slo: Slo = Slo(), on_request: Callable[[RequestRecord], None] | None = None,
+                    steps: StepModel | None = None) -> SimResult:
+    """Run the workload through one server (``cfg.replicas`` and ``cfg.disagg`` are the pool's:
+    pools.simulate runs them); ``on_request`` sees every request as it finishes."""
     check_lengths(model, workload)
     cfg.parallel.check(model, hw)  # analyze's check: a layout the model can be cut into, a link to price
     cap = kv_capacity(model, hw, cfg, workload.longest, workload.longest_prompt)

@@ -3,17 +3,17 @@
 TTFT: arrival to first token. ITL: a request's mean gap between output tokens,
 (finish - first token) / (gen_len - 1), what vLLM's benchmark calls TPOT; undefined for
 gen_len 1 (left out of ITL statistics, judged on TTFT alone). E2E: arrival to last token.
-Percentiles interpolate linearly between order statistics (``statistics.quantiles``,
-method 'inclusive', as numpy's default).
+Percentiles interpolate linearly between order statistics (``gpt_batchprof.stats``, as
+numpy's default and ``statistics.quantiles(method="inclusive")``).
 """
 
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import dataclass
 
 from gpt_batchprof.errors import BatchprofError
+from gpt_batchprof.stats import quantiles
 
 PERCENTILES = (50, 90, 99)
 
@@ -72,14 +72,8 @@ class Slo:
 
 
 def percentiles(values: list[float], ps: tuple[float, ...]) -> list[float]:
-    """Each percentile in ``ps`` (to 0.1) of ``values``; NaN for no values."""
-    if not values:
-        return [math.nan] * len(ps)
-    if len(values) == 1:
-        return [values[0]] * len(ps)
-    cuts = statistics.quantiles(values, n=1000, method="inclusive")  # cut k is percentile k / 10
-    lo, hi = min(values), max(values)
-    return [cuts[k - 1] if 1 <= k <= 999 else (lo if k < 1 else hi) for k in (round(p * 10) for p in ps)]
+    """Each percentile in ``ps`` (0..100) of ``values``; NaN for no values."""
+    return quantiles(values, [p / 100 for p in ps])
 
 
 @dataclass(frozen=True, slots=True)

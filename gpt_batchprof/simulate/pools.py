@@ -23,80 +23,25 @@ TTFT counts the transfer (the first token reaches the user with the request's ha
 ITL is the decode instance's. A prefill instance frees a request's blocks when its prompt
 is done (the transfer is taken to read them first). Goodput per GPU divides the pool's
 goodput by all its GPUs: P and D instances times their GPUs each, or N x tp x pp x ep.
+
+``simulate`` (here, above the one-server engine) runs one server or a pool; each instance of a
+pool is one engine.py server. The pool's layout (``Disagg``) is configuration, in disagg.py.
 """
 
 from __future__ import annotations
 
 import math
-import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Callable
 
-from gpt_batchprof.analytic.parallel import Parallelism
 from gpt_batchprof.errors import BatchprofError
 from gpt_batchprof.profiles import HardwareSpec, ModelSpec
+from gpt_batchprof.simulate.engine import (
+    ServerConfig, SimResult, check_lengths, kv_capacity, server_steps, simulate_server,
+)
 from gpt_batchprof.simulate.metrics import RequestRecord, Slo, summarise
 from gpt_batchprof.simulate.steptime import StepModel
 from gpt_batchprof.simulate.workload import Request, Workload
-
-
-@dataclass(frozen=True, slots=True)
-class Disagg:
-    prefill: int  # instances
-    decode: int
-    kv_link_bytes_per_s: float | None = None  # None: the hardware profile's interconnect
-    prefill_tp: int | None = None  # None: the server's --tp
-    decode_tp: int | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("prefill_tp", "decode_tp"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                raise BatchprofError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
-        if self.prefill < 1 or self.decode < 1:
-            raise BatchprofError(f"--disagg needs at least one prefill and one decode instance, got "
-                                 f"{self.prefill}:{self.decode}")
-        if self.kv_link_bytes_per_s is not None and not (math.isfinite(self.kv_link_bytes_per_s)
-                                                         and self.kv_link_bytes_per_s > 0):
-            raise BatchprofError(f"--kv-link must be a finite bandwidth > 0 GB/s, got {self.kv_link_bytes_per_s / 1e9:g}")
-
-    @property
-    def instances(self) -> int:
-        return self.prefill + self.decode
-
-    def label(self) -> str:
-        tp = lambda v: f"(tp {v})" if v else ""  # noqa: E731
-        return f"{self.prefill}P{tp(self.prefill_tp)}:{self.decode}D{tp(self.decode_tp)}"
-
-    def layouts(self, par: Parallelism) -> tuple[Parallelism, Parallelism]:
-        """The layout of a prefill instance and of a decode instance."""
-        return (replace(par, tp=self.prefill_tp or par.tp), replace(par, tp=self.decode_tp or par.tp))
-
-    def gpus(self, par: Parallelism) -> int:
-        pre, dec = self.layouts(par)
-        return self.prefill * pre.world + self.decode * dec.world
-
-    def link(self, hw: HardwareSpec) -> tuple[float, float]:
-        """(bandwidth bytes/s, latency s) of the KV transfer."""
-        ic = hw.interconnect
-        if self.kv_link_bytes_per_s is not None:
-            return self.kv_link_bytes_per_s, ic.latency_s if ic is not None else 0.0
-        if ic is None:
-            raise BatchprofError(f"--disagg moves KV caches between instances, and {hw.name} has no interconnect: "
-                                 "give --kv-link GB/s")
-        return ic.bandwidth_bytes_per_s, ic.latency_s
-
-
-def parse_disagg(text: str, kv_link_gb_s: float | None = None, prefill_tp: int | None = None,
-                 decode_tp: int | None = None) -> Disagg:
-    """'P:D' (instances of each kind)."""
-    m = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", str(text))
-    if not m:
-        raise BatchprofError(f"--disagg: cannot read '{text}' (expected P:D, prefill and decode instances, like 1:3)")
-    if kv_link_gb_s is not None and not (math.isfinite(kv_link_gb_s) and kv_link_gb_s > 0):
-        raise BatchprofError(f"--kv-link must be a finite bandwidth > 0 GB/s, got {kv_link_gb_s:g}")
-    return Disagg(int(m.group(1)), int(m.group(2)), None if kv_link_gb_s is None else kv_link_gb_s * 1e9,
-                  prefill_tp, decode_tp)
 
 
 def _arrivals(workload: Workload) -> list[tuple]:
@@ -115,17 +60,24 @@ def _arrivals(workload: Workload) -> list[tuple]:
 def _run(model, hw, items: list[tuple], cfg, slo, steps, gen_of=None):
     """One instance over ``items`` (as trace requests); its result and the global index of
     each of its local requests."""
-    from gpt_batchprof.simulate.engine import simulate
-
     trace = tuple(Request(t, p, gen_of(g) if gen_of else g, pre, ptok) for t, _, p, g, pre, ptok in items)
-    res = simulate(model, hw, Workload(trace=trace), cfg, slo, steps=steps)
+    res = simulate_server(model, hw, Workload(trace=trace), cfg, slo, steps=steps)
     return res, [it[1] for it in items]
 
 
-def simulate_pool(model: ModelSpec, hw: HardwareSpec, workload: Workload, cfg, slo: Slo = Slo(),
-                  on_request: Callable[[RequestRecord], None] | None = None, steps: StepModel | None = None):
-    from gpt_batchprof.simulate.engine import SimResult, check_lengths, kv_capacity, server_steps
+def simulate(model: ModelSpec, hw: HardwareSpec, workload: Workload, cfg: ServerConfig = ServerConfig(),
+             slo: Slo = Slo(), on_request: Callable[[RequestRecord], None] | None = None,
+             steps: StepModel | None = None) -> SimResult:
+    """Run the workload through one server (engine.py), or the pool of ``cfg.replicas`` /
+    ``cfg.disagg`` (below); ``on_request`` sees every request as it finishes."""
+    if cfg.replicas > 1 or cfg.disagg is not None:
+        return simulate_pool(model, hw, workload, cfg, slo, on_request, steps)
+    return simulate_server(model, hw, workload, cfg, slo, on_request, steps)
 
+
+def simulate_pool(model: ModelSpec, hw: HardwareSpec, workload: Workload, cfg: ServerConfig, slo: Slo = Slo(),
+                  on_request: Callable[[RequestRecord], None] | None = None,
+                  steps: StepModel | None = None) -> SimResult:
     check_lengths(model, workload)
     one = replace(cfg, replicas=1, disagg=None)
     if cfg.disagg is not None:

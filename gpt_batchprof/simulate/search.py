@@ -12,7 +12,8 @@ from typing import Callable
 
 from gpt_batchprof.errors import BatchprofError
 from gpt_batchprof.profiles import HardwareSpec, ModelSpec
-from gpt_batchprof.simulate.engine import ServerConfig, SimResult, server_steps, simulate
+from gpt_batchprof.simulate.engine import ServerConfig, SimResult, server_steps
+from gpt_batchprof.simulate.pools import simulate
 from gpt_batchprof.simulate.metrics import Slo, slo_percentiles
 from gpt_batchprof.simulate.steptime import StepModel
 from gpt_batchprof.simulate.workload import Workload

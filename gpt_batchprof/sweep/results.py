@@ -6,10 +6,10 @@ same on a fresh run and on a results file read back (``--resume``).
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
+from gpt_batchprof.stats import median
 from gpt_batchprof.sweep.rows import SweepRow
 
 FREE_TOLERANCE = 0.15  # batching is "free" while time stays within 15% of the smallest batch's
@@ -50,7 +50,7 @@ def free_batch(batches: Sequence[int], times: Sequence[float | None], tolerance:
 
 def _median(xs: Iterable[float | None]) -> float | None:
     vals = [x for x in xs if x is not None]
-    return statistics.median(vals) if vals else None
+    return median(vals) if vals else None
 
 
 def series(rows: Sequence[SweepRow], tolerance: float = FREE_TOLERANCE) -> list[SeriesSummary]:
@@ -78,7 +78,7 @@ def ratio_by_op(rows: Sequence[SweepRow]) -> dict[str, tuple[float, int]]:
         if x is not None:
             by.setdefault(r.op, []).append(x)
             by.setdefault("all", []).append(x)
-    return {k: (statistics.median(v), len(v)) for k, v in by.items()}
+    return {k: (median(v), len(v)) for k, v in by.items()}
 
 
 def has_measured(rows: Sequence[SweepRow]) -> bool:

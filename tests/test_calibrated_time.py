@@ -1,5 +1,8 @@
-"""Tests written from a mutmut run on analytic/efficiency.py, the calibrated branches of
-roofline.py and serving.py (docs/mutation.md): each expected number is worked by hand."""
+"""Calibrated time: which measured table prices each operator and at which coordinates, the tables'
+validation and log-space interpolation, an operator's time from them (per launch, with the copy
+floor), predictions and `combine` on a calibrated profile, and the sampled decode sum of the
+calibrated branches of serving.py. Each expected number is worked by hand. (Written from a mutmut
+run on analytic/efficiency.py: docs/mutation.md.)"""
 
 import math
 
@@ -285,48 +288,3 @@ def test_serving_report_of_a_calibrated_profile_keeps_the_roofline_for_every_bat
         # tokens/s of the roofline: batch x gen_len / its e2e
         assert c.roofline_tokens_per_s == pytest.approx(c.batch * 4 / p.e2e_s)
         assert p.roofline_tokens_per_s == p.tokens_per_s  # no tables: the roofline is the prediction
-
-
-# --------------------------------------------------------------------------- parallel.weight_split (mutmut: 45 live)
-
-
-GPT2ISH = {"name": "g", "n_layer": 2, "d_model": 8, "n_head": 2, "n_kv_head": 2, "d_ff": 16, "ffn": "gelu",
-           "vocab_size": 10, "max_seq_len": 6, "norm": "layernorm", "positional": "learned", "bias": True,
-           "tied_embeddings": True}
-
-
-@pytest.mark.parametrize("variant,pp,weight,want", [
-    # TP 2, fp16 (2 B). Per layer on one GPU: Q and O 2 x 8 x 4 = 64, FFN 2 x 8 x 8 = 128 -> 192 x 2 B = 384;
-    # K and V 2 x 8 x 4 x 2 B = 128 + their biases 2 x 4 x 2 B = 16; column-parallel biases (4 + 8) x 2 B = 24
-    # -> sharded 552 B. Replicated: two layernorms 2 x 16 x 2 B = 64, row-parallel biases (8 + 8) x 2 B = 32 -> 96.
-    # Vocabulary 10 / 2 = 5 rows x 8 x 2 B = 80 (tied: once); learned positions 6 x 8 x 2 B = 96; final norm 32.
-    ("tied", 1, "fp16", (2 * 552 + 80, 2 * 96 + 96 + 32)),
-    ("untied", 1, "fp16", (2 * 552 + 80 + 80, 2 * 96 + 96 + 32)),
-    # PP 2: stage 0 holds layer 0, the embedding and positions (632 + 192 = 824 B); stage 1 layer 1, the
-    # final norm and the head, a copy of the tied embedding (632 + 128 = 760 B): the fullest is stage 0
-    ("tied", 2, "fp16", (552 + 80, 96 + 96)),
-    # int8 weights: the blocks' matrices at 1 B (192 + K/V 64), biases, norms, embedding and positions at fp16:
-    # sharded per layer 192 + 64 + 16 + 24 = 296
-    ("tied", 1, "int8", (2 * 296 + 80, 2 * 96 + 96 + 32)),
-])
-def test_weight_split_of_a_gpt2_style_model_by_hand(variant, pp, weight, want):
-    from gpt_batchprof.analytic import Parallelism
-    from gpt_batchprof.analytic.parallel import weight_split
-
-    model = model_from_mapping(GPT2ISH | {"tied_embeddings": variant == "tied"}, "test")
-    got = weight_split(model, Parallelism(tp=2, pp=pp), Dtypes.of("fp16", weight))
-    assert (got.sharded_bytes, got.replicated_bytes) == want
-
-
-def test_weight_split_replicates_kv_heads_when_fewer_than_tp():
-    from gpt_batchprof.analytic import Parallelism
-    from gpt_batchprof.analytic.parallel import weight_split
-
-    # d 8, 4 query heads of 2, 1 K/V head, SwiGLU 16, rmsnorm, rope, untied, no bias, TP 2, fp16:
-    # sharded per layer (2 x 8 x 4 + 3 x 8 x 8) x 2 B = 512; replicated: 2 rmsnorms 2 x 8 x 2 B = 32 and the
-    # whole K/V head 2 x 8 x 2 x 2 B = 64 -> 96. Vocabulary 5 x 8 x 2 B = 80, twice (untied); final norm 16.
-    model = model_from_mapping({"name": "gqa", "n_layer": 2, "d_model": 8, "n_head": 4, "n_kv_head": 1,
-                                "d_ff": 16, "ffn": "swiglu", "vocab_size": 10, "max_seq_len": 6,
-                                "norm": "rmsnorm"}, "test")
-    got = weight_split(model, Parallelism(tp=2), Dtypes.of("fp16"))
-    assert (got.sharded_bytes, got.replicated_bytes) == (2 * 512 + 80 + 80, 2 * 96 + 16)

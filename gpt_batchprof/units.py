@@ -1,4 +1,7 @@
-"""SI values to human units, for display only. Machine-readable output stays SI."""
+"""SI values to human units, for display only. Machine-readable output stays SI.
+
+Plain text, below every layer: the report's tables, the CLI and the measuring code's messages
+(``measure`` says how much memory a run needs) all format quantities the same way."""
 
 from __future__ import annotations
 
@@ -50,15 +53,3 @@ def fmt_ratio(x: float | None) -> str:
 
 def fmt_pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.0f}%"
-
-
-BOUND_STYLE = {"compute": "green", "memory": "yellow", "overhead": "magenta", "oom": "red", "skipped": "dim"}
-
-
-BOUND_SHORT = {"compute": "comp", "memory": "mem", "overhead": "ovh"}
-
-
-def bound_markup(bound: str, short: bool = False) -> str:
-    style = BOUND_STYLE.get(bound, "")
-    text = BOUND_SHORT.get(bound, bound) if short else bound
-    return f"[{style}]{text}[/]" if style else text
