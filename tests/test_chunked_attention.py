@@ -111,6 +111,17 @@ def test_the_largest_batch_follows_the_capped_cache():
     assert max_batch(one(attention_chunk=None), hw, sc) == 108
 
 
+def test_decode_activations_span_the_keys_of_the_current_chunk():
+    # 64 heads of 1 (d 64), GELU FFN of 16, chunks of 8, unfused; prompt 1, ITL quoted at 9 cached tokens: the
+    # decode step sees 9 mod 8 + 1 = 2 keys, its score and probability matrices 2 x 64 heads x 2 keys = 256 values,
+    # wider than the QKV output (192) or the prefill's (QKV 192, scores 128); with the residual and its norm
+    # (2 x 64) at 2 B and the fp32 logits (100 x 4 B): (128 + 256) x 2 + 400 = 1168 B. (A whole chunk of 8 keys
+    # would give 1024 score values: 2704 B.)
+    m = one(n_head=64, head_dim=1, d_ff=16, attention_chunk=8)
+    sc = Scenario(prompt_len=1, gen_len=12, context_len=9)
+    assert memory_use(m, sc, 1).activation_bytes == 1168
+
+
 @pytest.mark.parametrize("prompt, gen", [(8, 201), (10, 301), (2, 3), (5, 40)])
 def test_decode_sum_across_chunk_boundaries_equals_the_step_by_step_sum(prompt, gen):
     # the closed form cuts the steps at the chunk boundaries; against every step's attention priced one by one

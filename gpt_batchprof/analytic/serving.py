@@ -184,7 +184,7 @@ def memory_use(model: ModelSpec, scenario: Scenario, batch: int, parallel: Paral
     parts = model.parts()  # a stack of layer kinds: each kind's cache and its widest layer
     acts = max(max(
         step_activation_bytes(p, dt, attn, batch, scenario.prompt_len, scenario.prompt_len),
-        step_activation_bytes(p, dt, attn, batch, 1, p.kv_tokens(scenario.itl_context + 1)),
+        step_activation_bytes(p, dt, attn, batch, 1, p.keys_in_view(scenario.itl_context, 1)),
     ) for p in parts)
     return MemoryUse(
         weights_bytes=model.weight_bytes(dt.weight, dt.act, dt.expert),
