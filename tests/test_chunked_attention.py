@@ -262,6 +262,21 @@ def test_the_llama4_wrapper_reads_its_text_config_and_counts_the_vision_tower():
     assert memory_use(scout, sc, 1).weights_bytes - memory_use(text, sc, 1).weights_bytes == 2 * 871_932_416
 
 
+def test_the_vision_tower_sits_whole_on_the_first_gpu():
+    import dataclasses
+
+    from gpt_batchprof.analytic.parallel import weight_split
+
+    scout, dt = load_model("llama-4-scout"), Dtypes.of("bf16")
+    assert weight_split(scout, Parallelism(), dt).total_bytes == scout.weight_bytes("bf16", "bf16")
+    # tp 4: every GPU keeps a quarter of the language model's matrices, the first one the whole vision tower
+    # (871,932,416 weights at 2 B, as a data-parallel encoder)
+    text = dataclasses.replace(scout, vision_params=0)
+    with_tower, without = weight_split(scout, Parallelism(tp=4), dt), weight_split(text, Parallelism(tp=4), dt)
+    assert with_tower.replicated_bytes - without.replicated_bytes == 2 * 871_932_416
+    assert with_tower.sharded_bytes == without.sharded_bytes
+
+
 def test_the_vision_count_is_what_transformers_builds():
     torch = pytest.importorskip("torch")
     tr = pytest.importorskip("transformers.models.llama4.modeling_llama4")
