@@ -53,6 +53,16 @@ def test_visible_pairs_follow_the_chunk_boundaries():
     assert one().keys_in_view(6, 5) == 7
 
 
+def test_chunk_pairs_equal_a_count_of_every_visible_pair():
+    # queries at positions L - q .. L - 1 (position 0 starts a chunk); key k visible to query p when
+    # floor(p / C) * C <= k <= p: counted one by one
+    for C in (1, 2, 3, 5, 8):
+        for L in range(1, 26):
+            for q in range(1, L + 1):
+                seen = sum(1 for p in range(L - q, L) for k in range(L) if p - p % C <= k <= p)
+                assert causal_pairs(q, L, chunk=C) == seen, (C, L, q)
+
+
 def test_one_chunked_layer_prefill_worked_by_hand():
     # prefill of 10 tokens, batch 1, fp16. Unfused: the full 10 x 10 rectangle (the chunk boundaries are a mask
     # applied afterwards, as a window is): 4 heads x 100 = 400 scores, 2 x 16 x 400 = 12,800 FLOPs;
