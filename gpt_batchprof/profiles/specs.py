@@ -88,6 +88,10 @@ class ModelSpec:
     qk_norm: bool = False  # qwen3, gemma3: an RMSNorm (head_dim weights) over each query and key head
     router_bias: bool = False  # gpt-oss: the MoE router has a bias per expert
     layer_groups: tuple[LayerGroup, ...] = ()  # empty: every layer as above
+    # per layer, in the order the stack runs them, the index of its group in layer_groups (DeepSeek-V3's
+    # first 3 layers dense, gpt-oss alternating); empty: the groups run one after another, as listed.
+    # No single-device figure depends on it; pipeline stages (whole layers, in order) do.
+    layer_order: tuple[int, ...] = ()
     source: str = ""
 
     def parts(self) -> tuple["ModelSpec", ...]:
@@ -102,6 +106,14 @@ class ModelSpec:
                     n_expert_active=g.n_expert_active, d_ff_shared=g.d_ff_shared, layer_groups=())
             for g in self.layer_groups
         )
+
+    def layer_sequence(self) -> tuple[int, ...]:
+        """Per layer, in the order the stack runs them, the index of its layer group (all 0 when uniform)."""
+        if self.layer_order:
+            return self.layer_order
+        if not self.layer_groups:
+            return (0,) * self.n_layer
+        return tuple(i for i, g in enumerate(self.layer_groups) for _ in range(g.count))
 
     def layer_specs(self) -> tuple["ModelSpec", ...]:
         """One uniform model per layer, in the order the stack runs them."""

@@ -65,7 +65,7 @@ class StepModel:
         self.kv_grid = max(1, kv_grid)
         self.parallel = parallel.check(model, hw)
         # one GPU's slice (the model itself on one GPU): its attention and LM head
-        self.local = model if parallel.is_single else local_model(model, parallel)
+        self.local = local_model(model, parallel)
         # host time between kernels of one forward of the stage's layers (eager, calibrated profiles)
         self.host_s = host_time_s(self.local, hw, self.launch)
         self._decode_attn: dict[tuple[int, int], float] = {}
@@ -134,11 +134,9 @@ class StepModel:
     def _decode_attention_at(self, n: int, kv: int) -> float:
         t = self._decode_attn.get((n, kv))
         if t is None:
-            if self.parallel.is_single:
-                t = self._attention("decode", n, 1, kv)
-            else:  # analyze's rows: the busiest group's micro-batches of micro_batch(n) sequences
-                par = self.parallel
-                t = micro_batches(n, par) * self._attention("decode", micro_batch(n, par), 1, kv)
+            # analyze's rows: the busiest group's micro-batches of micro_batch(n) sequences (on one GPU: n, once)
+            par = self.parallel
+            t = micro_batches(n, par) * self._attention("decode", micro_batch(n, par), 1, kv)
             self._decode_attn[(n, kv)] = t
         return t
 
