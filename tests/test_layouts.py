@@ -239,3 +239,39 @@ def test_a_bad_layer_order_in_a_profile_file_exits_2(tmp_path):
     assert r.exit_code == 2
     assert "field 'layer_order': places 1 layers in layers[0], whose count is 2" in r.output
     assert "Traceback" not in r.output
+
+
+# --------------------------------------------------------------------------- one inventory of a layer's weights
+
+
+def test_one_gpu_holds_what_the_model_counts_for_every_profile_and_dtype():
+    # the layout's share of each weight and the model's weight bytes are summed from one inventory
+    # (ModelSpec.layer_weights): on one GPU they agree to the byte, quantised and per-expert dtypes included
+    from gpt_batchprof.profiles import builtin_names
+
+    for name in builtin_names("models"):
+        m = load_model(name)
+        for w, a, e in (("fp16", "fp16", None), ("int4", "bf16", None), ("fp8", "bf16", "mxfp4" if m.is_moe else None)):
+            assert weight_split(m, Parallelism(), Dtypes(weight=w, act=a, kv=a, expert=e)).total_bytes \
+                == m.weight_bytes(w, a, e), (name, w, e)
+
+
+def test_the_inventory_of_a_biased_moe_layer_by_hand():
+    # d 16, 4 heads of 4 (2 K/V heads), gelu, 4 experts of 32, biases everywhere:
+    # q 256 + kv 2 x 16 x 8 = 256 + out 256; experts 4 x 2 x 16 x 32 = 4096; norms 2 x 16 (rmsnorm);
+    # biases q 16, kv 16, out 16, expert up 4 x 32 = 128, expert down 4 x 16 = 64; router 16 x 4 = 64
+    m = model_from_mapping({"name": "b", "n_layer": 1, "d_model": 16, "n_head": 4, "n_kv_head": 2, "d_ff": 32,
+                            "ffn": "gelu", "vocab_size": 10, "max_seq_len": 8, "norm": "rmsnorm", "bias": True,
+                            "n_expert": 4, "n_expert_active": 2}, "t")
+    assert {w.what: w.params for w in m.layer_weights()} == {
+        "q_proj": 256, "kv_proj": 256, "out_proj": 256, "ffn": 4096, "norms": 32, "q_bias": 16, "kv_bias": 16,
+        "out_bias": 16, "ffn_bias": 128, "ffn_down_bias": 64, "router": 64}
+    assert (m.layer_matrix_params, m.layer_other_params) == (4864, 336)
+    assert m.expert_params == 1024 + 32 + 16  # one expert: 2 x 16 x 32, its up bias 32 and down bias 16
+    # tp 4 over 2 K/V heads: each GPU keeps 1 of them whole (replicated), 2 x 16 x 4 = 128 + bias 8;
+    # ep 2: 2 experts per GPU cut in 4: 2 x 2 x 16 x 8 = 512, up bias 2 x 8 = 16, down bias 2 x 16 = 32 whole.
+    # split: q 64 + out 64 + q bias 4 + experts 512 + up bias 16 = 660; whole: kv 136 + norms 32 + out bias 16
+    # + down bias 32 + router 64 = 280; at fp16 x 2 B
+    from gpt_batchprof.analytic.parallel import layer_weight_bytes
+
+    assert layer_weight_bytes(m, Parallelism(tp=4, ep=2), Dtypes()) == (1320, 560)

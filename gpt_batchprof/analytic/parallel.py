@@ -53,7 +53,7 @@ from dataclasses import dataclass, replace
 from gpt_batchprof.analytic.dtypes import Dtypes
 from gpt_batchprof.analytic.ops import OpCost, OpShape, expected_experts_touched, matmul_cost
 from gpt_batchprof.errors import BatchprofError
-from gpt_batchprof.profiles import DTYPE_BYTES, HardwareSpec, LayerGroup, ModelSpec
+from gpt_batchprof.profiles import DTYPE_BYTES, HardwareSpec, LayerGroup, ModelSpec, Weights
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,50 +240,34 @@ class WeightSplit:
         return self.sharded_bytes + self.replicated_bytes
 
 
+def gpu_share(weights: Weights, part: ModelSpec, par: Parallelism) -> tuple[int, bool]:
+    """Of one set of a layer's weights (``ModelSpec.layer_weights``), how many one GPU holds, and
+    whether every GPU holds them whole (replicated: ``whole`` weights, and K/V heads when there are
+    fewer than tp). Per-expert weights: ``n_expert / ep`` experts' worth."""
+    n, tp = weights.params, par.tp
+    if weights.per_expert:
+        n = n // part.n_expert * (part.n_expert // par.ep)
+    if weights.split == "heads":
+        return n // part.n_head * (part.n_head // tp), False
+    if weights.split == "kv_heads":
+        return n // part.n_kv_head * kv_heads_per_gpu(part, tp), part.n_kv_head < tp
+    if weights.split == "columns":
+        return n // tp, False
+    return n, True
+
+
 def layer_weight_bytes(part: ModelSpec, par: Parallelism, dtypes: Dtypes) -> tuple[float, float]:
     """(sharded, replicated) weight bytes of one layer of ``part`` (a uniform model: one layer kind)
-    on one GPU. On one GPU their sum is what ``ModelSpec.weight_bytes`` counts for the layer."""
-    m, tp = part, par.tp
-    w = DTYPE_BYTES[dtypes.weight]
-    wo = DTYPE_BYTES[dtypes.unquantised]
-    d, hd, n_mat = m.d_model, m.head_dim, m.n_ffn_matrices
-    moe = m.n_expert > 1
-    q_local = m.n_head // tp * hd
-    kv_local = kv_heads_per_gpu(m, tp) * hd
-    f, fs = m.d_ff // tp, m.d_ff_shared // tp
-    experts = m.n_expert // par.ep if moe else 1  # expert parallelism splits experts, never a dense FFN
-    kv_replicated = m.n_kv_head < tp
-    qkv_biased = m.bias or m.qkv_bias
-    kv_bias = 2 * kv_local * wo if qkv_biased else 0
-    we = DTYPE_BYTES[dtypes.expert_weight] if moe else w  # routed experts' own dtype (gpt-oss: mxfp4)
-    sharded = n_mat * d * fs * w + n_mat * d * experts * f * we
-    replicated = m.norms_per_layer * m.norm_params * wo
-    if m.is_mla:  # heads split (up and output projections), the latent's down projections whole
-        mats = replace(m, n_head=m.n_head // tp).mla_matrices
-        sharded += sum(i * o for k, (i, o) in mats.items() if k in ("mla_q_up", "mla_kv_up", "out_proj")) * w
-        replicated += sum(i * o for k, (i, o) in mats.items() if k in ("mla_q_down", "mla_kv_down")) * w
-        replicated += (m.q_lora_rank + m.kv_lora_rank) * wo  # RMSNorms of the compressed query and latent
-        kv_mat = 0
-    else:
-        sharded += 2 * d * q_local * w  # query and output projections
-        kv_mat = 2 * d * kv_local * w
-    if kv_replicated:
-        replicated += kv_mat + kv_bias
-    else:
-        sharded += kv_mat + kv_bias
-    if qkv_biased:  # column-parallel biases are split, row-parallel ones (added after the all-reduce) are whole
-        sharded += q_local * wo
-    if m.bias:
-        sharded += experts * (n_mat - 1) * f * wo
-        replicated += (d + experts * d) * wo
-    if moe:
-        replicated += (d + (1 if m.router_bias else 0)) * m.n_expert * wo  # router (and its bias)
-    if m.attention_sinks:
-        sharded += m.n_head // tp * wo  # one sink per query head
-    if m.d_ff_shared and m.shared_expert_gate:
-        replicated += d * wo  # the shared expert's gate
-    if m.qk_norm:
-        replicated += 2 * hd * wo  # one weight vector for all query heads, one for all key heads
+    on one GPU, summed from the model's one inventory of a layer's weights (so on one GPU their sum
+    is what ``ModelSpec.weight_bytes`` counts for the layer)."""
+    per = dtypes.store_bytes
+    sharded = replicated = 0.0
+    for w in part.layer_weights():
+        n, whole = gpu_share(w, part, par)
+        if whole:
+            replicated += n * per[w.store]
+        else:
+            sharded += n * per[w.store]
     return sharded, replicated
 
 
@@ -296,7 +280,7 @@ def weight_split(model: ModelSpec, par: Parallelism, dtypes: Dtypes) -> WeightSp
     the first stage, the final norm and the LM head on the last.
     """
     m, tp = model, par.tp
-    wo = DTYPE_BYTES[dtypes.unquantised]
+    wo = dtypes.store_bytes["other"]
     d, norm = m.d_model, m.norm_params
     per_kind = {replace(g, count=0): layer_weight_bytes(p, par, dtypes) for g, p in zip(layer_groups_of(m), m.parts())}
     vocab = padded_vocab_per_gpu(m, tp) * d * wo
