@@ -275,3 +275,24 @@ def test_the_inventory_of_a_biased_moe_layer_by_hand():
     from gpt_batchprof.analytic.parallel import layer_weight_bytes
 
     assert layer_weight_bytes(m, Parallelism(tp=4, ep=2), Dtypes()) == (1320, 560)
+
+
+# --------------------------------------------------------------------------- simulate follows the stages
+
+
+def test_simulate_steps_wait_for_the_slowest_stage_as_analyze_does():
+    from gpt_batchprof.analytic.serving import latencies
+    from gpt_batchprof.simulate import StepModel
+
+    par = Parallelism(pp=2)
+    for m, slow in ((mixed(), 1), (mixed(layer_order=[1, 1, 0, 0]), 0)):
+        steps = StepModel(m, HW, parallel=par, launch="eager")
+        slowest = StepModel(m, HW, parallel=par, launch="eager", stage=slow)
+        other = StepModel(m, HW, parallel=par, launch="eager", stage=1 - slow)
+        # the MoE stage (4 tokens read 3.75 experts a layer, the dense one 1 FFN) is the slower
+        assert steps.decode_step_s(4, 32) == slowest.decode_step_s(4, 32) > other.decode_step_s(4, 32)
+        assert steps.mixed_step_s(0, 0, [(8, 0)], 1) == max(
+            slowest.mixed_step_s(0, 0, [(8, 0)], 1), other.mixed_step_s(0, 0, [(8, 0)], 1))
+        # a decode step at 32 cached tokens (a multiple of the 16-token grid) is analyze's ITL there
+        sc = Scenario(prompt_len=8, gen_len=4, context_len=32, launch="eager")
+        assert steps.decode_step_s(4, 32) == pytest.approx(latencies(m, HW, sc, 4, par)[1], rel=1e-12)
