@@ -1,5 +1,11 @@
 """Tensor, pipeline and expert parallelism: per-GPU operators, collectives, memory, pipeline time.
 
+A layout is a transformation: of the model into the slice one GPU of a pipeline stage computes
+(:func:`stage_model`), and of that slice's operator list into the GPU's rows with expert-parallel
+FFN rows and collectives (:func:`shard_ops`). On one GPU both are the identity, so every figure
+has one code path for 1 and N GPUs. Layouts follow the layer stack: each layer kind (attention:
+full, windowed or latent; FFN: dense or MoE) is cut by its own rule below.
+
 Layout (Megatron-LM style; the same one vLLM and TensorRT-LLM use for inference):
 
 - **Tensor parallel (tp)**. QKV and the FFN's up / gate projections are column-parallel
@@ -14,22 +20,28 @@ Layout (Megatron-LM style; the same one vLLM and TensorRT-LLM use for inference)
   cache do not shrink past one head per GPU. The LM head and the embedding are split over
   the vocabulary, padded to a multiple of ``tp`` (``ceil(vocab / tp)`` rows per GPU, as
   Megatron pads ``make_vocab_size_divisible_by``). Norm weights, biases of row-parallel
-  layers and the MoE router are replicated.
-- **Pipeline parallel (pp)**. Layers are cut into ``pp`` stages (the first
-  ``n_layer % pp`` stages take one layer more); the embedding sits on the first stage, the
-  final norm and the LM head on the last. The operators listed are those of the slowest
-  stage: ``ceil(n_layer / pp)`` layers and the LM head (exact when ``pp`` divides
-  ``n_layer``). A batch is cut into ``micro_batches`` micro-batches that flow through the
-  stages (GPipe's forward schedule; for inference there is no backward, so 1F1B is the
-  same schedule). Each stage hands its activations to the next (``pp_sendrecv``). One step
+  layers and the MoE router are replicated. Each layer kind of a stack splits its own FFN (dense
+  columns, each expert's width, the shared expert's). Multi-head latent attention splits its heads
+  (q_up, kv_up, out_proj) while the latent stays whole: its down projections run replicated and
+  every GPU caches the full kv_lora_rank + qk_rope_head_dim per token and layer (vLLM's deepseek_v2).
+- **Pipeline parallel (pp)**. Layers are cut into ``pp`` stages of whole layers, in the order
+  the stack runs them (``ModelSpec.layer_sequence``: DeepSeek-V3's dense layers come first,
+  gpt-oss alternates windowed and full ones; the first ``n_layer % pp`` stages take one layer
+  more); the embedding sits on the first stage, the final norm and the LM head on the last.
+  Each stage's operators are its own layers, charged the LM head and one hand-off as well; the
+  slowest stage sets the step (``serving.slowest_stage``). For a uniform stack that is
+  ``ceil(n_layer / pp)`` layers and the LM head (exact when ``pp`` divides ``n_layer``).
+  A batch is cut into ``micro_batches`` micro-batches that flow through the stages
+  (GPipe's forward schedule; for inference there is no backward, so 1F1B is the same schedule). Each stage hands its activations to the next (``pp_sendrecv``). One step
   takes ``(m + pp - 1)`` stage-times of one micro-batch: the first micro-batch needs
   ``pp`` stage-times to leave the pipeline, each later one a stage-time more. Stages are
   idle for the bubble fraction ``(pp - 1) / (m + pp - 1)``.
-- **Expert parallel (ep)**, MoE only. ``n_expert / ep`` experts per GPU (each expert also
-  split over ``tp``). Attention and the other dense layers are data-parallel over the
-  ``ep`` groups (DeepSeek-V3 / vLLM "DP attention + EP"): each group serves
-  ``ceil(batch / ep)`` sequences (the busiest group sets the step time), and tokens are sent
-  to their experts' GPUs and back (``ep_alltoall``, dispatch and combine: two per layer).
+- **Expert parallel (ep)**, MoE only. ``n_expert / ep`` experts per GPU in each MoE layer
+  (each expert also split over ``tp``; a stack's dense FFN layers are not split by ep).
+  Attention and the other dense layers are data-parallel over the ``ep`` groups
+  (DeepSeek-V3 / vLLM "DP attention + EP"): each group serves ``ceil(batch / ep)`` sequences
+  (the busiest group sets the step time), and tokens are sent to their experts' GPUs and
+  back (``ep_alltoall``, dispatch and combine: two per MoE layer).
   Under uniform routing every GPU receives, on average, as many token-rows as its own
   group routes: ``tokens x n_expert_active``. GPUs in all: ``tp x pp x ep``.
 

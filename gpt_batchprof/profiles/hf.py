@@ -45,7 +45,8 @@ def _qwen_moe_layers(cfg: Mapping[str, Any], g: Callable, n_layer: int) -> dict[
     }
     dense = [i in dense_only or bool((i + 1) % step) for i in range(n_layer)]
     if any(dense):
-        moe["layers"] = [{"count": n_layer - sum(dense)}, {"count": sum(dense), "n_expert": 1, "d_ff": g("intermediate_size")}]
+        moe["layers"] = [{"count": n_layer - sum(dense)},
+                         {"count": sum(dense), "n_expert": 1, "d_ff": g("intermediate_size")}]
         moe["layer_order"] = [int(x) for x in dense]  # layers[0] MoE, layers[1] dense
     return moe
 

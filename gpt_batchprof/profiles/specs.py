@@ -210,7 +210,8 @@ class ModelSpec:
         if self.bias or self.qkv_bias:
             out += [Weights("q_bias", q, "heads"), Weights("kv_bias", 2 * kv, "kv_heads")]
         if self.bias:  # column-parallel biases are cut like their matrix; row-parallel ones are added whole
-            out += [Weights("out_bias", d), Weights("ffn_bias", self.n_expert * (n_mat - 1) * self.d_ff, "columns", moe),
+            out += [Weights("out_bias", d),
+                    Weights("ffn_bias", self.n_expert * (n_mat - 1) * self.d_ff, "columns", moe),
                     Weights("ffn_down_bias", self.n_expert * d, per_expert=moe)]
         if moe:
             out.append(Weights("router", d * self.n_expert + (self.n_expert if self.router_bias else 0)))
