@@ -32,10 +32,11 @@ Layout (Megatron-LM style; the same one vLLM and TensorRT-LLM use for inference)
   slowest stage sets the step (``serving.slowest_stage``). For a uniform stack that is
   ``ceil(n_layer / pp)`` layers and the LM head (exact when ``pp`` divides ``n_layer``).
   A batch is cut into ``micro_batches`` micro-batches that flow through the stages
-  (GPipe's forward schedule; for inference there is no backward, so 1F1B is the same schedule). Each stage hands its activations to the next (``pp_sendrecv``). One step
-  takes ``(m + pp - 1)`` stage-times of one micro-batch: the first micro-batch needs
-  ``pp`` stage-times to leave the pipeline, each later one a stage-time more. Stages are
-  idle for the bubble fraction ``(pp - 1) / (m + pp - 1)``.
+  (GPipe's forward schedule; for inference there is no backward, so 1F1B is the same schedule).
+  Each stage hands its activations to the next (``pp_sendrecv``). One step takes
+  ``(m + pp - 1)`` stage-times of one micro-batch: the first micro-batch needs ``pp``
+  stage-times to leave the pipeline, each later one a stage-time more. Stages are idle for
+  the bubble fraction ``(pp - 1) / (m + pp - 1)``.
 - **Expert parallel (ep)**, MoE only. ``n_expert / ep`` experts per GPU in each MoE layer
   (each expert also split over ``tp``; a stack's dense FFN layers are not split by ep).
   Attention and the other dense layers are data-parallel over the ``ep`` groups
