@@ -296,3 +296,15 @@ def test_simulate_steps_wait_for_the_slowest_stage_as_analyze_does():
         # a decode step at 32 cached tokens (a multiple of the 16-token grid) is analyze's ITL there
         sc = Scenario(prompt_len=8, gen_len=4, context_len=32, launch="eager")
         assert steps.decode_step_s(4, 32) == pytest.approx(latencies(m, HW, sc, 4, par)[1], rel=1e-12)
+
+
+def test_a_spec_rebuilt_with_other_groups_does_not_keep_a_stale_order():
+    # tests and tools shrink a stack to one layer per kind with dataclasses.replace; the 61-layer order
+    # of DeepSeek-V3 no longer fits 2 layers, so the groups run one after another: MoE, then dense
+    import dataclasses
+
+    m = load_model("deepseek-v3")
+    small = dataclasses.replace(m, n_layer=2, layer_groups=tuple(dataclasses.replace(g, count=1)
+                                                                 for g in m.layer_groups))
+    assert small.layer_sequence() == (0, 1)
+    assert [[(g.count, g.n_expert) for g in s] for s in stage_groups(small, 2)] == [[(1, 256)], [(1, 1)]]

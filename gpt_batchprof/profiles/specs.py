@@ -126,12 +126,16 @@ class ModelSpec:
         )
 
     def layer_sequence(self) -> tuple[int, ...]:
-        """Per layer, in the order the stack runs them, the index of its layer group (all 0 when uniform)."""
-        if self.layer_order:
-            return self.layer_order
+        """Per layer, in the order the stack runs them, the index of its layer group (all 0 when uniform).
+
+        ``layer_order`` when it places each group's count of layers (the schema checks it; a spec
+        rebuilt with other groups and the old order falls back to the groups one after another)."""
+        contiguous = tuple(i for i, g in enumerate(self.layer_groups) for _ in range(g.count))
         if not self.layer_groups:
             return (0,) * self.n_layer
-        return tuple(i for i, g in enumerate(self.layer_groups) for _ in range(g.count))
+        if self.layer_order and sorted(self.layer_order) == list(contiguous):
+            return self.layer_order
+        return contiguous
 
     def layer_specs(self) -> tuple["ModelSpec", ...]:
         """One uniform model per layer, in the order the stack runs them."""
