@@ -56,6 +56,16 @@ VARIANTS = {
     "stack-moe": model_from_mapping(FAMILIES["moe"] | {"name": "tiny-dsv3", "n_layer": 3, "d_ff_shared": 128, "layers": [
         {"count": 1, "n_expert": 1, "d_ff": 384}, {"count": 2}]}, "test"),
 }
+# gpt-oss: biases on every projection, a router bias, one attention sink per head, windowed and full layers;
+# Qwen3-MoE: q/k norms on an MoE stack. Neither adds a FLOP FlopCounterMode counts (bias adds, the sink
+# logit and the norms are charged by their bytes), so the equality checks they are built and run as analyze
+# lists them.
+VARIANTS |= {
+    "gpt-oss": model_from_mapping(FAMILIES["moe"] | {"name": "tiny-gpt-oss", "bias": True, "router_bias": True,
+                                                     "attention_sinks": True, "layers": [
+                                                         {"count": 1, "sliding_window": 16}, {"count": 1}]}, "test"),
+    "qwen3-moe": model_from_mapping(FAMILIES["moe"] | {"name": "tiny-qwen3-moe", "qk_norm": True}, "test"),
+}
 FP32 = Dtypes.of("fp32")
 CPU = G.GenerateSettings("cpu", "test-cpu", torch.__version__, 1, warmup_runs=0)
 ROW_KEYS = {"batch", "measured_ttft_s", "measured_itl_s", "measured_itl_p90_s", "measured_e2e_s",

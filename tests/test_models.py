@@ -467,3 +467,17 @@ def test_gemma3_local_global_layers_and_sandwich_norms():
     cfg["text_config"]["num_key_value_head"] = 16
     with pytest.raises(ProfileError, match="did you mean 'num_key_value_heads'"):
         model_from_hf_config(cfg, "c.json", "g")
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in HF.glob("*.json")))
+def test_every_published_config_analyzes_from_the_command_line(config):
+    # `analyze -m config.json` as a user runs it, for every family's published config kept here
+    from typer.testing import CliRunner
+
+    from gpt_batchprof.cli import app
+
+    r = CliRunner().invoke(app, ["analyze", "-m", str(HF / config), "-H", "h200", "-b", "1,8", "-f", "json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    assert [p["batch"] for p in doc["summary"]] == [1, 8]
+    assert all(p["ttft_s"] > 0 and p["itl_s"] > 0 for p in doc["summary"])

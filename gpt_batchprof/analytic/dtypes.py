@@ -47,3 +47,19 @@ class Dtypes:
     def of(cls, dtype: str, weight: str | None = None, kv: str | None = None, expert: str | None = None) -> "Dtypes":
         """``--dtype`` for everything, with ``--weight-dtype`` / ``--kv-dtype`` / ``--expert-dtype`` overrides."""
         return cls(weight=weight or dtype, act=dtype, kv=kv or dtype, expert=expert)
+
+    @classmethod
+    def for_model(cls, model, dtype: str, weight: str | None = None, kv: str | None = None,
+                  expert: str | None = None) -> "Dtypes":
+        """As :meth:`of`, with the weights stored as ``model``'s checkpoint stores them unless told
+        otherwise: ``checkpoint_dtype`` for the linear layers (DeepSeek-V3: fp8) and, when
+        ``--weight-dtype`` is not given either, ``checkpoint_expert_dtype`` for the routed experts
+        (gpt-oss: mxfp4). An explicit ``--weight-dtype`` prices every weight matrix in that format."""
+        if expert is None and weight is None:
+            expert = model.checkpoint_expert_dtype
+        return cls.of(dtype, weight or model.checkpoint_dtype, kv, expert)
+
+    def as_checkpoint(self, model) -> bool:
+        """Whether ``model``'s checkpoint states a weight format and this analysis prices its weights in it."""
+        stated = [(model.checkpoint_dtype, self.weight), (model.checkpoint_expert_dtype, self.expert_weight)]
+        return any(c for c, _ in stated) and all(c is None or c == d for c, d in stated)

@@ -26,7 +26,9 @@ def with_attention(scenario, hw):
 
 
 def scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention, launch="auto",
-                          expert_dtype=None, mla="auto"):
+                          expert_dtype=None, mla="auto", model=None):
+    """The scenario of the options; with ``model`` (analytic commands) weights default to the format its
+    checkpoint stores (live commands time kernels at --dtype and leave ``model`` out)."""
     from gpt_batchprof.analytic import ATTENTION_MODES, LAUNCH_MODES, Dtypes, Scenario
     from gpt_batchprof.analytic.gpt import MLA_FORMS
 
@@ -34,7 +36,9 @@ def scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype,
     choice(launch, ("auto",) + LAUNCH_MODES, "--launch")
     choice(mla, ("auto",) + MLA_FORMS, "--mla-form")
     return Scenario(prompt_len=prompt_len, gen_len=gen_len, context_len=context_len,
-                    dtypes=Dtypes.of(dtype, weight_dtype, kv_dtype, expert_dtype), attention=attention, launch=launch,
+                    dtypes=(Dtypes.of(dtype, weight_dtype, kv_dtype, expert_dtype) if model is None
+                            else Dtypes.for_model(model, dtype, weight_dtype, kv_dtype, expert_dtype)),
+                    attention=attention, launch=launch,
                     mla=mla)
 
 
@@ -81,10 +85,10 @@ def analyze_cmd(
     from gpt_batchprof.profiles import load_model
 
     choice(fmt, FORMATS, "--format")
-    scenario = scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention,
-                                     launch, expert_dtype, mla_form)
-    hw = load_hardware_or_auto(hardware)
     m = load_model(model)
+    scenario = scenario_from_options(prompt_len, context_len, gen_len, dtype, weight_dtype, kv_dtype, attention,
+                                     launch, expert_dtype, mla_form, model=m)
+    hw = load_hardware_or_auto(hardware)
     scenario = with_attention(scenario, hw)
     result = analyze(m, hw, scenario, phases_of(phase), parse_int_list(batch), parallel_of(tp, pp, ep, micro_batches),
                      speculation_of(speculate, acceptance, draft, m))

@@ -97,7 +97,7 @@ def simulate_cmd(
     slo = Slo(parse_duration(slo_ttft, "--slo-ttft"), parse_duration(slo_itl, "--slo-itl"), slo_percentile)
     cfg = ServerConfig(scheduler=scheduler, max_batch=max_batch, max_tokens_per_step=max_tokens,
                        chunked_prefill=chunked, batch_timeout_s=parse_duration(batch_timeout, "--batch-timeout"),
-                       block_size=block_size, dtypes=Dtypes.of(dtype, weight_dtype, kv_dtype, expert_dtype),
+                       block_size=block_size, dtypes=Dtypes.for_model(m, dtype, weight_dtype, kv_dtype, expert_dtype),
                        attention=attention,
                        launch=launch, parallel=parallel_of(tp, pp, ep, micro_batches), prefix_caching=prefix_caching,
                        speculation=speculation_of(speculate, acceptance, draft, m), replicas=replicas,

@@ -112,6 +112,45 @@ def _rope_decoder_fields(cfg: Mapping[str, Any], g: Callable[..., Any]) -> dict[
     }
 
 
+# quantization_config.quant_method -> the weight format of the linear layers it stores
+_GPTQ_BITS = {4: "int4", 8: "int8"}
+_MODELOPT_ALGOS = {"FP8": "fp8", "NVFP4": "nvfp4"}
+
+
+def _checkpoint_formats(cfg: Mapping[str, Any], where: str, moe: bool) -> dict[str, str]:
+    """The weight format a config.json's ``quantization_config`` says the checkpoint stores, as
+    ``checkpoint_dtype`` (every linear layer of the blocks) or ``checkpoint_expert_dtype`` (the routed
+    experts only: gpt-oss leaves attention, router and embeddings out of its MXFP4). A method whose
+    format is not one of ours is refused: pricing its weights at bf16 would be silently wrong."""
+    q = cfg.get("quantization_config")
+    if q is None:
+        return {}
+    w = f"{where}: field 'quantization_config'"
+    if not isinstance(q, Mapping):
+        raise ProfileError(f"{w}: expected an object, got {q!r:.60}")
+    method = q.get("quant_method")
+    if method == "fp8":  # DeepSeek-V3 / Kimi-K2: e4m3 with one scale per 128 x 128 block
+        fmt = "fp8"
+    elif method in ("mxfp4", "nvfp4"):
+        fmt = method
+    elif method in ("gptq", "awq"):
+        fmt = _GPTQ_BITS.get(q.get("bits"))
+        if fmt is None:
+            raise ProfileError(f"{w}: {method} with bits={q.get('bits')!r} is not modelled (4 or 8)")
+    elif method == "modelopt":
+        fmt = _MODELOPT_ALGOS.get(q.get("quant_algo"))
+        if fmt is None:
+            raise ProfileError(f"{w}: modelopt quant_algo {q.get('quant_algo')!r} is not modelled "
+                               f"({', '.join(_MODELOPT_ALGOS)})")
+    else:
+        raise ProfileError(f"{w}: quant_method {method!r} is not modelled (fp8, mxfp4, nvfp4, gptq, awq, "
+                           "modelopt); remove it and give --weight-dtype")
+    skipped = [str(m) for m in q.get("modules_to_not_convert") or ()]
+    if moe and any("attn" in m for m in skipped):  # attention left out: only the experts are stored so
+        return {"checkpoint_expert_dtype": fmt}
+    return {"checkpoint_dtype": fmt}
+
+
 @hf_keys.checked
 def model_from_hf_config(cfg: Mapping[str, Any], where: str, name: str) -> ModelSpec:
     """Map a Hugging Face ``config.json`` to the profile schema, then validate it."""
@@ -168,7 +207,8 @@ def model_from_hf_config(cfg: Mapping[str, Any], where: str, name: str) -> Model
         text = cfg.get("text_config")
         if not isinstance(text, Mapping):
             raise ProfileError(f"{where}: field 'text_config': missing or not an object (gemma3 keeps its language model there)")
-        return model_from_hf_config(dict(text) | {"model_type": "gemma3_text"}, f"{where}: text_config", name)
+        outer = {k: cfg[k] for k in ("quantization_config",) if k in cfg}  # the checkpoint's format is the wrapper's
+        return model_from_hf_config(dict(text) | outer | {"model_type": "gemma3_text"}, f"{where}: text_config", name)
     elif mt == "gemma3_text":
         # Gemma3TextConfig's defaults where the published configs leave keys out (gemma-3-27b-it's text_config
         # gives only the sizes): vocab 262208, 131072 positions, one full-attention layer in 6, tied embeddings
@@ -279,4 +319,5 @@ def model_from_hf_config(cfg: Mapping[str, Any], where: str, name: str) -> Model
         known = ("llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, phi3, gpt_oss, gemma3, gemma3_text, "
                  "deepseek_v3, kimi_k2, gpt2, opt, gpt_neox")
         raise ProfileError(f"{where}: field 'model_type': unsupported {mt!r} (supported: {known})")
+    out |= _checkpoint_formats(cfg, where, moe=(out.get("n_expert") or 1) > 1)
     return model_from_mapping(out, where, source=where)

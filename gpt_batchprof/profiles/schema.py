@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 from gpt_batchprof import files
 from gpt_batchprof.errors import ProfileError
-from gpt_batchprof.profiles.dtypes import PEAK_DTYPES
+from gpt_batchprof.profiles.dtypes import PEAK_DTYPES, WEIGHT_DTYPES
 from gpt_batchprof.profiles.fields import _Fields, link_fields
 from gpt_batchprof.profiles.measured import implausible_rate, measured_from_mapping, measured_to_yaml_mapping
 from gpt_batchprof.profiles.specs import (
@@ -82,10 +82,20 @@ def model_from_mapping(data: Mapping[str, Any], where: str, source: str = "") ->
         attention_sinks=f.bool("attention_sinks", False),
         qk_norm=f.bool("qk_norm", False),
         router_bias=f.bool("router_bias", False),
+        checkpoint_dtype=f.str("checkpoint_dtype", choices=WEIGHT_DTYPES) if f.has("checkpoint_dtype") else None,
+        checkpoint_expert_dtype=_expert_format(f, n_expert),
         layer_groups=groups,
         layer_order=order,
         source=source,
     )
+
+
+def _expert_format(f: _Fields, n_expert: int) -> str | None:
+    if not f.has("checkpoint_expert_dtype"):
+        return None
+    if n_expert == 1:
+        raise f.fail("checkpoint_expert_dtype", "a dense model has no routed experts to store apart")
+    return f.str("checkpoint_expert_dtype", choices=WEIGHT_DTYPES)
 
 
 LAYER_GROUP_KEYS = ("count", "sliding_window", "d_ff", "n_expert", "n_expert_active", "d_ff_shared")

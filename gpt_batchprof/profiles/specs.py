@@ -105,6 +105,11 @@ class ModelSpec:
     attention_sinks: bool = False  # gpt-oss: one learned logit per query head joins every softmax
     qk_norm: bool = False  # qwen3, gemma3: an RMSNorm (head_dim weights) over each query and key head
     router_bias: bool = False  # gpt-oss: the MoE router has a bias per expert
+    # The weight format the published checkpoint stores (what analyze prices unless told otherwise):
+    # ``checkpoint_dtype`` for the linear layers (DeepSeek-V3: fp8), ``checkpoint_expert_dtype`` for the
+    # routed experts only (gpt-oss: mxfp4, attention left at bf16). None: the run's --dtype.
+    checkpoint_dtype: str | None = None
+    checkpoint_expert_dtype: str | None = None
     layer_groups: tuple[LayerGroup, ...] = ()  # empty: every layer as above
     # per layer, in the order the stack runs them, the index of its group in layer_groups (DeepSeek-V3's
     # first 3 layers dense, gpt-oss alternating); empty: the groups run one after another, as listed.

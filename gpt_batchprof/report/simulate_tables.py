@@ -25,7 +25,7 @@ def settings_dict(model, hw, res: SimResult) -> dict[str, Any]:
         "max_tokens_per_step": res.tokens_per_step, "chunked_prefill": c.chunked_prefill,
         "batch_timeout_s": c.batch_timeout_s, "block_size": c.block_size, "kv_blocks": res.capacity.kv_blocks,
         "kv_capacity_tokens": res.capacity.kv_blocks * c.block_size, "dtype": c.dtypes.act,
-        "weight_dtype": c.dtypes.weight, "kv_dtype": c.dtypes.kv, "attention": c.attention,
+        "weight_dtype": c.dtypes.weight, "expert_dtype": c.dtypes.expert_weight, "kv_dtype": c.dtypes.kv, "attention": c.attention,
         "launch": c.launch,
         "prediction": hw.prediction,
         "slo_ttft_s": slo.ttft_s, "slo_itl_s": slo.itl_s, "slo_percentile": slo.percentile,
@@ -113,7 +113,10 @@ def header(out: Console, model, hw, res: SimResult, sweep: bool = False) -> None
     from gpt_batchprof.analytic import launch_mode
 
     launch = "CUDA graphs" if launch_mode(c.launch, hw) == "graphs" else "eager launches"
-    out.print(f"[bold]{model.name}[/] on [bold]{hw.name}[/], {c.dtypes.act}, {c.attention} attention, {launch}: "
+    dt = c.dtypes
+    weights = "" if dt.weight == dt.act and dt.expert_weight == dt.weight else (
+        f" (weights {dt.weight}{f', experts {dt.expert_weight}' if dt.expert_weight != dt.weight else ''})")
+    out.print(f"[bold]{model.name}[/] on [bold]{hw.name}[/], {dt.act}{weights}, {c.attention} attention, {launch}: "
               f"{load}; {lengths}", highlight=False)
     out.print(f"{sched}; KV cache {cap.kv_blocks:,} blocks x {cap.block_size} tokens "
               f"({cap.kv_blocks * cap.block_size:,} tokens); SLO {_slo_text(res)} at p{res.slo.percentile:g}",

@@ -32,7 +32,8 @@ def header(console: Console, model: ModelSpec, hw: HardwareSpec, scenario: Scena
     )
     console.print(
         f"prompt {scenario.prompt_len}, generate {scenario.gen_len}, ITL at context {scenario.itl_context}; "
-        f"weights {dt.weight}{f' (experts {dt.expert})' if dt.expert else ''}, activations {dt.act}, KV {dt.kv}; "
+        f"weights {dt.weight}{f', experts {dt.expert}' if dt.expert else ''}"
+        f"{' as the checkpoint stores them' if dt.as_checkpoint(model) else ''}, activations {dt.act}, KV {dt.kv}; "
         f"{scenario.attention} attention",
         style="dim", highlight=False,
     )
