@@ -308,3 +308,14 @@ def test_a_spec_rebuilt_with_other_groups_does_not_keep_a_stale_order():
                                                                  for g in m.layer_groups))
     assert small.layer_sequence() == (0, 1)
     assert [[(g.count, g.n_expert) for g in s] for s in stage_groups(small, 2)] == [[(1, 256)], [(1, 1)]]
+
+
+def test_the_header_names_what_a_latent_attention_gpu_keeps_whole():
+    from typer.testing import CliRunner
+
+    from gpt_batchprof.cli import app
+
+    out = " ".join(CliRunner().invoke(app, ["analyze", "-m", "deepseek-v3", "-H", "h200", "--tp", "8", "-b", "1"]).output.split())
+    assert "replicated (norms, row-parallel biases, router, latent attention's down projections)" in out
+    out = " ".join(CliRunner().invoke(app, ["analyze", "-m", "llama-3-70b", "-H", "h200", "--tp", "8", "-b", "1"]).output.split())
+    assert "K/V heads when n_kv_head < tp" in out
