@@ -193,10 +193,28 @@ def test_chunked_layers_split_over_gpus_as_windowed_ones_do():
     # Scout: every layer MoE, chunked or full attention: tensor and expert parallelism apply
     scout = load_model("llama-4-scout")
     serving_report(scout, load_hardware("h200"), Scenario(prompt_len=512, gen_len=8), (1, 8), Parallelism(tp=4, ep=2))
-    # Maverick: dense and MoE layers, refused across GPUs in one line (not chunk-specific)
-    with pytest.raises(BatchprofError, match="stack of different layer kinds"):
-        serving_report(load_model("llama-4-maverick"), load_hardware("h200"), Scenario(prompt_len=512, gen_len=8), (1,),
-                       Parallelism(tp=8))
+    serving_report(load_model("llama-4-maverick"), load_hardware("h200"), Scenario(prompt_len=512, gen_len=8), (1,),
+                   Parallelism(tp=8, pp=2))
+
+
+def test_pipeline_stages_keep_their_layers_chunks():
+    from gpt_batchprof.analytic.parallel import stage_groups
+
+    # a uniform stack of 2 chunked layers over 2 stages: each GPU caches its one layer's chunk, 4 tokens x 256 B
+    assert memory_use(one(n_layer=2), Scenario(prompt_len=8, gen_len=4), 1, Parallelism(pp=2)).kv_cache_bytes == 1024
+    # Scout over 2 stages: 24 layers each, every 4th full -> 18 chunked + 6 full per stage; at 32,768 positions in
+    # bf16 (4096 B per token and layer) a stage caches 18 x 8192 + 6 x 32,768 tokens' K and V = 1,409,286,144 B
+    scout = load_model("llama-4-scout")
+    assert [[(g.count, g.attention_kind) for g in st] for st in stage_groups(scout, 2)] == \
+           [[(18, "chunk 8192"), (6, "full")]] * 2
+    sc = Scenario(prompt_len=30_000, gen_len=2769, dtypes=Dtypes.of("bf16"))
+    assert memory_use(scout, sc, 1, Parallelism(pp=2)).kv_cache_bytes == 1_409_286_144
+    # Maverick: layers run dense, MoE chunked, dense, MoE full: 12 + 6 + 6 per stage
+    mav = load_model("llama-4-maverick")
+    assert [[(g.count, g.attention_kind, g.n_expert) for g in st] for st in stage_groups(mav, 2)] == \
+           [[(12, "chunk 8192", 1), (6, "chunk 8192", 128), (6, "full", 128)]] * 2
+    hf = load_model(str(HF / "llama-4-maverick.json"))
+    assert hf.layer_sequence() == mav.layer_sequence()
 
 
 @pytest.mark.parametrize("data, msg", [

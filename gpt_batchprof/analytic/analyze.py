@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from gpt_batchprof.analytic.parallel import Parallelism, WeightSplit, weight_split
 from gpt_batchprof.analytic.roofline import Prediction, predict
-from gpt_batchprof.analytic.serving import Scenario, ServingReport, serving_report
+from gpt_batchprof.analytic.serving import Scenario, ServingReport, serving_report, slowest_stage
 from gpt_batchprof.analytic.speculative import Speculation, SpecPoint, speculative_points
 from gpt_batchprof.errors import BatchprofError
 from gpt_batchprof.profiles import HardwareSpec, ModelSpec
@@ -55,6 +55,6 @@ def analyze(
         predict(op, hardware, report.launch)
         for phase in phases
         for b in batches
-        for op in scenario.ops(model, phase, b, parallel)
+        for op in scenario.ops(model, phase, b, parallel, slowest_stage(model, hardware, scenario, phase, b, parallel))
     )
     return AnalyzeResult(model, hardware, scenario, phases, batches, preds, report, parallel, speculation, spec)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gpt_batchprof.errors import BatchprofError
-from gpt_batchprof.profiles import ACT_DTYPES, KV_DTYPES, WEIGHT_DTYPES, unquantised_dtype
+from gpt_batchprof.profiles import ACT_DTYPES, KV_DTYPES, WEIGHT_DTYPES, store_bytes, unquantised_dtype
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +32,11 @@ class Dtypes:
         """Dtype of the weights a quantised checkpoint leaves alone (embeddings, LM head,
         norms, routers): the activation dtype when ``weight`` is quantised, else ``weight``."""
         return unquantised_dtype(self.weight, self.act)
+
+    @property
+    def store_bytes(self) -> dict[str, float]:
+        """Bytes per weight of each store (matrix, expert, other): ``profiles.store_bytes``."""
+        return store_bytes(self.weight, self.act, self.expert)
 
     @property
     def expert_weight(self) -> str:

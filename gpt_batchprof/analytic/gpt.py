@@ -23,7 +23,7 @@ from gpt_batchprof.analytic.dtypes import Dtypes
 from gpt_batchprof.analytic.ops import (
     ATTENTION_OPS, OP_NAMES, OpCost, OpShape, causal_pairs, elementwise_cost, expected_experts_touched, matmul_cost,
 )
-from gpt_batchprof.analytic.parallel import Parallelism, local_model, micro_batch, shard_ops
+from gpt_batchprof.analytic.parallel import Parallelism, micro_batch, shard_ops, stage_model
 from gpt_batchprof.errors import BatchprofError
 from gpt_batchprof.profiles import DTYPE_BYTES, ModelSpec
 
@@ -41,13 +41,15 @@ def enumerate_ops(
     attention: str = "unfused",
     parallel: Parallelism = Parallelism(),
     mla: str = "auto",
+    stage: int = 0,
 ) -> tuple[OpCost, ...]:
     """The operators of one forward step, each totalled over all layers.
 
     prefill: ``new_tokens`` prompt tokens per sequence, ``kv_len`` already cached (0 unless
     chunked). decode: one new token per sequence, ``kv_len`` cached; ``new_tokens`` is ignored.
-    ``parallel``: across several GPUs, the operators of one GPU of the slowest pipeline
-    stage, collectives included (see :mod:`gpt_batchprof.analytic.parallel`).
+    ``parallel``: across several GPUs, the operators of one GPU of pipeline stage ``stage`` (the
+    first holds the most layers; ``serving.slowest_stage`` finds the slowest), collectives included
+    (see :mod:`gpt_batchprof.analytic.parallel`); on one GPU, the layout is the identity.
     ``mla``: the form of latent attention (``naive``, ``absorbed``; ``auto``: as engines run each phase).
     """
     if phase not in PHASES:
@@ -59,12 +61,10 @@ def enumerate_ops(
     q = 1 if phase == "decode" else new_tokens
     if batch < 1 or q < 1 or kv_len < 0:
         raise BatchprofError(f"impossible shape: batch={batch}, new_tokens={q}, kv_len={kv_len}")
-    if not parallel.is_single:  # one GPU's slice of the model, then the layout's transformation
-        parallel.check(model)
-        local = _device_ops(local_model(model, parallel), phase, micro_batch(batch, parallel), q, kv_len, dtypes,
-                            attention, mla)
-        return shard_ops(local, model, phase, batch, q, kv_len, dtypes, parallel)
-    return _device_ops(model, phase, batch, q, kv_len, dtypes, attention, mla)
+    parallel.check(model)  # one GPU's slice of the model, then the layout's transformation (both identities on one)
+    local = _device_ops(stage_model(model, parallel, stage), phase, micro_batch(batch, parallel), q, kv_len, dtypes,
+                        attention, mla)
+    return shard_ops(local, model, phase, batch, q, kv_len, dtypes, parallel, stage)
 
 
 FFN_OPS = ("moe_router", "ffn_gate", "ffn_up", "ffn_down", "ffn_shared_gate", "ffn_shared_up", "ffn_shared_down")

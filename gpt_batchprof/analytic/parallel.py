@@ -1,5 +1,11 @@
 """Tensor, pipeline and expert parallelism: per-GPU operators, collectives, memory, pipeline time.
 
+A layout is a transformation: of the model into the slice one GPU of a pipeline stage computes
+(:func:`stage_model`), and of that slice's operator list into the GPU's rows with expert-parallel
+FFN rows and collectives (:func:`shard_ops`). On one GPU both are the identity, so every figure
+has one code path for 1 and N GPUs. Layouts follow the layer stack: each layer kind (attention:
+full, windowed or latent; FFN: dense or MoE) is cut by its own rule below.
+
 Layout (Megatron-LM style; the same one vLLM and TensorRT-LLM use for inference):
 
 - **Tensor parallel (tp)**. QKV and the FFN's up / gate projections are column-parallel
@@ -14,22 +20,29 @@ Layout (Megatron-LM style; the same one vLLM and TensorRT-LLM use for inference)
   cache do not shrink past one head per GPU. The LM head and the embedding are split over
   the vocabulary, padded to a multiple of ``tp`` (``ceil(vocab / tp)`` rows per GPU, as
   Megatron pads ``make_vocab_size_divisible_by``). Norm weights, biases of row-parallel
-  layers and the MoE router are replicated.
-- **Pipeline parallel (pp)**. Layers are cut into ``pp`` stages (the first
-  ``n_layer % pp`` stages take one layer more); the embedding sits on the first stage, the
-  final norm and the LM head on the last. The operators listed are those of the slowest
-  stage: ``ceil(n_layer / pp)`` layers and the LM head (exact when ``pp`` divides
-  ``n_layer``). A batch is cut into ``micro_batches`` micro-batches that flow through the
-  stages (GPipe's forward schedule; for inference there is no backward, so 1F1B is the
-  same schedule). Each stage hands its activations to the next (``pp_sendrecv``). One step
-  takes ``(m + pp - 1)`` stage-times of one micro-batch: the first micro-batch needs
-  ``pp`` stage-times to leave the pipeline, each later one a stage-time more. Stages are
-  idle for the bubble fraction ``(pp - 1) / (m + pp - 1)``.
-- **Expert parallel (ep)**, MoE only. ``n_expert / ep`` experts per GPU (each expert also
-  split over ``tp``). Attention and the other dense layers are data-parallel over the
-  ``ep`` groups (DeepSeek-V3 / vLLM "DP attention + EP"): each group serves
-  ``ceil(batch / ep)`` sequences (the busiest group sets the step time), and tokens are sent
-  to their experts' GPUs and back (``ep_alltoall``, dispatch and combine: two per layer).
+  layers and the MoE router are replicated. Each layer kind of a stack splits its own FFN (dense
+  columns, each expert's width, the shared expert's). Multi-head latent attention splits its heads
+  (q_up, kv_up, out_proj) while the latent stays whole: its down projections run replicated and
+  every GPU caches the full kv_lora_rank + qk_rope_head_dim per token and layer (vLLM's deepseek_v2).
+- **Pipeline parallel (pp)**. Layers are cut into ``pp`` stages of whole layers, in the order
+  the stack runs them (``ModelSpec.layer_sequence``: DeepSeek-V3's dense layers come first,
+  gpt-oss alternates windowed and full ones; the first ``n_layer % pp`` stages take one layer
+  more); the embedding sits on the first stage, the final norm and the LM head on the last.
+  Each stage's operators are its own layers, charged the LM head and one hand-off as well; the
+  slowest stage sets the step (``serving.slowest_stage``). For a uniform stack that is
+  ``ceil(n_layer / pp)`` layers and the LM head (exact when ``pp`` divides ``n_layer``).
+  A batch is cut into ``micro_batches`` micro-batches that flow through the stages
+  (GPipe's forward schedule; for inference there is no backward, so 1F1B is the same schedule).
+  Each stage hands its activations to the next (``pp_sendrecv``). One step takes
+  ``(m + pp - 1)`` stage-times of one micro-batch: the first micro-batch needs ``pp``
+  stage-times to leave the pipeline, each later one a stage-time more. Stages are idle for
+  the bubble fraction ``(pp - 1) / (m + pp - 1)``.
+- **Expert parallel (ep)**, MoE only. ``n_expert / ep`` experts per GPU in each MoE layer
+  (each expert also split over ``tp``; a stack's dense FFN layers are not split by ep).
+  Attention and the other dense layers are data-parallel over the ``ep`` groups
+  (DeepSeek-V3 / vLLM "DP attention + EP"): each group serves ``ceil(batch / ep)`` sequences
+  (the busiest group sets the step time), and tokens are sent to their experts' GPUs and
+  back (``ep_alltoall``, dispatch and combine: two per MoE layer).
   Under uniform routing every GPU receives, on average, as many token-rows as its own
   group routes: ``tokens x n_expert_active``. GPUs in all: ``tp x pp x ep``.
 
@@ -53,7 +66,7 @@ from dataclasses import dataclass, replace
 from gpt_batchprof.analytic.dtypes import Dtypes
 from gpt_batchprof.analytic.ops import OpCost, OpShape, expected_experts_touched, matmul_cost
 from gpt_batchprof.errors import BatchprofError
-from gpt_batchprof.profiles import DTYPE_BYTES, HardwareSpec, ModelSpec
+from gpt_batchprof.profiles import DTYPE_BYTES, HardwareSpec, LayerGroup, ModelSpec, Weights
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,13 +110,6 @@ class Parallelism:
     def check(self, model: ModelSpec, hw: HardwareSpec | None = None) -> "Parallelism":
         """Refuse layouts the model cannot be cut into (and, given ``hw``, multi-GPU without a link)."""
         tp, m = self.tp, model
-        if m.is_mla and not self.is_single:
-            raise BatchprofError(f"{self.label()}: {m.name} uses multi-head latent attention; splitting it over "
-                                 "several GPUs is not modelled yet (run it on one: --tp 1 --pp 1 --ep 1)")
-        if m.is_stack and not self.is_single and (self.pp > 1 or len({g.ffn_kind for g in m.layer_groups}) > 1):
-            raise BatchprofError(
-                f"{self.label()}: {m.name} is a stack of different layer kinds; tensor and expert parallelism "
-                "are modelled for stacks whose layers differ only in their attention (--pp 1), not this one")
         for g in m.layer_groups:
             if g.d_ff % tp or g.d_ff_shared % tp:
                 raise BatchprofError(f"--tp {tp} does not divide the FFN width of {m.name}'s {g.ffn_kind} layers")
@@ -123,6 +129,10 @@ class Parallelism:
             raise BatchprofError(f"--ep {self.ep}: {m.name} is a dense model (no experts to split)")
         if m.n_expert % self.ep:
             raise BatchprofError(f"--ep {self.ep} does not divide {m.name}'s {m.n_expert} experts")
+        for g in m.layer_groups:
+            if g.n_expert > 1 and g.n_expert % self.ep:
+                raise BatchprofError(f"--ep {self.ep} does not divide the {g.n_expert} experts of {m.name}'s "
+                                     f"{g.ffn_kind} layers")
         if hw is not None and not self.is_single and hw.interconnect is None:
             raise BatchprofError(
                 f"hardware '{hw.name}' has no interconnect section, needed for {self.label()}; add one "
@@ -149,34 +159,70 @@ def padded_vocab_per_gpu(model: ModelSpec, tp: int) -> int:
     return math.ceil(model.vocab_size / tp)
 
 
-def local_model(model: ModelSpec, par: Parallelism) -> ModelSpec:
-    """The slice of the model one GPU of the slowest stage computes, as a model of its own.
+def layer_groups_of(model: ModelSpec) -> tuple[LayerGroup, ...]:
+    """The model's layer groups; a uniform model as one group of all its layers."""
+    m = model
+    return m.layer_groups or (LayerGroup(m.n_layer, m.sliding_window, m.d_ff, m.n_expert, m.n_expert_active,
+                                         m.d_ff_shared, m.attention_chunk),)
 
-    Its operators are those of the sharded model; experts keep their count (expert
-    parallelism is applied to the MoE rows separately).
-    """
-    groups = tuple(replace(g, d_ff=g.d_ff // par.tp, d_ff_shared=g.d_ff_shared // par.tp) for g in model.layer_groups)
+
+def stage_groups(model: ModelSpec, pp: int) -> tuple[tuple[LayerGroup, ...], ...]:
+    """Per pipeline stage, the layer groups it holds with their count there (stages hold whole layers
+    in the order the stack runs them, ``ModelSpec.layer_sequence``; groups it holds none of left out)."""
+    groups, seq = layer_groups_of(model), model.layer_sequence()
+    out, start = [], 0
+    for n in stage_layers(model.n_layer, pp):
+        mine = seq[start:start + n]
+        start += n
+        out.append(tuple(replace(g, count=mine.count(i)) for i, g in enumerate(groups) if i in mine))
+    return tuple(out)
+
+
+def distinct_stages(model: ModelSpec, par: Parallelism) -> tuple[int, ...]:
+    """The first stage of each distinct layer composition (one per kind of stage: the slowest stage is
+    among them). A uniform stack cut evenly has one; cut unevenly, two."""
+    seen: dict[tuple, int] = {}
+    for i, groups in enumerate(stage_groups(model, par.pp)):
+        seen.setdefault(groups, i)
+    return tuple(seen.values())
+
+
+def stage_model(model: ModelSpec, par: Parallelism, stage: int = 0) -> ModelSpec:
+    """The slice of the model one GPU of pipeline stage ``stage`` computes, as a model of its own: the
+    stage's layers (each layer kind with its count there), split over ``tp`` (query heads, K/V heads
+    down to one, FFN columns, each expert's width, the shared expert's, the vocabulary). Experts keep
+    their count (expert parallelism is applied to the MoE rows, :func:`shard_ops`). Multi-head latent
+    attention splits its heads while the latent every head reads stays whole: the KV cache per token
+    (kv_lora_rank + qk_rope_head_dim per layer) is replicated on every GPU, and the down projections
+    into it (and into the compressed query) run replicated, as vLLM's DeepseekV2MLAAttention
+    (vllm/model_executor/models/deepseek_v2.py) builds them: q_a_proj and kv_a_proj_with_mqa
+    ReplicatedLinear, q_b_proj and kv_b_proj ColumnParallelLinear, o_proj RowParallelLinear.
+
+    The single-GPU layout is the identity: the model itself."""
+    if par.world == 1:
+        return model
+    if not 0 <= stage < par.pp:
+        raise BatchprofError(f"pipeline stage {stage} does not exist in {par.label()} (stages 0 to {par.pp - 1})")
+    tp = par.tp
+    groups = stage_groups(model, par.pp)[stage]
+    split = tuple(replace(g, d_ff=g.d_ff // tp, d_ff_shared=g.d_ff_shared // tp) for g in groups)
     return replace(
         model,
         name=f"{model.name}/{par.label()}",
-        n_layer=max(stage_layers(model.n_layer, par.pp)),
-        n_head=model.n_head // par.tp,
-        n_kv_head=kv_heads_per_gpu(model, par.tp),
-        d_ff=model.d_ff // par.tp,
-        d_ff_shared=model.d_ff_shared // par.tp,
-        vocab_size=padded_vocab_per_gpu(model, par.tp),
-        layer_groups=groups,  # a stack (one FFN kind, see Parallelism.check): each group's FFN split alike
+        n_layer=sum(g.count for g in groups),
+        n_head=model.n_head // tp,
+        n_kv_head=kv_heads_per_gpu(model, tp),
+        d_ff=model.d_ff // tp,
+        d_ff_shared=model.d_ff_shared // tp,
+        vocab_size=padded_vocab_per_gpu(model, tp),
+        layer_groups=split if model.layer_groups else (),
+        layer_order=(),  # the stage's layers, group after group (no figure of one stage depends on their order)
     )
 
 
-def ffn_uniform(model: ModelSpec) -> ModelSpec:
-    """A stack whose layers differ only in their attention, as a uniform model with its one FFN kind
-    (weights and the expert-parallel FFN rows do not depend on the attention window)."""
-    if not model.layer_groups:
-        return model
-    g = model.layer_groups[0]
-    return replace(model, d_ff=g.d_ff, n_expert=g.n_expert, n_expert_active=g.n_expert_active,
-                   d_ff_shared=g.d_ff_shared, sliding_window=None, attention_chunk=None, layer_groups=())
+def local_model(model: ModelSpec, par: Parallelism) -> ModelSpec:
+    """One GPU's slice of the first pipeline stage (it holds the most layers): :func:`stage_model`."""
+    return stage_model(model, par, 0)
 
 
 def replica_batch(batch: int, par: Parallelism) -> int:
@@ -199,54 +245,67 @@ class WeightSplit:
     """Weight bytes on the fullest GPU: the part split over GPUs and the part every GPU keeps whole."""
 
     sharded_bytes: float  # 1/tp of the matrices, embedding and head; experts also 1/ep
-    replicated_bytes: float  # norms, row-parallel biases, the router, K/V heads when n_kv_head < tp
+    replicated_bytes: float  # norms, row-parallel biases, the router, K/V heads when n_kv_head < tp,
+    # latent attention's down projections
 
     @property
     def total_bytes(self) -> float:
         return self.sharded_bytes + self.replicated_bytes
 
 
+def gpu_share(weights: Weights, part: ModelSpec, par: Parallelism) -> tuple[int, bool]:
+    """Of one set of a layer's weights (``ModelSpec.layer_weights``), how many one GPU holds, and
+    whether every GPU holds them whole (replicated: ``whole`` weights, and K/V heads when there are
+    fewer than tp). Per-expert weights: ``n_expert / ep`` experts' worth."""
+    n, tp = weights.params, par.tp
+    if weights.per_expert:
+        n = n // part.n_expert * (part.n_expert // par.ep)
+    if weights.split == "heads":
+        return n // part.n_head * (part.n_head // tp), False
+    if weights.split == "kv_heads":
+        return n // part.n_kv_head * kv_heads_per_gpu(part, tp), part.n_kv_head < tp
+    if weights.split == "columns":
+        return n // tp, False
+    return n, True
+
+
+def layer_weight_bytes(part: ModelSpec, par: Parallelism, dtypes: Dtypes) -> tuple[float, float]:
+    """(sharded, replicated) weight bytes of one layer of ``part`` (a uniform model: one layer kind)
+    on one GPU, summed from the model's one inventory of a layer's weights (so on one GPU their sum
+    is what ``ModelSpec.weight_bytes`` counts for the layer)."""
+    per = dtypes.store_bytes
+    sharded = replicated = 0.0
+    for w in part.layer_weights():
+        n, whole = gpu_share(w, part, par)
+        if whole:
+            replicated += n * per[w.store]
+        else:
+            sharded += n * per[w.store]
+    return sharded, replicated
+
+
 def weight_split(model: ModelSpec, par: Parallelism, dtypes: Dtypes) -> WeightSplit:
-    """Weights of the fullest GPU (first or last pipeline stage), split into sharded and replicated.
+    """Weights of the fullest GPU (over the pipeline stages), split into sharded and replicated.
 
     As ``ModelSpec.weight_bytes``: the blocks' linear layers at the weight dtype, everything else
     (embeddings, LM head, norms, router, biases) at the activation dtype when the weights are a
-    quantised format.
+    quantised format. Each stage holds its own layers (:func:`stage_groups`); the embedding sits on
+    the first stage, the final norm and the LM head on the last.
     """
-    m, tp = ffn_uniform(model), par.tp
-    w = DTYPE_BYTES[dtypes.weight]
-    wo = DTYPE_BYTES[dtypes.unquantised]
-    d, hd, n_mat = m.d_model, m.head_dim, m.n_ffn_matrices
-    q_local = m.n_head // tp * hd
-    kv_local = kv_heads_per_gpu(m, tp) * hd
-    f, fs, experts = m.d_ff // tp, m.d_ff_shared // tp, m.n_expert // par.ep
-    norm = m.norm_params
-    kv_replicated = m.n_kv_head < tp
-    # bytes per layer on one GPU, (sharded, replicated)
-    qkv_biased = m.bias or m.qkv_bias
-    kv_mat, kv_bias = 2 * d * kv_local * w, (2 * kv_local * wo if qkv_biased else 0)
-    we = DTYPE_BYTES[dtypes.expert_weight] if m.is_moe else w  # routed experts' own dtype (gpt-oss: mxfp4)
-    sharded = (2 * d * q_local + n_mat * d * fs) * w + n_mat * d * experts * f * we \
-        + (0 if kv_replicated else kv_mat + kv_bias)
-    replicated = m.norms_per_layer * norm * wo + (kv_mat + kv_bias if kv_replicated else 0)
-    if qkv_biased:  # column-parallel biases are split, row-parallel ones (added after the all-reduce) are whole
-        sharded += q_local * wo
-    if m.bias:
-        sharded += experts * (n_mat - 1) * f * wo
-        replicated += (d + experts * d) * wo
-    if m.is_moe:
-        replicated += (d + (1 if m.router_bias else 0)) * m.n_expert * wo  # router (and its bias)
-    if m.attention_sinks:
-        sharded += m.n_head // tp * wo  # one sink per query head
-    if m.d_ff_shared and m.shared_expert_gate:
-        replicated += d * wo  # the shared expert's gate
+    m, tp = model, par.tp
+    wo = dtypes.store_bytes["other"]
+    d, norm = m.d_model, m.norm_params
+    per_kind = {replace(g, count=0): layer_weight_bytes(p, par, dtypes) for g, p in zip(layer_groups_of(m), m.parts())}
     vocab = padded_vocab_per_gpu(m, tp) * d * wo
     positions = m.max_seq_len * d * wo if m.positional == "learned" else 0
-    layers = stage_layers(m.n_layer, par.pp)
+    stages = stage_groups(m, par.pp)
     best: tuple[float, float] = (0.0, 0.0)
-    for i, n in enumerate(layers):
-        first, last = i == 0, i == len(layers) - 1
-        s, r = n * sharded, n * replicated
+    for i, groups in enumerate(stages):
+        first, last = i == 0, i == len(stages) - 1
+        s = r = 0.0
+        for g in groups:
+            gs, gr = per_kind[replace(g, count=0)]
+            s, r = s + g.count * gs, r + g.count * gr
         if first:
             s += vocab
             r += positions + m.vision_params * wo  # a vision tower: whole on the first stage (a data-parallel encoder)
@@ -264,6 +323,8 @@ def weight_split(model: ModelSpec, par: Parallelism, dtypes: Dtypes) -> WeightSp
 
 def _repeat(cost: OpCost, times: int, batch: int) -> OpCost:
     """``cost`` run ``times`` times (once per micro-batch), labelled with the whole step's batch."""
+    if times == 1 and cost.batch == batch:
+        return cost
     return replace(cost, batch=batch, flops=cost.flops * times, bytes=cost.bytes * times,
                    weight_bytes=cost.weight_bytes * times, launches=cost.launches * times)
 
@@ -277,41 +338,53 @@ def collective_cost(op: str, *, message_bytes: float, launches: int, ranks: int,
                   shape=OpShape(m=rows, n=width, k=0, ranks=ranks))
 
 
+FFN_EXPERT_OPS = ("ffn_gate", "ffn_up", "ffn_down")  # the routed experts' rows (shared experts stay whole)
+
+
 def shard_ops(local: tuple[OpCost, ...], model: ModelSpec, phase: str, batch: int, q: int, kv_len: int,
-              dtypes: Dtypes, par: Parallelism) -> tuple[OpCost, ...]:
+              dtypes: Dtypes, par: Parallelism, stage: int = 0) -> tuple[OpCost, ...]:
     """The layout as a transformation of an operator list: ``local`` (the operators of one GPU's
-    slice, :func:`local_model`, for one micro-batch) becomes the per-GPU operators of the slowest
-    stage for a step of ``batch`` sequences, expert-parallel FFN rows and collectives included.
+    slice of stage ``stage``, :func:`stage_model`, for one micro-batch) becomes the per-GPU operators
+    of that stage for a step of ``batch`` sequences, expert-parallel FFN rows and collectives
+    included. On one GPU it is the identity.
 
     Every row totals the stage's ``micro_batches`` micro-batches; the step time follows
-    from them with :func:`pipelined`.
+    from them with :func:`pipelined`. Expert parallelism touches the MoE layers' routed experts
+    only (a stack's dense FFN layers are data-parallel like attention).
     """
-    model = ffn_uniform(model)
-    loc = local_model(model, par)
+    loc = stage_model(model, par, stage)
     b = micro_batch(batch, par)
     ops = list(local)
     a, nl, d, cd = DTYPE_BYTES[dtypes.act], loc.n_layer, model.d_model, dtypes.act
     ctx = (phase, b, q, kv_len)
     tokens = b * q
-    if model.is_moe and par.ep > 1:
-        # Every GPU holds n_expert/ep experts and receives (uniform routing) as many token-rows as
-        # its own group routes, tokens x k; the experts it touches are hit by all ep groups' tokens.
-        k = model.n_expert_active
-        touched = expected_experts_touched(model.n_expert, k, tokens * par.ep) / par.ep
-        mm = dict(tokens=tokens, w_bytes=DTYPE_BYTES[dtypes.expert_weight], a_bytes=a, launches=nl, compute_dtype=cd,
-                  ctx=ctx, experts_touched=touched, routes=k)
+    groups = layer_groups_of(loc)
+    by_kind = {g.ffn_kind: g for g in groups}  # a stack labels its FFN rows with their kind where kinds differ
+    moe_layers: dict[int, int] = {}  # layers of the stage per top-k
+    for g in groups:
+        if g.n_expert > 1:
+            moe_layers[g.n_expert_active] = moe_layers.get(g.n_expert_active, 0) + g.count
+    if moe_layers and par.ep > 1:
         for i, c in enumerate(ops):
-            if c.op in ("ffn_gate", "ffn_up"):
-                ops[i] = matmul_cost(c.op, k=d, n=loc.d_ff, **mm)
-            elif c.op == "ffn_down":
-                ops[i] = matmul_cost(c.op, k=loc.d_ff, n=d, **mm)
+            g = by_kind[c.shape.variant] if c.shape.variant in by_kind else groups[0]
+            if c.op not in FFN_EXPERT_OPS or g.n_expert == 1:
+                continue
+            # Every GPU holds n_expert/ep experts and receives (uniform routing) as many token-rows as
+            # its own group routes, tokens x k; the experts it touches are hit by all ep groups' tokens.
+            k = g.n_expert_active
+            touched = expected_experts_touched(g.n_expert, k, tokens * par.ep) / par.ep
+            row = matmul_cost(c.op, tokens=tokens, k=c.shape.k, n=c.shape.n, w_bytes=DTYPE_BYTES[dtypes.expert_weight],
+                              a_bytes=a, launches=c.launches, compute_dtype=cd, ctx=ctx, experts_touched=touched,
+                              routes=k)
+            ops[i] = replace(row, shape=replace(row.shape, variant=c.shape.variant))
     row = dict(rows=tokens, width=d, compute_dtype=cd, ctx=ctx)
     if par.tp > 1:  # two per layer; one more after the vocabulary-parallel embedding (first stage)
         ops.append(collective_cost("tp_allreduce", message_bytes=tokens * d * a,
                                    launches=2 * nl + (1 if par.pp == 1 else 0), ranks=par.tp, **row))
-    if par.ep > 1:  # dispatch and combine: each token-row goes to k experts and comes back
-        ops.append(collective_cost("ep_alltoall", message_bytes=tokens * model.n_expert_active * d * a,
-                                   launches=2 * nl, ranks=par.ep, **row))
+    if par.ep > 1:  # dispatch and combine in each MoE layer: each token-row goes to k experts and comes back
+        for k, n in moe_layers.items():
+            ops.append(collective_cost("ep_alltoall", message_bytes=tokens * k * d * a, launches=2 * n,
+                                       ranks=par.ep, **row))
     if par.pp > 1:  # the stage's output activations to the next stage
         ops.append(collective_cost("pp_sendrecv", message_bytes=tokens * d * a, launches=1, ranks=2, **row))
     return tuple(_repeat(c, micro_batches(batch, par), batch) for c in ops)

@@ -25,7 +25,7 @@ from gpt_batchprof.analytic.gpt import PHASES, Dtypes, attention_ops, enumerate_
 from gpt_batchprof.analytic.ops import BLOCK_DENSE_OPS, KV_DEPENDENT_OPS, OpCost
 from gpt_batchprof.analytic.roofline import kernel_overhead_s, launch_mode, predict, step_time
 from gpt_batchprof.analytic.parallel import (
-    Parallelism, local_model, micro_batch, micro_batches, pipelined, replica_batch, weight_split,
+    Parallelism, distinct_stages, micro_batch, micro_batches, pipelined, replica_batch, stage_model, weight_split,
 )
 from gpt_batchprof.errors import BatchprofError
 from gpt_batchprof.profiles import DTYPE_BYTES, HardwareSpec, ModelSpec
@@ -89,12 +89,12 @@ class Scenario:
         raise BatchprofError(f"unknown phase '{phase}' (choose from {', '.join(PHASES)})")
 
     def ops(self, model: ModelSpec, phase: str, batch: int,
-            parallel: Parallelism = Parallelism()) -> tuple[OpCost, ...]:
+            parallel: Parallelism = Parallelism(), stage: int = 0) -> tuple[OpCost, ...]:
         """The operators `analyze` predicts and `bench` times for one phase and batch
-        (across several GPUs: one GPU's, collectives included)."""
+        (across several GPUs: one GPU's of pipeline stage ``stage``, collectives included)."""
         q, kv = self.step(phase)
         return enumerate_ops(model, phase, batch, new_tokens=q, kv_len=kv, dtypes=self.dtypes,
-                             attention=self.attention, parallel=parallel, mla=self.mla)
+                             attention=self.attention, parallel=parallel, mla=self.mla, stage=stage)
 
     def launch_for(self, hw: HardwareSpec) -> str:
         return launch_mode(self.launch, hw)
@@ -176,21 +176,24 @@ def memory_use(model: ModelSpec, scenario: Scenario, batch: int, parallel: Paral
     """Weights, the KV cache at the longest context any analysed step uses, and the peak
     transient activations over the analysed steps (prefill, and decode at the ITL context).
 
-    Across several GPUs (``parallel``): those of the fullest GPU (see ``analytic.parallel``).
+    Those of the fullest GPU (on one GPU, the model's): its weights (``parallel.weight_split``), the
+    KV cache of its group's sequences for its stage's layers and K/V heads, and the transient
+    activations of one micro-batch at its shapes; each at its largest over the pipeline stages
+    (one stage for a uniform stack cut evenly).
     """
-    if not parallel.is_single:
-        return parallel_memory_use(model, scenario, batch, parallel)
+    parallel.check(model)
     dt, attn = scenario.dtypes, scenario.attention
-    parts = model.parts()  # a stack of layer kinds: each kind's cache and its widest layer
-    acts = max(max(
-        step_activation_bytes(p, dt, attn, batch, scenario.prompt_len, scenario.prompt_len),
-        step_activation_bytes(p, dt, attn, batch, 1, p.keys_in_view(scenario.itl_context, 1)),
-    ) for p in parts)
-    return MemoryUse(
-        weights_bytes=model.weight_bytes(dt.weight, dt.act, dt.expert),
-        kv_cache_bytes=sum(batch * p.kv_tokens(scenario.positions) * p.kv_bytes_per_token(dt.kv) for p in parts),
-        activation_bytes=acts,
-    )
+    seqs, micro = replica_batch(batch, parallel), micro_batch(batch, parallel)
+    kv = acts = 0.0
+    for i in distinct_stages(model, parallel):
+        parts = stage_model(model, parallel, i).parts()  # a stack of layer kinds: each kind's cache, its widest layer
+        acts = max(acts, max(max(
+            step_activation_bytes(p, dt, attn, micro, scenario.prompt_len, scenario.prompt_len),
+            step_activation_bytes(p, dt, attn, micro, 1, p.keys_in_view(scenario.itl_context, 1)),
+        ) for p in parts))
+        kv = max(kv, sum(seqs * p.kv_tokens(scenario.positions) * p.kv_bytes_per_token(dt.kv) for p in parts))
+    return MemoryUse(weights_bytes=weight_split(model, parallel, dt).total_bytes, kv_cache_bytes=kv,
+                     activation_bytes=acts)
 
 
 def max_batch(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, parallel: Parallelism = Parallelism()) -> int:
@@ -199,12 +202,10 @@ def max_batch(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, parallel: 
     Everything but the weights grows in proportion to the batch. Across several GPUs: what
     fits on the fullest one, over all expert-parallel groups.
     """
-    if not parallel.is_single:
-        return parallel_max_batch(model, hw, scenario, parallel)
-    one = memory_use(model, scenario, 1)
+    one = memory_use(model, scenario, 1, parallel)
     per_sequence = one.kv_cache_bytes + one.activation_bytes
     free = hw.memory_bytes - one.weights_bytes
-    return max(0, math.floor(free / per_sequence)) if free > 0 else 0
+    return max(0, math.floor(free / per_sequence)) * parallel.ep if free > 0 else 0
 
 
 def critical_batch(model: ModelSpec, hw: HardwareSpec, scenario: Scenario,
@@ -215,9 +216,11 @@ def critical_batch(model: ModelSpec, hw: HardwareSpec, scenario: Scenario,
     above it, time grows with the batch. None if that never happens below 2**24.
     """
 
+    stages = distinct_stages(model, parallel)
+
     def all_compute_bound(b: int) -> bool:
-        ops = scenario.ops(model, "decode", b, parallel)
-        return all(predict(o, hw).compute_bound for o in ops if o.op in BLOCK_DENSE_OPS)
+        return all(predict(o, hw).compute_bound for i in stages for o in scenario.ops(model, "decode", b, parallel, i)
+                   if o.op in BLOCK_DENSE_OPS)
 
     if not all_compute_bound(CRITICAL_BATCH_LIMIT):
         return None
@@ -369,61 +372,69 @@ def latencies(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batch: int
     return ttft + eng, itl + eng, e2e + scenario.gen_len * eng  # gen_len steps: the prefill and gen_len - 1 decodes
 
 
+@dataclass(frozen=True, slots=True)
+class StageTimes:
+    """One GPU of one pipeline stage, kernels and host time: its prefill step, its decode step at the
+    ITL context, and its decode steps summed over the generation (the part that does not depend on the
+    cache length, and attention); each over the stage's micro-batches, before pipelining."""
+
+    stage: int
+    prefill_s: float
+    decode_s: float
+    decode_fixed_s: float  # gen_len - 1 decode steps without attention
+    decode_attention_s: float  # attention of the gen_len - 1 decode steps, each at its own length
+
+
+def stage_times(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batch: int,
+                parallel: Parallelism = Parallelism(), roofline_only: bool = False) -> tuple[StageTimes, ...]:
+    """:class:`StageTimes` of each distinct pipeline stage (one on one GPU).
+
+    Only attention depends on the cache length: the rest of a decode step is the same every step.
+    A pipelined step is linear in its stage time and each micro-batch repeats the same kernels, so
+    the decode sum reuses :func:`decode_attention_time` (closed form, or sampled when calibrated)
+    on one GPU's slice of the stage.
+    """
+    launch, ro, par = scenario.launch_for(hw), roofline_only, parallel
+    b, m = micro_batch(batch, par), micro_batches(batch, par)
+    out = []
+    for i in distinct_stages(model, par):
+        loc = stage_model(model, par, i)
+        host = m * host_time_s(loc, hw, launch, ro)  # the stage's layers, once per micro-batch (eager only)
+        decode = scenario.ops(model, "decode", batch, par, i)
+        fixed = step_time(tuple(o for o in decode if o.op not in KV_DEPENDENT_OPS), hw, launch, ro) + host
+        out.append(StageTimes(
+            i, step_time(scenario.ops(model, "prefill", batch, par, i), hw, launch, ro) + host,
+            step_time(decode, hw, launch, ro) + host, (scenario.gen_len - 1) * fixed,
+            m * decode_attention_time(loc, hw, scenario, b, launch, ro)))
+    return tuple(out)
+
+
+def slowest_stage(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, phase: str, batch: int,
+                  parallel: Parallelism = Parallelism()) -> int:
+    """The pipeline stage whose step of ``phase`` takes longest (the one the step waits for; its
+    operators are the ones `analyze` lists). 0 when every stage holds the same layers."""
+    stages = distinct_stages(model, parallel)
+    if len(stages) == 1:
+        return stages[0]
+    times = stage_times(model, hw, scenario, batch, parallel)
+    return max(times, key=lambda t: t.prefill_s if phase == "prefill" else t.decode_s).stage
+
+
 def kernel_latencies(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batch: int,
                      parallel: Parallelism = Parallelism(), roofline_only: bool = False) -> tuple[float, float, float]:
-    """(TTFT, ITL, end-to-end) of the kernels alone."""
-    if not parallel.is_single:
-        return parallel_latencies(model, hw, scenario, batch, parallel, roofline_only)
-    launch, ro = scenario.launch_for(hw), roofline_only
-    host = host_time_s(model, hw, launch, ro)  # per forward step, eager mode, calibrated profiles only
-    ttft = step_time(scenario.ops(model, "prefill", batch), hw, launch, ro) + host
-    decode = scenario.ops(model, "decode", batch)
-    itl = step_time(decode, hw, launch, ro) + host
-    # Only attention depends on the cache length: the rest of a decode step is the same every step.
-    fixed = step_time(tuple(o for o in decode if o.op not in KV_DEPENDENT_OPS), hw, launch, ro) + host
-    e2e = ttft + (scenario.gen_len - 1) * fixed + decode_attention_time(model, hw, scenario, batch, launch, ro)
-    return ttft, itl, e2e
+    """(TTFT, ITL, end-to-end) of the kernels alone, each step pipelined (on one GPU: as it is).
 
-
-def parallel_latencies(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batch: int,
-                       par: Parallelism, roofline_only: bool = False) -> tuple[float, float, float]:
-    """(TTFT, ITL, end-to-end) of a sharded model; as ``serving.latencies``, each step pipelined.
-
-    Only attention depends on the cache length; a pipelined step is linear in its stage time and
-    each micro-batch repeats the same kernels, so the decode sum reuses
-    ``serving.decode_attention_time`` (closed form, or sampled when calibrated) on one GPU's
-    slice of the model.
+    The slowest stage sets each step (the LM head and one hand-off to the next stage are charged to
+    it, whichever it is: exact when the last stage is the slowest); the generation's decode steps
+    are those of the stage slowest over all of them.
     """
-    launch, ro = scenario.launch_for(hw), roofline_only
-    loc, b, m = local_model(model, par), micro_batch(batch, par), micro_batches(batch, par)
-    host = m * host_time_s(loc, hw, launch, ro)  # the stage's layers, once per micro-batch (eager only)
-    prefill = scenario.ops(model, "prefill", batch, par)
-    decode = scenario.ops(model, "decode", batch, par)
-    ttft = pipelined(step_time(prefill, hw, launch, ro) + host, par, batch)
-    itl = pipelined(step_time(decode, hw, launch, ro) + host, par, batch)
-    fixed = step_time(tuple(o for o in decode if o.op not in KV_DEPENDENT_OPS), hw, launch, ro) + host
-    attention = m * decode_attention_time(loc, hw, scenario, b, launch, ro)
-    return ttft, itl, ttft + pipelined((scenario.gen_len - 1) * fixed + attention, par, batch)
-
-
-def parallel_memory_use(model: ModelSpec, scenario: Scenario, batch: int, par: Parallelism) -> MemoryUse:
-    """Memory of the fullest GPU: its weights, the KV cache of its group's sequences for its
-    layers and K/V heads, and the transient activations of one micro-batch at its shapes."""
-    par.check(model)
-    loc = local_model(model, par)
-    kv = memory_use(loc, scenario, replica_batch(batch, par)).kv_cache_bytes
-    act = memory_use(loc, scenario, micro_batch(batch, par)).activation_bytes
-    return MemoryUse(weight_split(model, par, scenario.dtypes).total_bytes, kv, act)
-
-
-def parallel_max_batch(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, par: Parallelism) -> int:
-    """Largest batch (over all ep groups) whose per-GPU weights, KV cache and activations fit."""
-    one = parallel_memory_use(model, scenario, 1, par)
-    free = hw.memory_bytes - one.weights_bytes
-    if free <= 0:
-        return 0
-    per_sequence = one.kv_cache_bytes + one.activation_bytes
-    return max(0, math.floor(free / per_sequence)) * par.ep
+    par = parallel
+    stages = stage_times(model, hw, scenario, batch, par, roofline_only)
+    ttft = pipelined(max(t.prefill_s for t in stages), par, batch)
+    itl = pipelined(max(t.decode_s for t in stages), par, batch)
+    gen = max(stages, key=lambda t: t.decode_fixed_s + t.decode_attention_s)
+    e2e = ttft + pipelined(gen.decode_fixed_s, par, batch) + pipelined(gen.decode_attention_s, par, batch)
+    return ttft, itl, e2e
 
 
 def roofline_latencies(model: ModelSpec, hw: HardwareSpec, scenario: Scenario, batch: int, parallel: Parallelism,

@@ -105,7 +105,7 @@ def render_analyze(result, fmt: str, per_op: bool, output) -> None:
 def _print_tables(out, result, per_op: bool, tables) -> None:
     tables.header(out, result.model, result.hardware, result.scenario)
     if not result.parallel.is_single:
-        tables.parallel_header(out, result.parallel, result.hardware, result.weights)
+        tables.parallel_header(out, result.parallel, result.hardware, result.weights, result.model)
     out.print()
     out.print(tables.summary_table(result.report, result.hardware))
     if result.hardware.measured is not None:

@@ -24,6 +24,7 @@ from gpt_batchprof.profiles.dtypes import (
     PEAK_DTYPES,
     QUANTISED_DTYPES,
     WEIGHT_DTYPES,
+    store_bytes,
     unquantised_dtype,
 )
 from gpt_batchprof.profiles.fields import INTERCONNECT_KEYS
@@ -58,14 +59,15 @@ from gpt_batchprof.profiles.specs import (
     Interconnect,
     LayerGroup,
     ModelSpec,
+    Weights,
 )
 
 __all__ = [
     "ACT_DTYPES", "DTYPE_BYTES", "INT4_GROUP_SIZE", "KV_DTYPES", "MXFP4_BLOCK", "NVFP4_BLOCK", "PEAK_DTYPES",
-    "QUANTISED_DTYPES", "WEIGHT_DTYPES", "unquantised_dtype", "INTERCONNECT_KEYS", "model_from_hf_config",
+    "QUANTISED_DTYPES", "WEIGHT_DTYPES", "store_bytes", "unquantised_dtype", "INTERCONNECT_KEYS", "model_from_hf_config",
     "all_hardware", "all_models", "builtin_dir", "builtin_names", "hardware_path", "load_hardware", "load_model",
     "MeasuredTables", "Table", "measured_from_mapping", "measured_to_yaml_mapping", "LAYER_GROUP_KEYS",
     "MEMORY_FIELDS", "engine_from_mapping", "hardware_from_mapping", "hardware_to_yaml_mapping",
     "interconnect_from_mapping", "model_from_mapping", "ENGINE_KEYS", "FFN_KINDS", "HARDWARE_KINDS", "NORM_KINDS",
-    "POSITIONAL_KINDS", "EngineOverhead", "HardwareSpec", "Interconnect", "LayerGroup", "ModelSpec",
+    "POSITIONAL_KINDS", "EngineOverhead", "HardwareSpec", "Interconnect", "LayerGroup", "ModelSpec", "Weights",
 ]

@@ -38,3 +38,11 @@ ACT_DTYPES = ("fp32", "fp16", "bf16", "fp8", "int8")
 WEIGHT_DTYPES = ("fp32", "fp16", "bf16", "fp8", "int8", "int4", "mxfp4", "nvfp4")
 KV_DTYPES = ("fp32", "fp16", "bf16", "fp8", "int8")
 PEAK_DTYPES = ("fp32", "tf32", "fp16", "bf16", "fp8", "int8")
+
+
+def store_bytes(weight_dtype: str, act_dtype: str, expert_dtype: str | None = None) -> dict[str, float]:
+    """Bytes per weight of each store (``specs.Weights.store``): ``matrix`` (the blocks' linear
+    layers) at the weight dtype, ``expert`` (the routed experts' matrices) at ``expert_dtype`` or the
+    weight dtype, ``other`` (embeddings, LM head, norms, routers, biases) at :func:`unquantised_dtype`."""
+    return {"matrix": DTYPE_BYTES[weight_dtype], "expert": DTYPE_BYTES[expert_dtype or weight_dtype],
+            "other": DTYPE_BYTES[unquantised_dtype(weight_dtype, act_dtype)]}

@@ -44,14 +44,23 @@ def _qwen_moe_layers(cfg: Mapping[str, Any], g: Callable, n_layer: int) -> dict[
         "d_ff": g("moe_intermediate_size"),
         "d_ff_shared": cfg.get("shared_expert_intermediate_size") or 0,
     }
-    n_dense = sum(1 for i in range(n_layer) if i in dense_only or (i + 1) % step)
-    if n_dense:
-        moe["layers"] = [{"count": n_layer - n_dense}, {"count": n_dense, "n_expert": 1, "d_ff": g("intermediate_size")}]
+    dense = [i in dense_only or bool((i + 1) % step) for i in range(n_layer)]
+    if any(dense):
+        moe["layers"] = [{"count": n_layer - sum(dense)},
+                         {"count": sum(dense), "n_expert": 1, "d_ff": g("intermediate_size")}]
+        moe["layer_order"] = [int(x) for x in dense]  # layers[0] MoE, layers[1] dense
     return moe
 
 
-def _attention_layers(cfg: Mapping[str, Any], where: str, n_layer: int, window: int) -> list[dict[str, Any]]:
-    """``layer_types`` ("sliding_attention" / "full_attention" per layer) as layer groups."""
+def _ordered(layers: list[dict[str, Any]], kinds: list[int]) -> dict[str, Any]:
+    """``layers`` (groups of the kinds 0, 1, ... with an empty one dropped) and ``layer_order``: per
+    layer, in the order transformers builds them, the index of its group in that list."""
+    kept = [i for i, grp in enumerate(layers) if grp["count"]]
+    return {"layers": [layers[i] for i in kept], "layer_order": [kept.index(k) for k in kinds]}
+
+
+def _attention_layers(cfg: Mapping[str, Any], where: str, n_layer: int, window: int) -> dict[str, Any]:
+    """``layer_types`` ("sliding_attention" / "full_attention" per layer) as layer groups, in order."""
     types = cfg.get("layer_types")
     if not isinstance(types, list) or len(types) != n_layer:
         raise ProfileError(f"{where}: field 'layer_types': must list the attention of each of the "
@@ -62,7 +71,7 @@ def _attention_layers(cfg: Mapping[str, Any], where: str, n_layer: int, window: 
                            "(known: sliding_attention, full_attention)")
     sliding = types.count("sliding_attention")
     groups = [{"count": sliding, "sliding_window": window}, {"count": n_layer - sliding, "sliding_window": None}]
-    return [grp for grp in groups if grp["count"]]
+    return _ordered(groups, [0 if t == "sliding_attention" else 1 for t in types])
 def _windowed_layers(cfg: Mapping[str, Any], where: str, mt: str, n_layer: Any) -> int:
     """How many layers a config's sliding window applies to (a stack of windowed and full layers
     when not all or none).
@@ -172,6 +181,9 @@ def _llama4_text(cfg: Mapping[str, Any], g: Callable, where: str) -> dict[str, A
         groups.append(grp)
     if len(groups) > 1 or not any(is_moe for _, is_moe in kinds):
         out["layers"] = groups
+    if len(groups) > 1:  # in the order transformers builds them (pipeline stages take whole layers in order)
+        index = list(kinds)
+        out["layer_order"] = [index.index((chunked[i], i in moe)) for i in range(n_layer)]
     return out
 
 
@@ -293,8 +305,12 @@ def model_from_hf_config(cfg: Mapping[str, Any], where: str, name: str) -> Model
             if "layers" in out:
                 raise ProfileError(f"{where}: field 'sliding_window': windowed layers in a stack of dense and MoE "
                                    f"layers are not modelled (model_type {mt})")
-            out["layers"] = [{"count": n_window, "sliding_window": window},
-                             {"count": out["n_layer"] - n_window, "sliding_window": None}]
+            n, types = out["n_layer"], cfg.get("layer_types")
+            # which layers: layer_types says it per layer; qwen windows the last ones (from max_window_layers)
+            windowed = [t == "sliding_attention" for t in types] if isinstance(types, list) and types \
+                else [i >= n - n_window for i in range(n)]
+            out |= _ordered([{"count": n_window, "sliding_window": window},
+                             {"count": n - n_window, "sliding_window": None}], [0 if w else 1 for w in windowed])
     elif mt == "gpt_oss":
         n_head, n_layer = g("num_attention_heads"), g("num_hidden_layers")
         if cfg.get("attention_bias") is False:
@@ -308,7 +324,7 @@ def model_from_hf_config(cfg: Mapping[str, Any], where: str, name: str) -> Model
             "n_expert": g("num_local_experts"),
             "n_expert_active": g("num_experts_per_tok", "experts_per_token"),
         }
-        out["layers"] = _attention_layers(cfg, where, n_layer, g("sliding_window"))
+        out |= _attention_layers(cfg, where, n_layer, g("sliding_window"))
     elif mt == "gemma3":  # the multimodal wrapper: the language model is its text_config (the vision tower is not modelled)
         text = cfg.get("text_config")
         if not isinstance(text, Mapping):
@@ -338,11 +354,12 @@ def model_from_hf_config(cfg: Mapping[str, Any], where: str, name: str) -> Model
             "qk_norm": True,  # Gemma3Attention's q_norm and k_norm
         }
         if cfg.get("layer_types") is not None:
-            out["layers"] = _attention_layers(cfg, where, n_layer, g("sliding_window"))
+            out |= _attention_layers(cfg, where, n_layer, g("sliding_window"))
         else:  # layer i is global when (i + 1) is a multiple of the pattern, as transformers builds it
             n_full = n_layer // pattern
-            out["layers"] = [grp for grp in ({"count": n_layer - n_full, "sliding_window": g("sliding_window")},
-                                            {"count": n_full, "sliding_window": None}) if grp["count"]]
+            out |= _ordered([{"count": n_layer - n_full, "sliding_window": g("sliding_window")},
+                             {"count": n_full, "sliding_window": None}],
+                            [0 if (i + 1) % pattern else 1 for i in range(n_layer)])
     elif mt == "llama4":  # the multimodal wrapper: the language model is its text_config, plus the vision tower's weights
         text = cfg.get("text_config")
         if not isinstance(text, Mapping):
@@ -369,7 +386,8 @@ def model_from_hf_config(cfg: Mapping[str, Any], where: str, name: str) -> Model
         first_dense = cfg.get("first_k_dense_replace") or 0
         freq = cfg.get("moe_layer_freq") or 1
         # as transformers builds them: MoE where i >= first_k_dense_replace and i % moe_layer_freq == 0
-        n_moe = sum(1 for i in range(n_layer) if i >= first_dense and i % freq == 0)
+        moe_at = [i >= first_dense and i % freq == 0 for i in range(n_layer)]
+        n_moe = sum(moe_at)
         out |= _rope_decoder_fields(cfg, g) | {
             "head_dim": g("qk_nope_head_dim"),
             "kv_lora_rank": g("kv_lora_rank"),
@@ -387,6 +405,7 @@ def model_from_hf_config(cfg: Mapping[str, Any], where: str, name: str) -> Model
         }
         if n_moe < n_layer:
             out["layers"] = [{"count": n_moe}, {"count": n_layer - n_moe, "n_expert": 1, "d_ff": g("intermediate_size")}]
+            out["layer_order"] = [0 if moe else 1 for moe in moe_at]  # the first_k_dense_replace dense layers first
     elif mt == "gpt2":
         d = g("n_embd", "hidden_size")
         out |= {

@@ -54,8 +54,9 @@ def model_from_mapping(data: Mapping[str, Any], where: str, source: str = "") ->
     if kv_lora and (sliding_window or attention_chunk or f.has("layers") and any(
             k in g for g in data.get("layers") or () if isinstance(g, Mapping) for k in local)):
         raise f.fail("kv_lora_rank", "latent attention with chunked attention or a sliding window is not modelled")
-    groups = _layer_groups(data.get("layers"), where, n_layer, LayerGroup(
+    groups, listed = _layer_groups(data.get("layers"), where, n_layer, LayerGroup(
         n_layer, sliding_window, d_ff, n_expert, n_expert_active, d_ff_shared, attention_chunk))
+    order = _layer_order(data.get("layer_order"), where, n_layer, groups, listed)
     return ModelSpec(
         name=f.str("name"),
         n_layer=n_layer,
@@ -89,6 +90,7 @@ def model_from_mapping(data: Mapping[str, Any], where: str, source: str = "") ->
         checkpoint_dtype=f.str("checkpoint_dtype", choices=WEIGHT_DTYPES) if f.has("checkpoint_dtype") else None,
         checkpoint_expert_dtype=_expert_format(f, n_expert),
         layer_groups=groups,
+        layer_order=order,
         vision_params=f.int("vision_params", default=0, minimum=0),
         source=source,
     )
@@ -105,17 +107,20 @@ def _expert_format(f: _Fields, n_expert: int) -> str | None:
 LAYER_GROUP_KEYS = ("count", "sliding_window", "attention_chunk", "d_ff", "n_expert", "n_expert_active", "d_ff_shared")
 
 
-def _layer_groups(raw: Any, where: str, n_layer: int, model_level: LayerGroup) -> tuple[LayerGroup, ...]:
+def _layer_groups(raw: Any, where: str, n_layer: int,
+                  model_level: LayerGroup) -> tuple[tuple[LayerGroup, ...], tuple[tuple[int, int], ...]]:
     """The ``layers:`` list: groups of ``count`` layers, each key replacing the model-level one
     (``sliding_window: null`` and ``attention_chunk: null``: full attention; a group that gives one of
     them drops the other it would inherit; ``n_expert: 1``: a dense FFN, whose ``d_ff`` is then
     required). Groups of the same kind are merged (the order of layers changes no figure on one
-    device)."""
+    device; pipeline stages read it from ``layer_order``). Also returns, per group as listed, the
+    index of its merged group and its count."""
     if raw is None:
-        return ()
+        return (), ()
     if not isinstance(raw, list) or not raw:
         raise ProfileError(f"{where}: field 'layers': must be a list of layer groups (count: N, ...), got {raw!r:.60}")
     groups: dict[tuple, LayerGroup] = {}
+    listed: list[tuple[tuple, int]] = []
     for i, g in enumerate(raw):
         key = f"layers[{i}]"
         if not isinstance(g, Mapping):
@@ -146,12 +151,39 @@ def _layer_groups(raw: Any, where: str, n_layer: int, model_level: LayerGroup) -
             raise f.fail("attention_chunk", "a layer has either a sliding window or chunked attention, not both")
         d_ff = f.int("d_ff", default=model_level.d_ff if n_expert == model_level.n_expert else None)
         kind = (window, d_ff, n_expert, active, shared, chunk)
-        count = f.int("count") + (groups[kind].count if kind in groups else 0)
-        groups[kind] = LayerGroup(count, *kind)
+        own = f.int("count")
+        listed.append((kind, own))
+        groups[kind] = LayerGroup(own + (groups[kind].count if kind in groups else 0), *kind)
     total = sum(g.count for g in groups.values())
     if total != n_layer:
         raise ProfileError(f"{where}: field 'layers': the groups' counts add up to {total}, not n_layer={n_layer}")
-    return tuple(groups.values())
+    index = {kind: i for i, kind in enumerate(groups)}
+    return tuple(groups.values()), tuple((index[kind], n) for kind, n in listed)
+
+
+def _layer_order(raw: Any, where: str, n_layer: int, groups: tuple[LayerGroup, ...],
+                 listed: tuple[tuple[int, int], ...]) -> tuple[int, ...]:
+    """``layer_order``: per layer, in the order the stack runs them, the index (from 0) of its group in
+    the ``layers:`` list as written; a shorter list repeats until n_layer (``[0, 1]``: alternating).
+    Without it the groups run in the order listed. Stored as indices of the merged groups, and
+    empty when that is the groups one after another (see ``ModelSpec.layer_order``)."""
+    if raw is None:
+        seq = tuple(g for g, n in listed for _ in range(n))
+    else:
+        field = f"{where}: field 'layer_order'"
+        if not listed:
+            raise ProfileError(f"{field}: needs a 'layers:' list of layer groups to point into")
+        if not isinstance(raw, list) or not raw or len(raw) > n_layer or any(
+                isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(listed) for i in raw):
+            raise ProfileError(f"{field}: must be a list of at most n_layer={n_layer} indices of 'layers' groups "
+                               f"(0 to {len(listed) - 1}), got {raw!r:.60}")
+        cycled = [raw[i % len(raw)] for i in range(n_layer)]
+        for i, (_, n) in enumerate(listed):
+            if cycled.count(i) != n:
+                raise ProfileError(f"{field}: places {cycled.count(i)} layers in layers[{i}], whose count is {n}")
+        seq = tuple(listed[i][0] for i in cycled)
+    contiguous = tuple(i for i, g in enumerate(groups) for _ in range(g.count))
+    return () if seq == contiguous else seq
 
 
 # Ways to give device memory, and their unit in bytes. HBM and GPU memory are binary

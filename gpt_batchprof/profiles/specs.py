@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping
 
 from gpt_batchprof.errors import ProfileError
-from gpt_batchprof.profiles.dtypes import DTYPE_BYTES, unquantised_dtype
+from gpt_batchprof.profiles.dtypes import DTYPE_BYTES, store_bytes
 from gpt_batchprof.profiles.measured import MeasuredTables
 
 # number of weight matrices in one FFN: gelu (up, down); gated FFNs (gate, up, down) with SiLU
@@ -45,6 +45,24 @@ class LayerGroup:
             return f"dense {self.d_ff}"
         shared = f" + shared {self.d_ff_shared}" if self.d_ff_shared else ""
         return f"{self.n_expert_active} of {self.n_expert} x {self.d_ff}{shared}"
+
+
+WEIGHT_SPLITS = ("heads", "kv_heads", "columns", "whole")  # how tensor parallelism cuts a set of weights
+
+
+@dataclass(frozen=True, slots=True)
+class Weights:
+    """One set of weights of a layer: how many, how tensor parallelism cuts them (``heads``: with the
+    query heads; ``kv_heads``: with the K/V heads, down to one per GPU; ``columns``: with the FFN
+    columns; ``whole``: every GPU keeps all of them), whether there is one per routed expert (expert
+    parallelism divides those), and which dtype stores them (``matrix``: the weight dtype; ``expert``:
+    the routed experts' own; ``other``: what a quantised checkpoint leaves alone, see ``store_bytes``)."""
+
+    what: str
+    params: int
+    split: str = "whole"
+    per_expert: bool = False
+    store: str = "other"
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +117,10 @@ class ModelSpec:
     checkpoint_dtype: str | None = None
     checkpoint_expert_dtype: str | None = None
     layer_groups: tuple[LayerGroup, ...] = ()  # empty: every layer as above
+    # per layer, in the order the stack runs them, the index of its group in layer_groups (DeepSeek-V3's
+    # first 3 layers dense, gpt-oss alternating); empty: the groups run one after another, as listed.
+    # No single-device figure depends on it; pipeline stages (whole layers, in order) do.
+    layer_order: tuple[int, ...] = ()
     # Weights outside the decoder that the checkpoint holds (a multimodal model's vision tower and
     # projector): in the weight memory and the total count, never in a text token's FLOPs or active count.
     vision_params: int = 0
@@ -117,6 +139,18 @@ class ModelSpec:
                     layer_groups=())
             for g in self.layer_groups
         )
+
+    def layer_sequence(self) -> tuple[int, ...]:
+        """Per layer, in the order the stack runs them, the index of its layer group (all 0 when uniform).
+
+        ``layer_order`` when it places each group's count of layers (the schema checks it; a spec
+        rebuilt with other groups and the old order falls back to the groups one after another)."""
+        contiguous = tuple(i for i, g in enumerate(self.layer_groups) for _ in range(g.count))
+        if not self.layer_groups:
+            return (0,) * self.n_layer
+        if self.layer_order and sorted(self.layer_order) == list(contiguous):
+            return self.layer_order
+        return contiguous
 
     def layer_specs(self) -> tuple["ModelSpec", ...]:
         """One uniform model per layer, in the order the stack runs them."""
@@ -175,42 +209,57 @@ class ModelSpec:
         """Weights of one norm (scale, plus a shift for layernorm): the one place they are counted."""
         return (2 if self.norm == "layernorm" else 1) * self.d_model
 
+    def layer_weights(self) -> tuple[Weights, ...]:
+        """Every weight of one layer (of a uniform model; ``parts()`` gives each kind of a stack): the
+        one inventory that parameter counts, weight bytes and each GPU's share
+        (``analytic.parallel.weight_split``) are summed from."""
+        d, q, kv, nh, n_mat = self.d_model, self.q_dim, self.kv_dim, self.n_head, self.n_ffn_matrices
+        moe = self.n_expert > 1
+        if self.is_mla:  # the down projections into the compressed query and the latent are not per head
+            out = [Weights(name, i * o, "whole" if name in ("mla_q_down", "mla_kv_down") else "heads", store="matrix")
+                   for name, (i, o) in self.mla_matrices.items()]
+        else:
+            out = [Weights("q_proj", d * q, "heads", store="matrix"), Weights("kv_proj", 2 * d * kv, "kv_heads",
+                                                                              store="matrix"),
+                   Weights("out_proj", q * d, "heads", store="matrix")]
+        out.append(Weights("ffn", n_mat * d * self.n_expert * self.d_ff, "columns", moe, "expert" if moe else "matrix"))
+        if self.d_ff_shared:
+            out.append(Weights("ffn_shared", n_mat * d * self.d_ff_shared, "columns", store="matrix"))
+        out.append(Weights("norms", self.norms_per_layer * self.norm_params))
+        if self.bias or self.qkv_bias:
+            out += [Weights("q_bias", q, "heads"), Weights("kv_bias", 2 * kv, "kv_heads")]
+        if self.bias:  # column-parallel biases are cut like their matrix; row-parallel ones are added whole
+            out += [Weights("out_bias", d),
+                    Weights("ffn_bias", self.n_expert * (n_mat - 1) * self.d_ff, "columns", moe),
+                    Weights("ffn_down_bias", self.n_expert * d, per_expert=moe)]
+        if moe:
+            out.append(Weights("router", d * self.n_expert + (self.n_expert if self.router_bias else 0)))
+        if self.d_ff_shared and self.shared_expert_gate:
+            out.append(Weights("shared_expert_gate", d))  # sigmoid gate of the shared expert: d_model -> 1
+        if self.is_mla:  # RMSNorms of the compressed query and of the latent
+            out.append(Weights("latent_norms", self.q_lora_rank + self.kv_lora_rank))
+        if self.attention_sinks:
+            out.append(Weights("sinks", nh, "heads"))  # one logit per query head
+        if self.qk_norm:  # one weight vector for all query heads and one for all key heads
+            out.append(Weights("qk_norm", 2 * self.head_dim))
+        return tuple(out)
+
     @property
     def layer_matrix_params(self) -> int:
         """Weights of one block's linear layers (what a quantised checkpoint quantises):
         QKV, output projection, every expert's FFN and the shared expert's."""
-        d, q, kv = self.d_model, self.q_dim, self.kv_dim
-        ffn = self.n_ffn_matrices * d * (self.n_expert * self.d_ff + self.d_ff_shared)
-        if self.is_mla:
-            return sum(i * o for i, o in self.mla_matrices.values()) + ffn
-        return d * (q + 2 * kv) + q * d + ffn
+        return sum(w.params for w in self.layer_weights() if w.store != "other")
 
     @property
     def layer_other_params(self) -> int:
         """Biases, norms, the MoE router and the shared expert's gate of one block."""
-        d, q, kv, f = self.d_model, self.q_dim, self.kv_dim, self.d_ff
-        n = self.norms_per_layer * self.norm_params
-        if self.bias:
-            n += (q + 2 * kv) + d + self.n_expert * ((self.n_ffn_matrices - 1) * f + d)
-        elif self.qkv_bias:
-            n += q + 2 * kv
-        if self.n_expert > 1:
-            n += d * self.n_expert + (self.n_expert if self.router_bias else 0)
-        if self.d_ff_shared and self.shared_expert_gate:
-            n += d  # sigmoid gate of the shared expert: d_model -> 1
-        if self.is_mla:  # RMSNorms of the compressed query and of the latent
-            n += self.q_lora_rank + self.kv_lora_rank
-        if self.attention_sinks:
-            n += self.n_head
-        if self.qk_norm:  # one weight vector for all query heads and one for all key heads
-            n += 2 * self.head_dim
-        return n
+        return sum(w.params for w in self.layer_weights() if w.store == "other")
 
     @property
     def expert_params(self) -> int:
-        """Weights of one routed expert of a layer (its matrices, and biases where the model has them)."""
-        f, n_mat = self.d_ff, self.n_ffn_matrices
-        return n_mat * self.d_model * f + (((n_mat - 1) * f + self.d_model) if self.bias else 0)
+        """Weights of one routed expert of a layer (its matrices, and biases where the model has them;
+        0 for a dense layer)."""
+        return sum(w.params for w in self.layer_weights() if w.per_expert) // self.n_expert
 
     @property
     def layer_params(self) -> int:
@@ -263,20 +312,16 @@ class ModelSpec:
     @property
     def routed_expert_matrix_params(self) -> int:
         """Weights of the routed experts' matrices over all layers (what ``expert_dtype`` stores)."""
-        return sum(p.n_layer * p.n_expert * p.n_ffn_matrices * p.d_model * p.d_ff
-                   for p in self.parts() if p.n_expert > 1)
+        return sum(p.n_layer * w.params for p in self.parts() for w in p.layer_weights() if w.store == "expert")
 
     def weight_bytes(self, weight_dtype: str, act_dtype: str, expert_dtype: str | None = None) -> float:
         """Bytes of every weight: the blocks' linear layers at ``weight_dtype`` (the routed experts'
         matrices at ``expert_dtype`` when given: gpt-oss ships only its experts in MXFP4), the rest
         (embeddings, LM head, norms, routers, biases) at ``act_dtype`` when the weight dtype is a
-        quantised format, else at ``weight_dtype`` too."""
-        matrices = sum(p.n_layer * p.layer_matrix_params for p in self.parts())
-        other_dtype = unquantised_dtype(weight_dtype, act_dtype)
-        total = matrices * DTYPE_BYTES[weight_dtype] + (self.n_params - matrices) * DTYPE_BYTES[other_dtype]
-        if expert_dtype is not None and expert_dtype != weight_dtype:
-            total += self.routed_expert_matrix_params * (DTYPE_BYTES[expert_dtype] - DTYPE_BYTES[weight_dtype])
-        return total
+        quantised format, else at ``weight_dtype`` too (``store_bytes``)."""
+        per = store_bytes(weight_dtype, act_dtype, expert_dtype)
+        layers = sum(p.n_layer * w.params * per[w.store] for p in self.parts() for w in p.layer_weights())
+        return layers + (self.n_params - self.stack_params) * per["other"]
 
     @property
     def n_params_non_embedding(self) -> int:

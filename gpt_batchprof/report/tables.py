@@ -38,7 +38,7 @@ def header(console: Console, model: ModelSpec, hw: HardwareSpec, scenario: Scena
     )
 
 
-def parallel_header(console: Console, parallel, hw: HardwareSpec, weights) -> None:
+def parallel_header(console: Console, parallel, hw: HardwareSpec, weights, model: ModelSpec | None = None) -> None:
     """How the model is spread over GPUs, the link that joins them, and what each GPU holds."""
     ic = hw.interconnect
     link = f"{ic.name}, {fmt_count(ic.bandwidth_bytes_per_s, 'B/s')} per direction, {fmt_time(ic.latency_s)} per hop" if ic else "no interconnect"
@@ -48,8 +48,14 @@ def parallel_header(console: Console, parallel, hw: HardwareSpec, weights) -> No
                 f"pipeline bubble {fmt_pct(parallel.bubble_fraction)}")
     console.print(f"{parallel.label()} over {link}{pipe}", highlight=False)
     console.print(f"figures per GPU; weights on the fullest GPU: {fmt_bytes(weights.sharded_bytes)} sharded + "
-                  f"{fmt_bytes(weights.replicated_bytes)} replicated (norms, row-parallel biases, router, K/V heads "
-                  "when n_kv_head < tp)", style="dim", highlight=False)
+                  f"{fmt_bytes(weights.replicated_bytes)} replicated (norms, row-parallel biases, router, "
+                  f"{_replicated_attention(model)})", style="dim", highlight=False)
+
+
+def _replicated_attention(model: ModelSpec | None) -> str:
+    if model is not None and model.is_mla:  # vLLM's MLA keeps the down projections whole on every GPU
+        return "latent attention's down projections"
+    return "K/V heads when n_kv_head < tp"
 
 
 def compact_table(title: str, columns: Sequence[tuple[str, str]]) -> Table:

@@ -164,7 +164,7 @@ def step_activation_reserve(model: ModelSpec, cfg: ServerConfig, longest_prompt:
     from gpt_batchprof.analytic.serving import step_activation_bytes
 
     par = cfg.parallel
-    loc = model if par.is_single else local_model(model, par)
+    loc = local_model(model, par)  # the model itself on one GPU
     chunk, seqs = min(budget, longest_prompt), min(cfg.max_batch, budget)
     return max(step_activation_bytes(loc, cfg.dtypes, cfg.attention, 1, chunk, longest_prompt),
                step_activation_bytes(loc, cfg.dtypes, cfg.attention, seqs, 1, max(1, longest - 1)))

@@ -25,7 +25,8 @@ Across several GPUs (``parallel``: ``--tp/--pp/--ep``) a step is that of the sha
 built from ``analytic.parallel`` as ``analyze --tp`` builds its own: the dense operators and
 the collectives (``tp_allreduce``, ``ep_alltoall``, ``pp_sendrecv``) are the per-GPU rows of
 ``enumerate_ops(..., parallel=)``; the LM head and attention are those of one GPU's slice
-(``local_model``). A step of ``S`` sequences is cut into ``m = micro_batches(S)``
+(``stage_model``; a stack whose pipeline stages hold different layers times each stage, and the
+slowest sets the step). A step of ``S`` sequences is cut into ``m = micro_batches(S)``
 micro-batches; its tokens are shared evenly among the ``min(ep x m, S)`` (group,
 micro-batch) slots (as a prompt chunk can be split in a pipeline); each expert-parallel
 group attends to ``1/ep`` of the sequences (rounded up), spread over its micro-batches as
@@ -47,7 +48,7 @@ from gpt_batchprof.analytic.efficiency import host_time_s
 from gpt_batchprof.analytic.serving import engine_step_s
 from gpt_batchprof.analytic.gpt import attention_ops
 from gpt_batchprof.analytic.ops import KV_DEPENDENT_OPS
-from gpt_batchprof.analytic.parallel import local_model, micro_batch, micro_batches, pipelined
+from gpt_batchprof.analytic.parallel import distinct_stages, micro_batch, micro_batches, pipelined, stage_model
 from gpt_batchprof.analytic.speculative import Speculation, spec_step
 from gpt_batchprof.profiles import HardwareSpec, ModelSpec
 
@@ -60,7 +61,7 @@ class StepModel:
 
     def __init__(self, model: ModelSpec, hw: HardwareSpec, dtypes: Dtypes = Dtypes(), attention: str = "unfused",
                  kv_grid: int = KV_GRID, launch: str = "auto", parallel: Parallelism = Parallelism(),
-                 speculation: Speculation | None = None):
+                 speculation: Speculation | None = None, stage: int | None = None):
         self.model, self.hw, self.dtypes, self.attention = model, hw, dtypes, attention
         self.launch = launch_mode(launch, hw)  # per-kernel overhead as analyze charges it
         # chunked attention's cost restarts at every chunk boundary: grid points fall on them, and the
@@ -68,8 +69,14 @@ class StepModel:
         self._chunks = tuple(p.attention_chunk for p in model.parts() if p.attention_chunk)
         self.kv_grid = math.gcd(max(1, kv_grid), *self._chunks)
         self.parallel = parallel.check(model, hw)
-        # one GPU's slice (the model itself on one GPU): its attention and LM head
-        self.local = model if parallel.is_single else local_model(model, parallel)
+        stages = distinct_stages(model, parallel)
+        self.stage = stages[0] if stage is None else stage
+        # one GPU's slice of its pipeline stage (the model itself on one GPU): its attention and LM head
+        self.local = stage_model(model, parallel, self.stage)
+        # a stack whose pipeline stages hold different layers: each stage timed on its own, and the
+        # slowest sets each step (the step time is increasing in the stage time, so the max of the steps)
+        self._stages = tuple(StepModel(model, hw, dtypes, attention, kv_grid, self.launch, parallel, speculation, i)
+                             for i in stages) if stage is None and len(stages) > 1 else ()
         # host time between kernels of one forward of the stage's layers (eager, calibrated profiles)
         self.host_s = host_time_s(self.local, hw, self.launch)
         self._decode_attn: dict[tuple[int, int], float] = {}
@@ -83,7 +90,7 @@ class StepModel:
 
     def _ops(self, phase: str, batch: int, new_tokens: int = 1, kv_len: int = 0):
         return enumerate_ops(self.model, phase, batch, new_tokens=new_tokens, kv_len=kv_len,
-                             dtypes=self.dtypes, attention=self.attention, parallel=self.parallel)
+                             dtypes=self.dtypes, attention=self.attention, parallel=self.parallel, stage=self.stage)
 
     def _attention(self, phase: str, batch: int, q: int, kv: int) -> float:
         ops = attention_ops(self.local, phase, batch, q, kv, self.dtypes, self.attention)
@@ -94,6 +101,8 @@ class StepModel:
 
     def decode_step_s(self, n: int, kv: int) -> float:
         """A step of ``n`` decode tokens at ``kv`` cached tokens each: analyze's decode step."""
+        if self._stages:
+            return max(s.decode_step_s(n, kv) for s in self._stages)
         t = self._decode.get((n, kv))
         if t is None and self.speculation is not None:
             t = self._decode[(n, kv)] = self._speculative_s(n, kv)
@@ -144,11 +153,9 @@ class StepModel:
     def _decode_attention_at(self, n: int, kv: int) -> float:
         t = self._decode_attn.get((n, kv))
         if t is None:
-            if self.parallel.is_single:
-                t = self._attention("decode", n, 1, kv)
-            else:  # analyze's rows: the busiest group's micro-batches of micro_batch(n) sequences
-                par = self.parallel
-                t = micro_batches(n, par) * self._attention("decode", micro_batch(n, par), 1, kv)
+            # analyze's rows: the busiest group's micro-batches of micro_batch(n) sequences (on one GPU: n, once)
+            par = self.parallel
+            t = micro_batches(n, par) * self._attention("decode", micro_batch(n, par), 1, kv)
             self._decode_attn[(n, kv)] = t
         return t
 
@@ -181,6 +188,8 @@ class StepModel:
     def mixed_step_s(self, n_decode: int, kv_mean: int, chunks: list[tuple[int, int]], n_out: int) -> float:
         """A step with ``n_decode`` decode tokens and prefill ``chunks`` (q, kv) of which
         ``n_out - n_decode`` finish their prompt (and so need the LM head)."""
+        if self._stages:
+            return max(s.mixed_step_s(n_decode, kv_mean, chunks, n_out) for s in self._stages)
         if not chunks:
             return self.decode_step_s(n_decode, kv_mean)
         par = self.parallel

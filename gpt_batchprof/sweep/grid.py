@@ -201,12 +201,11 @@ def resolve(spec: SweepSpec) -> Grid:
             hw.peak(dt)  # a missing peak is an error now, not after half the sweep
         hardware[ref] = hw
     par = spec.parallel
-    if not par.is_single:
-        if spec.workload == "mlp":
-            raise BatchprofError("--tp/--pp/--ep shard a GPT; the mlp workload has nothing to shard")
-        for m in models.values():
-            for hw in hardware.values():
-                par.check(m, hw)
+    if spec.workload == "mlp" and not par.is_single:
+        raise BatchprofError("--tp/--pp/--ep shard a GPT; the mlp workload has nothing to shard")
+    for m in models.values():
+        for hw in hardware.values():
+            par.check(m, hw)
     members = {}
     if spec.workload == "gpt":
         for sel in spec.ops:
