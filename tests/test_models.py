@@ -491,3 +491,35 @@ def test_every_published_config_analyzes_from_the_command_line(config):
     doc = json.loads(r.output)
     assert [p["batch"] for p in doc["summary"]] == [1, 8]
     assert all(p["ttft_s"] > 0 and p["itl_s"] > 0 for p in doc["summary"])
+
+
+# --- the one inventory of a layer's weights (ModelSpec.layer_weights), by hand on tiny models ---------------
+# d_model 64, 4 query heads of 16, 2 K/V heads, vocab 100, untied, RMSNorm: per layer q 64x64 + k, v 64x32 + o 64x64
+# = 12,288 attention weights and 2 x 64 norm weights; embedding + LM head 2 x 6,400 = 12,800; final norm 64.
+TINY = {"name": "t", "n_layer": 2, "d_model": 64, "n_head": 4, "n_kv_head": 2, "d_ff": 128, "ffn": "swiglu",
+        "vocab_size": 100, "max_seq_len": 64, "norm": "rmsnorm"}
+
+
+def test_qk_norms_add_a_query_and_a_key_vector_per_layer():
+    # FFN 3 x 64 x 128 = 24,576: 2 x (12,288 + 24,576 + 128) + 12,800 + 64 = 86,848; q/k norms: 2 x (16 + 16) more
+    assert model_from_mapping(TINY, "t").n_params == 86_848
+    assert model_from_mapping(TINY | {"qk_norm": True}, "t").n_params == 86_912
+
+
+def test_two_experts_are_experts():
+    # 2 experts of 128, 1 per token: per layer 12,288 + router 64 x 2 = 128 + experts 2 x 3 x 64 x 128 = 49,152
+    # + norms 128 = 61,696; x 2 + 12,800 + 64 = 136,256 weights. Experts at fp8 (98,304 x 1 B), the rest at
+    # fp16 (37,952 x 2 B): 174,208 B
+    m = model_from_mapping(TINY | {"n_expert": 2, "n_expert_active": 1}, "t")
+    assert m.n_params == 136_256
+    assert m.weight_bytes("fp16", "fp16", "fp8") == 174_208
+
+
+def test_the_expert_dtype_leaves_the_dense_layers_of_a_stack_alone():
+    # layer 1 dense (FFN 3 x 64 x 128 = 24,576), layer 2 MoE: 4 experts of 32 (4 x 3 x 64 x 32 = 24,576) + router
+    # 64 x 4 = 256. Weights: 36,992 + 37,248 + 12,800 + 64 = 87,104; experts at fp8 (24,576 B), the other
+    # 62,528 at fp16 (125,056 B): 149,632 B (the dense FFN at fp8 too would be 125,056 B)
+    m = model_from_mapping(TINY | {"d_ff": 32, "n_expert": 4, "n_expert_active": 2,
+                                   "layers": [{"count": 1, "n_expert": 1, "d_ff": 128}, {"count": 1}]}, "t")
+    assert m.n_params == 87_104
+    assert m.weight_bytes("fp16", "fp16", "fp8") == 149_632
