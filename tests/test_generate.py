@@ -173,14 +173,21 @@ def test_sliding_window_hides_keys_older_than_the_window():
     field grows by 15 positions per layer.)"""
     spec = model_from_mapping(FAMILIES["llama"] | {"name": "w", "n_layer": 1, "sliding_window": 16}, "test")
     model = build_model(spec, torch.float32, "cpu", "unfused", max_len=32)
+    _hidden_then_seen(model, spec, first_seen=5)
+
+
+def _hidden_then_seen(model, spec, first_seen: int):
+    """Position 20's logits do not move when tokens 0..first_seen-1 change, and do when token first_seen
+    changes. Returns the 21 tokens and their logits."""
     idx = torch.randint(0, spec.vocab_size, (1, 21), generator=torch.Generator().manual_seed(7))
     old, edge = idx.clone(), idx.clone()
-    old[0, :5] = (old[0, :5] + 1) % spec.vocab_size
-    edge[0, 5] = (edge[0, 5] + 1) % spec.vocab_size
+    old[0, :first_seen] = (old[0, :first_seen] + 1) % spec.vocab_size
+    edge[0, first_seen] = (edge[0, first_seen] + 1) % spec.vocab_size
     with torch.inference_mode():
         out = [model(x, model.new_cache(1, 32), 0) for x in (idx, old, edge)]
     torch.testing.assert_close(out[0], out[1], rtol=1e-5, atol=1e-5)
     assert not torch.allclose(out[0], out[2], rtol=1e-5, atol=1e-5)
+    return idx, out[0]
 
 
 @pytest.mark.parametrize("attention", ["unfused", "fused"])
@@ -190,18 +197,12 @@ def test_chunked_attention_sees_only_its_own_chunk(attention):
     cached tokens (mid-chunk, 20 mod 8 + 1 = 5 keys) gives the logits of the full forward."""
     spec = model_from_mapping(FAMILIES["llama"] | {"name": "c", "n_layer": 1, "attention_chunk": 8}, "test")
     model = build_model(spec, torch.float32, "cpu", attention, max_len=32)
-    idx = torch.randint(0, spec.vocab_size, (1, 21), generator=torch.Generator().manual_seed(7))
-    old, edge = idx.clone(), idx.clone()
-    old[0, :16] = (old[0, :16] + 1) % spec.vocab_size
-    edge[0, 16] = (edge[0, 16] + 1) % spec.vocab_size
+    idx, full = _hidden_then_seen(model, spec, first_seen=16)
     with torch.inference_mode():
-        out = [model(x, model.new_cache(1, 32), 0) for x in (idx, old, edge)]
         cache = model.new_cache(1, 32)
         model(idx[:, :20], cache, 0)
         step = model(idx[:, 20:], cache, 20)
-    torch.testing.assert_close(out[0], out[1], rtol=1e-5, atol=1e-5)
-    assert not torch.allclose(out[0], out[2], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(step, out[0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(step, full, rtol=1e-4, atol=1e-4)
 
 
 def test_unfused_and_fused_attention_agree():
