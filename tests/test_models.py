@@ -379,6 +379,39 @@ def test_one_mla_layer_naive_prefill_worked_by_hand():
     assert (ops[("attn_score", "")].flops, ops[("attn_score", "")].bytes) == (216, 180)
     assert ops[("attn_context", "")].flops == 108
     assert ("mla_q_absorb", "") not in ops
+    # bytes at fp16: kv_up reads the 3 latents (36 B) and its 6 x 14 weights (168 B), writes 3 x 14 (84 B) = 288;
+    # context reads the 18 scores (36 B) and the 3 keys' decompressed values, 2 heads x 3 x 3 x 2 B = 36 B,
+    # and writes 2 x 3 x 3 x 2 B = 36 B: 108
+    assert ops[("mla_kv_up", "")].bytes == 288
+    assert ops[("attn_context", "")].bytes == 108
+
+
+def test_mla_kernel_shapes_follow_the_form():
+    # what a calibrated attention table is looked up with. naive: an MHA of 2 heads, one problem per head, each
+    # 3 queries x 3 keys over 4 + 2 dims, causal. absorbed: an MQA (one K/V head: the latent) of 2 query heads,
+    # both heads' rows in one problem over 6 + 2 dims
+    m = model_from_mapping(MLA, "t")
+    naive = rows(enumerate_ops(m, "prefill", 1, new_tokens=3))[("attn_score", "")].shape
+    assert (naive.m, naive.n, naive.k, naive.batch, naive.heads, naive.kv_heads, naive.causal) == \
+           (3, 3, 6, 2, 2, 2, True)
+    absorbed = rows(enumerate_ops(m, "decode", 1, kv_len=9))[("attn_context", "")].shape
+    assert (absorbed.m, absorbed.n, absorbed.k, absorbed.batch, absorbed.heads, absorbed.kv_heads,
+            absorbed.causal) == (2, 6, 10, 1, 2, 1, False)
+    assert isinstance(absorbed.m, int)
+
+
+def test_mla_fused_attention_worked_by_hand():
+    m = model_from_mapping(MLA, "t")
+    # absorbed decode, 10 keys: 2 heads x 10 pairs, each 2 x (8 score dims + 6 value dims): 560 FLOPs;
+    # bytes: queries 2 x 8 x 2 = 32, outputs 2 x 6 x 2 = 24, the cache 10 x 8 x 2 = 160 (its values are
+    # the latent already read for the scores): 216
+    fused = rows(enumerate_ops(m, "decode", 1, kv_len=9, attention="fused"))[("attn_fused", "")]
+    assert (fused.flops, fused.bytes) == (560, 216)
+    # naive prefill of 3 tokens: 2 heads x 6 causal pairs x 2 x (6 + 3) = 216 FLOPs; queries 2 x 3 x 6 x 2 = 72,
+    # outputs 2 x 3 x 3 x 2 = 36, decompressed keys 72 and values 36: 216 B
+    fused = rows(enumerate_ops(m, "prefill", 1, new_tokens=3, attention="fused"))[("attn_fused", "")]
+    assert (fused.flops, fused.bytes) == (216, 216)
+    assert (fused.shape.heads, fused.shape.kv_heads, fused.shape.causal) == (2, 2, True)
 
 
 def test_mla_caches_the_latent_and_counts_its_weights():
