@@ -279,6 +279,22 @@ def test_calibrated_decode_sum_caps_at_the_sliding_window():
     assert not math.isnan(a[2])
 
 
+def test_calibrated_decode_sum_across_the_window_puts_a_node_on_it():
+    # 2999 steps from 100 cached tokens over a window of 1000: the step time grows until the window, then stays
+    # flat. The sampled sum with a node where it flattens is 1.2e-5 off the step-by-step sum (the tables'
+    # curvature alone); without that node the trapezoid cuts the corner and is 7.1e-5 off
+    from gpt_batchprof.analytic.gpt import attention_ops
+    from gpt_batchprof.analytic.roofline import step_time
+    from gpt_batchprof.analytic.serving import decode_attention_time
+
+    model = model_from_mapping(LONG | {"sliding_window": 1000}, "test")
+    cal = hw(MEASURED | {"tables": MEASURED["tables"] | BMM})
+    sc = Scenario(prompt_len=100, gen_len=3000, dtypes=Dtypes.of("fp32"))
+    walked = sum(step_time(attention_ops(model, "decode", 4, 1, kv, sc.dtypes, sc.attention), cal, "eager")
+                 for kv in range(100, 100 + 2999))
+    assert decode_attention_time(model, cal, sc, 4, "eager") == pytest.approx(walked, rel=3e-5)
+
+
 def test_serving_report_of_a_calibrated_profile_keeps_the_roofline_for_every_batch(tiny_model):
     sc = Scenario(prompt_len=8, gen_len=4, dtypes=Dtypes.of("fp32"))
     plain = serving_report(tiny_model, hw(None), sc, (1, 2, 4)).points

@@ -132,7 +132,8 @@ def test_decode_activations_span_the_keys_of_the_current_chunk():
     assert memory_use(m, sc, 1).activation_bytes == 1168
 
 
-@pytest.mark.parametrize("prompt, gen", [(8, 201), (10, 301), (2, 3), (5, 40)])
+# (2, 5): steps in two neighbouring chunks, none whole between; (5, 2): one step; (3, 1): none
+@pytest.mark.parametrize("prompt, gen", [(8, 201), (10, 301), (2, 3), (5, 40), (2, 5), (5, 2), (3, 1)])
 def test_decode_sum_across_chunk_boundaries_equals_the_step_by_step_sum(prompt, gen):
     # the closed form cuts the steps at the chunk boundaries; against every step's attention priced one by one
     hw = hardware_from_mapping(HW, "t")

@@ -319,3 +319,15 @@ def test_the_header_names_what_a_latent_attention_gpu_keeps_whole():
     assert "replicated (norms, row-parallel biases, router, latent attention's down projections)" in out
     out = " ".join(CliRunner().invoke(app, ["analyze", "-m", "llama-3-70b", "-H", "h200", "--tp", "8", "-b", "1"]).output.split())
     assert "K/V heads when n_kv_head < tp" in out
+
+
+def test_each_gpu_holds_its_share_of_a_groups_shared_expert():
+    # the MoE layers of the mixed stack with a shared expert 96 wide; fp16, fused, prefill of 8 tokens.
+    # One GPU: residual and normed copy 2 x 8 x 16 = 256, the widest tensor the MoE layers' FFN inner one,
+    # 8 x (2 active x 32 + 96) = 1280: (256 + 1280) x 2 + logits 10 x 4 = 3112 B.
+    # tp 2: each expert's width and the shared expert's halved, 8 x (2 x 16 + 48) = 640; the vocabulary
+    # 10 -> 5 per GPU: (256 + 640) x 2 + 5 x 4 = 1812 B
+    m = mixed(d_ff_shared=96)
+    sc = Scenario(prompt_len=8, gen_len=2, dtypes=Dtypes.of("fp16"), attention="fused")
+    assert memory_use(m, sc, 1).activation_bytes == 3112
+    assert memory_use(m, sc, 1, Parallelism(tp=2)).activation_bytes == 1812

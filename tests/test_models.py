@@ -11,7 +11,7 @@ import pytest
 from gpt_batchprof.analytic import Dtypes, Scenario, enumerate_ops, memory_use, serving_report
 from gpt_batchprof.analytic.gpt import attention_ops
 from gpt_batchprof.analytic.roofline import step_time
-from gpt_batchprof.analytic.serving import decode_attention_time
+from gpt_batchprof.analytic.serving import decode_attention_time, step_activation_bytes
 from gpt_batchprof.errors import BatchprofError, ProfileError
 from gpt_batchprof.profiles import hardware_from_mapping, load_model, model_from_hf_config, model_from_mapping
 
@@ -412,6 +412,19 @@ def test_mla_fused_attention_worked_by_hand():
     fused = rows(enumerate_ops(m, "prefill", 1, new_tokens=3, attention="fused"))[("attn_fused", "")]
     assert (fused.flops, fused.bytes) == (216, 216)
     assert (fused.shape.heads, fused.shape.kv_heads, fused.shape.causal) == (2, 2, True)
+
+
+def test_mla_step_activations_worked_by_hand():
+    # fp16; logits 10 x 4 B per sequence; the FFN (GELU) keeps one inner tensor of 8 per token
+    m, d16 = model_from_mapping(MLA, "t"), Dtypes.of("fp16")
+    # prefill of 2 tokens (batch 1): queries 2 x 2 heads x (4 + 2) = 24, plus the keys and values decompressed
+    # for the 2 keys in view, 2 x 2 x (4 + 3) = 28: 52 beats the FFN's 16. (2 x 2 x 16 + 52) x 2 + 40 = 272
+    assert step_activation_bytes(m, d16, "fused", 1, 2, 2) == 272
+    # decode, batch 2 over 10 keys (absorbed): queries 2 x 2 x 6 = 24 and their latent form 2 x 2 x (6 + 2) = 32:
+    # 56 beats the FFN's 16: (2 x 2 x 16 + 56) x 2 + 2 x 40 = 320; unfused, scores and probabilities
+    # 2 x 2 x 2 x 10 = 80 are wider: (64 + 80) x 2 + 80 = 368
+    assert step_activation_bytes(m, d16, "fused", 2, 1, 10) == 320
+    assert step_activation_bytes(m, d16, "unfused", 2, 1, 10) == 368
 
 
 def test_mla_caches_the_latent_and_counts_its_weights():

@@ -1,7 +1,7 @@
 """Robust calibration (issue 15, item 4): cells checked against their neighbours and their own
 repeats, re-measured or dropped or refused, never written silently; the quality recorded; the
 cores actually free; weights streamed past the last-level cache; host time per layer measured
-and charged in eager mode."""
+(charging it: test_host_time.py)."""
 
 import math
 
@@ -9,13 +9,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from gpt_batchprof.analytic import Dtypes, Scenario
-from gpt_batchprof.analytic.efficiency import host_style, host_time_s
+from gpt_batchprof.analytic import Dtypes
 from gpt_batchprof.cli import app
 from gpt_batchprof.errors import BatchprofError
 from gpt_batchprof.measure import device as D
 from gpt_batchprof.measure.timing import FakeTimer, Measurement
-from gpt_batchprof.profiles import hardware_from_mapping, load_hardware, measured_from_mapping, measured_to_yaml_mapping
+from gpt_batchprof.profiles import load_hardware, measured_from_mapping, measured_to_yaml_mapping
 
 # --------------------------------------------------------------------------- pure: statistics and rules
 
@@ -259,69 +258,6 @@ def test_host_time_per_layer_is_the_slope_over_depth_less_the_listed_kernels():
                                                    dtypes=Dtypes.of("fp32"), attention="unfused")) for n in (1, 5)]
     assert (per[1] - per[0]) / 4 == 9
     assert T.host_per_layer(cells, "gpt2") == pytest.approx(0.5e-3 - 9 * 5e-6)
-
-
-# --------------------------------------------------------------------------- charging the host time
-
-BASE = {"name": "hand", "kind": "cpu", "memory_gb": 16, "memory_bandwidth_gb_s": 100,
-        "peak_tflops": {"fp32": 1}, "launch_overhead_us": 0}
-MEASURED = {
-    "device_name": "hand-made", "torch_version": "0", "threads": 1, "date": "2026-11-23",
-    "overhead_us": {"eager": 10},
-    "host_us_per_layer": {"gpt2": 100, "llama": 250},
-    "tables": {"copy": {"unit": "GB/s", "bytes": [1000, 1e9], "values": [100, 100]}},
-}
-
-
-def test_host_time_is_charged_once_per_layer_per_forward_in_eager_mode(tiny_model):
-    """tiny_model: 2 layers, rotary (llama style, 250 us per layer). Each forward step (the
-    prefill, each of the 3 decode steps) costs 2 x 250 us = 0.5 ms more than its kernels."""
-    from gpt_batchprof.analytic.serving import latencies
-
-    with_host = hardware_from_mapping(BASE | {"measured": MEASURED}, "test")
-    without = hardware_from_mapping(BASE | {"measured": {k: v for k, v in MEASURED.items()
-                                                          if k != "host_us_per_layer"}}, "test")
-    assert host_style(tiny_model) == "llama"
-    assert host_time_s(tiny_model, with_host, "eager") == pytest.approx(2 * 250e-6)
-    sc = Scenario(prompt_len=8, gen_len=4, dtypes=Dtypes.of("fp32"))
-    t1, i1, e1 = latencies(tiny_model, with_host, sc, 1)
-    t0, i0, e0 = latencies(tiny_model, without, sc, 1)
-    assert t1 - t0 == pytest.approx(500e-6)
-    assert i1 - i0 == pytest.approx(500e-6)
-    assert e1 - e0 == pytest.approx(4 * 500e-6)  # prefill + 3 decode steps
-    # the roofline beside it, and CUDA graphs, carry no host time
-    assert host_time_s(tiny_model, with_host, "eager", roofline_only=True) == 0.0
-    assert host_time_s(tiny_model, with_host, "graphs") == 0.0
-    assert latencies(tiny_model, with_host, sc, 1, roofline_only=True) == latencies(tiny_model, without, sc, 1,
-                                                                                     roofline_only=True)
-
-
-def test_host_time_styles_and_fallback():
-    from gpt_batchprof.profiles import load_model, model_from_mapping
-
-    gpt2 = load_model("gpt2")
-    moe = model_from_mapping({"name": "m", "n_layer": 4, "d_model": 64, "n_head": 4, "d_ff": 128, "ffn": "swiglu",
-                              "vocab_size": 100, "max_seq_len": 64, "n_expert": 8, "n_expert_active": 2}, "t")
-    hw = hardware_from_mapping(BASE | {"measured": MEASURED}, "test")
-    assert host_style(gpt2) == "gpt2" and host_time_s(gpt2, hw, "eager") == pytest.approx(12 * 100e-6)
-    assert host_style(moe) == "moe" and host_time_s(moe, hw, "eager") == pytest.approx(4 * 250e-6)  # -> llama
-
-
-def test_simulated_decode_step_carries_the_host_time_as_analyze_does(tiny_model):
-    from gpt_batchprof.analytic.serving import latencies
-    from gpt_batchprof.simulate.steptime import StepModel
-
-    hw = hardware_from_mapping(BASE | {"measured": MEASURED}, "test")
-    sc = Scenario(prompt_len=8, gen_len=4, context_len=20, dtypes=Dtypes.of("fp32"))
-    _, itl, _ = latencies(tiny_model, hw, sc, 2)
-    assert StepModel(tiny_model, hw, Dtypes.of("fp32"), kv_grid=1).decode_step_s(2, 20) == pytest.approx(itl, rel=1e-12)
-
-
-def test_old_profiles_without_the_new_fields_still_load():
-    m = measured_from_mapping({k: v for k, v in MEASURED.items() if k != "host_us_per_layer"}, "test")
-    assert m.host_s_per_layer == {} and m.quality == {} and m.host_per_layer("gpt2") == 0.0
-    with pytest.raises(Exception, match="host_us_per_layer.bert"):
-        measured_from_mapping(MEASURED | {"host_us_per_layer": {"bert": 5}}, "test")
 
 
 # --------------------------------------------------------------------------- the machine: caches and free cores
