@@ -304,3 +304,25 @@ def test_serving_report_of_a_calibrated_profile_keeps_the_roofline_for_every_bat
         # tokens/s of the roofline: batch x gen_len / its e2e
         assert c.roofline_tokens_per_s == pytest.approx(c.batch * 4 / p.e2e_s)
         assert p.roofline_tokens_per_s == p.tokens_per_s  # no tables: the roofline is the prediction
+
+
+def test_a_calibrated_time_below_the_roofline_names_each_ceiling_it_passes():
+    """Softmax over 2 launches of 1 MB each: the table's 10 GB/s at 1 MB gives 2 x 100 us of work plus the
+    measured 2 x 10 us overhead, 220 us. The profile claims 5 GB/s and 50 us per launch: its roofline is
+    2 MB / 5 GB/s + 2 x 50 us = 500 us. Both ceilings are passed, each named, overhead per kernel."""
+    from gpt_batchprof.analytic.roofline import below_roofline_causes
+
+    slow = hardware_from_mapping(HW | {"memory_bandwidth_gb_s": 5, "launch_overhead_us": 50,
+                                       "measured": MEASURED | {"tables": MEASURED["tables"] | BMM}}, "test")
+    p = predict(cost("attn_softmax", nbytes=2e6, launches=2), slow)
+    assert (p.time_s, p.roofline_time_s) == (pytest.approx(220e-6), pytest.approx(500e-6))
+    assert p.below_roofline == ("softmax.fp32 implies 10 GB/s, above the profile's 5 GB/s (inputs held in cache?); "
+                                "measured overhead 10 us per kernel, below the profile's 50 us")
+    assert below_roofline_causes([p, p]) == ["softmax.fp32 implies 10 GB/s, above the profile's 5 GB/s (inputs "
+                                             "held in cache?)", "measured overhead 10 us per kernel, below the "
+                                             "profile's 50 us"]
+    # a profile whose ceilings the table does not pass: 20 GB/s and 10 us, roofline 2 MB / 20 GB/s + 20 us
+    # = 120 us, under the calibrated 220 us: no flag
+    fast = hardware_from_mapping(HW | {"memory_bandwidth_gb_s": 20, "launch_overhead_us": 10,
+                                       "measured": MEASURED | {"tables": MEASURED["tables"] | BMM}}, "test")
+    assert predict(cost("attn_softmax", nbytes=2e6, launches=2), fast).below_roofline == ""
