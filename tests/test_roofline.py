@@ -9,7 +9,7 @@ import pytest
 
 from gpt_batchprof.analytic import combine, predict
 from gpt_batchprof.analytic.ops import OpShape, matmul_cost
-from gpt_batchprof.analytic.roofline import Prediction, kernel_overhead_s, launch_mode
+from gpt_batchprof.analytic.roofline import Prediction, attention_mode, kernel_overhead_s, launch_mode
 from gpt_batchprof.errors import BatchprofError, ProfileError
 
 
@@ -45,7 +45,9 @@ def test_predict_without_a_peak_raises_unless_told_not_to(toy_gpu):
     # bytes 1000 x 4 + 1,000,000 x 4 + 1000 x 4 = 4,008,000 at 100 GB/s = 40.08 us; 1 launch x 2 us
     assert p.cost is c and math.isnan(p.compute_s) and math.isnan(p.time_s)
     assert p.memory_s == pytest.approx(40.08e-6) and p.overhead_s == pytest.approx(2e-6)
-    assert p.bound == "memory" and p.note.startswith("no prediction: ")
+    assert p.bound == "memory"
+    assert p.note == ("no prediction: hardware 'toy': no fp32 peak in peak_tflops (has: fp16); "
+                      "choose another --dtype or add fp32 to the profile")
 
 
 def test_combine_totals_every_field_and_takes_the_scaled_slowest_bound():
@@ -74,3 +76,25 @@ def test_combine_skips_a_member_without_a_prediction_when_picking_the_bound():
     nan = Prediction(c, math.nan, 1.0, 0.0, math.nan, bound="memory", note="no peak")
     ok = Prediction(c, 0.5, 0.1, 0.0, 0.5)  # compute-bound, half a second
     assert combine([nan, ok], "ffn", launches=2).bound == "compute"
+
+
+def _tables(*names):
+    grids = {"copy": {"unit": "GB/s", "bytes": [1000], "values": [100]},
+             "matmul.fp16": {"unit": "GFLOP/s", "m": [1], "n": [8], "k": [8], "values": [[[1]]]},
+             "attn_prefill.fp16": {"unit": "GFLOP/s", "batch_kv_heads": [1], "seq_len": [8], "gqa": [1],
+                                   "head_dim": [8], "values": [[[[1]]]]},
+             "attn_decode.fp16": {"unit": "GFLOP/s", "batch_kv_heads": [1], "kv_len": [8], "gqa": [1],
+                                  "head_dim": [8], "values": [[[[1]]]]}}
+    return {"device_name": "toy", "torch_version": "0", "threads": 0, "date": "2026-12-05",
+            "overhead_us": {"eager": 2}, "tables": {n: grids[n] for n in names}}
+
+
+def test_auto_attention_is_fused_where_the_tables_time_fused_attention_kernels(toy_gpu):
+    """Either fused-attention table (a serving engine's FlashAttention timed) makes `auto` fused; a
+    profile with only matmul and copy tables, or with none, times the eager loop (QK^T, softmax, x V)."""
+    assert attention_mode("auto", toy_gpu(measured=_tables("copy", "attn_prefill.fp16"))) == "fused"
+    assert attention_mode("auto", toy_gpu(measured=_tables("copy", "attn_decode.fp16"))) == "fused"
+    assert attention_mode("auto", toy_gpu(measured=_tables("copy", "matmul.fp16"))) == "unfused"
+    assert attention_mode("auto", toy_gpu()) == "unfused"
+    assert attention_mode("unfused", toy_gpu(measured=_tables("attn_decode.fp16"))) == "unfused"  # asked for
+    assert attention_mode("fused", toy_gpu()) == "fused"

@@ -8,7 +8,7 @@ import pytest
 from gpt_batchprof.analytic import Dtypes, Parallelism, enumerate_ops
 from gpt_batchprof.analytic.ops import OpShape
 from gpt_batchprof.analytic.parallel import alltoall_time, collective_cost, ring_allreduce_time, stage_layers
-from gpt_batchprof.analytic.roofline import predict_collective
+from gpt_batchprof.analytic.roofline import predict, predict_collective
 from gpt_batchprof.errors import BatchprofError, ProfileError
 from gpt_batchprof.profiles import model_from_mapping
 
@@ -53,6 +53,38 @@ def test_collective_rows_are_priced_by_the_link(toy_gpu):
     with pytest.raises(ProfileError, match=r"^hardware 'toy': no interconnect section to price tp_allreduce "
                                            r"\(add interconnect: name, bandwidth_gb_s, latency_us\)$"):
         predict_collective(ar, toy_gpu())
+
+
+def test_a_measured_link_prices_collectives_and_the_datasheet_link_is_their_roofline(toy_gpu):
+    """A link fitted from measured all-reduces (measured.interconnect: 50 GB/s, 2 us per hop) prices the
+    rows; the datasheet's 100 GB/s and 5 us stay beside them as the roofline."""
+    kw = dict(launches=2, ranks=4, rows=8, width=256, compute_dtype="fp16", ctx=("decode", 8, 1, 3))
+    ar = collective_cost("tp_allreduce", message_bytes=4e6, **kw)
+    measured = {"device_name": "toy", "torch_version": "0", "threads": 0, "date": "2026-12-05",
+                "overhead_us": {"eager": 2},
+                "tables": {"copy": {"unit": "GB/s", "bytes": [1000], "values": [100]}},
+                "interconnect": {"name": "fitted", "bandwidth_gb_s": 50, "latency_us": 2}}
+    both = toy_gpu(interconnect=LINK, measured=measured)
+    # measured, per call: link 2 x 3/4 x 4e6 / 5e10 = 120 us, latency 2 x 3 x 2 = 12 us; 2 calls: 240 + 24 = 264 us.
+    # datasheet: 180 us (above)
+    p = predict(ar, both)
+    assert (p.compute_s, p.memory_s, p.overhead_s, p.time_s) == pytest.approx((0.0, 240e-6, 24e-6, 264e-6))
+    assert p.roofline_time_s == pytest.approx(180e-6)
+    assert (p.prediction, p.tables, p.bound) == ("calibrated", ("interconnect",), "link")
+    # --roofline: the datasheet link alone
+    r = predict(ar, both, roofline_only=True)
+    assert (r.memory_s, r.overhead_s, r.time_s, r.roofline_time_s) == pytest.approx((120e-6, 60e-6, 180e-6, 180e-6))
+    assert (r.prediction, r.tables) == ("roofline", ())
+    # no datasheet link: the measured one is its own roofline
+    only = predict_collective(ar, toy_gpu(measured=measured))
+    assert (only.time_s, only.roofline_time_s) == pytest.approx((264e-6, 264e-6))
+    # 1000 B all-to-all: link 3/4 x 1000 / 5e10 = 15 ns under 3 x 2 us of hops: latency-bound on the measured link
+    tiny = predict_collective(collective_cost("ep_alltoall", message_bytes=1000, **kw), both)
+    assert tiny.bound == "latency"
+    assert (tiny.memory_s, tiny.overhead_s) == pytest.approx((2 * 15e-9, 2 * 6e-6))
+    # all-reduce over one GPU: nothing moves, and a zero link time is not latency-bound
+    one = predict_collective(collective_cost("tp_allreduce", message_bytes=4e6, **(kw | {"ranks": 1})), both)
+    assert (one.time_s, one.bound) == (0.0, "link")
 
 
 # --------------------------------------------------------------------------- layouts and the rows they shard
