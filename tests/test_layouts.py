@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gpt_batchprof.analytic import Dtypes, Parallelism, enumerate_ops
-from gpt_batchprof.analytic.parallel import stage_groups, weight_split
+from gpt_batchprof.analytic.parallel import stage_groups, stage_model, weight_split
 from gpt_batchprof.analytic.serving import Scenario, max_batch, memory_use, slowest_stage
 from gpt_batchprof.cli import app
 from gpt_batchprof.errors import BatchprofError, ProfileError
@@ -214,6 +214,19 @@ def test_layouts_a_stack_cannot_take_are_one_line():
         memory_use(mixed(), Scenario(prompt_len=8, gen_len=4), 1, Parallelism(tp=3))
     # the mixed stack itself fits ep 2 (2 experts per GPU); with 80 GB it is not memory that limits it
     assert max_batch(mixed(), HW, Scenario(prompt_len=8, gen_len=4), Parallelism(ep=2)) > 10**6
+
+
+def test_a_stage_model_is_named_for_its_layout_and_a_stage_outside_it_is_one_line():
+    par = Parallelism(tp=2, pp=2)
+    s = stage_model(mixed(), par)  # stage 0 by default: the two dense layers
+    assert (s.name, s.n_layer, s.n_head, s.d_ff, s.layer_order) == ("mixed/TP 2 x PP 2 x EP 1 = 4 GPUs", 2, 2, 16, ())
+    assert [(g.count, g.n_expert, g.d_ff) for g in s.layer_groups] == [(2, 1, 32)]  # 64 // 2
+    assert [(g.count, g.n_expert, g.d_ff) for g in stage_model(mixed(), par, 1).layer_groups] == [(2, 4, 16)]
+    for stage in (2, -1):
+        with pytest.raises(BatchprofError) as e:
+            stage_model(mixed(), par, stage)
+        assert str(e.value) == f"pipeline stage {stage} does not exist in TP 2 x PP 2 x EP 1 = 4 GPUs (stages 0 to 1)"
+    assert stage_model(mixed(), Parallelism()) == mixed()  # one GPU: the model itself
 
 
 # --------------------------------------------------------------------------- the profile key
