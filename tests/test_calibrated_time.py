@@ -184,6 +184,22 @@ def test_chunked_fused_prefill_is_flagged_as_extrapolated():
     chunk = cost("attn_fused", flops=1e6, m=16, n=64, k=64, batch=1, heads=1)
     assert not calibrated_time(square, tables()).extrapolated
     assert calibrated_time(chunk, tables()).extrapolated
+    # the head-layout table (a serving engine's fused kernel) likewise: 16 queries over 64 keys is read at the
+    # square prefill doing as many pairs, an estimate the table never measured
+    fa = Table("attn_prefill", "fp32", ((1.0, 64.0), (16.0, 4096.0), (1.0,), (64.0,)), (1e9,) * 4)
+    assert calibrated_time(square, tables(**{"attn_prefill.fp32": fa})).tables == ("attn_prefill.fp32",)
+    assert not calibrated_time(square, tables(**{"attn_prefill.fp32": fa})).extrapolated
+    assert calibrated_time(chunk, tables(**{"attn_prefill.fp32": fa})).extrapolated
+
+
+def test_a_binding_copy_floor_keeps_the_flag_of_a_kernel_read_off_the_grid():
+    # matmul m=8 is past the table's m=4 edge (flagged); at 2 GFLOP/s 16e6 FLOP take 8 ms, while its 4.064e6 B
+    # at a 0.1 GB/s copy (inside that table's grid, not flagged) take 40.64 ms and bind: the result stays flagged
+    copy = Table("copy", "", ((1e3, 1e8),), (1e8, 1e8))
+    c = cost("ffn_up", flops=16e6, nbytes=4.064e6, launches=1, m=8, n=1000, k=1000)
+    got = calibrated_time(c, tables(copy=copy))
+    assert got.memory_s == pytest.approx(40.64e-3) and got.compute_s == pytest.approx(8e-3)
+    assert got.extrapolated
 
 
 # --------------------------------------------------------------------------- predict, combine
