@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from gpt_batchprof.analytic import Dtypes, Parallelism, Scenario, memory_use, serving_report
+from gpt_batchprof.analytic import Dtypes, Parallelism, Scenario, max_batch, memory_use, serving_report
 from gpt_batchprof.analytic.gpt import attention_ops
 from gpt_batchprof.analytic.roofline import step_time
 from gpt_batchprof.analytic.serving import (
@@ -147,3 +147,44 @@ def test_serving_report_on_a_launch_bound_device(tiny_model):
         serving_report(tiny_model, _overhead_hw(), Scenario(), (0, 2))
     with pytest.raises(BatchprofError, match=r"has no interconnect section"):
         serving_report(tiny_model, _overhead_hw(), Scenario(prompt_len=4, gen_len=3), (1,), Parallelism(tp=2))
+
+
+def test_serving_report_over_two_gpus_prices_the_layout_at_every_batch(tiny_model):
+    """The launch-bound device above with a 1 s-per-hop link, tiny over TP 2: each GPU runs the 22 kernels of a
+    step (1 s each in a graph) and 5 all-reduces (2 per layer and 1 after the vocabulary-split embedding),
+    each 2 ring hops of 1 s (the bytes take ~1e-15 s): 22 + 10 = 32 s per step, batch 1 as any other.
+    gen_len 3: e2e 96 s, tokens/s 3 x b / 96 = b / 32; 2 GPUs x 3.6 USD/h: 2 x 1e-3 USD/s / (b / 32) x 1e6 =
+    64,000 / b USD per million tokens. Memory and the critical batch are those of the layout too."""
+    hw = _overhead_hw(interconnect={"name": "slow", "bandwidth_gb_s": 1e9, "latency_us": 1e6})
+    sc, tp2 = Scenario(prompt_len=4, gen_len=3), Parallelism(tp=2)
+    rep = serving_report(tiny_model, hw, sc, (1, 2), tp2)
+    for p, b in zip(rep.points, (1, 2)):
+        assert (p.ttft_s, p.itl_s, p.e2e_s) == pytest.approx((32.0, 32.0, 96.0), rel=1e-9)
+        assert p.cost_per_million_tokens_usd == pytest.approx(64_000 / b, rel=1e-9)
+    assert rep.max_batch == max_batch(tiny_model, hw, sc, tp2) != max_batch(tiny_model, hw, sc)
+    assert rep.critical_batch == critical_batch(tiny_model, hw, sc, tp2)
+
+
+def test_max_batch_is_what_fits_on_the_fullest_gpu_times_the_expert_groups(small_moe):
+    """Checked against the memory each batch takes: the largest batch fits and the next one that adds a
+    sequence to every group does not; with ep 2 each group holds its own sequences, so the batch is even.
+    Memory that holds the weights and less than one sequence fits no batch."""
+    model, sc = small_moe(), Scenario(prompt_len=64, gen_len=64)
+    one = memory_use(model, sc, 1)
+    per_sequence = one.kv_cache_bytes + one.activation_bytes
+    for par in (Parallelism(), Parallelism(ep=2)):
+        for sequences in (3, 40):  # memory for the weights and 3.5 or 40.5 sequences of one GPU
+            w = memory_use(model, sc, 1, par).weights_bytes
+            hw = hardware_from_mapping({"name": "m", "kind": "gpu", "memory_gb": (w + (sequences + 0.5) *
+                                        per_sequence) / 1e9, "memory_bandwidth_gb_s": 1, "peak_tflops": {"fp16": 1}},
+                                       "test")
+            mb = max_batch(model, hw, sc, par)
+            assert mb == sequences * par.ep
+            assert memory_use(model, sc, mb, par).total_bytes <= hw.memory_bytes
+            assert memory_use(model, sc, mb + par.ep, par).total_bytes > hw.memory_bytes
+        short = hardware_from_mapping({"name": "m", "kind": "gpu", "memory_gb": (w + per_sequence / 2) / 1e9,
+                                       "memory_bandwidth_gb_s": 1, "peak_tflops": {"fp16": 1}}, "test")
+        assert max_batch(model, short, sc, par) == 0
+        full = hardware_from_mapping({"name": "m", "kind": "gpu", "memory_gb": w / 1e9, "memory_bandwidth_gb_s": 1,
+                                      "peak_tflops": {"fp16": 1}}, "test")
+        assert max_batch(model, full, sc, par) == 0  # the weights alone fill it
