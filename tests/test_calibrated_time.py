@@ -342,3 +342,13 @@ def test_a_calibrated_time_below_the_roofline_names_each_ceiling_it_passes():
     fast = hardware_from_mapping(HW | {"memory_bandwidth_gb_s": 20, "launch_overhead_us": 10,
                                        "measured": MEASURED | {"tables": MEASURED["tables"] | BMM}}, "test")
     assert predict(cost("attn_softmax", nbytes=2e6, launches=2), fast).below_roofline == ""
+
+
+def test_a_calibrated_matmul_faster_than_the_profiles_peak_names_the_table_and_both_rates():
+    """A 1 x 1000 x 1000 fp32 matmul read at the table's 1 GFLOP/s: 2e6 FLOP in 2 ms, plus the measured 10 us.
+    A profile claiming a 0.8 GFLOP/s peak (and 100 GB/s, no launch cost) has a roofline of 2e6 / 0.8e9 = 2.5 ms:
+    the table beats the peak, by FLOPs alone (its 4.008 MB in 2 ms is 2 GB/s, far under 100 GB/s)."""
+    low_peak = hardware_from_mapping(HW | {"peak_tflops": {"fp32": 0.0008}, "measured": MEASURED}, "test")
+    p = predict(cost("ffn_up", flops=2e6, nbytes=4.008e6, m=1, n=1000, k=1000), low_peak)
+    assert (p.time_s, p.roofline_time_s) == (pytest.approx(2.01e-3), pytest.approx(2.5e-3))
+    assert p.below_roofline == "matmul.fp32 achieves 0.001 TFLOP/s, above the profile's peak 0.0008"

@@ -216,6 +216,17 @@ def test_layouts_a_stack_cannot_take_are_one_line():
     assert max_batch(mixed(), HW, Scenario(prompt_len=8, gen_len=4), Parallelism(ep=2)) > 10**6
 
 
+def test_rows_of_one_kernel_add_up_over_the_groups_of_a_stack():
+    """mixed's dense and MoE layers share their attention: one qkv_proj row and one attn_score row, launched by
+    all 4 layers. Decode of batch 1 over 3 cached tokens (4 keys), fp16, per layer: qkv_proj 2 x 16 x 48 = 1536
+    FLOPs, 32 B in + 1536 B of weights + 96 B out = 1664 B; attn_score 4 heads x 2 x 4 dims x 4 keys = 128 FLOPs,
+    queries 32 B + keys 4 x 4 heads x 4 x 2 B = 128 B + scores 32 B = 192 B."""
+    ops = {o.op: o for o in enumerate_ops(mixed(), "decode", 1, kv_len=3)}
+    qkv, score = ops["qkv_proj"], ops["attn_score"]
+    assert (qkv.flops, qkv.bytes, qkv.weight_bytes, qkv.launches) == (4 * 1536, 4 * 1664, 4 * 1536, 4)
+    assert (score.flops, score.bytes, score.weight_bytes, score.launches) == (4 * 128, 4 * 192, 0, 4)
+
+
 def test_a_stage_model_is_named_for_its_layout_and_a_stage_outside_it_is_one_line():
     par = Parallelism(tp=2, pp=2)
     s = stage_model(mixed(), par)  # stage 0 by default: the two dense layers

@@ -414,6 +414,57 @@ def test_mla_fused_attention_worked_by_hand():
     assert (fused.shape.heads, fused.shape.kv_heads, fused.shape.causal) == (2, 2, True)
 
 
+def test_mla_attention_rows_of_a_batch_worked_by_hand():
+    """Batch 2, fp16, one layer; every attention row carries its step (phase, sequences, new tokens, cached
+    tokens), no weights, one launch, and the shape a calibrated table is read at.
+    naive prefill of 2 tokens (per head keys of 4 + 2 dims, values of 3): the eager loop scores the whole 2 x 2
+    square; fused counts the 3 causal pairs. absorbed decode over 10 keys: 8-dim latent keys, 6-dim latent
+    values, one K/V head (the latent) for both query heads."""
+    m = model_from_mapping(MLA, "t")
+
+    def attn(phase, attention, **kw):
+        return {o.op: o for o in enumerate_ops(m, phase, 2, attention=attention, **kw) if o.op.startswith("attn")}
+
+    def step(o):
+        return (o.phase, o.batch, o.new_tokens, o.kv_len, o.weight_bytes, o.launches, o.compute_dtype)
+
+    def shape(o):
+        s = o.shape
+        return (s.m, s.n, s.k, s.batch, s.heads, s.kv_heads, s.causal)
+
+    pre = attn("prefill", "unfused", new_tokens=2)
+    assert all(step(o) == ("prefill", 2, 2, 0, 0.0, 1, "fp16") for o in pre.values()) and len(pre) == 3
+    # scores: 2 x 6 dims x 4 pairs x 2 heads x 2 sequences = 192 FLOPs; queries and decompressed keys
+    # 2 x 2 x 2 x 6 x 2 B = 96 each, scores 2 x 2 x 4 x 2 B = 32: 224 B; 2 x 2 problems of 2 x 2 over 6 dims
+    assert (pre["attn_score"].flops, pre["attn_score"].bytes) == (192, 224)
+    assert shape(pre["attn_score"]) == (2, 2, 6, 4, 2, 2, True)
+    # softmax: 2 x 2 x 2 rows of 2, read and written: 64 B
+    assert (pre["attn_softmax"].bytes, pre["attn_softmax"].shape.m, pre["attn_softmax"].shape.n) == (64, 8, 2)
+    # context: 2 x 3 x 16 = 96 FLOPs; scores 32 + values 2 x 2 x 2 x 3 x 2 = 48 + outputs 48: 128 B
+    assert (pre["attn_context"].flops, pre["attn_context"].bytes) == (96, 128)
+    assert shape(pre["attn_context"]) == (2, 3, 2, 4, 2, 2, True)
+
+    dec = attn("decode", "unfused", kv_len=9)
+    assert all(step(o) == ("decode", 2, 1, 9, 0.0, 1, "fp16") for o in dec.values())
+    # scores: 2 x 8 x 10 keys x 2 heads x 2 = 640 FLOPs; queries 2 x 2 x 8 x 2 = 64, the latent cache
+    # 2 x 10 x 8 x 2 = 320, scores 2 x 2 x 10 x 2 = 80: 464 B; 2 problems (one per sequence) of both heads' rows
+    assert (dec["attn_score"].flops, dec["attn_score"].bytes) == (640, 464)
+    assert shape(dec["attn_score"]) == (2, 10, 8, 2, 2, 1, False)
+    assert (dec["attn_softmax"].bytes, dec["attn_softmax"].shape.m) == (160, 4)  # 4 rows of 10, read and written
+    # context: 2 x 6 x 40 = 480 FLOPs; scores 80 + latent values 2 x 10 x 6 x 2 = 240 + outputs 2 x 2 x 6 x 2 = 48
+    assert (dec["attn_context"].flops, dec["attn_context"].bytes) == (480, 368)
+    assert shape(dec["attn_context"]) == (2, 6, 10, 2, 2, 1, False)
+
+    fused = attn("prefill", "fused", new_tokens=2)["attn_fused"]
+    # 2 x (6 + 3) x 3 causal pairs x 2 heads x 2 = 216 FLOPs; queries 96, keys 96, values 48, outputs 48: 288 B
+    assert step(fused) == ("prefill", 2, 2, 0, 0.0, 1, "fp16") and (fused.flops, fused.bytes) == (216, 288)
+    assert shape(fused) == (2, 2, 6, 2, 2, 2, True)
+    fused = attn("decode", "fused", kv_len=9)["attn_fused"]
+    # 2 x (8 + 6) x 10 x 2 x 2 = 1120 FLOPs; queries 64, the cache 320 (read once), outputs 48: 432 B
+    assert step(fused) == ("decode", 2, 1, 9, 0.0, 1, "fp16") and (fused.flops, fused.bytes) == (1120, 432)
+    assert shape(fused) == (1, 10, 8, 2, 2, 1, False)
+
+
 def test_mla_step_activations_worked_by_hand():
     # fp16; logits 10 x 4 B per sequence; the FFN (GELU) keeps one inner tensor of 8 per token
     m, d16 = model_from_mapping(MLA, "t"), Dtypes.of("fp16")
