@@ -98,3 +98,28 @@ def test_auto_attention_is_fused_where_the_tables_time_fused_attention_kernels(t
     assert attention_mode("auto", toy_gpu()) == "unfused"
     assert attention_mode("unfused", toy_gpu(measured=_tables("attn_decode.fp16"))) == "unfused"  # asked for
     assert attention_mode("fused", toy_gpu()) == "fused"
+
+
+def test_ridge_point_is_peak_over_bandwidth_fp16_by_default(toy_gpu):
+    # 1 TFLOP/s fp16 over 100 GB/s: 10 FLOP/B; fp32 at 0.5 TFLOP/s: 5; a profile without fp16 takes its first peak
+    two = toy_gpu(peak_tflops={"fp32": 0.5, "fp16": 1})
+    assert two.ridge_point() == pytest.approx(10.0) and two.ridge_point("fp32") == pytest.approx(5.0)
+    assert toy_gpu(peak_tflops={"bf16": 2, "fp32": 0.5}).ridge_point() == pytest.approx(20.0)
+    with pytest.raises(ProfileError, match=r"^hardware 'toy': no int8 peak in peak_tflops \(has: fp32, fp16\)"):
+        two.ridge_point("int8")
+
+
+def test_the_hardware_record_in_json_output_is_in_si_units(toy_gpu):
+    hw = toy_gpu(interconnect={"name": "x", "bandwidth_gb_s": 50, "latency_us": 5}, graph_launch_overhead_us=0.5,
+                 engine={"name": "vllm", "per_step_us": 100, "per_layer_us": 9, "per_request_us": 3},
+                 price_per_hour_usd=2.5, l2_cache_mb=50)
+    assert hw.to_dict() == {
+        "name": "toy", "kind": "gpu", "memory_bytes": 1e9, "memory_bandwidth_bytes_per_s": 1e11,
+        "peak_flops_per_s": {"fp16": 1e12}, "launch_overhead_s": pytest.approx(2e-6),
+        "graph_launch_overhead_s": pytest.approx(0.5e-6), "l2_cache_bytes": 50e6, "price_per_hour_usd": 2.5,
+        "source": "", "engine": {"name": "vllm", "per_step_s": pytest.approx(100e-6), "per_layer_s": pytest.approx(9e-6),
+                                 "per_request_s": pytest.approx(3e-6), "source": ""},
+        "interconnect": {"name": "x", "bandwidth_bytes_per_s": 5e10, "latency_s": pytest.approx(5e-6)}}
+    plain = toy_gpu().to_dict()
+    assert (plain["engine"], plain["interconnect"], plain["graph_launch_overhead_s"]) == (None, None, None)
+    assert "measured" not in plain
