@@ -227,6 +227,15 @@ def test_rows_of_one_kernel_add_up_over_the_groups_of_a_stack():
     assert (score.flops, score.bytes, score.weight_bytes, score.launches) == (4 * 128, 4 * 192, 0, 4)
 
 
+def test_attention_sinks_are_split_with_their_query_heads():
+    """One sink logit per query head and layer (gpt-oss): mixed's 4 heads x 4 layers = 16 values, 32 B in fp16 on
+    one GPU; over tp 2 each GPU holds the sinks of its 2 heads, 16 B, and no GPU keeps them whole."""
+    for tp, share in ((1, 32), (2, 16)):
+        plain = weight_split(mixed(), Parallelism(tp=tp), Dtypes.of("fp16"))
+        sinks = weight_split(mixed(attention_sinks=True), Parallelism(tp=tp), Dtypes.of("fp16"))
+        assert (sinks.sharded_bytes - plain.sharded_bytes, sinks.replicated_bytes - plain.replicated_bytes) == (share, 0)
+
+
 def test_a_stage_model_is_named_for_its_layout_and_a_stage_outside_it_is_one_line():
     par = Parallelism(tp=2, pp=2)
     s = stage_model(mixed(), par)  # stage 0 by default: the two dense layers
