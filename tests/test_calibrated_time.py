@@ -342,6 +342,10 @@ def test_a_calibrated_time_below_the_roofline_names_each_ceiling_it_passes():
     fast = hardware_from_mapping(HW | {"memory_bandwidth_gb_s": 20, "launch_overhead_us": 10,
                                        "measured": MEASURED | {"tables": MEASURED["tables"] | BMM}}, "test")
     assert predict(cost("attn_softmax", nbytes=2e6, launches=2), fast).below_roofline == ""
+    # one launch: 100 us of work + 10 us against 1 MB / 5 GB/s + 50 us = 250 us; the overhead is per kernel still
+    one = predict(cost("attn_softmax", nbytes=1e6, launches=1), slow)
+    assert (one.time_s, one.roofline_time_s) == (pytest.approx(110e-6), pytest.approx(250e-6))
+    assert one.below_roofline.endswith("; measured overhead 10 us per kernel, below the profile's 50 us")
 
 
 def test_a_calibrated_matmul_faster_than_the_profiles_peak_names_the_table_and_both_rates():
