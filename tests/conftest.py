@@ -24,6 +24,16 @@ def tiny_model():
 
 
 @pytest.fixture
+def measured_section():
+    """A factory: measured_section(tables, overhead_us={"eager": 2}, **extra) is a hardware profile's
+    `measured:` section (datasheet units) with its provenance filled in."""
+    def make(tables, overhead_us=None, **extra):
+        return {"device_name": "hand", "torch_version": "0", "threads": 0, "date": "2026-12-05",
+                "overhead_us": overhead_us or {"eager": 2}, "tables": tables} | extra
+    return make
+
+
+@pytest.fixture
 def small_moe():
     """A factory: small_moe(norm="layernorm") is 1 layer, d_model 8, 2 heads of 4, 4 experts of d_ff 16
     with 2 active per token, and a shared expert of d_ff 8 (SwiGLU, vocab 10)."""

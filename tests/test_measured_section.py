@@ -123,6 +123,9 @@ def test_best_flop_rate_is_the_fastest_measured_cell_of_a_dtype():
 # --------------------------------------------------------------------------- malformed fields
 
 
+DELETE = object()  # _with's value: drop the key
+
+
 def _with(path, value):
     bad = copy.deepcopy(SECTION)
     node = bad
@@ -135,7 +138,6 @@ def _with(path, value):
     return bad
 
 
-DELETE = object()
 MM = ("tables", "matmul.bf16")
 DTYPES = "fp32, tf32, fp16, bf16, fp8, int8"
 

@@ -78,20 +78,20 @@ def test_combine_skips_a_member_without_a_prediction_when_picking_the_bound():
     assert combine([nan, ok], "ffn", launches=2).bound == "compute"
 
 
-def _tables(*names):
-    grids = {"copy": {"unit": "GB/s", "bytes": [1000], "values": [100]},
-             "matmul.fp16": {"unit": "GFLOP/s", "m": [1], "n": [8], "k": [8], "values": [[[1]]]},
-             "attn_prefill.fp16": {"unit": "GFLOP/s", "batch_kv_heads": [1], "seq_len": [8], "gqa": [1],
-                                   "head_dim": [8], "values": [[[[1]]]]},
-             "attn_decode.fp16": {"unit": "GFLOP/s", "batch_kv_heads": [1], "kv_len": [8], "gqa": [1],
-                                  "head_dim": [8], "values": [[[[1]]]]}}
-    return {"device_name": "toy", "torch_version": "0", "threads": 0, "date": "2026-12-05",
-            "overhead_us": {"eager": 2}, "tables": {n: grids[n] for n in names}}
+GRIDS = {"copy": {"unit": "GB/s", "bytes": [1000], "values": [100]},
+         "matmul.fp16": {"unit": "GFLOP/s", "m": [1], "n": [8], "k": [8], "values": [[[1]]]},
+         "attn_prefill.fp16": {"unit": "GFLOP/s", "batch_kv_heads": [1], "seq_len": [8], "gqa": [1],
+                               "head_dim": [8], "values": [[[[1]]]]},
+         "attn_decode.fp16": {"unit": "GFLOP/s", "batch_kv_heads": [1], "kv_len": [8], "gqa": [1],
+                              "head_dim": [8], "values": [[[[1]]]]}}
 
 
-def test_auto_attention_is_fused_where_the_tables_time_fused_attention_kernels(toy_gpu):
+def test_auto_attention_is_fused_where_the_tables_time_fused_attention_kernels(toy_gpu, measured_section):
     """Either fused-attention table (a serving engine's FlashAttention timed) makes `auto` fused; a
     profile with only matmul and copy tables, or with none, times the eager loop (QK^T, softmax, x V)."""
+    def _tables(*names):
+        return measured_section({n: GRIDS[n] for n in names})
+
     assert attention_mode("auto", toy_gpu(measured=_tables("copy", "attn_prefill.fp16"))) == "fused"
     assert attention_mode("auto", toy_gpu(measured=_tables("copy", "attn_decode.fp16"))) == "fused"
     assert attention_mode("auto", toy_gpu(measured=_tables("copy", "matmul.fp16"))) == "unfused"

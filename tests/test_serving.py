@@ -127,12 +127,14 @@ def _overhead_hw(**extra):
     return hardware_from_mapping(m | extra, "test")
 
 
-# bmm and softmax tables fast enough to vanish on the launch-bound device; 0.5 s per eager launch, 0.25 s in a graph
-FAST_TABLES = {"device_name": "d", "torch_version": "0", "threads": 0, "date": "2026-12-05",
-               "overhead_us": {"eager": 0.5e6, "graphs": 0.25e6},
-               "tables": {"bmm.fp16": {"unit": "GFLOP/s", "batch": [1], "m": [1], "n": [1], "k": [1],
-                                       "values": [[[[1e9]]]]},
-                          "softmax.fp16": {"unit": "GB/s", "bytes": [1], "values": [1e9]}}}
+@pytest.fixture
+def fast_tables(measured_section):
+    """bmm and softmax tables fast enough to vanish on the launch-bound device; 0.5 s per eager launch,
+    0.25 s in a graph."""
+    return measured_section({"bmm.fp16": {"unit": "GFLOP/s", "batch": [1], "m": [1], "n": [1], "k": [1],
+                                          "values": [[[[1e9]]]]},
+                             "softmax.fp16": {"unit": "GB/s", "bytes": [1], "values": [1e9]}},
+                            overhead_us={"eager": 0.5e6, "graphs": 0.25e6})
 
 
 def test_serving_report_on_a_launch_bound_device(tiny_model):
@@ -157,7 +159,7 @@ def test_serving_report_on_a_launch_bound_device(tiny_model):
         serving_report(tiny_model, _overhead_hw(), Scenario(prompt_len=4, gen_len=3), (1,), Parallelism(tp=2))
 
 
-def test_serving_report_over_two_gpus_prices_the_layout_at_every_batch(tiny_model):
+def test_serving_report_over_two_gpus_prices_the_layout_at_every_batch(tiny_model, fast_tables):
     """The launch-bound device above with a 1 s-per-hop link, tiny over TP 2: each GPU runs the 22 kernels of a
     step (1 s each in a graph) and 5 all-reduces (2 per layer and 1 after the vocabulary-split embedding),
     each 2 ring hops of 1 s (the bytes take ~1e-15 s): 22 + 10 = 32 s per step, batch 1 as any other.
@@ -173,7 +175,7 @@ def test_serving_report_over_two_gpus_prices_the_layout_at_every_batch(tiny_mode
     assert rep.critical_batch == critical_batch(tiny_model, hw, sc, tp2)
     # with measured tables the best figures are calibrated, and the roofline beside them is still the layout's
     cal = _overhead_hw(interconnect={"name": "slow", "bandwidth_gb_s": 1e9, "latency_us": 1e6},
-                       measured=FAST_TABLES)
+                       measured=fast_tables)
     p = serving_report(tiny_model, cal, sc, (1,), tp2).points[0]
     assert (p.roofline_ttft_s, p.roofline_itl_s, p.roofline_e2e_s) == pytest.approx((32.0, 32.0, 96.0), rel=1e-9)
     assert p.itl_s < 32.0
@@ -186,37 +188,36 @@ def test_max_batch_is_what_fits_on_the_fullest_gpu_times_the_expert_groups(small
     model, sc = small_moe(), Scenario(prompt_len=64, gen_len=64)
     one = memory_use(model, sc, 1)
     per_sequence = one.kv_cache_bytes + one.activation_bytes
+
+    def gpu(memory_bytes):
+        return hardware_from_mapping({"name": "m", "kind": "gpu", "memory_gb": memory_bytes / 1e9,
+                                      "memory_bandwidth_gb_s": 1, "peak_tflops": {"fp16": 1}}, "test")
+
     for par in (Parallelism(), Parallelism(ep=2)):
+        w = memory_use(model, sc, 1, par).weights_bytes
         for sequences in (3, 40):  # memory for the weights and 3.5 or 40.5 sequences of one GPU
-            w = memory_use(model, sc, 1, par).weights_bytes
-            hw = hardware_from_mapping({"name": "m", "kind": "gpu", "memory_gb": (w + (sequences + 0.5) *
-                                        per_sequence) / 1e9, "memory_bandwidth_gb_s": 1, "peak_tflops": {"fp16": 1}},
-                                       "test")
+            hw = gpu(w + (sequences + 0.5) * per_sequence)
             mb = max_batch(model, hw, sc, par)
             assert mb == sequences * par.ep
             assert memory_use(model, sc, mb, par).total_bytes <= hw.memory_bytes
             assert memory_use(model, sc, mb + par.ep, par).total_bytes > hw.memory_bytes
-        short = hardware_from_mapping({"name": "m", "kind": "gpu", "memory_gb": (w + per_sequence / 2) / 1e9,
-                                       "memory_bandwidth_gb_s": 1, "peak_tflops": {"fp16": 1}}, "test")
-        assert max_batch(model, short, sc, par) == 0
-        full = hardware_from_mapping({"name": "m", "kind": "gpu", "memory_gb": w / 1e9, "memory_bandwidth_gb_s": 1,
-                                      "peak_tflops": {"fp16": 1}}, "test")
-        assert max_batch(model, full, sc, par) == 0  # the weights alone fill it
+        assert max_batch(model, gpu(w + per_sequence / 2), sc, par) == 0
+        assert max_batch(model, gpu(w), sc, par) == 0  # the weights alone fill it
 
 
-def test_a_stacks_decode_attention_is_priced_at_the_launch_mode_and_pricing_asked_for(tiny_model):
+def test_a_stacks_decode_attention_is_priced_at_the_launch_mode_and_pricing_asked_for(fast_tables):
     """tiny as a stack, one layer with a 4-token window and one full, on the launch-bound device: 2 decode steps
     (gen_len 3) x 2 layers x 3 kernels (scores, softmax, context) = 12 launches: 24 s eager, 12 s in a graph.
     With measured tables (bmm and softmax fast enough to vanish, 0.5 s per eager launch, 0.25 s in a graph)
     the calibrated sum is 6 s and 3 s, the roofline's stays 24 s and 12 s."""
     stack = model_from_mapping({"name": "tiny", "n_layer": 2, "d_model": 256, "n_head": 8, "n_kv_head": 2,
-                                        "d_ff": 512, "ffn": "swiglu", "vocab_size": 1000, "max_seq_len": 512,
-                                        "norm": "rmsnorm", "layers": [{"count": 1, "sliding_window": 4},
-                                                                      {"count": 1}]}, "test")
+                                "d_ff": 512, "ffn": "swiglu", "vocab_size": 1000, "max_seq_len": 512,
+                                "norm": "rmsnorm", "layers": [{"count": 1, "sliding_window": 4}, {"count": 1}]},
+                               "test")
     sc = Scenario(prompt_len=4, gen_len=3)
     assert decode_attention_time(stack, _overhead_hw(), sc, 1, "eager") == pytest.approx(24.0)
     assert decode_attention_time(stack, _overhead_hw(), sc, 1, "graphs") == pytest.approx(12.0)
-    cal = _overhead_hw(measured=FAST_TABLES)
+    cal = _overhead_hw(measured=fast_tables)
     assert decode_attention_time(stack, cal, sc, 1, "eager") == pytest.approx(6.0)
     assert decode_attention_time(stack, cal, sc, 1, "graphs") == pytest.approx(3.0)
     assert decode_attention_time(stack, cal, sc, 1, "eager", roofline_only=True) == pytest.approx(24.0)

@@ -55,15 +55,13 @@ def test_collective_rows_are_priced_by_the_link(toy_gpu):
         predict_collective(ar, toy_gpu())
 
 
-def test_a_measured_link_prices_collectives_and_the_datasheet_link_is_their_roofline(toy_gpu):
+def test_a_measured_link_prices_collectives_and_the_datasheet_link_is_their_roofline(toy_gpu, measured_section):
     """A link fitted from measured all-reduces (measured.interconnect: 50 GB/s, 2 us per hop) prices the
     rows; the datasheet's 100 GB/s and 5 us stay beside them as the roofline."""
     kw = dict(launches=2, ranks=4, rows=8, width=256, compute_dtype="fp16", ctx=("decode", 8, 1, 3))
     ar = collective_cost("tp_allreduce", message_bytes=4e6, **kw)
-    measured = {"device_name": "toy", "torch_version": "0", "threads": 0, "date": "2026-12-05",
-                "overhead_us": {"eager": 2},
-                "tables": {"copy": {"unit": "GB/s", "bytes": [1000], "values": [100]}},
-                "interconnect": {"name": "fitted", "bandwidth_gb_s": 50, "latency_us": 2}}
+    measured = measured_section({"copy": {"unit": "GB/s", "bytes": [1000], "values": [100]}},
+                                interconnect={"name": "fitted", "bandwidth_gb_s": 50, "latency_us": 2})
     both = toy_gpu(interconnect=LINK, measured=measured)
     # measured, per call: link 2 x 3/4 x 4e6 / 5e10 = 120 us, latency 2 x 3 x 2 = 12 us; 2 calls: 240 + 24 = 264 us.
     # datasheet: 180 us (above)
